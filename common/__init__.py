@@ -1,0 +1,1 @@
+"""Shared plumbing for every part: configuration, logging, metrics."""

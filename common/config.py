@@ -1,0 +1,295 @@
+"""One typed configuration object for every part, loaded and validated once at start.
+
+The YAML file has one section per concern (``massive``, ``kafka``, ``schema_registry``,
+``marketstore``, ``producer``, ``consumer``, ``simulator``, ``services``, ``metrics``).
+Every key is checked against the dataclasses below: an unknown key or a value of the wrong
+type raises :class:`ConfigError` naming the file and the dotted key, so a typo never turns
+silently into a default. Environment variables override a few keys (see ``ENV_OVERRIDES``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+DataType = Literal["bars", "trades", "quotes"]
+BarFrequency = Literal["1Min", "5Min", "1H", "1D"]
+QueryStartKey = Literal["1Min", "5Min", "1H", "1D", "trades", "quotes"]
+# librdkafka properties are passed through untouched; these are the value types it accepts.
+KafkaProperty = str | int | float | bool
+
+BAR_FREQUENCIES: tuple[str, ...] = typing.get_args(BarFrequency)
+DATA_TYPES: tuple[str, ...] = typing.get_args(DataType)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and key it is about."""
+
+
+@dataclass(frozen=True)
+class MassiveConfig:
+    """The seed's options, names and defaults unchanged."""
+
+    api_key: str | None = None
+    base_url: str = "https://api.massive.com"
+    ws_server: str = "wss://socket.massive.com"
+    data_types: list[DataType] = field(default_factory=lambda: ["bars", "quotes", "trades"])
+    symbols: list[str] = field(default_factory=lambda: ["*"])
+    query_start: dict[QueryStartKey, dt.date] = field(default_factory=dict)
+    bar_frequencies: list[BarFrequency] = field(default_factory=lambda: ["1Min"])
+    backfill_batch_size: int = 50000
+    backfill_adjusted: bool = True
+
+    def __repr__(self) -> str:  # the key must never reach a log line through repr()
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown["api_key"] = "***" if self.api_key else None
+        return f"MassiveConfig({shown})"
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    bars: str = "massive.stocks.bars"
+    trades: str = "massive.stocks.trades"
+    quotes: str = "massive.stocks.quotes"
+    dead_letter: str = "massive.stocks.dead-letter"
+
+    def for_type(self, data_type: str) -> str:
+        return {"bars": self.bars, "trades": self.trades, "quotes": self.quotes}[data_type]
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    partitions: int = 12
+    replication_factor: int = 1
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    # Passed through to librdkafka: `properties` to every client, the others to one kind.
+    properties: dict[str, KafkaProperty] = field(default_factory=dict)
+    producer: dict[str, KafkaProperty] = field(default_factory=dict)
+    consumer: dict[str, KafkaProperty] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SchemaRegistryConfig:
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class MarketStoreConfig:
+    url: str = "http://127.0.0.1:5993/rpc"
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ProducerConfig:
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    # 0 = reconnect forever; the official client stops after 5.
+    max_reconnects: int = 0
+    # Where disconnect windows are recorded for gap repair (JSON lines).
+    gaps_file: str = "state/gaps.jsonl"
+    gap_repair: bool = True
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    group_id: str = "massive-fetcher"
+    batch_max_events: int = 50000
+    batch_max_ms: int = 200
+    # MarketStore acknowledges before its WAL is flushed; offsets are committed only once
+    # a write is older than this (longer than the server's WAL flush interval).
+    commit_delay_ms: int = 1500
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    seed: int = 42
+    symbols: list[str] = field(default_factory=list)  # empty: the default universe
+    trades_per_second: float = 5.0  # per symbol
+    quotes_per_second: float = 5.0  # per symbol
+    api_keys: list[str] = field(default_factory=list)  # empty: any non-empty key
+    max_connections: int = 1
+    rest_requests_per_second: float = 0.0  # 0: no limit
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    kafka_version: str = "4.1.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "512m"
+    marketstore_version: str = "v4.1.23"
+    marketstore_port: int = 5993
+    marketstore_grpc_port: int = 5995
+    cache_dir: str | None = None  # default: $XDG_CACHE_HOME/massive-fetcher
+    state_dir: str | None = None  # default: $XDG_STATE_HOME/massive-fetcher
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    producer_port: int = 9101
+    consumer_port: int = 9102
+    backfill_port: int = 9103
+    simulator_port: int = 9104
+
+
+@dataclass(frozen=True)
+class Config:
+    massive: MassiveConfig = field(default_factory=MassiveConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    schema_registry: SchemaRegistryConfig = field(default_factory=SchemaRegistryConfig)
+    marketstore: MarketStoreConfig = field(default_factory=MarketStoreConfig)
+    producer: ProducerConfig = field(default_factory=ProducerConfig)
+    consumer: ConsumerConfig = field(default_factory=ConsumerConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    source: str = "<defaults>"  # the file it came from, for error messages
+
+    def require_api_key(self) -> str:
+        if not self.massive.api_key:
+            raise ConfigError(
+                f"{self.source}: massive.api_key is required "
+                "(set it in the file or in the MASSIVE_API_KEY environment variable)"
+            )
+        return self.massive.api_key
+
+    def replace(self, **sections: Any) -> Config:
+        return dataclasses.replace(self, **sections)
+
+
+# (section, key, environment variable)
+ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
+    ("massive", "api_key", "MASSIVE_API_KEY"),
+    ("massive", "base_url", "MASSIVE_BASE_URL"),
+    ("massive", "ws_server", "MASSIVE_WS_SERVER"),
+    ("kafka", "bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
+    ("schema_registry", "url", "SCHEMA_REGISTRY_URL"),
+    ("marketstore", "url", "MARKETSTORE_URL"),
+)
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: typing.Mapping[str, str] | None = None) -> Config:
+    """Load ``path`` (or only defaults when None), apply env overrides, validate."""
+    env = os.environ if env is None else env
+    source = str(path) if path is not None else "<defaults>"
+    raw: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for section, key, var in ENV_OVERRIDES:
+        value = env.get(var)
+        if value:
+            sec = raw.setdefault(section, {})
+            if isinstance(sec, dict):
+                sec[key] = value
+    if "source" in raw:
+        raise ConfigError(f"{source}: unknown key 'source'")
+    config = _build(Config, raw, "", source)
+    return dataclasses.replace(config, source=source)
+
+
+def _build(cls: type, data: Any, where: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where or 'top level'}: expected a mapping, "
+                          f"got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{source}: unknown key '{dotted}' (known here: {known})")
+        kwargs[key] = _convert(hints[key], value, dotted, source)
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where, source)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, where, source)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{source}: {where}: unexpected value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{source}: {where}: {value!r} is not one of {allowed}")
+        return value
+    if origin is list:
+        if isinstance(value, str):  # "a,b" is accepted where a list is expected
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {where}: expected a list, got {type(value).__name__}")
+        return [_convert(args[0], v, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {where}: expected a mapping, "
+                              f"got {type(value).__name__}")
+        return {_convert(args[0], k, f"{where}.{k}", source):
+                _convert(args[1], v, f"{where}.{k}", source) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{source}: {where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{source}: {where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{source}: {where}: expected a string, got {value!r}")
+    if tp is dt.date:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: {where}: expected a date YYYY-MM-DD, got {value!r}")
+    raise ConfigError(f"{source}: {where}: unsupported type {tp!r}")  # pragma: no cover

@@ -1,0 +1,1 @@
+"""The ``massive-fetcher`` command: one entry point with a subcommand per part."""

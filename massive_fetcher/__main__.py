@@ -1,0 +1,3 @@
+from massive_fetcher.cli import main
+
+raise SystemExit(main())
