@@ -1,0 +1,140 @@
+"""The one config file: typed loading, clear errors naming file and key, env overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common.config import Config, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_keep_the_seed_names_and_values() -> None:
+    config = load_config(None, env={})
+    m = config.massive
+    assert m.api_key is None
+    assert m.base_url == "https://api.massive.com"
+    assert m.ws_server == "wss://socket.massive.com"
+    assert sorted(m.data_types) == ["bars", "quotes", "trades"]
+    assert m.symbols == ["*"]
+    assert m.query_start == {}
+    assert m.bar_frequencies == ["1Min"]
+    assert m.backfill_batch_size == 50000
+    assert m.backfill_adjusted is True
+    assert config.marketstore.url == "http://127.0.0.1:5993/rpc"
+    assert config.kafka.topics.trades == "massive.stocks.trades"
+    assert config.consumer.group_id == "massive-fetcher"
+
+
+def test_example_file_loads_and_documents_every_key() -> None:
+    config = load_config(EXAMPLE, env={})
+    assert config.source == str(EXAMPLE)
+    raw = yaml.safe_load(EXAMPLE.read_text())
+
+    def check(cls: type, section: dict, where: str) -> None:
+        for f in dataclasses.fields(cls):
+            if f.name == "source":
+                continue
+            assert f.name in section, f"config.example.yaml lacks {where}{f.name}"
+            if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
+                check(f.type, section[f.name], f"{where}{f.name}.")
+
+    for f in dataclasses.fields(Config):
+        if f.name != "source":
+            assert f.name in raw, f"config.example.yaml lacks section {f.name}"
+            check(type(getattr(config, f.name)), raw[f.name], f"{f.name}.")
+
+
+def test_values_are_typed(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+massive:
+  api_key: k
+  symbols: AAPL, MSFT
+  query_start: {1Min: 2024-01-02, trades: "2024-06-03"}
+  bar_frequencies: [1Min, 1D]
+kafka:
+  partitions: 3
+  producer: {linger.ms: 5, enable.idempotence: true}
+consumer:
+  batch_max_ms: 50
+""")
+    config = load_config(path, env={})
+    assert config.massive.symbols == ["AAPL", "MSFT"]
+    assert config.massive.query_start == {"1Min": dt.date(2024, 1, 2),
+                                          "trades": dt.date(2024, 6, 3)}
+    assert config.kafka.partitions == 3
+    assert config.kafka.producer == {"linger.ms": 5, "enable.idempotence": True}
+    assert config.require_api_key() == "k"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("massive:\n  apikey: x\n", "unknown key 'massive.apikey'"),
+    ("kafak:\n  bootstrap_servers: x\n", "unknown key 'kafak'"),
+    ("kafka:\n  partitions: twelve\n", "kafka.partitions: expected an integer, got 'twelve'"),
+    ("massive:\n  data_types: [bars, ticks]\n", "massive.data_types[1]: 'ticks' is not one of"),
+    ("massive:\n  bar_frequencies: [2Min]\n", "massive.bar_frequencies[0]: '2Min' is not one of"),
+    ("massive:\n  query_start: {1Min: yesterday}\n", "massive.query_start.1Min: expected a date"),
+    ("massive:\n  query_start: {2Min: 2024-01-01}\n", "massive.query_start.2Min: '2Min' is not"),
+    ("consumer:\n  batch_max_events: true\n", "consumer.batch_max_events: expected an integer"),
+    ("massive: [1, 2]\n", "massive: expected a mapping"),
+    ("- a\n- b\n", "the top level must be a mapping"),
+    ("massive: {\n", "not valid YAML"),
+])
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(path) in str(info.value)
+    assert message in str(info.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml", env={})
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "massive:\n  api_key: from-file\nkafka:\n  bootstrap_servers: a:1\n")
+    config = load_config(path, env={"MASSIVE_API_KEY": "from-env",
+                                    "KAFKA_BOOTSTRAP_SERVERS": "b:2",
+                                    "MARKETSTORE_URL": "http://m:1/rpc"})
+    assert config.massive.api_key == "from-env"
+    assert config.kafka.bootstrap_servers == "b:2"
+    assert config.marketstore.url == "http://m:1/rpc"
+
+
+def test_missing_api_key_where_needed() -> None:
+    with pytest.raises(ConfigError, match=r"massive\.api_key is required"):
+        load_config(None, env={}).require_api_key()
+
+
+def test_api_key_never_in_repr() -> None:
+    config = load_config(None, env={"MASSIVE_API_KEY": "sekrit-key-123"})
+    assert "sekrit-key-123" not in repr(config)
+    assert "sekrit-key-123" not in str(config.massive)
+
+
+def test_cli_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
+    path = write(tmp_path, "massive:\n  apikey: x\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "massive_fetcher", "services", "status", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "unknown key 'massive.apikey'" in lines[0]
+    assert str(path) in lines[0]
