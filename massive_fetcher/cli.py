@@ -16,8 +16,15 @@ from collections.abc import Sequence
 from common.config import Config, ConfigError, load_config
 
 SUBCOMMANDS: tuple[str, ...] = (
-    "massive_fetcher.run_cli",
-    "services.cli",
+    "massive_fetcher.pipeline",  # run
+    "services.cli",  # services
+    "simulator.cli",  # simulator
+    "producer.cli",  # producer
+    "consumer.cli",  # consumer, replay
+    "backfill.cli",  # backfill
+    "schemas.cli",  # topics
+    "massive_fetcher.doctor",  # doctor
+    "massive_fetcher.tail",  # tail
 )
 
 DEFAULT_CONFIG_ENV = "MASSIVE_FETCHER_CONFIG"
@@ -45,7 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "MarketStore through Kafka.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in SUBCOMMANDS:
-        importlib.import_module(module_name).register(sub)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            # Only a part that is not in this tree at all is skipped (tests/test_cli.py
+            # requires every one); an import error inside a part still fails loudly.
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(sub)
     return parser
 
 
