@@ -1,0 +1,229 @@
+"""Massive WebSocket events (AM, T, Q) -> records whose keys are the .avsc field names.
+
+Pure functions, no I/O. Live timestamps arrive in Unix milliseconds and are scaled to
+nanoseconds (never the other way). Every field the schema needs is checked for presence
+and type, because a half-valid record would either fail later in the encoder, far from
+its cause, or worse, be written with a wrong value. Checks use ``type(x) is int`` style
+tests on purpose: they are the cheapest correct test (``isinstance`` would let ``True``
+pass as an int) and this code runs once per event on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Record = dict[str, Any]
+
+NS_PER_MS = 1_000_000
+LIVE = "live"
+
+# ev code -> record kind
+KIND_BY_EV: dict[str, str] = {"AM": "bar", "T": "trade", "Q": "quote"}
+# record kind -> WS channel prefix, and config data type -> kind
+EV_BY_KIND: dict[str, str] = {v: k for k, v in KIND_BY_EV.items()}
+KIND_BY_DATA_TYPE: dict[str, str] = {"bars": "bar", "trades": "trade", "quotes": "quote"}
+
+_NUMBER = (int, float)
+
+
+class MappingError(ValueError):
+    """An event that cannot become a record: unknown ``ev``, missing or ill-typed field."""
+
+
+def _missing(ev: dict[str, Any], name: str) -> MappingError:
+    return MappingError(f"{ev.get('ev')!r} event: missing field {name!r}")
+
+
+def _ill_typed(ev: dict[str, Any], name: str, expected: str) -> MappingError:
+    value = repr(ev.get(name))
+    if len(value) > 40:
+        value = value[:40] + "..."
+    return MappingError(f"{ev.get('ev')!r} event: field {name!r} must be {expected}, got {value}")
+
+
+def _req_int(ev: dict[str, Any], name: str) -> int:
+    try:
+        v = ev[name]
+    except KeyError:
+        raise _missing(ev, name) from None
+    if type(v) is not int:
+        raise _ill_typed(ev, name, "an integer")
+    return v
+
+
+def _opt_int(ev: dict[str, Any], name: str) -> int | None:
+    v = ev.get(name)
+    if v is None or type(v) is int:
+        return v
+    raise _ill_typed(ev, name, "an integer")
+
+
+def _req_num(ev: dict[str, Any], name: str) -> float:
+    try:
+        v = ev[name]
+    except KeyError:
+        raise _missing(ev, name) from None
+    if type(v) is float:
+        return v
+    if type(v) is int:
+        return float(v)
+    raise _ill_typed(ev, name, "a number")
+
+
+def _opt_num(ev: dict[str, Any], name: str) -> float | None:
+    v = ev.get(name)
+    if v is None or type(v) is float:
+        return v
+    if type(v) is int:
+        return float(v)
+    raise _ill_typed(ev, name, "a number")
+
+
+def _req_str(ev: dict[str, Any], name: str) -> str:
+    try:
+        v = ev[name]
+    except KeyError:
+        raise _missing(ev, name) from None
+    if type(v) is not str or not v:
+        raise _ill_typed(ev, name, "a non-empty string")
+    return v
+
+
+def _decimal(ev: dict[str, Any], name: str) -> float | None:
+    """A decimal-string field (``ds``, ``dv``): None when absent, else its float value."""
+    v = ev.get(name)
+    if v is None:
+        return None
+    if type(v) is str:
+        try:
+            f = float(v)
+        except ValueError:
+            raise _ill_typed(ev, name, "a decimal string") from None
+        if f != f or f in (float("inf"), float("-inf")):
+            raise _ill_typed(ev, name, "a finite decimal string")
+        return f
+    if type(v) in _NUMBER:  # lenient: a number where a decimal string was expected
+        return float(v)
+    raise _ill_typed(ev, name, "a decimal string")
+
+
+def _int_list(ev: dict[str, Any], name: str) -> list[int]:
+    v = ev.get(name)
+    if v is None:
+        return []
+    if type(v) is list:
+        for item in v:
+            if type(item) is not int:
+                raise _ill_typed(ev, name, "a list of integers")
+        return v
+    raise _ill_typed(ev, name, "a list of integers")
+
+
+def bar_from_am(ev: dict[str, Any], received_ns: int | None) -> Record:
+    volume = _decimal(ev, "dv")
+    accumulated = _decimal(ev, "dav")
+    otc = ev.get("otc", False)
+    if type(otc) is not bool:
+        if otc is None:
+            otc = False
+        else:
+            raise _ill_typed(ev, "otc", "a boolean")
+    return {
+        "symbol": _req_str(ev, "sym"),
+        "timeframe": "1Min",
+        "start_ns": _req_int(ev, "s") * NS_PER_MS,
+        "end_ns": _req_int(ev, "e") * NS_PER_MS,
+        "open": _req_num(ev, "o"),
+        "high": _req_num(ev, "h"),
+        "low": _req_num(ev, "l"),
+        "close": _req_num(ev, "c"),
+        "volume": _req_num(ev, "v") if volume is None else volume,
+        "vwap": _opt_num(ev, "vw"),
+        "trades": None,
+        "accumulated_volume": _opt_num(ev, "av") if accumulated is None else accumulated,
+        "official_open": _opt_num(ev, "op"),
+        "day_vwap": _opt_num(ev, "a"),
+        "average_trade_size": _opt_num(ev, "z"),
+        "otc": otc,
+        "source": LIVE,
+        "received_ns": received_ns,
+    }
+
+
+def trade_from_t(ev: dict[str, Any], received_ns: int | None) -> Record:
+    size = _decimal(ev, "ds")
+    trft = _opt_int(ev, "trft")
+    return {
+        "symbol": _req_str(ev, "sym"),
+        "sip_timestamp_ns": _req_int(ev, "t") * NS_PER_MS,
+        "participant_timestamp_ns": None,
+        "trf_timestamp_ns": None if trft is None else trft * NS_PER_MS,
+        "price": _req_num(ev, "p"),
+        "size": _req_num(ev, "s") if size is None else size,
+        "exchange": _req_int(ev, "x"),
+        "tape": _opt_int(ev, "z"),
+        "conditions": _int_list(ev, "c"),
+        "id": _req_str(ev, "i"),
+        "sequence_number": _req_int(ev, "q"),
+        "trf_id": _opt_int(ev, "trfi"),
+        "correction": None,
+        "source": LIVE,
+        "received_ns": received_ns,
+    }
+
+
+def quote_from_q(ev: dict[str, Any], received_ns: int | None) -> Record:
+    c = ev.get("c")
+    if c is None:
+        conditions: list[int] = []
+    elif type(c) is int:
+        conditions = [c]
+    else:  # a list is accepted too, in case the feed ever sends several
+        conditions = _int_list(ev, "c")
+    return {
+        "symbol": _req_str(ev, "sym"),
+        "sip_timestamp_ns": _req_int(ev, "t") * NS_PER_MS,
+        "participant_timestamp_ns": None,
+        "trf_timestamp_ns": None,
+        "bid_price": _req_num(ev, "bp"),
+        "bid_size": _req_num(ev, "bs"),
+        "bid_exchange": _opt_int(ev, "bx"),
+        "ask_price": _req_num(ev, "ap"),
+        "ask_size": _req_num(ev, "as"),
+        "ask_exchange": _opt_int(ev, "ax"),
+        "conditions": conditions,
+        "indicators": _int_list(ev, "i"),
+        "sequence_number": _req_int(ev, "q"),
+        "tape": _opt_int(ev, "z"),
+        "source": LIVE,
+        "received_ns": received_ns,
+    }
+
+
+_MAPPERS: dict[str, tuple[str, Callable[[dict[str, Any], int | None], Record]]] = {
+    "AM": ("bar", bar_from_am),
+    "T": ("trade", trade_from_t),
+    "Q": ("quote", quote_from_q),
+}
+
+
+def record_from_ws_event(ev: dict[str, Any], received_ns: int | None) -> tuple[str, Record]:
+    """Map one WS event object to ``(kind, record)``; raise :class:`MappingError` if bad."""
+    try:
+        kind, mapper = _MAPPERS[ev["ev"]]
+    except KeyError:
+        if type(ev) is not dict:
+            raise MappingError(f"event must be a JSON object, got {type(ev).__name__}") from None
+        if "ev" not in ev:
+            raise MappingError("event without 'ev' field") from None
+        code = repr(ev["ev"])
+        raise MappingError(f"unknown event type ev={code[:20]}") from None
+    except TypeError:  # unhashable ev value, or ev not a mapping
+        raise MappingError("event must be a JSON object with a string 'ev'") from None
+    return kind, mapper(ev, received_ns)
+
+
+def event_timestamp_ns(kind: str, record: Record) -> int:
+    """The market time of a record: bar end for bars, SIP time for trades and quotes."""
+    return record["end_ns"] if kind == "bar" else record["sip_timestamp_ns"]

@@ -1,0 +1,240 @@
+"""The one write path into Kafka: records -> Avro -> the idempotent producer, keyed by symbol.
+
+Used by the live producer and by backfill/gap repair alike. librdkafka does the batching,
+compression and retries on its own threads; this class only adds what the project needs
+on top: topic by kind, key = symbol, back-pressure instead of loss when the local queue
+is full, delivery accounting, and Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from common.config import Config
+
+log = logging.getLogger(__name__)
+
+KINDS: tuple[str, ...] = ("bar", "trade", "quote")
+
+# Defaults tuned for many small records (60-200 bytes); kafka.properties and
+# kafka.producer in the config override any of them.
+DEFAULT_PRODUCER_PROPERTIES: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 20,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 100_000,
+    "queue.buffering.max.messages": 1_000_000,
+    "queue.buffering.max.kbytes": 512 * 1024,
+    "message.max.bytes": 2_000_000,
+    "sticky.partitioning.linger.ms": 20,
+}
+
+# While the local queue stays full, say so at most this often.
+_BACKPRESSURE_LOG_INTERVAL_S = 5.0
+# Delivery failures are logged one by one up to this many, then every Nth.
+_FAILURE_LOG_FIRST = 20
+_FAILURE_LOG_EVERY = 1000
+
+
+class PublisherError(RuntimeError):
+    """Kafka cannot be used: unreachable at start, or a fatal producer error."""
+
+
+def producer_properties(config: Config, client_id: str) -> dict[str, Any]:
+    """librdkafka properties: our defaults, then kafka.properties, then kafka.producer."""
+    props: dict[str, Any] = dict(DEFAULT_PRODUCER_PROPERTIES)
+    props["bootstrap.servers"] = config.kafka.bootstrap_servers
+    props["client.id"] = client_id
+    props["compression.type"] = config.kafka.compression
+    props.update(config.kafka.properties)
+    props.update(config.kafka.producer)
+    return props
+
+
+class Publisher:
+    """Encodes records with the shared codec and produces them, never dropping one.
+
+    ``publish`` returns once the record is in librdkafka's queue. When that queue is full
+    it serves delivery reports and waits (back-pressure) instead of raising or dropping.
+    ``delivered``/``failed`` count delivery reports; a failure is a record librdkafka gave
+    up on after its own retries (``delivery.timeout.ms``), and each one is logged.
+    """
+
+    def __init__(self, config: Config, client_id: str = "producer",
+                 registry: CollectorRegistry | None = None, codec: Any = None,
+                 properties: dict[str, Any] | None = None) -> None:
+        if codec is None:
+            from schemas.codec import make_codec
+            codec = make_codec(config)
+        self._codec = codec
+        self._encode: Callable[[str, dict[str, Any]], bytes] = codec.encode
+        self._topics = {
+            "bar": config.kafka.topics.bars,
+            "trade": config.kafka.topics.trades,
+            "quote": config.kafka.topics.quotes,
+        }
+        self.client_id = client_id
+        self.bootstrap_servers = config.kafka.bootstrap_servers
+        props = producer_properties(config, client_id)
+        if properties:
+            props.update(properties)
+        props["on_delivery"] = self._on_delivery
+        props["error_cb"] = self._on_error
+        self._producer = Producer(props)
+        self.produced = 0
+        self.delivered = 0
+        self.failed = 0
+        self.backpressure_waits = 0
+        self.backpressure_seconds = 0.0
+        self.produced_by_kind = dict.fromkeys(KINDS, 0)
+        self.fatal_error: str | None = None
+        self.last_error: str | None = None
+        self._last_backpressure_log = 0.0
+        if registry is not None:
+            registry.register(_PublisherCollector(self))
+
+    # -- producing ---------------------------------------------------------------------
+
+    def topic_for(self, kind: str) -> str:
+        return self._topics[kind]
+
+    def publish(self, kind: str, record: dict[str, Any]) -> None:
+        """Encode ``record`` and queue it on the topic of ``kind`` with key = symbol."""
+        self.produce_encoded(kind, record["symbol"], self._encode(kind, record))
+
+    def produce_encoded(self, kind: str, symbol: str, value: bytes) -> None:
+        """Queue an already encoded record; waits while the local queue is full."""
+        topic = self._topics[kind]
+        try:
+            self._producer.produce(topic, value, symbol)
+        except BufferError:
+            self._wait_for_room(topic, value, symbol)
+        self.produced += 1
+        self.produced_by_kind[kind] += 1
+
+    def _wait_for_room(self, topic: str, value: bytes, key: str) -> None:
+        started = time.monotonic()
+        self.backpressure_waits += 1
+        while True:
+            self._producer.poll(0.05)
+            if self.fatal_error:
+                raise PublisherError(f"Kafka producer failed: {self.fatal_error}")
+            try:
+                self._producer.produce(topic, value, key)
+                break
+            except BufferError:
+                now = time.monotonic()
+                if now - self._last_backpressure_log >= _BACKPRESSURE_LOG_INTERVAL_S:
+                    self._last_backpressure_log = now
+                    log.warning("Kafka local queue full; waiting for deliveries "
+                                "(back-pressure, nothing is dropped)",
+                                extra={"queue_depth": len(self._producer),
+                                       "waiting_s": round(now - started, 3),
+                                       "last_error": self.last_error})
+        self.backpressure_seconds += time.monotonic() - started
+
+    def poll(self, timeout: float = 0) -> int:
+        """Serve delivery reports; returns how many were served."""
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for outstanding deliveries; returns how many are still not acknowledged."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            log.error("Kafka flush timed out with records still unacknowledged",
+                      extra={"remaining": remaining, "timeout_s": timeout_s,
+                             "last_error": self.last_error})
+        return remaining
+
+    def close(self, timeout_s: float = 30.0) -> int:
+        """Flush, then report what was produced; the producer is unusable afterwards."""
+        remaining = self.flush(timeout_s)
+        log.info("Kafka publisher closed",
+                 extra={"client_id": self.client_id, "produced": self.produced,
+                        "delivered": self.delivered, "failed": self.failed,
+                        "unacknowledged": remaining})
+        return remaining
+
+    @property
+    def queue_depth(self) -> int:
+        """Records (and requests) waiting in librdkafka: queued, in flight, or unreported."""
+        return len(self._producer)
+
+    def wait_until_reachable(self, timeout_s: float) -> None:
+        """Fetch cluster metadata or raise :class:`PublisherError` naming the servers."""
+        try:
+            self._producer.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            raise PublisherError(
+                f"Kafka at {self.bootstrap_servers} not reachable within {timeout_s:g}s "
+                f"({exc.args[0].str() if exc.args else exc})") from None
+
+    # -- librdkafka callbacks (run inside poll/flush on the calling thread) -------------
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            self.delivered += 1
+            return
+        self.failed += 1
+        self.last_error = err.str()
+        if self.failed <= _FAILURE_LOG_FIRST or self.failed % _FAILURE_LOG_EVERY == 0:
+            key = msg.key()
+            log.error("Kafka delivery failed after retries",
+                      extra={"topic": msg.topic(), "key": key.decode("utf-8", "replace")
+                             if key else None, "error": err.str(),
+                             "failed_total": self.failed})
+
+    def _on_error(self, err: KafkaError) -> None:
+        self.last_error = err.str()
+        if err.fatal():
+            self.fatal_error = err.str()
+            log.critical("Kafka producer fatal error", extra={"error": err.str()})
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
+            log.warning("all Kafka brokers down; librdkafka keeps retrying",
+                        extra={"bootstrap_servers": self.bootstrap_servers})
+        else:
+            log.warning("Kafka client error", extra={"error": err.str()})
+
+
+def _metric_prefix(client_id: str) -> str:
+    return "massive_" + re.sub(r"[^a-zA-Z0-9_]", "_", client_id) + "_kafka"
+
+
+class _PublisherCollector(Collector):
+    """Reads the publisher's plain counters at scrape time (no per-record metric calls)."""
+
+    def __init__(self, pub: Publisher) -> None:
+        self._pub = pub
+        self._prefix = _metric_prefix(pub.client_id)
+
+    def collect(self) -> Any:
+        p, pre = self._pub, self._prefix
+        produced = CounterMetricFamily(f"{pre}_produced", "Records queued for Kafka",
+                                       labels=["kind"])
+        for kind, n in p.produced_by_kind.items():
+            produced.add_metric([kind], n)
+        yield produced
+        yield CounterMetricFamily(f"{pre}_delivered", "Records acknowledged by Kafka",
+                                  value=p.delivered)
+        yield CounterMetricFamily(f"{pre}_delivery_failed",
+                                  "Records Kafka did not acknowledge after retries (produce "
+                                  "errors)", value=p.failed)
+        yield CounterMetricFamily(f"{pre}_backpressure_waits",
+                                  "Times the local queue was full and publishing waited",
+                                  value=p.backpressure_waits)
+        yield CounterMetricFamily(f"{pre}_backpressure_seconds",
+                                  "Time spent waiting for room in the local queue",
+                                  value=p.backpressure_seconds)
+        yield GaugeMetricFamily(f"{pre}_queue_depth",
+                                "Messages in librdkafka's local queue (len(producer))",
+                                value=p.queue_depth)
