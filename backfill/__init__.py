@@ -1,0 +1,1 @@
+"""Backfill: Massive REST history onto the same Kafka topics as the live stream."""

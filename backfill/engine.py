@@ -1,0 +1,298 @@
+"""Run backfill windows: REST pages -> records -> the shared Publisher, then checkpoint.
+
+Windows run ``parallelism`` at a time. Mapping, encoding and producing happen on a worker
+thread in chunks, so the event loop (which in the producer process also serves the live
+WebSocket) only ever waits for I/O. A window is checkpointed only once Kafka has
+acknowledged everything produced before it finished: a committer pauses publishing
+briefly, flushes, and if the flush returns 0 with no new delivery failures it records the
+finished windows. Windows that reach into the future (today) are never checkpointed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from backfill.checkpoint import Checkpoint
+from backfill.client import MassiveRestClient, RestError
+from backfill.mapping import MappingError, bar_from_rest, quote_from_rest, trade_from_rest
+from backfill.plan import Window, request_for
+
+log = logging.getLogger("backfill.engine")
+
+
+class Sink(Protocol):
+    """What the engine needs of ``producer.publisher.Publisher``."""
+
+    failed: int
+
+    def produce_encoded(self, kind: str, symbol: str, value: bytes) -> None: ...
+    def flush(self, timeout_s: float = 30.0) -> int: ...
+
+
+class Encoder(Protocol):
+    def encode(self, kind: str, record: dict[str, Any]) -> bytes: ...
+
+
+class FatalBackfillError(Exception):
+    """Nothing more can succeed (bad API key, Kafka failure): the run stops."""
+
+
+@dataclass
+class Progress:
+    symbols_total: int = 0
+    symbols_done: int = 0
+    windows_total: int = 0
+    windows_done: int = 0  # fetched and published in this run
+    windows_skipped: int = 0  # already in the checkpoint
+    windows_failed: int = 0
+    windows_checkpointed: int = 0
+    pages: int = 0
+    records: int = 0
+    bad_results: int = 0  # REST results that could not be mapped (logged, skipped)
+    started: float = field(default_factory=time.monotonic)
+    map_s: float = 0.0
+    encode_s: float = 0.0
+    produce_s: float = 0.0
+    flush_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def windows_finished(self) -> int:
+        return self.windows_done + self.windows_skipped + self.windows_failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "symbols": f"{self.symbols_done}/{self.symbols_total}",
+            "windows": f"{self.windows_finished}/{self.windows_total}",
+            "windows_done": self.windows_done, "windows_skipped": self.windows_skipped,
+            "windows_failed": self.windows_failed,
+            "windows_checkpointed": self.windows_checkpointed,
+            "pages": self.pages, "records": self.records, "bad_results": self.bad_results,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "records_per_s": round(self.records / self.elapsed_s, 1) if self.elapsed_s else 0.0,
+        }
+
+
+def _mapper(window: Window) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    symbol = window.symbol
+    if window.data_type == "bars":
+        timeframe = window.timeframe
+        return lambda r: bar_from_rest(r, symbol, timeframe)
+    if window.data_type == "trades":
+        return lambda r: trade_from_rest(r, symbol)
+    return lambda r: quote_from_rest(r, symbol)
+
+
+class BackfillEngine:
+    def __init__(self, client: MassiveRestClient, sink: Sink, encoder: Encoder,
+                 checkpoint: Checkpoint | None, *, parallelism: int = 4, limit: int = 50000,
+                 adjusted: bool = True, stop: asyncio.Event | None = None,
+                 commit_interval_s: float = 1.0, flush_timeout_s: float = 30.0,
+                 chunk: int = 5000, now_ns: Callable[[], int] = time.time_ns) -> None:
+        self.client = client
+        self.sink = sink
+        self.encoder = encoder
+        self.checkpoint = checkpoint
+        self.parallelism = max(1, parallelism)
+        self.limit = limit
+        self.adjusted = adjusted
+        self.stop = stop or asyncio.Event()
+        self.commit_interval_s = commit_interval_s
+        self.flush_timeout_s = flush_timeout_s
+        self.chunk = max(1, chunk)
+        self.now_ns = now_ns
+        self.progress = Progress()
+        self._fatal: BaseException | None = None
+        # publish/flush gate: flushing waits for in-flight publish calls, and blocks new ones
+        self._gate = asyncio.Condition()
+        self._publishing = 0
+        self._flushing = False
+        self._pending: list[tuple[str, int]] = []  # finished, not yet acknowledged
+        self._in_progress: set[str] = set()
+        self._tainted: set[str] = set()  # windows with a record Kafka failed to deliver
+        self._failed_seen = getattr(sink, "failed", 0)
+        self._symbol_left: dict[str, int] = {}
+
+    # -- public ------------------------------------------------------------------------
+
+    async def run(self, windows: Iterable[Window]) -> Progress:
+        """Run every window not in the checkpoint; returns the progress counters."""
+        todo: list[Window] = []
+        for w in windows:
+            self.progress.windows_total += 1
+            self._symbol_left[w.symbol] = self._symbol_left.get(w.symbol, 0) + 1
+            todo.append(w)
+        self.progress.symbols_total = len(self._symbol_left)
+        queue: asyncio.Queue[Window] = asyncio.Queue()
+        for w in todo:
+            if self.checkpoint is not None and w.id in self.checkpoint:
+                self.progress.windows_skipped += 1
+                self._finish_symbol(w.symbol)
+            else:
+                queue.put_nowait(w)
+        committer = asyncio.create_task(self._commit_loop(), name="backfill-commit")
+        workers = [asyncio.create_task(self._worker(queue), name=f"backfill-{i}")
+                   for i in range(min(self.parallelism, max(1, queue.qsize())))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
+            await self._commit(final=True)
+        if self._fatal is not None:
+            raise FatalBackfillError(str(self._fatal)) from self._fatal
+        return self.progress
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def _worker(self, queue: asyncio.Queue[Window]) -> None:
+        while not self.stop.is_set() and self._fatal is None:
+            try:
+                window = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            self._in_progress.add(window.id)
+            try:
+                records = await self._run_window(window)
+            except RestError as exc:
+                self.progress.windows_failed += 1
+                self.progress.failures.append(f"{window.id}: {exc}")
+                log.error("backfill window failed", extra={"window": window.id,
+                                                           "error": str(exc)})
+                if exc.status in (401, 403):
+                    self._fatal = exc
+                self._in_progress.discard(window.id)
+                self._finish_symbol(window.symbol)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Kafka or codec failure: stop, keep what is done
+                self._fatal = exc
+                self._in_progress.discard(window.id)
+                log.exception("backfill stopped", extra={"window": window.id})
+                return
+            self._in_progress.discard(window.id)
+            if records is None:  # stopped midway
+                return
+            self.progress.windows_done += 1
+            self._finish_symbol(window.symbol)
+            if window.end_ns <= self.now_ns() and window.id not in self._tainted:
+                self._pending.append((window.id, records))
+
+    def _finish_symbol(self, symbol: str) -> None:
+        self._symbol_left[symbol] -= 1
+        if self._symbol_left[symbol] == 0:
+            self.progress.symbols_done += 1
+
+    async def _run_window(self, window: Window) -> int | None:
+        path, params = request_for(window, self.limit, self.adjusted)
+        mapper = _mapper(window)
+        total = 0
+        async for page in self.client.pages(path, params):
+            results = page.get("results") or []
+            self.progress.pages += 1
+            if results:
+                total += await self._publish(window, mapper, results)
+            if self.stop.is_set():
+                return None
+            await asyncio.sleep(0)  # let the live path run between pages
+        return total
+
+    async def _publish(self, window: Window, mapper: Callable[[dict[str, Any]], dict[str, Any]],
+                       results: list[dict[str, Any]]) -> int:
+        published = 0
+        for i in range(0, len(results), self.chunk):
+            async with self._gate:
+                await self._gate.wait_for(lambda: not self._flushing)
+                self._publishing += 1
+            try:
+                published += await asyncio.to_thread(
+                    self._publish_sync, window, mapper, results[i:i + self.chunk])
+            finally:
+                async with self._gate:
+                    self._publishing -= 1
+                    self._gate.notify_all()
+        return published
+
+    def _publish_sync(self, window: Window, mapper: Callable[[dict[str, Any]], dict[str, Any]],
+                      results: list[dict[str, Any]]) -> int:
+        kind, symbol = window.kind, window.symbol
+        t0 = time.perf_counter()
+        records = []
+        for result in results:
+            try:
+                records.append(mapper(result))
+            except MappingError as exc:
+                self.progress.bad_results += 1
+                if self.progress.bad_results <= 20:
+                    log.warning("skipping a REST result that cannot be mapped",
+                                extra={"window": window.id, "error": str(exc)})
+        t1 = time.perf_counter()
+        encode = self.encoder.encode
+        values = [encode(kind, r) for r in records]
+        t2 = time.perf_counter()
+        produce = self.sink.produce_encoded
+        for value in values:
+            produce(kind, symbol, value)
+        t3 = time.perf_counter()
+        p = self.progress
+        p.map_s += t1 - t0
+        p.encode_s += t2 - t1
+        p.produce_s += t3 - t2
+        p.records += len(values)
+        return len(values)
+
+    # -- checkpointing -----------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.commit_interval_s)
+            if self._pending:
+                await self._commit()
+
+    async def _commit(self, final: bool = False) -> None:
+        async with self._gate:
+            self._flushing = True
+            await self._gate.wait_for(lambda: self._publishing == 0)
+            batch, self._pending = self._pending, []
+            in_progress = set(self._in_progress)
+        try:
+            started = time.perf_counter()
+            remaining = await asyncio.to_thread(self.sink.flush, self.flush_timeout_s)
+            self.progress.flush_s += time.perf_counter() - started
+        finally:
+            async with self._gate:
+                self._flushing = False
+                self._gate.notify_all()
+        failed = getattr(self.sink, "failed", 0)
+        if failed != self._failed_seen:
+            # some record produced before this flush was lost: any window that published
+            # before now may be incomplete, so none of them is checkpointed
+            log.error("Kafka failed to deliver records; affected windows stay unfinished "
+                      "and a rerun redoes them",
+                      extra={"failed": failed - self._failed_seen, "windows": len(batch)})
+            self._failed_seen = failed
+            self._tainted.update(wid for wid, _ in batch)
+            self._tainted.update(in_progress)
+            return
+        if remaining:
+            self._pending = batch + self._pending  # try again at the next commit
+            return
+        if self.checkpoint is not None and batch:
+            await asyncio.to_thread(self.checkpoint.mark_done, batch)
+        self.progress.windows_checkpointed += len(batch)
+        if final and self._tainted:
+            self.progress.failures.append(
+                f"{len(self._tainted)} window(s) had Kafka delivery failures")

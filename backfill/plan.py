@@ -1,0 +1,124 @@
+"""Split a backfill request into windows that each fit a page limit (pure, no I/O).
+
+A window is one REST listing (then paged with ``next_url``): bars of one symbol and
+timeframe over whole market days, or trades/quotes of one symbol over one market day, or
+an exact nanosecond interval for gap repair. Day boundaries are midnight America/New_York,
+where Massive's daily bars start. A window's ``id`` depends only on what it covers, so a
+checkpoint written by one run is understood by the next.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from backfill.mapping import MARKET_TZ, NS_PER_MS, NS_PER_S, TIMEFRAME_REST
+
+KIND_OF: dict[str, str] = {"bars": "bar", "trades": "trade", "quotes": "quote"}
+# Upper bound of bars per day: extended hours are included and a simulator may trade
+# around the clock, so count the whole day.
+BARS_PER_DAY: dict[str, int] = {"1Min": 1440, "5Min": 288, "1H": 24, "1D": 1}
+MAX_LIMIT = 50000
+NS_PER_MIN = 60 * NS_PER_S
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    data_type: str  # bars | trades | quotes
+    symbol: str
+    timeframe: str  # bar timeframe, "" for trades/quotes
+    start_ns: int  # inclusive
+    end_ns: int  # exclusive
+    label: str  # what the window covers, readable: 2024-01-02..2024-01-05 or ns..ns
+
+    @property
+    def kind(self) -> str:
+        return KIND_OF[self.data_type]
+
+    @property
+    def id(self) -> str:
+        return f"{self.data_type}/{self.timeframe or '-'}/{self.symbol}/{self.label}"
+
+
+def day_start_ns(day: dt.date) -> int:
+    """Midnight America/New_York of ``day`` in Unix ns."""
+    start = dt.datetime.combine(day, dt.time(), tzinfo=MARKET_TZ)
+    return int(start.timestamp()) * NS_PER_S
+
+
+def market_today(now: dt.datetime | None = None) -> dt.date:
+    now = now or dt.datetime.now(dt.UTC)
+    return now.astimezone(MARKET_TZ).date()
+
+
+def days_per_window(data_type: str, timeframe: str, limit: int) -> int:
+    if data_type != "bars":
+        return 1
+    if timeframe not in BARS_PER_DAY:
+        raise ValueError(f"unknown bar frequency {timeframe!r}")
+    return max(1, limit // BARS_PER_DAY[timeframe])
+
+
+def plan_windows(symbol: str, data_type: str, start: dt.date, end: dt.date,
+                 timeframe: str = "", limit: int = MAX_LIMIT) -> list[Window]:
+    """Windows covering the market days ``start``..``end`` (both included)."""
+    if data_type not in KIND_OF:
+        raise ValueError(f"unknown data type {data_type!r}")
+    if data_type == "bars" and timeframe not in TIMEFRAME_REST:
+        raise ValueError(f"unknown bar frequency {timeframe!r}")
+    if data_type != "bars":
+        timeframe = ""
+    if end < start:
+        return []
+    step = days_per_window(data_type, timeframe, limit)
+    windows = []
+    day = start
+    while day <= end:
+        last = min(end, day + dt.timedelta(days=step - 1))
+        label = day.isoformat() if last == day else f"{day.isoformat()}..{last.isoformat()}"
+        windows.append(Window(data_type, symbol, timeframe, day_start_ns(day),
+                              day_start_ns(last + dt.timedelta(days=1)), label))
+        day = last + dt.timedelta(days=1)
+    return windows
+
+
+def gap_windows(symbol: str, data_types: list[str], start_ns: int,
+                end_ns: int) -> list[Window]:
+    """Windows repairing the interval [start_ns, end_ns] (both included).
+
+    Trades and quotes are fetched over exactly that interval; bars as the 1Min bars whose
+    minute overlaps it (the live stream only carries 1Min bars).
+    """
+    if end_ns < start_ns:
+        return []
+    windows = []
+    for data_type in data_types:
+        if data_type == "bars":
+            lo = start_ns - start_ns % NS_PER_MIN
+            hi = end_ns - end_ns % NS_PER_MIN + NS_PER_MIN
+            windows.append(Window("bars", symbol, "1Min", lo, hi, f"{lo}-{hi}"))
+        elif data_type in KIND_OF:
+            windows.append(Window(data_type, symbol, "", start_ns, end_ns + 1,
+                                  f"{start_ns}-{end_ns + 1}"))
+        else:
+            raise ValueError(f"unknown data type {data_type!r}")
+    return windows
+
+
+def request_for(window: Window, limit: int, adjusted: bool) -> tuple[str, dict[str, str]]:
+    """The REST path and query of a window's first page."""
+    ticker = quote(window.symbol, safe=".")
+    limit = max(1, min(limit, MAX_LIMIT))
+    if window.data_type == "bars":
+        multiplier, timespan = TIMEFRAME_REST[window.timeframe]
+        # Unix ms, both ends included by the API: the last ms before the window's end.
+        start_ms = window.start_ns // NS_PER_MS
+        end_ms = -(-window.end_ns // NS_PER_MS) - 1
+        path = (f"/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/"
+                f"{start_ms}/{end_ms}")
+        return path, {"adjusted": "true" if adjusted else "false", "sort": "asc",
+                      "limit": str(limit)}
+    path = f"/v3/{window.data_type}/{ticker}"
+    return path, {"timestamp.gte": str(window.start_ns), "timestamp.lt": str(window.end_ns),
+                  "order": "asc", "sort": "timestamp", "limit": str(limit)}

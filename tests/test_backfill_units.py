@@ -1,0 +1,152 @@
+"""Unit tests of the pure backfill parts: mapping, planning, symbols, URL handling."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+
+from backfill.client import parse_retry_after, path_and_query, strip_api_key
+from backfill.mapping import (
+    MappingError,
+    bar_end_ns,
+    bar_from_rest,
+    quote_from_rest,
+    trade_from_rest,
+)
+from backfill.plan import day_start_ns, gap_windows, plan_windows, request_for
+from backfill.symbols import glob_prefix, is_glob, match_glob, split_symbols
+
+NS = 1_000_000_000
+
+
+def test_bar_from_rest_scales_ms_and_keeps_fields() -> None:
+    r = {"v": 642646396.0, "vw": 1.469, "o": 1.5032, "c": 1.4604, "h": 1.5064, "l": 1.4489,
+         "t": 1704205800000, "n": 82132}
+    bar = bar_from_rest(r, "AAPL", "1Min")
+    assert bar["start_ns"] == 1704205800000 * 1_000_000
+    assert bar["end_ns"] - bar["start_ns"] == 60 * NS
+    assert (bar["open"], bar["high"], bar["low"], bar["close"]) == (1.5032, 1.5064, 1.4489,
+                                                                      1.4604)
+    assert bar["volume"] == 642646396.0 and bar["vwap"] == 1.469 and bar["trades"] == 82132
+    assert bar["source"] == "backfill" and bar["received_ns"] is None and bar["otc"] is False
+    assert bar_from_rest({**r, "otc": True}, "X", "5Min")["otc"] is True
+    assert bar_from_rest(r, "X", "1H")["end_ns"] - bar["start_ns"] == 3600 * NS
+
+
+def test_daily_bar_ends_at_next_new_york_midnight_across_dst() -> None:
+    # 2024-03-10 is the spring-forward day: 23 hours; 2024-11-03 falls back: 25 hours
+    spring = day_start_ns(dt.date(2024, 3, 10))
+    assert bar_end_ns(spring, "1D") - spring == 23 * 3600 * NS
+    assert bar_end_ns(spring, "1D") == day_start_ns(dt.date(2024, 3, 11))
+    fall = day_start_ns(dt.date(2024, 11, 3))
+    assert bar_end_ns(fall, "1D") - fall == 25 * 3600 * NS
+    normal = day_start_ns(dt.date(2024, 1, 2))
+    assert normal == 1704171600 * NS  # 05:00 UTC
+    bar = bar_from_rest({"o": 1, "h": 2, "l": 0.5, "c": 1.5, "v": 10, "t": normal // 10**6},
+                        "AAPL", "1D")
+    assert bar["end_ns"] == day_start_ns(dt.date(2024, 1, 3))
+    assert bar["vwap"] is None and bar["trades"] is None
+
+
+def test_trade_from_rest_keeps_ns_and_prefers_decimal_size() -> None:
+    r = {"conditions": [12, 37], "correction": 1, "exchange": 11, "id": "183276",
+         "participant_timestamp": 1651181822461636600, "price": 156.43,
+         "sequence_number": 7179341, "sip_timestamp": 1651181822461979400, "size": 10,
+         "tape": 3, "trf_id": 3, "trf_timestamp": 1651181557090806500}
+    t = trade_from_rest(r, "AAPL")
+    assert t["sip_timestamp_ns"] == 1651181822461979400
+    assert t["participant_timestamp_ns"] == 1651181822461636600
+    assert t["trf_timestamp_ns"] == 1651181557090806500
+    assert t["size"] == 10.0 and t["conditions"] == [12, 37] and t["id"] == "183276"
+    assert t["correction"] == 1 and t["trf_id"] == 3 and t["tape"] == 3
+    assert t["source"] == "backfill"
+    t2 = trade_from_rest({**r, "decimal_size": "10.5"}, "AAPL")
+    assert t2["size"] == 10.5
+    bare = {k: r[k] for k in ("exchange", "id", "price", "sequence_number", "sip_timestamp",
+                              "size")}
+    t3 = trade_from_rest(bare, "AAPL")
+    assert t3["conditions"] == [] and t3["correction"] is None and t3["tape"] is None
+    with pytest.raises(MappingError):
+        trade_from_rest({**bare, "price": None}, "AAPL")
+    with pytest.raises(MappingError):
+        trade_from_rest({k: v for k, v in bare.items() if k != "sip_timestamp"}, "AAPL")
+
+
+def test_quote_from_rest() -> None:
+    r = {"ask_exchange": 12, "ask_price": 10.5, "ask_size": 300, "bid_exchange": 11,
+         "bid_price": 10.4, "bid_size": 200, "conditions": [1], "indicators": [604],
+         "participant_timestamp": 1704205800000000001, "sequence_number": 5,
+         "sip_timestamp": 1704205800000000123, "tape": 3}
+    q = quote_from_rest(r, "MSFT")
+    assert q["sip_timestamp_ns"] == 1704205800000000123
+    assert (q["bid_price"], q["bid_size"], q["ask_price"], q["ask_size"]) == (10.4, 200.0,
+                                                                              10.5, 300.0)
+    assert q["conditions"] == [1] and q["indicators"] == [604] and q["trf_timestamp_ns"] is None
+    q2 = quote_from_rest({k: v for k, v in r.items() if k not in ("conditions", "indicators")},
+                         "MSFT")
+    assert q2["conditions"] == [] and q2["indicators"] == []
+
+
+def test_plan_bars_fit_the_limit_and_ids_are_stable() -> None:
+    ws = plan_windows("AAPL", "bars", dt.date(2024, 1, 1), dt.date(2024, 3, 31), "1Min",
+                      limit=50000)
+    assert all((w.end_ns - w.start_ns) <= 34 * 86400 * NS + 3600 * NS for w in ws)
+    assert ws[0].start_ns == day_start_ns(dt.date(2024, 1, 1))
+    assert ws[-1].end_ns == day_start_ns(dt.date(2024, 4, 1))
+    assert all(a.end_ns == b.start_ns for a, b in itertools.pairwise(ws))
+    assert ws[0].id == "bars/1Min/AAPL/2024-01-01..2024-02-03"
+    again = plan_windows("AAPL", "bars", dt.date(2024, 1, 1), dt.date(2024, 3, 31), "1Min")
+    assert [w.id for w in again] == [w.id for w in ws]
+    daily = plan_windows("AAPL", "bars", dt.date(2000, 1, 1), dt.date(2024, 1, 1), "1D")
+    assert len(daily) == 1
+    small = plan_windows("AAPL", "bars", dt.date(2024, 1, 1), dt.date(2024, 1, 3), "1Min",
+                         limit=100)
+    assert [w.label for w in small] == ["2024-01-01", "2024-01-02", "2024-01-03"]
+    assert plan_windows("AAPL", "trades", dt.date(2024, 1, 3), dt.date(2024, 1, 2)) == []
+
+
+def test_plan_trades_one_day_each_and_request_shapes() -> None:
+    ws = plan_windows("MSFT", "trades", dt.date(2024, 1, 2), dt.date(2024, 1, 3))
+    assert [w.id for w in ws] == ["trades/-/MSFT/2024-01-02", "trades/-/MSFT/2024-01-03"]
+    path, params = request_for(ws[0], 100, True)
+    assert path == "/v3/trades/MSFT"
+    assert params["timestamp.gte"] == str(day_start_ns(dt.date(2024, 1, 2)))
+    assert params["timestamp.lt"] == str(day_start_ns(dt.date(2024, 1, 3)))
+    assert params["limit"] == "100" and params["order"] == "asc"
+    bars = plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 1, 2), "5Min")
+    path, params = request_for(bars[0], 10**6, False)
+    start_ms = day_start_ns(dt.date(2024, 1, 2)) // 10**6
+    end_ms = day_start_ns(dt.date(2024, 1, 3)) // 10**6 - 1
+    assert path == f"/v2/aggs/ticker/AAPL/range/5/minute/{start_ms}/{end_ms}"
+    assert params == {"adjusted": "false", "sort": "asc", "limit": "50000"}
+    with pytest.raises(ValueError):
+        plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 1, 2), "2Min")
+
+
+def test_gap_windows_cover_the_interval() -> None:
+    start, end = 1704205805_123456789, 1704205925_000000001
+    ws = {w.data_type: w for w in gap_windows("AAPL", ["bars", "trades", "quotes"], start, end)}
+    assert ws["trades"].start_ns == start and ws["trades"].end_ns == end + 1
+    assert ws["bars"].start_ns == 1704205800 * NS and ws["bars"].end_ns == 1704205980 * NS
+    assert ws["bars"].timeframe == "1Min"
+
+
+def test_symbols() -> None:
+    assert split_symbols(" aapl,MSFT,,AAPL ") == ["AAPL", "MSFT"]
+    assert is_glob("A*") and not is_glob("AAPL")
+    assert glob_prefix("AB*") == "AB" and glob_prefix("*") == ""
+    assert match_glob("A*", "AAPL") and not match_glob("A*", "MSFT")
+
+
+def test_next_url_and_key_stripping() -> None:
+    url = "https://api.massive.com/v3/trades/AAPL?cursor=YWN0aXZl&apiKey=SECRET123&limit=5"
+    assert "SECRET123" not in strip_api_key(url)
+    assert strip_api_key("http://h/x?apiKey=SECRET") == "http://h/x"
+    pq = path_and_query(url)
+    assert pq.startswith("/v3/trades/AAPL?") and "cursor=YWN0aXZl" in pq
+    assert "SECRET123" not in pq and "limit=5" in pq
+    assert parse_retry_after("2") == 2.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0) == 0.0
