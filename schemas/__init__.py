@@ -1,0 +1,1 @@
+"""The Avro contract shared by every part: schemas, the codec, topic administration."""

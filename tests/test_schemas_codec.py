@@ -1,0 +1,281 @@
+"""The codec: framing, fingerprints, errors, schema evolution, registry mode (pure: no Kafka).
+
+The registry tests run against ``schemas.registry_standin.RegistryStandIn``, an in-process
+stand-in for Confluent's Schema Registry (third-party, not available on this machine) that
+implements the REST subset the codec uses.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from fastavro.schema import fingerprint as fastavro_fingerprint
+from fastavro.schema import parse_schema, to_parsing_canonical_form
+
+from common.config import Config, KafkaConfig, SchemaRegistryConfig, TopicsConfig
+from schemas.codec import (
+    KINDS,
+    Codec,
+    DecodeError,
+    EncodeError,
+    fingerprint,
+    load_schema,
+    make_codec,
+    rabin64,
+)
+from schemas.registry import RegistryError, SchemaRegistryClient
+from schemas.registry_standin import RegistryStandIn
+from tests.test_schemas_support import random_record, sample
+
+DATA = Path(__file__).parent / "data" / "schemas"
+TRADE_V2 = json.loads((DATA / "trade_v2.avsc").read_text())
+TRADE_V2_BAD = json.loads((DATA / "trade_v2_incompatible.avsc").read_text())
+
+
+def fastavro_body(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, parse_schema(schema, named_schemas={}), record)
+    return out.getvalue()
+
+
+@pytest.fixture(params=[True, False], ids=["fast", "fastavro"])
+def codec(request: pytest.FixtureRequest) -> Codec:
+    return Codec(fast=request.param)
+
+
+@pytest.fixture
+def registry() -> Iterator[RegistryStandIn]:
+    with RegistryStandIn() as reg:
+        yield reg
+
+
+def registry_config(url: str, prefix: str = "t") -> Config:
+    topics = TopicsConfig(bars=f"{prefix}.bars", trades=f"{prefix}.trades",
+                          quotes=f"{prefix}.quotes", dead_letter=f"{prefix}.dlq")
+    return Config(kafka=KafkaConfig(topics=topics), schema_registry=SchemaRegistryConfig(url=url))
+
+
+# ------------------------------------------------------------------ fingerprints and framing
+def test_rabin_matches_the_avro_spec_and_fastavro() -> None:
+    assert rabin64(b'"null"') == 7195948357588979594  # the Avro spec's test vector
+    for kind in KINDS:
+        parsed = parse_schema(load_schema(kind), named_schemas={})
+        expected = fastavro_fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
+        assert fingerprint(load_schema(kind)).hex() == expected
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_single_object_roundtrip_and_bytes(codec: Codec, kind: str) -> None:
+    record = sample(kind)
+    data = codec.encode(kind, record)
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:10] == fingerprint(load_schema(kind))
+    assert data[10:] == fastavro_body(load_schema(kind), record)
+    assert codec.decode(data) == (kind, record)
+
+
+def test_a_fast_reader_reads_a_fastavro_writer_and_back() -> None:
+    fast, slow = Codec(fast=True), Codec(fast=False)
+    for kind in KINDS:
+        record = sample(kind)
+        assert fast.decode(slow.encode(kind, record)) == (kind, record)
+        assert slow.decode(fast.encode(kind, record)) == (kind, record)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_random_records_roundtrip(codec: Codec, kind: str) -> None:
+    rng = random.Random(kind)
+    for _ in range(300):
+        record = random_record(rng, kind)
+        data = codec.encode(kind, record)
+        assert data[10:] == fastavro_body(load_schema(kind), record)
+        assert codec.decode(data) == (kind, record)
+
+
+# ------------------------------------------------------------------ bad input
+def test_garbage_and_truncation_raise_decode_error(codec: Codec) -> None:
+    data = codec.encode("trade", sample("trade"))
+    bad = [b"", b"\xc3", b"\xc3\x01", b"\xc3\x01\x00\x01", b"garbage", b"\xff" * 30,
+           data + b"\x00", b"\xc3\x01" + b"\x00" * 8 + data[10:]]
+    bad += [data[:n] for n in range(len(data))]
+    for message in bad:
+        with pytest.raises(DecodeError):
+            codec.decode(message)
+    with pytest.raises(DecodeError, match="empty message"):
+        codec.decode(None)  # type: ignore[arg-type]
+
+
+def test_decode_error_messages_are_clear(codec: Codec) -> None:
+    data = codec.encode("quote", sample("quote"))
+    with pytest.raises(DecodeError, match="unknown schema fingerprint"):
+        codec.decode(b"\xc3\x01" + b"\x11" * 8 + data[10:])
+    with pytest.raises(DecodeError, match="truncated or corrupt"):
+        codec.decode(data[:-3])
+    with pytest.raises(DecodeError, match="trailing bytes"):
+        codec.decode(data + b"\x02")
+    with pytest.raises(DecodeError, match="not an Avro message"):
+        codec.decode(b'{"ev":"T"}')
+    with pytest.raises(DecodeError, match="no schema registry is configured"):
+        codec.decode(b"\x00\x00\x00\x00\x07" + data[10:])
+    assert issubclass(DecodeError, ValueError)
+
+
+def test_a_corrupt_body_never_decodes_silently(codec: Codec) -> None:
+    """Flipping bytes either fails cleanly or decodes to a record of the right shape."""
+    data = codec.encode("trade", sample("trade"))
+    rng = random.Random(7)
+    for _ in range(500):
+        body = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            body[rng.randrange(10, len(body))] = rng.randrange(256)
+        try:
+            kind, record = codec.decode(bytes(body))
+        except DecodeError:
+            continue
+        assert kind == "trade" and set(record) == set(sample("trade"))
+
+
+@pytest.mark.parametrize("change", [
+    {"price": "161.87"}, {"price": None}, {"exchange": 2**31}, {"exchange": 1.5},
+    {"sip_timestamp_ns": 2**63}, {"sip_timestamp_ns": 1.0}, {"source": "LIVE"},
+    {"conditions": None}, {"conditions": ["14"]}, {"symbol": None}, {"symbol": b"AAPL"},
+    {"tape": "3"}, {"received_ns": -(2**63) - 1},
+])
+def test_bad_records_raise_encode_error(codec: Codec, change: dict[str, Any]) -> None:
+    with pytest.raises(EncodeError):
+        codec.encode("trade", {**sample("trade"), **change})
+
+
+def test_missing_fields(codec: Codec) -> None:
+    record = sample("trade")
+    del record["price"]
+    with pytest.raises(EncodeError, match="price"):
+        codec.encode("trade", record)
+    # a field with a default may be left out: the default is written
+    record = sample("trade")
+    del record["conditions"], record["received_ns"]
+    assert codec.decode(codec.encode("trade", record))[1] == {
+        **sample("trade"), "conditions": [], "received_ns": None}
+
+
+def test_unknown_kind(codec: Codec) -> None:
+    with pytest.raises(EncodeError, match="unknown kind"):
+        codec.encode("trades", sample("trade"))
+
+
+# ------------------------------------------------------------------ schema evolution
+def test_v1_reader_reads_v2_writer_single_object() -> None:
+    writer = Codec({**{k: load_schema(k) for k in KINDS}, "trade": TRADE_V2})
+    record = {**sample("trade"), "exchange_mic": "XNAS"}
+    data = writer.encode("trade", record)
+    assert data[2:10] == fingerprint(TRADE_V2)
+    assert writer.decode(data) == ("trade", record)
+
+    v1_reader = Codec()
+    with pytest.raises(DecodeError, match="unknown schema fingerprint"):
+        v1_reader.decode(data)  # it has never seen v2
+    v1_reader = Codec(writer_schemas=[TRADE_V2])
+    assert v1_reader.decode(data) == ("trade", sample("trade"))  # exchange_mic skipped
+
+
+def test_v2_reader_reads_v1_writer_with_the_default() -> None:
+    v2_reader = Codec({**{k: load_schema(k) for k in KINDS}, "trade": TRADE_V2},
+                      writer_schemas=[load_schema("trade")])
+    data = Codec().encode("trade", sample("trade"))
+    assert v2_reader.decode(data) == ("trade", {**sample("trade"), "exchange_mic": "XXXX"})
+
+
+def test_a_writer_schema_of_another_record_is_refused() -> None:
+    other = {"type": "record", "name": "Other", "fields": [{"name": "a", "type": "long"}]}
+    with pytest.raises(DecodeError, match="none of ours"):
+        Codec(writer_schemas=[other])
+
+
+# ------------------------------------------------------------------ registry mode
+def test_registry_mode_uses_confluent_framing(registry: RegistryStandIn) -> None:
+    codec = make_codec(registry_config(registry.url))
+    data = codec.encode("trade", sample("trade"))
+    assert data[0] == 0
+    schema_id = int.from_bytes(data[1:5], "big")
+    client = SchemaRegistryClient(registry.url)
+    assert json.loads(client.schema_by_id(schema_id)) == load_schema("trade")
+    assert registry.state.subjects == {"t.trades-value": [schema_id]}
+    assert client.get_compatibility("t.trades-value") == "BACKWARD"
+    assert data[5:] == fastavro_body(load_schema("trade"), sample("trade"))
+    assert codec.decode(data) == ("trade", sample("trade"))
+    # registered once, not per message
+    for _ in range(3):
+        codec.encode("trade", sample("trade"))
+    assert registry.state.requests.count(("POST", "/subjects/t.trades-value/versions")) == 1
+
+
+def test_registry_readers_fetch_once_and_accept_both_formats(registry: RegistryStandIn) -> None:
+    writer = make_codec(registry_config(registry.url))
+    reader = make_codec(registry_config(registry.url))
+    framed = {kind: writer.encode(kind, sample(kind)) for kind in KINDS}
+    for _ in range(3):
+        for kind in KINDS:
+            assert reader.decode(framed[kind]) == (kind, sample(kind))
+    gets = [p for m, p in registry.state.requests if m == "GET" and p.startswith("/schemas/ids")]
+    assert len(gets) == 3
+    # the same reader also reads single-object messages written without a registry
+    plain = Codec().encode("quote", sample("quote"))
+    assert reader.decode(plain) == ("quote", sample("quote"))
+    # and a registry-free reader that knows nothing of ids refuses clearly
+    with pytest.raises(DecodeError, match="schema id"):
+        Codec().decode(framed["bar"])
+
+
+def test_registry_unknown_id_is_a_decode_error(registry: RegistryStandIn) -> None:
+    reader = make_codec(registry_config(registry.url))
+    body = fastavro_body(load_schema("trade"), sample("trade"))
+    for _ in range(2):
+        with pytest.raises(DecodeError, match="unknown schema id 4242"):
+            reader.decode(b"\x00" + (4242).to_bytes(4, "big") + body)
+    gets = [p for m, p in registry.state.requests if p == "/schemas/ids/4242"]
+    assert len(gets) == 1  # remembered
+
+
+def test_registry_unreachable_is_not_a_decode_error() -> None:
+    with RegistryStandIn() as reg:
+        url = reg.url
+    reader = make_codec(registry_config(url))
+    body = fastavro_body(load_schema("trade"), sample("trade"))
+    with pytest.raises(RegistryError, match="unreachable"):
+        reader.decode(b"\x00\x00\x00\x00\x01" + body)
+    with pytest.raises(RegistryError):
+        reader.encode("trade", sample("trade"))
+
+
+def test_registry_schema_evolution(registry: RegistryStandIn) -> None:
+    config = registry_config(registry.url, prefix="evo")
+    v1_writer = make_codec(config)
+    v1_data = v1_writer.encode("trade", sample("trade"))
+    subjects = {"trade": "evo.trades-value"}
+    v2_writer = Codec({"trade": TRADE_V2}, registry=SchemaRegistryClient(registry.url),
+                      subjects=subjects)
+    v2_record = {**sample("trade"), "exchange_mic": "XNAS"}
+    v2_data = v2_writer.encode("trade", v2_record)
+    assert v2_data[1:5] != v1_data[1:5]
+    assert len(registry.state.subjects["evo.trades-value"]) == 2
+
+    v1_reader = make_codec(config)
+    assert v1_reader.decode(v2_data) == ("trade", sample("trade"))
+    assert v1_reader.decode(v1_data) == ("trade", sample("trade"))
+    v2_reader = Codec({"trade": TRADE_V2}, registry=SchemaRegistryClient(registry.url),
+                      subjects=subjects)
+    assert v2_reader.decode(v1_data) == ("trade", {**sample("trade"), "exchange_mic": "XXXX"})
+    assert v2_reader.decode(v2_data) == ("trade", v2_record)
+
+    # a v3 that adds a field without a default cannot be registered under BACKWARD
+    bad_writer = Codec({"trade": TRADE_V2_BAD}, registry=SchemaRegistryClient(registry.url),
+                       subjects=subjects)
+    with pytest.raises(RegistryError, match="409"):
+        bad_writer.encode("trade", {**sample("trade"), "venue": "XNAS"})
