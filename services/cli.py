@@ -1,0 +1,70 @@
+"""``massive-fetcher services up | status | down``: local Kafka and MarketStore, no Docker."""
+
+from __future__ import annotations
+
+import argparse
+
+from common.logs import setup_logging
+from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
+from services.native import SERVICE_NAMES, NativeServices
+
+DESCRIPTION = """\
+Run Apache Kafka (single-node KRaft, jars from Maven Central) and MarketStore (built with Go)
+as local processes on 127.0.0.1, configured by the services: section of the config file.
+Downloads and builds are cached in $XDG_CACHE_HOME/massive-fetcher (~/.cache); data, logs
+and pid files live in $XDG_STATE_HOME/massive-fetcher (~/.local/state). Needs java, and
+mvn / go until the cache is warm."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "services", help="start, inspect or stop local Kafka and MarketStore (no Docker)",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=description)
+        add_config_argument(sub)
+        sub.add_argument("names", nargs="*", metavar="SERVICE",
+                         help=f"only these services ({', '.join(SERVICE_NAMES)}; "
+                              "default: both)")
+        sub.set_defaults(func=run)
+        return sub
+
+    up = action("up", "start the services and wait until they answer",
+                "Start Kafka and MarketStore unless already running (building or downloading "
+                "them into the cache on first use) and return once Kafka answers a metadata "
+                "request and MarketStore answers RPC.")
+    up.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS",
+                    help="how long to wait for each service to answer (default: 180)")
+    action("status", "show whether each service runs (exit 3 when one does not)",
+           "One line per service: running or stopped, pid and address. Exit code 0 when "
+           "every service runs, 3 otherwise.")
+    action("down", "stop the services started by `up`",
+           "Stop exactly the processes `up` started (SIGTERM, then SIGKILL after a grace "
+           "period), found by their pid files in the state dir.")
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging("WARNING")
+    config = config_from_args(args)
+    unknown = [name for name in args.names if name not in SERVICE_NAMES]
+    if unknown:
+        raise UsageError(f"unknown service {unknown[0]!r} (choose from "
+                         f"{', '.join(SERVICE_NAMES)})")
+    names = list(dict.fromkeys(args.names)) or None
+    handle = NativeServices(config.services,
+                            startup_timeout_s=getattr(args, "timeout", 180.0))
+    if args.action == "up":
+        handle.up(names, report=lambda line: print(line, flush=True))
+        print(f"export KAFKA_BOOTSTRAP_SERVERS={handle.kafka_bootstrap} "
+              f"MARKETSTORE_URL={handle.marketstore_url}")
+        print(f"logs and data: {handle.state_dir}")
+        return 0
+    if args.action == "down":
+        handle.down(names, report=print)
+        return 0
+    statuses = handle.status(names)
+    for status in statuses:
+        print(status.line())
+    return 0 if all(status.running for status in statuses) else 3

@@ -1,0 +1,47 @@
+"""Readiness probes with real client requests (a listening port is not enough)."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+import pymarketstore as pymkts
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from services.process import port_open
+
+_quiet = logging.getLogger("services.probe")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False  # librdkafka's connection-refused chatter while a broker boots
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return (host or address).strip("[]"), int(port) if port.isdigit() else default_port
+
+
+def kafka_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    """True when the broker answers a metadata request and lists at least one broker."""
+    first = bootstrap.split(",")[0].strip()
+    if not port_open(*_host_port(first, 9092)):
+        return False
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet,
+                         "socket.connection.setup.timeout.ms": int(timeout_s * 1000)})
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return bool(metadata.brokers)
+
+
+def marketstore_answers(url: str) -> bool:
+    """True when MarketStore answers a JSON-RPC call (ListSymbols)."""
+    parts = urlsplit(url)
+    if not parts.hostname or not port_open(parts.hostname, parts.port or 5993):
+        return False
+    try:
+        pymkts.Client(url).list_symbols()
+    except Exception:  # any failure (HTTP, decode, RPC error) means "not ready yet"
+        return False
+    return True
