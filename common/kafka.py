@@ -1,0 +1,27 @@
+"""librdkafka client configuration from the typed Config, shared by every Kafka client."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from common.config import Config
+
+ClientKind = Literal["producer", "consumer", "admin"]
+
+
+def kafka_client_config(config: Config, kind: ClientKind) -> dict[str, Any]:
+    """``bootstrap.servers`` + ``kafka.properties`` + ``kafka.producer``/``kafka.consumer``.
+
+    Later entries win, so a per-kind setting overrides a common one. Admin clients get the
+    common properties only. Defaults tuned for one part (acks, linger, group ids) belong to
+    that part, applied before these so the config file can still override them.
+    """
+    if kind not in ("producer", "consumer", "admin"):
+        raise ValueError(f"unknown Kafka client kind {kind!r}")
+    props: dict[str, Any] = {"bootstrap.servers": config.kafka.bootstrap_servers}
+    props.update(config.kafka.properties)
+    if kind == "producer":
+        props.update(config.kafka.producer)
+    elif kind == "consumer":
+        props.update(config.kafka.consumer)
+    return props

@@ -1,0 +1,123 @@
+"""Topic creation and description against the real Kafka broker (unique topic names)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from common.config import Config, KafkaConfig, TopicsConfig
+from common.kafka import kafka_client_config
+from massive_fetcher.cli import main
+from schemas.topics import TopicsError, check_topics, describe_topics, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def make_config(bootstrap: str, **kafka: object) -> Config:
+    prefix = f"test-schemas-{uuid.uuid4().hex[:10]}"
+    topics = TopicsConfig(bars=f"{prefix}.bars", trades=f"{prefix}.trades",
+                          quotes=f"{prefix}.quotes", dead_letter=f"{prefix}.dlq")
+    return Config(kafka=KafkaConfig(bootstrap_servers=bootstrap, topics=topics,
+                                    **kafka))  # type: ignore[arg-type]
+
+
+def delete(config: Config) -> None:
+    admin = AdminClient(kafka_client_config(config, "admin"))
+    t = config.kafka.topics
+    for future in admin.delete_topics([t.bars, t.trades, t.quotes, t.dead_letter]).values():
+        with contextlib.suppress(Exception):  # already gone or never created
+            future.result(timeout=15)
+
+
+def test_ensure_topics_creates_missing_ones_once(kafka_bootstrap: str) -> None:
+    config = make_config(kafka_bootstrap, partitions=3, compression="zstd")
+    try:
+        before = describe_topics(config)
+        assert [i.exists for i in before] == [False] * 4
+        assert len(check_topics(config, infos=before)) == 4
+        created = ensure_topics(config)
+        t = config.kafka.topics
+        assert sorted(created) == sorted([t.bars, t.trades, t.quotes, t.dead_letter])
+        assert ensure_topics(config) == []  # idempotent
+        infos = describe_topics(config)
+        assert [i.role for i in infos] == ["bars", "trades", "quotes", "dead_letter"]
+        for info in infos:
+            assert info.exists and info.partitions == 3 and info.replication_factor == 1
+            assert info.configs == {"retention.ms": "-1", "retention.bytes": "-1",
+                                    "compression.type": "zstd"}
+        assert check_topics(config) == []
+        # a config that asks for more partitions / another codec is reported, not applied
+        other = config.replace(kafka=KafkaConfig(
+            bootstrap_servers=kafka_bootstrap, topics=config.kafka.topics, partitions=6))
+        problems = check_topics(other)
+        assert any("3 partitions" in p for p in problems)
+        assert any("compression.type=zstd, expected lz4" in p for p in problems)
+    finally:
+        delete(config)
+
+
+def test_ensure_creates_only_what_is_missing(kafka_bootstrap: str) -> None:
+    config = make_config(kafka_bootstrap, partitions=2, compression="none")
+    try:
+        only_trades = config.replace(kafka=KafkaConfig(
+            bootstrap_servers=kafka_bootstrap, partitions=1,
+            topics=TopicsConfig(bars=config.kafka.topics.trades,
+                                trades=config.kafka.topics.trades,
+                                quotes=config.kafka.topics.trades,
+                                dead_letter=config.kafka.topics.trades)))
+        assert ensure_topics(only_trades) == [config.kafka.topics.trades]
+        created = ensure_topics(config)
+        assert config.kafka.topics.trades not in created and len(created) == 3
+        by_role = {i.role: i for i in describe_topics(config)}
+        assert by_role["trades"].partitions == 1 and by_role["bars"].partitions == 2
+        assert by_role["bars"].configs["compression.type"] == "uncompressed"
+    finally:
+        delete(config)
+
+
+def test_unreachable_broker_is_a_clear_error() -> None:
+    config = make_config("127.0.0.1:1")
+    with pytest.raises(TopicsError, match="did not answer"):
+        ensure_topics(config, timeout_s=1.0)
+
+
+def test_cli_create_and_describe(kafka_bootstrap: str, tmp_path: pytest.TempPathFactory,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_config(kafka_bootstrap)
+    t = config.kafka.topics
+    path = tmp_path / "config.yaml"  # type: ignore[operator]
+    path.write_text(f"kafka:\n  bootstrap_servers: {kafka_bootstrap}\n  partitions: 2\n"
+                    f"  topics:\n    bars: {t.bars}\n    trades: {t.trades}\n"
+                    f"    quotes: {t.quotes}\n    dead_letter: {t.dead_letter}\n")
+    try:
+        assert main(["topics", "--config", str(path)]) == 1
+        out = capsys.readouterr().out.splitlines()
+        assert f"{t.bars} (bars): missing" in out
+        assert main(["topics", "create", "--config", str(path)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert len(out) == 4 and all(line.startswith("created ") for line in out)
+        assert main(["topics", "describe", "--config", str(path)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[1] == (f"{t.trades} (trades): partitions=2 replication=1 retention.ms=-1 "
+                          "retention.bytes=-1 compression.type=lz4")
+        assert len(out) == 4
+    finally:
+        delete(config)
+
+
+def test_kafka_client_config_layers_properties() -> None:
+    base = Config()
+    config = base.replace(kafka=KafkaConfig(
+        bootstrap_servers="b:1", properties={"client.rack": "r1", "acks": "1"},
+        producer={"acks": "all"}, consumer={"fetch.min.bytes": 10}))
+    assert kafka_client_config(config, "producer") == {
+        "bootstrap.servers": "b:1", "client.rack": "r1", "acks": "all"}
+    assert kafka_client_config(config, "consumer") == {
+        "bootstrap.servers": "b:1", "client.rack": "r1", "acks": "1", "fetch.min.bytes": 10}
+    assert kafka_client_config(config, "admin") == {
+        "bootstrap.servers": "b:1", "client.rack": "r1", "acks": "1"}
+    with pytest.raises(ValueError):
+        kafka_client_config(config, "streams")  # type: ignore[arg-type]
