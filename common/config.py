@@ -98,6 +98,8 @@ class ProducerConfig:
     # Where disconnect windows are recorded for gap repair (JSON lines).
     gaps_file: str = "state/gaps.jsonl"
     gap_repair: bool = True
+    # At start, wait this long for Kafka to answer, then exit with a clear error.
+    kafka_wait_s: float = 30.0
 
 
 @dataclass(frozen=True)
