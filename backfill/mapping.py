@@ -41,7 +41,10 @@ def bar_end_ns(start_ns: int, timeframe: str) -> int:
     long on the DST switch days: the end is the same wall-clock time on the next day.
     """
     if timeframe == "1D":
-        start = dt.datetime.fromtimestamp(start_ns / NS_PER_S, MARKET_TZ)
+        start = dt.datetime.fromtimestamp(start_ns // NS_PER_S, MARKET_TZ)
+        if start_ns % (86400 * NS_PER_S) == 0 and start.time() != dt.time():
+            # a UTC-midnight day (e.g. the simulator's): the next UTC midnight
+            return start_ns + 86400 * NS_PER_S
         nxt = dt.datetime.combine(start.date() + dt.timedelta(days=1), start.time(),
                                   tzinfo=MARKET_TZ)
         # integer arithmetic keeps sub-second parts of start_ns exact

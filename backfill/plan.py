@@ -31,6 +31,10 @@ class Window:
     start_ns: int  # inclusive
     end_ns: int  # exclusive
     label: str  # what the window covers, readable: 2024-01-02..2024-01-05 or ns..ns
+    # Whole-day bar windows are requested by date, so the server applies its own notion of
+    # a day (Massive: New York); empty for exact (gap) windows, requested in Unix ms.
+    first_day: str = ""
+    last_day: str = ""
 
     @property
     def kind(self) -> str:
@@ -78,7 +82,8 @@ def plan_windows(symbol: str, data_type: str, start: dt.date, end: dt.date,
         last = min(end, day + dt.timedelta(days=step - 1))
         label = day.isoformat() if last == day else f"{day.isoformat()}..{last.isoformat()}"
         windows.append(Window(data_type, symbol, timeframe, day_start_ns(day),
-                              day_start_ns(last + dt.timedelta(days=1)), label))
+                              day_start_ns(last + dt.timedelta(days=1)), label,
+                              day.isoformat(), last.isoformat()))
         day = last + dt.timedelta(days=1)
     return windows
 
@@ -112,11 +117,13 @@ def request_for(window: Window, limit: int, adjusted: bool) -> tuple[str, dict[s
     limit = max(1, min(limit, MAX_LIMIT))
     if window.data_type == "bars":
         multiplier, timespan = TIMEFRAME_REST[window.timeframe]
-        # Unix ms, both ends included by the API: the last ms before the window's end.
-        start_ms = window.start_ns // NS_PER_MS
-        end_ms = -(-window.end_ns // NS_PER_MS) - 1
-        path = (f"/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/"
-                f"{start_ms}/{end_ms}")
+        if window.first_day:
+            lo, hi = window.first_day, window.last_day
+        else:
+            # Unix ms, both ends included by the API: the last ms before the window's end.
+            lo = str(window.start_ns // NS_PER_MS)
+            hi = str(-(-window.end_ns // NS_PER_MS) - 1)
+        path = f"/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{lo}/{hi}"
         return path, {"adjusted": "true" if adjusted else "false", "sort": "asc",
                       "limit": str(limit)}
     path = f"/v3/{window.data_type}/{ticker}"

@@ -117,9 +117,7 @@ def test_plan_trades_one_day_each_and_request_shapes() -> None:
     assert params["limit"] == "100" and params["order"] == "asc"
     bars = plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 1, 2), "5Min")
     path, params = request_for(bars[0], 10**6, False)
-    start_ms = day_start_ns(dt.date(2024, 1, 2)) // 10**6
-    end_ms = day_start_ns(dt.date(2024, 1, 3)) // 10**6 - 1
-    assert path == f"/v2/aggs/ticker/AAPL/range/5/minute/{start_ms}/{end_ms}"
+    assert path == "/v2/aggs/ticker/AAPL/range/5/minute/2024-01-02/2024-01-02"
     assert params == {"adjusted": "false", "sort": "asc", "limit": "50000"}
     with pytest.raises(ValueError):
         plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 1, 2), "2Min")
@@ -131,6 +129,8 @@ def test_gap_windows_cover_the_interval() -> None:
     assert ws["trades"].start_ns == start and ws["trades"].end_ns == end + 1
     assert ws["bars"].start_ns == 1704205800 * NS and ws["bars"].end_ns == 1704205980 * NS
     assert ws["bars"].timeframe == "1Min"
+    path, _ = request_for(ws["bars"], 50000, True)
+    assert path == "/v2/aggs/ticker/AAPL/range/1/minute/1704205800000/1704205979999"
 
 
 def test_symbols() -> None:

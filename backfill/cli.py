@@ -1,0 +1,269 @@
+"""``massive-fetcher backfill``: Massive REST history -> the same Kafka topics as live data.
+
+Accepts the seed backfiller's flags verbatim (``-apiKey``, ``-bars``, ``-from 1Min=...``,
+``-adjusted=false`` ...) and kebab-case long options (``--api-key``, ``--from`` ...).
+``-dir`` is accepted but ignored with a warning: nothing is written to disk directly any
+more, MarketStore is fed by the consumer. Exit codes: 0 done, 1 some windows failed or
+Kafka did not acknowledge everything, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from backfill.client import RestError
+from backfill.engine import BackfillEngine, FatalBackfillError, Progress
+from backfill.options import Options, OptionsError, build_options
+from backfill.plan import market_today
+from common.config import Config
+from common.logs import setup_logging
+
+log = logging.getLogger("backfill.cli")
+
+PROGRESS_LOG_INTERVAL_S = 5.0
+
+
+def register(subparsers: Any) -> None:
+    from massive_fetcher.cli import add_config_argument
+
+    p = subparsers.add_parser(
+        "backfill", allow_abbrev=False,
+        help="fetch history from the Massive REST API onto the Kafka topics",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_argument(p)
+    p.add_argument("-config", dest="config", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
+    p.add_argument("-apiKey", "--apiKey", "--api-key", dest="api_key", metavar="KEY",
+                   help="Massive API key (else massive.api_key / $MASSIVE_API_KEY)")
+    p.add_argument("-baseURL", "--baseURL", "--base-url", dest="base_url", metavar="URL",
+                   help="REST base URL (else massive.base_url)")
+    for name in ("bars", "trades", "quotes"):
+        p.add_argument(f"-{name}", f"--{name}", dest=name, nargs="?", const="true",
+                       default=None, metavar="BOOL", help=f"backfill {name}")
+    p.add_argument("-barFrequencies", "--barFrequencies", "--bar-frequencies",
+                   dest="bar_frequencies", metavar="LIST",
+                   help='bar frequencies, e.g. "1Min,1D" (1Min, 5Min, 1H, 1D; '
+                        "default massive.bar_frequencies)")
+    p.add_argument("-from", "--from", dest="starts", action="append", metavar="TYPE=DATE",
+                   help="first day per type, repeatable: -from 1Min=2024-01-01 "
+                        "-from trades=2024-01-02 (default massive.query_start)")
+    p.add_argument("-to", "--to", dest="to", metavar="DATE",
+                   help="last day, included (default today, New York time)")
+    p.add_argument("-symbols", "--symbols", dest="symbols", metavar="LIST|GLOB",
+                   help="comma list (AAPL,MSFT) or glob (A*, * = every active stock); "
+                        "default massive.symbols")
+    p.add_argument("-parallelism", "--parallelism", dest="parallelism", type=int,
+                   metavar="N", help="windows fetched at once (default: CPU count)")
+    p.add_argument("-batchSize", "--batchSize", "--batch-size", dest="batch_size", type=int,
+                   metavar="N", help="REST page size, max 50000 "
+                                     "(default massive.backfill_batch_size)")
+    p.add_argument("-adjusted", "--adjusted", dest="adjusted", nargs="?", const="true",
+                   default=None, metavar="BOOL",
+                   help="split-adjusted bars (default massive.backfill_adjusted, true)")
+    p.add_argument("-dir", "--dir", dest="dir", metavar="DIR",
+                   help="no longer applies (ignored with a warning): nothing is written "
+                        "to disk directly")
+    p.add_argument("--rate", "-rate", dest="rate", type=float, metavar="PER_S",
+                   help="max REST requests per second (0 = unlimited, the default)")
+    p.add_argument("--timeout", dest="timeout", type=float, metavar="S",
+                   help="timeout of one REST request (default 30)")
+    p.add_argument("--max-retries", dest="max_retries", type=int, metavar="N",
+                   help="retries per request on 429/5xx/timeouts (default 10)")
+    p.add_argument("--state-dir", dest="state_dir", metavar="DIR",
+                   help="where the resume checkpoint lives (default "
+                        "<services.state_dir>/backfill)")
+    p.add_argument("--restart", dest="restart", action="store_true",
+                   help="ignore the checkpoint and fetch everything again")
+    p.add_argument("--log-level", dest="log_level", default="INFO")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from massive_fetcher.cli import UsageError, config_from_args
+
+    config = config_from_args(args)
+    massive = config.massive
+    if args.api_key:
+        massive = _replace(massive, api_key=args.api_key)
+    if args.base_url:
+        massive = _replace(massive, base_url=args.base_url)
+    config = config.replace(massive=massive)
+    try:
+        options = build_options(args, config, market_today())
+    except OptionsError as exc:
+        raise UsageError(str(exc)) from None
+    api_key = config.require_api_key()
+    setup_logging(args.log_level, secrets=[api_key])
+    for warning in options.warnings:
+        print(f"massive-fetcher backfill: warning: {warning}", file=sys.stderr)
+        log.warning(warning)
+    try:
+        return asyncio.run(_main(config, options))
+    except RestError as exc:
+        print(f"massive-fetcher backfill: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _replace(section: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(section, **changes)
+
+
+async def _main(config: Config, options: Options) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from backfill.job import run_job
+    from producer.publisher import Publisher, PublisherError
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    interrupted: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        interrupted.append(signum)
+        if stop.is_set():  # second signal: give up at once
+            raise KeyboardInterrupt
+        log.warning("stopping: finishing in-flight pages and saving the checkpoint")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+
+    registry = CollectorRegistry()
+    try:
+        publisher = Publisher(config, client_id="backfill", registry=registry)
+        await asyncio.to_thread(publisher.wait_until_reachable, 15.0)
+    except PublisherError as exc:
+        print(f"massive-fetcher backfill: error: {exc}", file=sys.stderr)
+        return 1
+    await asyncio.to_thread(_ensure_topics, config)
+    metrics = _start_metrics(config, registry)
+    holder: dict[str, BackfillEngine] = {}
+    display = _Display(sys.stdout.isatty())
+    display_task = asyncio.create_task(display.run(holder))
+    status = 0
+    try:
+        from schemas.codec import make_codec
+
+        result = await run_job(config, options, publisher, make_codec(config), stop,
+                               on_engine=lambda e: holder.setdefault("engine", e))
+    except FatalBackfillError as exc:
+        print(f"massive-fetcher backfill: error: {exc}", file=sys.stderr)
+        status = 1
+        result = None
+    finally:
+        display_task.cancel()
+        await asyncio.gather(display_task, return_exceptions=True)
+        display.close()
+        remaining = await asyncio.to_thread(publisher.close, 60.0)
+        if metrics is not None:
+            metrics.stop()
+    if result is not None:
+        _summary(result.symbols, result.progress, result.client_stats, remaining)
+        if result.progress.windows_failed or result.progress.failures or remaining:
+            status = 1
+    if interrupted and status == 0:
+        status = 130
+    return status
+
+
+def _ensure_topics(config: Config) -> None:
+    try:
+        from schemas.topics import ensure_topics
+    except ImportError:  # pragma: no cover - the schemas part provides it
+        return
+    ensure_topics(config)
+
+
+def _start_metrics(config: Config, registry: Any) -> Any:
+    if not config.metrics.enabled or not config.metrics.backfill_port:
+        return None
+    from common.metrics import MetricsServer
+
+    try:
+        return MetricsServer(registry, config.metrics.host,
+                             config.metrics.backfill_port).start()
+    except OSError as exc:
+        log.warning("metrics not served", extra={"port": config.metrics.backfill_port,
+                                                  "error": str(exc)})
+        return None
+
+
+def _summary(symbols: list[str], p: Progress, stats: Any, unacked: int) -> None:
+    rate = p.records / p.elapsed_s if p.elapsed_s else 0.0
+    lines = [
+        "backfill summary:",
+        f"  symbols   {p.symbols_done}/{p.symbols_total}",
+        f"  windows   {p.windows_done} fetched, {p.windows_skipped} skipped (checkpoint), "
+        f"{p.windows_failed} failed, {p.windows_checkpointed} checkpointed",
+        f"  pages     {p.pages}  requests {stats.requests}  retries {stats.retries} "
+        f"(429: {stats.throttled}, errors: {stats.server_errors})",
+        f"  records   {p.records} published in {p.elapsed_s:.1f}s ({rate:,.0f}/s)"
+        + (f", {p.bad_results} bad results skipped" if p.bad_results else ""),
+    ]
+    if unacked:
+        lines.append(f"  KAFKA: {unacked} record(s) not acknowledged; rerun to redo them")
+    for failure in p.failures[:20]:
+        lines.append(f"  failed: {failure}")
+    if len(p.failures) > 20:
+        lines.append(f"  ... and {len(p.failures) - 20} more failures")
+    print("\n".join(lines), flush=True)
+    log.info("backfill finished", extra={**p.as_dict(), "requests": stats.requests,
+                                         "retries": stats.retries, "unacknowledged": unacked})
+
+
+class _Display:
+    """A rich progress bar on a terminal, a log line every few seconds otherwise."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self._progress: Any = None
+        self._task: Any = None
+
+    async def run(self, holder: dict[str, BackfillEngine]) -> None:
+        while "engine" not in holder:
+            await asyncio.sleep(0.1)
+        engine = holder["engine"]
+        if self.tty:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("windows"), TimeRemainingColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[detail]}"), refresh_per_second=4)
+            self._progress.start()
+            self._task = self._progress.add_task("backfill", total=None, detail="")
+        last_log = time.monotonic()
+        while True:
+            p = engine.progress
+            if self.tty:
+                rate = p.records / p.elapsed_s if p.elapsed_s else 0.0
+                self._progress.update(
+                    self._task, total=p.windows_total, completed=p.windows_finished,
+                    detail=f"symbols {p.symbols_done}/{p.symbols_total}  pages {p.pages}  "
+                           f"records {p.records:,}  {rate:,.0f}/s")
+            elif time.monotonic() - last_log >= PROGRESS_LOG_INTERVAL_S:
+                last_log = time.monotonic()
+                log.info("backfill progress", extra=p.as_dict())
+            await asyncio.sleep(0.25)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,151 @@
+"""Backfill and gap repair inside the producer process, next to the live stream.
+
+Both run on the producer's event loop with their own aiohttp session; mapping, encoding
+and producing happen on worker threads in chunks (see backfill.engine), so the WebSocket
+reader is never starved. Records go through the producer's own Publisher onto the same
+topics with ``source="backfill"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from backfill.checkpoint import Checkpoint, checkpoint_key, default_state_dir
+from backfill.client import MassiveRestClient, RestError
+from backfill.engine import BackfillEngine, FatalBackfillError
+from backfill.plan import Window, gap_windows, market_today, plan_windows
+from backfill.symbols import is_glob
+from common.config import BAR_FREQUENCIES, Config
+
+log = logging.getLogger("backfill.inprocess")
+
+# In-process work is polite: it shares the loop and the Kafka queue with the live stream.
+INPROCESS_PARALLELISM = 2
+
+
+def _encoder(config: Config) -> Any:
+    from schemas.codec import make_codec
+
+    return make_codec(config)
+
+
+def inprocess_windows(config: Config) -> list[Window]:
+    """Windows from each ``massive.query_start`` date to today for the explicit symbols."""
+    m = config.massive
+    today = market_today()
+    windows: list[Window] = []
+    for symbol in m.symbols:
+        for key, start in m.query_start.items():
+            if key in BAR_FREQUENCIES:
+                if "bars" in m.data_types:
+                    windows += plan_windows(symbol, "bars", start, today, key,
+                                            m.backfill_batch_size)
+            elif key in m.data_types:
+                windows += plan_windows(symbol, key, start, today,
+                                        limit=m.backfill_batch_size)
+    return windows
+
+
+async def run_inprocess_backfill(config: Config, publisher: Any, stop: asyncio.Event) -> None:
+    """Backfill ``massive.query_start`` .. now for ``massive.symbols``; resumable.
+
+    Meant to run as its own task while the live stream runs. Returns when done, when
+    ``stop`` is set, or at once (with a log line) when there is nothing it can do.
+    Windows already in the checkpoint are skipped; today's window is fetched up to now and
+    never checkpointed (the live stream continues from there).
+    """
+    m = config.massive
+    if not m.query_start:
+        return
+    globs = [s for s in m.symbols if is_glob(s)]
+    if globs:
+        log.error("in-process backfill does not support wildcard symbols (%s); use the "
+                  "CLI: massive-fetcher backfill -symbols '%s' ...",
+                  ",".join(globs), ",".join(globs))
+        return
+    if not m.api_key:
+        log.error("in-process backfill needs massive.api_key")
+        return
+    for key in m.query_start:
+        if (key in BAR_FREQUENCIES and "bars" not in m.data_types) or (
+                key not in BAR_FREQUENCIES and key not in m.data_types):
+            log.warning("massive.query_start.%s ignored: that data type is not configured",
+                        key)
+    windows = inprocess_windows(config)
+    if not windows:
+        return
+    state_dir = default_state_dir(config) / "backfill"
+    checkpoint = Checkpoint(state_dir, checkpoint_key(config, m.backfill_adjusted))
+    log.info("in-process backfill starting",
+             extra={"windows": len(windows), "symbols": len(m.symbols),
+                    "already_done": sum(1 for w in windows if w.id in checkpoint)})
+    try:
+        async with MassiveRestClient(m.api_key, m.base_url,
+                                     concurrency=INPROCESS_PARALLELISM) as client:
+            engine = BackfillEngine(client, publisher, _encoder(config), checkpoint,
+                                    parallelism=INPROCESS_PARALLELISM,
+                                    limit=m.backfill_batch_size, adjusted=m.backfill_adjusted,
+                                    stop=stop, chunk=1000)
+            progress = await engine.run(windows)
+        log.info("in-process backfill finished", extra=progress.as_dict())
+        for failure in progress.failures:
+            log.error("in-process backfill window failed: %s", failure)
+    except FatalBackfillError as exc:
+        log.error("in-process backfill stopped: %s", exc)
+    finally:
+        checkpoint.close()
+
+
+def _gap_field(gap: Any, name: str, default: Any = None) -> Any:
+    if isinstance(gap, Mapping):
+        return gap.get(name, default)
+    return getattr(gap, name, default)
+
+
+async def repair_gap(config: Config, publisher: Any, gap: Any) -> int:
+    """Fetch [gap.start_ns, gap.end_ns] from REST and publish it; returns records published.
+
+    ``gap`` is a mapping or an object with ``start_ns`` and ``end_ns`` (Unix ns, both
+    included) and optionally ``symbols`` and ``data_types`` (default: the configured
+    ones). Trades and quotes are fetched over exactly that interval, bars as the 1Min bars
+    overlapping it. Wildcard symbols cannot be repaired (logged and skipped). Raises
+    :class:`RestError` / :class:`FatalBackfillError` when the repair is incomplete, so the
+    caller can keep the gap for a later attempt; returns only after Kafka acknowledged
+    every record (``publisher.flush`` returned 0).
+    """
+    m = config.massive
+    start_ns = int(_gap_field(gap, "start_ns"))
+    end_ns = int(_gap_field(gap, "end_ns"))
+    symbols = list(_gap_field(gap, "symbols") or m.symbols)
+    data_types = list(_gap_field(gap, "data_types") or m.data_types)
+    explicit = [s for s in symbols if not is_glob(s)]
+    if len(explicit) != len(symbols):
+        log.warning("gap repair skips wildcard symbols; backfill them with the CLI",
+                    extra={"symbols": [s for s in symbols if is_glob(s)],
+                           "start_ns": start_ns, "end_ns": end_ns})
+    windows = [w for s in explicit for w in gap_windows(s, data_types, start_ns, end_ns)]
+    if not windows:
+        return 0
+    if not m.api_key:
+        raise FatalBackfillError("gap repair needs massive.api_key")
+    async with MassiveRestClient(m.api_key, m.base_url,
+                                 concurrency=INPROCESS_PARALLELISM) as client:
+        engine = BackfillEngine(client, publisher, _encoder(config), None,
+                                parallelism=INPROCESS_PARALLELISM,
+                                limit=m.backfill_batch_size, adjusted=m.backfill_adjusted,
+                                chunk=1000, commit_interval_s=3600.0)
+        progress = await engine.run(windows)
+    if progress.windows_failed:
+        raise RestError(f"gap repair incomplete: {progress.windows_failed} of "
+                        f"{len(windows)} window(s) failed: {progress.failures[0]}")
+    remaining = await asyncio.to_thread(publisher.flush, 30.0)
+    if remaining:
+        raise FatalBackfillError(f"gap repair: {remaining} record(s) not acknowledged by "
+                                 "Kafka")
+    log.info("gap repaired", extra={"start_ns": start_ns, "end_ns": end_ns,
+                                    "symbols": len(explicit), "records": progress.records,
+                                    "pages": progress.pages})
+    return progress.records

@@ -1,0 +1,155 @@
+"""The REST client against a tiny local aiohttp server: paging, retries, auth, redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from backfill.client import MassiveRestClient, RestError, RetryPolicy, TokenBucket
+
+KEY = "SECRETKEY123456"
+FAST = RetryPolicy(max_retries=5, initial_s=0.01, max_s=0.05)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def test_pages_follow_next_url_against_base_with_bearer_only(
+        caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((str(request.rel_url), request.headers.get("Authorization")))
+        page = int(request.query.get("cursor", "0"))
+        if page == 2 and len([s for s in seen if "cursor=2" in s[0]]) == 1:
+            return web.json_response({"status": "ERROR", "error": "slow down"}, status=429,
+                                     headers={"Retry-After": "0"})
+        if page == 3 and len([s for s in seen if "cursor=3" in s[0]]) == 1:
+            return web.json_response({"status": "ERROR", "error": "boom"}, status=502)
+        body: dict[str, Any] = {"status": "OK", "results": [{"n": page}]}
+        if page < 4:
+            # a next_url on another host, carrying the key: only path + query are used
+            body["next_url"] = (f"https://api.massive.com/v3/trades/AAPL?cursor={page + 1}"
+                                f"&apiKey={KEY}")
+        return web.json_response(body)
+
+    async def main() -> list[int]:
+        runner, base = await _serve(handler)
+        try:
+            async with MassiveRestClient(KEY, base, retry=FAST) as client:
+                got = [r[0]["n"] async for r in client.results(
+                    "/v3/trades/AAPL", {"limit": "1"})]
+                assert client.stats.pages == 5 and client.stats.retries == 2
+                assert client.stats.throttled == 1
+                return got
+        finally:
+            await runner.cleanup()
+
+    with caplog.at_level(logging.DEBUG):
+        assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+    assert all(auth == f"Bearer {KEY}" for _, auth in seen)
+    assert all(KEY not in url for url, _ in seen)
+    assert seen[0][0] == "/v3/trades/AAPL?limit=1"
+    assert any("retrying" in r.getMessage() for r in caplog.records)
+    assert KEY not in caplog.text
+
+
+def test_auth_errors_are_one_line_and_not_retried() -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        status = 401 if "trades" in request.path else 404
+        return web.json_response({"status": "ERROR", "request_id": "x",
+                                  "error": "Unknown API Key"}, status=status)
+
+    async def main() -> None:
+        runner, base = await _serve(handler)
+        try:
+            async with MassiveRestClient(KEY, base, retry=FAST) as client:
+                with pytest.raises(RestError) as info:
+                    await client.get_json(f"/v3/trades/AAPL?apiKey={KEY}")
+                assert info.value.status == 401
+                message = str(info.value)
+                assert "\n" not in message and KEY not in message
+                assert "401" in message and "bad API key" in message
+                with pytest.raises(RestError) as info:
+                    await client.get_json("/v3/quotes/NOPE")
+                assert info.value.status == 404
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+    assert calls == 2
+
+
+def test_gives_up_after_max_retries_with_a_clear_error() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ERROR", "error": "down"}, status=503)
+
+    async def main() -> None:
+        runner, base = await _serve(handler)
+        try:
+            async with MassiveRestClient(KEY, base, retry=RetryPolicy(
+                    max_retries=2, initial_s=0.01, max_s=0.01)) as client:
+                with pytest.raises(RestError, match="after 3 attempts: HTTP 503"):
+                    await client.get_json("/v3/trades/AAPL")
+                assert client.stats.requests == 3
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_list_tickers_resolves_a_glob_over_pages() -> None:
+    universe = ["AA", "AAPL", "ABC", "AMZN", "B", "MSFT"]
+
+    async def handler(request: web.Request) -> web.Response:
+        if "cursor" not in request.query:
+            assert request.query["market"] == "stocks" and request.query["active"] == "true"
+        start = int(request.query.get("cursor", "0"))
+        chunk = universe[start:start + 2]
+        body: dict[str, Any] = {"status": "OK", "results": [{"ticker": t} for t in chunk]}
+        if start + 2 < len(universe):
+            body["next_url"] = f"http://elsewhere/v3/reference/tickers?cursor={start + 2}"
+        return web.json_response(body)
+
+    async def main() -> tuple[list[str], list[str]]:
+        runner, base = await _serve(handler)
+        try:
+            async with MassiveRestClient(KEY, base, retry=FAST) as client:
+                return await client.list_tickers("A*"), await client.list_tickers("*")
+        finally:
+            await runner.cleanup()
+
+    a, everything = asyncio.run(main())
+    assert a == ["AA", "AAPL", "ABC", "AMZN"]
+    assert everything == sorted(universe)
+
+
+def test_token_bucket_limits_the_rate() -> None:
+    async def main() -> float:
+        bucket = TokenBucket(50.0, burst=1)
+        started = time.monotonic()
+        for _ in range(6):
+            await bucket.acquire()
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) >= 0.09  # 5 waits of 20 ms after the first token
