@@ -8,6 +8,7 @@ is full, delivery accounting, and Prometheus metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -91,6 +92,7 @@ class Publisher:
         props["on_delivery"] = self._on_delivery
         props["error_cb"] = self._on_error
         self._producer = Producer(props)
+        self.max_queue_messages = int(props.get("queue.buffering.max.messages", 100_000))
         self.produced = 0
         self.delivered = 0
         self.failed = 0
@@ -142,6 +144,33 @@ class Publisher:
                                        "waiting_s": round(now - started, 3),
                                        "last_error": self.last_error})
         self.backpressure_seconds += time.monotonic() - started
+
+    async def wait_for_room(self, high: float = 0.8, low: float = 0.5) -> float:
+        """For asyncio callers: while the local queue is above ``high`` x its capacity,
+        serve deliveries and sleep (never blocking the event loop) until it is below
+        ``low`` x capacity. Returns the seconds waited (0.0 when there was room)."""
+        limit = self.max_queue_messages
+        if len(self._producer) < high * limit:
+            return 0.0
+        started = time.monotonic()
+        self.backpressure_waits += 1
+        target = low * limit
+        while len(self._producer) > target:
+            self._producer.poll(0)
+            if self.fatal_error:
+                raise PublisherError(f"Kafka producer failed: {self.fatal_error}")
+            now = time.monotonic()
+            if now - self._last_backpressure_log >= _BACKPRESSURE_LOG_INTERVAL_S:
+                self._last_backpressure_log = now
+                log.warning("Kafka local queue nearly full; pausing reads until it drains "
+                            "(back-pressure, nothing is dropped)",
+                            extra={"queue_depth": len(self._producer),
+                                   "waiting_s": round(now - started, 3),
+                                   "last_error": self.last_error})
+            await asyncio.sleep(0.01)
+        waited = time.monotonic() - started
+        self.backpressure_seconds += waited
+        return waited
 
     def poll(self, timeout: float = 0) -> int:
         """Serve delivery reports; returns how many were served."""
@@ -207,7 +236,7 @@ class Publisher:
 
 
 def _metric_prefix(client_id: str) -> str:
-    return "massive_" + re.sub(r"[^a-zA-Z0-9_]", "_", client_id) + "_kafka"
+    return re.sub(r"[^a-zA-Z0-9_]", "_", client_id) + "_kafka"
 
 
 class _PublisherCollector(Collector):

@@ -1,0 +1,138 @@
+"""``massive-fetcher producer``: stream the Massive WebSocket into Kafka.
+
+Start-up order matters: the API key and Kafka are checked first (a clear error beats a
+retry loop against a broker that is not there), topics are created when missing, then
+metrics, then the session. The in-process backfill and gap repair come from
+``backfill.inprocess`` when that module exists: its ``attach(session=, config=,
+publisher=)`` is called inside the running event loop and uses
+``session.start_task(coro, name)`` and ``session.add_gap_listener(async_fn)``; it must
+never block the live read loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from common.config import Config
+from common.logs import setup_logging
+from common.metrics import MetricsServer
+from massive_fetcher.cli import add_config_argument, config_from_args
+from producer.publisher import Publisher, PublisherError
+from producer.session import EXIT_KAFKA_FAILED, ProducerSession
+
+log = logging.getLogger("producer")
+
+EXIT_STARTUP_FAILED = 1
+FLUSH_TIMEOUT_S = 60.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "producer", help="stream the Massive WebSocket (AM, T, Q) into Kafka",
+        description="Connect to massive.ws_server, subscribe to massive.data_types x "
+                    "massive.symbols, publish every event to Kafka (Avro, key = symbol), "
+                    "reconnect with backoff, record every disconnect window for gap repair.")
+    add_config_argument(parser)
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve /metrics and /healthz here (default: "
+                             "metrics.producer_port; 0 picks a free port)")
+    parser.add_argument("--gaps-file", metavar="FILE",
+                        help="where disconnect windows are appended (default: "
+                             "producer.gaps_file)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.set_defaults(func=run)
+
+
+def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
+    if args.metrics_port is not None:
+        config = config.replace(metrics=dataclasses.replace(
+            config.metrics, producer_port=args.metrics_port))
+    if args.gaps_file:
+        config = config.replace(producer=dataclasses.replace(
+            config.producer, gaps_file=args.gaps_file))
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = _apply_flags(config_from_args(args), args)
+    api_key = config.require_api_key()
+    setup_logging(args.log_level, secrets=[api_key])
+    registry = CollectorRegistry()
+    try:
+        publisher = Publisher(config, client_id="producer", registry=registry)
+        publisher.wait_until_reachable(config.producer.kafka_wait_s)
+        _ensure_topics(config)
+    except PublisherError as exc:
+        log.error("%s", exc)
+        print(f"massive-fetcher producer: error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    session = ProducerSession(config, publisher, registry=registry)
+    metrics = None
+    if config.metrics.enabled:
+        metrics = MetricsServer(registry, config.metrics.host, config.metrics.producer_port,
+                                health=session.health).start()
+        log.info("metrics at http://%s:%d/metrics", config.metrics.host, metrics.port,
+                 extra={"metrics_port": metrics.port})
+    try:
+        code = asyncio.run(_main(session, config, publisher))
+    finally:
+        remaining = publisher.close(FLUSH_TIMEOUT_S)
+        if metrics is not None:
+            metrics.stop()
+    if code == 0 and remaining:
+        code = EXIT_KAFKA_FAILED
+    if code != 0:
+        print(f"massive-fetcher producer: error: {session.exit_reason or 'failed'}"
+              + (f" ({remaining} records not acknowledged by Kafka)" if remaining else ""),
+              file=sys.stderr)
+    log.info("producer exiting", extra={
+        "exit_code": code, "reason": session.exit_reason,
+        "events": dict(session.events_by_kind), "delivered": publisher.delivered,
+        "failed": publisher.failed, "malformed": session.stats.malformed_total,
+        "gaps": len(session.gaps), "reconnects": session.reconnects})
+    return code
+
+
+def _ensure_topics(config: Config) -> None:
+    try:
+        from schemas.topics import ensure_topics
+    except ImportError:  # pragma: no cover - the schemas part ships it
+        log.warning("schemas.topics is not available: topics are not created here")
+        return
+    try:
+        ensure_topics(config)
+    except Exception as exc:  # its own error types; any failure here is fatal at start
+        raise PublisherError(f"cannot create or check the Kafka topics: {exc}") from exc
+
+
+async def _main(session: ProducerSession, config: Config, publisher: Publisher) -> int:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, session.request_stop)
+    _attach_inprocess(session, config, publisher)
+    return await session.run()
+
+
+def _attach_inprocess(session: ProducerSession, config: Config, publisher: Publisher) -> None:
+    wanted = bool(config.massive.query_start) or config.producer.gap_repair
+    if not wanted:
+        return
+    inprocess: Any
+    try:
+        from backfill import inprocess  # type: ignore[no-redef]
+    except ImportError as exc:
+        level = logging.WARNING if config.massive.query_start else logging.INFO
+        log.log(level, "in-process backfill and gap repair are not available (%s); the "
+                "live stream runs alone, gaps are still recorded in %s", exc,
+                config.producer.gaps_file)
+        return
+    inprocess.attach(session=session, config=config, publisher=publisher)

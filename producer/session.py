@@ -1,0 +1,484 @@
+"""The live WebSocket session: connect, authenticate, subscribe, stream into Kafka, reconnect.
+
+One asyncio task reads frames and, inline, parses them (protocol), maps every event
+(mapping), encodes it (codec) and hands it to librdkafka (publisher): no queue between
+the socket and Kafka, so nothing received can sit in a Python buffer when we stop. Kafka
+back-pressure pauses reading (and is logged) instead of dropping anything.
+
+Every time a subscribed connection is lost, the window between the newest data seen and
+the moment the new subscription is live is recorded as a :class:`Gap`: appended to
+``producer.gaps_file`` (JSON lines) and handed to the gap listeners (gap repair in
+``backfill``), which run as background tasks of this session so they never block reading.
+
+Exit codes of :meth:`ProducerSession.run`: 0 stopped on request, ``EXIT_AUTH_FAILED`` when
+the server refused the key (no retry: the same key will not work the second time),
+``EXIT_GAVE_UP`` after ``producer.max_reconnects`` consecutive failed attempts,
+``EXIT_KAFKA_FAILED`` on a fatal Kafka producer error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from common.config import Config
+from producer.mapping import MappingError, event_timestamp_ns, record_from_ws_event
+from producer.protocol import (
+    AuthFailed,
+    MassiveProtocol,
+    ProtocolStats,
+    State,
+    subscription_channels,
+)
+from producer.publisher import Publisher, PublisherError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_AUTH_FAILED = 3
+EXIT_GAVE_UP = 4
+EXIT_KAFKA_FAILED = 5
+
+DATA_TYPE_BY_KIND = {"bar": "bars", "trade": "trades", "quote": "quotes"}
+# Errors the codec may raise for a record that does not fit the schema.
+_ENCODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gap:
+    """A window in which live data may have been missed, for repair from REST.
+
+    ``start_ns``: the newest event time (or frame receipt time, whichever is earlier)
+    seen before the connection dropped; ``end_ns``: when the new subscription was live.
+    Everything the feed published strictly inside (start_ns, end_ns) may be missing;
+    repairing the closed interval with some overlap is harmless (the consumer is
+    exactly-once). Minute bars overlapping the window (ending after ``start_ns``) may be
+    missing too. ``end_ns`` is the stop time when the process stopped while disconnected
+    (``reason`` then ends with "; stopped before reconnecting").
+    """
+
+    start_ns: int
+    end_ns: int
+    disconnected_ns: int
+    symbols: tuple[str, ...]
+    data_types: tuple[str, ...]
+    reason: str
+    attempts: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["symbols"] = list(self.symbols)
+        d["data_types"] = list(self.data_types)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Gap:
+        return cls(start_ns=int(d["start_ns"]), end_ns=int(d["end_ns"]),
+                   disconnected_ns=int(d["disconnected_ns"]),
+                   symbols=tuple(d["symbols"]), data_types=tuple(d["data_types"]),
+                   reason=str(d.get("reason", "")), attempts=int(d.get("attempts", 1)))
+
+
+GapListener = Callable[[Gap], Awaitable[None]]
+
+
+def read_gaps(path: str | os.PathLike[str]) -> list[Gap]:
+    """Every gap recorded in a gaps file (missing file: none)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    return [Gap.from_dict(orjson.loads(line)) for line in text.splitlines() if line.strip()]
+
+
+class _Disconnected(Exception):
+    """The connection ended (or never came up); ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ProducerSession:
+    """Streams the configured channels into Kafka until :meth:`request_stop`."""
+
+    def __init__(self, config: Config, publisher: Publisher, *, codec: Any = None,
+                 registry: CollectorRegistry | None = None,
+                 on_gap: GapListener | None = None,
+                 handshake_timeout_s: float = 10.0) -> None:
+        m = config.massive
+        self._api_key = config.require_api_key()
+        self.url = m.ws_server.rstrip("/") + "/stocks"
+        self.symbols = tuple(m.symbols)
+        self.data_types = tuple(m.data_types)
+        self.channels = subscription_channels(m.data_types, m.symbols)
+        self.publisher = publisher
+        if codec is None:
+            from schemas.codec import make_codec
+            codec = make_codec(config)
+        self._encode = codec.encode
+        self._pcfg = config.producer
+        self.gaps_file = Path(config.producer.gaps_file)
+        self.handshake_timeout_s = handshake_timeout_s
+        self._gap_listeners: list[GapListener] = [on_gap] if on_gap else []
+
+        self.stats = ProtocolStats()
+        self.events_by_kind = {"bar": 0, "trade": 0, "quote": 0}
+        self.encode_errors = 0
+        self.reconnects = 0
+        self.gaps: list[Gap] = []
+        self.newest_event_ns = 0
+        self.last_receipt_ns = 0
+        self.lag_ns: int | None = None
+        self.state = "stopped"
+        self.protocol: MassiveProtocol | None = None
+        self.exit_reason = ""
+
+        self._ws: ClientConnection | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending_gap: tuple[int, int, str] | None = None  # start, disconnected, why
+        self._subscribed = False  # the current/last connection reached SUBSCRIBED
+        if registry is not None:
+            registry.register(_SessionCollector(self))
+
+    def __repr__(self) -> str:
+        return f"ProducerSession(url={self.url!r}, state={self.state})"
+
+    # -- hooks for the in-process backfill / gap repair --------------------------------
+
+    def add_gap_listener(self, listener: GapListener) -> None:
+        """``await listener(gap)`` runs as a background task for every gap recorded."""
+        self._gap_listeners.append(listener)
+
+    def start_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` beside the read loop; failures are logged; cancelled at stop."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("background task %s failed: %s", task.get_name(), exc,
+                      exc_info=exc, extra={"task": task.get_name()})
+
+    # -- control ------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.protocol is not None and self.protocol.authenticated and \
+            self._ws is not None
+
+    def health(self) -> tuple[bool, str]:
+        if self.connected:
+            return True, f"{self.state}: {len(self.channels)} channels\n"
+        return False, f"{self.state}\n"
+
+    def request_stop(self) -> None:
+        """Stop reading (the socket is closed cleanly, frames already here are still
+        processed), then :meth:`run` returns. Safe from signal handlers on the loop."""
+        if self._stop is None or self._stop.is_set():
+            return
+        log.info("stop requested: closing the websocket, then flushing Kafka")
+        self._stop.set()
+        if self._ws is not None and self._loop is not None:
+            self._loop.create_task(self._ws.close())
+
+    # -- main loop ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                if self.publisher.fatal_error:
+                    self.exit_reason = f"Kafka producer failed: {self.publisher.fatal_error}"
+                    return EXIT_KAFKA_FAILED
+                subscribed = False
+                try:
+                    subscribed = await self._connection()
+                except AuthFailed as exc:
+                    self.exit_reason = (f"authentication failed: {exc} (check "
+                                        "massive.api_key / MASSIVE_API_KEY)")
+                    log.error("authentication failed: %s", exc,
+                              extra={"url": self.url, "server_message": str(exc)})
+                    return EXIT_AUTH_FAILED
+                except _Disconnected as exc:
+                    subscribed = self._subscribed
+                    if self._stop.is_set():
+                        break
+                    failures = 0 if subscribed else failures + 1
+                    log.warning("websocket disconnected: %s", exc.reason,
+                                extra={"url": self.url, "reason": exc.reason,
+                                       "failed_attempts": failures})
+                except PublisherError as exc:
+                    self.exit_reason = str(exc)
+                    log.critical("%s", exc)
+                    return EXIT_KAFKA_FAILED
+                if self._stop.is_set():
+                    break
+                limit = self._pcfg.max_reconnects
+                if limit and failures > limit:
+                    self.exit_reason = (f"gave up after {limit} reconnection attempts "
+                                        f"to {self.url}")
+                    log.error("%s", self.exit_reason)
+                    return EXIT_GAVE_UP
+                delay = self._backoff(max(failures, 1))
+                self.state = "reconnecting"
+                log.info("reconnecting", extra={"in_s": round(delay, 3),
+                                                 "attempt": failures + 1})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if not self._stop.is_set():
+                    self.reconnects += 1
+            self.exit_reason = "stopped"
+            return EXIT_OK
+        finally:
+            self.state = "stopped"
+            if self._pending_gap is not None:
+                self._close_gap(time.time_ns(), stopped=True)
+            await self._stop_tasks()
+
+    def _backoff(self, attempt: int) -> float:
+        cap = self._pcfg.reconnect_max_s
+        delay = min(cap, self._pcfg.reconnect_initial_s * (2 ** min(attempt - 1, 30)))
+        return random.uniform(delay / 2, delay)  # equal jitter: spread, never near zero
+
+    async def _connection(self) -> bool:
+        """One connection's life. Returns only when stopped; otherwise raises."""
+        self.state = "connecting"
+        try:
+            ws = await asyncio.wait_for(
+                connect(self.url, max_size=None, open_timeout=self.handshake_timeout_s,
+                        close_timeout=5),
+                self.handshake_timeout_s + 1)
+        except InvalidURI as exc:
+            raise _Disconnected(f"invalid websocket URL: {exc}") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise _Disconnected(f"cannot connect to {self.url}: "
+                                f"{type(exc).__name__}: {exc}") from None
+        proto = MassiveProtocol(self._api_key, self.channels, self.stats)
+        self.protocol, self._ws = proto, ws
+        self.state = "connected"
+        self._subscribed = False
+        drop_reason = "disconnected"
+        try:
+            if self._stop is not None and self._stop.is_set():
+                await ws.close()
+            await self._handshake(ws, proto)
+            self._subscribed = True
+            self.state = "subscribed"
+            if self._pending_gap is not None:
+                self._close_gap(time.time_ns())
+            await self._stream(ws, proto)
+        except ConnectionClosed as exc:
+            if self._stop is not None and self._stop.is_set():
+                return self._subscribed
+            drop_reason = self._close_reason(exc, proto)
+            raise _Disconnected(drop_reason) from None
+        except AuthFailed:
+            await ws.close()
+            raise
+        finally:
+            if self._subscribed and self._pending_gap is None and not (
+                    self._stop is not None and self._stop.is_set()):
+                self._open_gap(drop_reason)
+            self.protocol, self._ws = None, None
+            with contextlib.suppress(Exception):
+                await ws.close()
+        return self._subscribed
+
+    async def _handshake(self, ws: ClientConnection, proto: MassiveProtocol) -> None:
+        deadline = time.monotonic() + self.handshake_timeout_s
+        while proto.state is not State.SUBSCRIBED:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if proto.authenticated:
+                    log.warning("not every channel was acknowledged; streaming anyway",
+                                extra={"acked": len(proto.acked),
+                                       "channels": len(proto.channels)})
+                    return
+                await ws.close()
+                raise _Disconnected(f"no answer to {proto.state.value} within "
+                                    f"{self.handshake_timeout_s:g}s")
+            try:
+                frame = await asyncio.wait_for(ws.recv(), remaining)
+            except TimeoutError:
+                continue
+            self._handle_frame(proto, frame)
+            for message in proto.take_outbox():
+                await ws.send(message)
+
+    async def _stream(self, ws: ClientConnection, proto: MassiveProtocol) -> None:
+        recv = ws.recv
+        handle = self._handle_frame
+        pub = self.publisher
+        poll = pub.poll
+        high = 0.8 * pub.max_queue_messages
+        while True:
+            frame = await recv()
+            handle(proto, frame)
+            poll(0)
+            if pub.queue_depth > high:
+                await pub.wait_for_room()
+            if pub.fatal_error:
+                raise PublisherError(f"Kafka producer failed: {pub.fatal_error}")
+
+    def _handle_frame(self, proto: MassiveProtocol, frame: bytes | str) -> None:
+        """The hot path: one frame -> records -> librdkafka's queue."""
+        received_ns = time.time_ns()
+        self.last_receipt_ns = received_ns
+        events = proto.feed(frame)
+        if not events:
+            return
+        encode = self._encode
+        produce = self.publisher.produce_encoded
+        counts = self.events_by_kind
+        kind = record = None
+        for ev in events:
+            try:
+                kind, record = record_from_ws_event(ev, received_ns)
+                value = encode(kind, record)
+            except MappingError as exc:
+                proto.reject(ev, "bad_event", str(exc))
+                record = None
+                continue
+            except _ENCODE_ERRORS as exc:
+                self.encode_errors += 1
+                proto.reject(ev, "unencodable", f"{type(exc).__name__}: {exc}")
+                record = None
+                continue
+            produce(kind, record["symbol"], value)
+            counts[kind] += 1
+        if record is not None and kind is not None:
+            ts = event_timestamp_ns(kind, record)
+            if ts > self.newest_event_ns:
+                self.newest_event_ns = ts
+            self.lag_ns = received_ns - ts
+
+    # -- gaps ---------------------------------------------------------------------------
+
+    def _close_reason(self, exc: ConnectionClosed | None, proto: MassiveProtocol) -> str:
+        parts = []
+        if exc is not None:
+            rcvd = exc.rcvd
+            parts.append(f"closed (code {rcvd.code}{': ' + rcvd.reason if rcvd.reason else ''})"
+                         if rcvd else "connection lost without a close frame")
+        status = proto.last_status
+        if status is not None and not status.is_ok:
+            parts.append(f"last status {status.status}: {status.message}")
+        return "; ".join(parts) or "disconnected"
+
+    def _open_gap(self, reason: str) -> None:
+        now = time.time_ns()
+        start = self.last_receipt_ns or now
+        if self.newest_event_ns:
+            start = min(start, self.newest_event_ns)
+        self._pending_gap = (start, now, reason)
+        self.state = "disconnected"
+
+    def _close_gap(self, end_ns: int, stopped: bool = False) -> None:
+        assert self._pending_gap is not None
+        start, disconnected, reason = self._pending_gap
+        self._pending_gap = None
+        if stopped:
+            reason += "; stopped before reconnecting"
+        gap = Gap(start_ns=start, end_ns=max(end_ns, start), disconnected_ns=disconnected,
+                  symbols=self.symbols, data_types=self.data_types, reason=reason,
+                  attempts=self.reconnects)
+        self.gaps.append(gap)
+        self._write_gap(gap)
+        log.warning("recorded a gap in the live data",
+                    extra={"gap_start_ns": gap.start_ns, "gap_end_ns": gap.end_ns,
+                           "gap_s": round((gap.end_ns - gap.start_ns) / 1e9, 3),
+                           "reason": reason, "gaps_file": str(self.gaps_file)})
+        if stopped:
+            return  # no repair while shutting down; the file keeps it for later
+        for listener in self._gap_listeners:
+            self.start_task(listener(gap), name=f"gap-repair-{gap.start_ns}")
+
+    def _write_gap(self, gap: Gap) -> None:
+        try:
+            self.gaps_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.gaps_file, "ab") as f:
+                f.write(orjson.dumps(gap.as_dict()) + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            log.error("cannot record the gap in %s: %s", self.gaps_file, exc,
+                      extra={"gap": gap.as_dict()})
+
+    async def _stop_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+
+
+class _SessionCollector(Collector):
+    """Prometheus view of the session's plain counters, read at scrape time."""
+
+    def __init__(self, session: ProducerSession) -> None:
+        self._s = session
+
+    def collect(self) -> Any:
+        s = self._s
+        events = CounterMetricFamily("producer_events", "Events received and queued for "
+                                     "Kafka, by type", labels=["type"])
+        for kind, n in s.events_by_kind.items():
+            events.add_metric([DATA_TYPE_BY_KIND[kind]], n)
+        yield events
+        yield CounterMetricFamily("producer_frames", "WebSocket frames received",
+                                  value=s.stats.frames)
+        yield CounterMetricFamily("producer_reconnects", "Reconnection attempts",
+                                  value=s.reconnects)
+        errors = CounterMetricFamily("producer_parse_errors", "Malformed frames or events "
+                                     "skipped, by reason", labels=["reason"])
+        for reason, n in s.stats.malformed.items():
+            errors.add_metric([reason], n)
+        yield errors
+        yield CounterMetricFamily("producer_produce_errors", "Records Kafka did not "
+                                  "acknowledge after retries, plus records that could not "
+                                  "be encoded", value=s.publisher.failed + s.encode_errors)
+        statuses = CounterMetricFamily("producer_status_messages", "Status messages from "
+                                       "the server", labels=["status"])
+        for status, n in s.stats.statuses.items():
+            statuses.add_metric([status], n)
+        yield statuses
+        yield CounterMetricFamily("producer_gaps", "Disconnect windows recorded",
+                                  value=len(s.gaps))
+        yield GaugeMetricFamily("producer_queue_depth", "Messages in librdkafka's local "
+                                "queue", value=s.publisher.queue_depth)
+        yield GaugeMetricFamily("producer_connected", "1 while connected and authenticated",
+                                value=1 if s.connected else 0)
+        if s.lag_ns is not None:
+            yield GaugeMetricFamily("producer_event_lag_seconds", "Receipt time minus "
+                                    "event time of the newest event of the last frame",
+                                    value=s.lag_ns / 1e9)
+        if s.newest_event_ns:
+            yield GaugeMetricFamily("producer_newest_event_timestamp_seconds",
+                                    "Event time of the newest event received",
+                                    value=s.newest_event_ns / 1e9)
