@@ -1,27 +1,157 @@
 """Session fixtures: one real Kafka broker and one real MarketStore server per test session.
 
-TEMPORARY minimal version: reads KAFKA_BOOTSTRAP_SERVERS / MARKETSTORE_URL from the
-environment. The services helper replaces it with env -> testcontainers -> native services.
+Where they come from, in order:
+1. ``KAFKA_BOOTSTRAP_SERVERS`` / ``MARKETSTORE_URL`` when set (shared servers; a missing one
+   of the two is started natively);
+2. testcontainers (``apache/kafka``, ``alpacamarkets/marketstore``) when a Docker engine answers;
+3. ``services.native.NativeServices`` on free loopback ports with a per-session state dir
+   (the build cache is the user's, so the MarketStore build and Kafka jars are reused),
+   stopped by pid at the end of the session.
+``MASSIVE_FETCHER_TEST_SERVICES=env|docker|native`` forces one way.
+
+Fixtures:
+    kafka_bootstrap: str        e.g. "127.0.0.1:19092"
+    marketstore_url: str        e.g. "http://127.0.0.1:15993/rpc"
+    live_services: LiveServices  (both addresses, how they were obtained, the handle)
+    marketstore_control          a MarketStore the test may kill -9 and start again:
+        .marketstore_url, .kill_marketstore(), .start_marketstore(), .restart_marketstore()
+        With shared servers from the environment this is a private native MarketStore
+        (never the shared one), so use ``marketstore_control.marketstore_url`` in such tests.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from common.config import ServicesConfig
+from services.base import ServiceError
+from services.containers import ContainerServices, docker_available
+from services.native import NativeServices, ServicesHandle
+from services.process import free_port
+
+MODE_ENV = "MASSIVE_FETCHER_TEST_SERVICES"
+MODES = ("auto", "env", "docker", "native")
+
+
+@dataclass
+class LiveServices:
+    kafka_bootstrap: str
+    marketstore_url: str
+    mode: str  # "env", "docker", "native" or "env+native"
+    handle: ServicesHandle | None  # None: nothing started by this session
+    controls_marketstore: bool  # the handle started marketstore_url's server
+
+
+def native_settings(state_dir: Path) -> ServicesConfig:
+    """Free loopback ports and a private state dir; the cache stays the user's (shared)."""
+    return ServicesConfig(kafka_port=free_port(), kafka_controller_port=free_port(),
+                          marketstore_port=free_port(), marketstore_grpc_port=free_port(),
+                          state_dir=str(state_dir))
+
+
+def _state_dir(factory: pytest.TempPathFactory, name: str) -> Path:
+    # Short paths: a long basetemp would only make log lines and /proc scans harder to read.
+    return Path(tempfile.mkdtemp(prefix=f"mf-{name}-", dir=factory.getbasetemp()))
+
+
+def _start_native(factory: pytest.TempPathFactory, names: list[str]) -> NativeServices:
+    handle = NativeServices(native_settings(_state_dir(factory, "services")),
+                            die_with_parent=True)
+    try:
+        handle.up(names)
+    except ServiceError as exc:
+        pytest.fail(f"could not start native {', '.join(names)}: {exc}", pytrace=False)
+    return handle
+
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    value = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not value:
-        pytest.fail("KAFKA_BOOTSTRAP_SERVERS not set (temporary conftest)")
-    return value
+def live_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServices]:
+    mode = os.environ.get(MODE_ENV, "auto").strip() or "auto"
+    if mode not in MODES:
+        pytest.fail(f"{MODE_ENV}={mode!r}: expected one of {', '.join(MODES)}", pytrace=False)
+    kafka_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    mkts_env = os.environ.get("MARKETSTORE_URL", "").strip()
+
+    if mode == "env" or (mode == "auto" and kafka_env and mkts_env):
+        if not (kafka_env and mkts_env):
+            pytest.fail(f"{MODE_ENV}=env needs KAFKA_BOOTSTRAP_SERVERS and MARKETSTORE_URL",
+                        pytrace=False)
+        yield LiveServices(kafka_env, mkts_env, "env", None, False)
+        return
+
+    if mode == "auto" and (kafka_env or mkts_env):
+        native = _start_native(tmp_path_factory, ["marketstore" if kafka_env else "kafka"])
+        try:
+            yield LiveServices(kafka_env or native.kafka_bootstrap,
+                               mkts_env or native.marketstore_url, "env+native", native,
+                               controls_marketstore=not mkts_env)
+        finally:
+            native.down()
+        return
+
+    if mode == "docker" or (mode == "auto" and docker_available()):
+        containers = ContainerServices(ServicesConfig())
+        try:
+            containers.up()
+        except ServiceError as exc:
+            pytest.fail(f"could not start the containers: {exc}", pytrace=False)
+        try:
+            yield LiveServices(containers.kafka_bootstrap, containers.marketstore_url,
+                               "docker", containers, True)
+        finally:
+            containers.down()
+        return
+
+    native = _start_native(tmp_path_factory, ["kafka", "marketstore"])
+    try:
+        yield LiveServices(native.kafka_bootstrap, native.marketstore_url, "native", native,
+                           True)
+    finally:
+        native.down()
 
 
 @pytest.fixture(scope="session")
-def marketstore_url() -> str:
-    value = os.environ.get("MARKETSTORE_URL")
-    if not value:
-        pytest.fail("MARKETSTORE_URL not set (temporary conftest)")
-    return value
+def kafka_bootstrap(live_services: LiveServices) -> str:
+    return live_services.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def marketstore_url(live_services: LiveServices) -> str:
+    return live_services.marketstore_url
+
+
+@pytest.fixture(scope="session")
+def _session_marketstore_control(live_services: LiveServices,
+                                 tmp_path_factory: pytest.TempPathFactory,
+                                 ) -> Iterator[ServicesHandle]:
+    if live_services.controls_marketstore and live_services.handle is not None:
+        yield live_services.handle
+        return
+    # The session's MarketStore is shared with other people: never kill it. A private one
+    # serves the tests that crash MarketStore on purpose.
+    private = NativeServices(native_settings(_state_dir(tmp_path_factory, "mkts-control")),
+                             die_with_parent=True)
+    try:
+        private.check_tools(["marketstore"])
+        private.up(["marketstore"])
+    except ServiceError as exc:
+        pytest.skip(f"needs a MarketStore it may kill: MARKETSTORE_URL is shared and a "
+                    f"private native one cannot start ({exc})")
+    try:
+        yield private
+    finally:
+        private.down()
+
+
+@pytest.fixture
+def marketstore_control(_session_marketstore_control: ServicesHandle,
+                        ) -> Iterator[ServicesHandle]:
+    """A MarketStore this test may kill -9 and start again; running again after the test."""
+    yield _session_marketstore_control
+    _session_marketstore_control.start_marketstore()
