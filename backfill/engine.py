@@ -97,7 +97,8 @@ class BackfillEngine:
                  checkpoint: Checkpoint | None, *, parallelism: int = 4, limit: int = 50000,
                  adjusted: bool = True, stop: asyncio.Event | None = None,
                  commit_interval_s: float = 1.0, flush_timeout_s: float = 30.0,
-                 chunk: int = 5000, now_ns: Callable[[], int] = time.time_ns) -> None:
+                 chunk: int = 5000, now_ns: Callable[[], int] = time.time_ns,
+                 room: tuple[float, float] = (0.8, 0.5)) -> None:
         self.client = client
         self.sink = sink
         self.encoder = encoder
@@ -110,6 +111,10 @@ class BackfillEngine:
         self.flush_timeout_s = flush_timeout_s
         self.chunk = max(1, chunk)
         self.now_ns = now_ns
+        # Before each chunk wait (asynchronously) while the Kafka queue is above room[0] of
+        # its capacity until it is below room[1]: a shared publisher keeps room for live data.
+        self.room = room
+        self._wait_for_room = getattr(sink, "wait_for_room", None)
         self.progress = Progress()
         self._fatal: BaseException | None = None
         # publish/flush gate: flushing waits for in-flight publish calls, and blocks new ones
@@ -214,6 +219,8 @@ class BackfillEngine:
                        results: list[dict[str, Any]]) -> int:
         published = 0
         for i in range(0, len(results), self.chunk):
+            if self._wait_for_room is not None:
+                await self._wait_for_room(*self.room)
             async with self._gate:
                 await self._gate.wait_for(lambda: not self._flushing)
                 self._publishing += 1

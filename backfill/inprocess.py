@@ -24,6 +24,8 @@ log = logging.getLogger("backfill.inprocess")
 
 # In-process work is polite: it shares the loop and the Kafka queue with the live stream.
 INPROCESS_PARALLELISM = 2
+# Keep the shared Kafka queue at most 30 % full from backfill, so live records always fit.
+LIVE_ROOM = (0.3, 0.2)
 
 
 def _encoder(config: Config) -> Any:
@@ -88,7 +90,7 @@ async def run_inprocess_backfill(config: Config, publisher: Any, stop: asyncio.E
             engine = BackfillEngine(client, publisher, _encoder(config), checkpoint,
                                     parallelism=INPROCESS_PARALLELISM,
                                     limit=m.backfill_batch_size, adjusted=m.backfill_adjusted,
-                                    stop=stop, chunk=1000)
+                                    stop=stop, chunk=1000, room=LIVE_ROOM)
             progress = await engine.run(windows)
         log.info("in-process backfill finished", extra=progress.as_dict())
         for failure in progress.failures:
@@ -136,7 +138,8 @@ async def repair_gap(config: Config, publisher: Any, gap: Any) -> int:
         engine = BackfillEngine(client, publisher, _encoder(config), None,
                                 parallelism=INPROCESS_PARALLELISM,
                                 limit=m.backfill_batch_size, adjusted=m.backfill_adjusted,
-                                chunk=1000, commit_interval_s=3600.0)
+                                chunk=1000, commit_interval_s=3600.0,
+                                room=LIVE_ROOM)
         progress = await engine.run(windows)
     if progress.windows_failed:
         raise RestError(f"gap repair incomplete: {progress.windows_failed} of "
