@@ -2,11 +2,11 @@
 
 Start-up order matters: the API key and Kafka are checked first (a clear error beats a
 retry loop against a broker that is not there), topics are created when missing, then
-metrics, then the session. The in-process backfill and gap repair come from
-``backfill.inprocess`` when that module exists: its ``attach(session=, config=,
-publisher=)`` is called inside the running event loop and uses
-``session.start_task(coro, name)`` and ``session.add_gap_listener(async_fn)``; it must
-never block the live read loop.
+metrics, then the session. The in-process backfill (``massive.query_start``) and gap
+repair (``producer.gap_repair``) come from ``backfill.inprocess`` when that module
+exists: ``run_inprocess_backfill(config, publisher, stop_event)`` runs as a background
+task of the session and ``repair_gap(config, publisher, gap)`` is called for every
+recorded gap; both share the event loop and must never block the live read loop.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from common.logs import setup_logging
 from common.metrics import MetricsServer
 from massive_fetcher.cli import add_config_argument, config_from_args
 from producer.publisher import Publisher, PublisherError
-from producer.session import EXIT_KAFKA_FAILED, ProducerSession
+from producer.session import EXIT_KAFKA_FAILED, Gap, ProducerSession
 
 log = logging.getLogger("producer")
 
@@ -123,6 +123,7 @@ async def _main(session: ProducerSession, config: Config, publisher: Publisher) 
 
 
 def _attach_inprocess(session: ProducerSession, config: Config, publisher: Publisher) -> None:
+    """Start the in-process backfill and register gap repair, if ``backfill`` has them."""
     wanted = bool(config.massive.query_start) or config.producer.gap_repair
     if not wanted:
         return
@@ -135,4 +136,12 @@ def _attach_inprocess(session: ProducerSession, config: Config, publisher: Publi
                 "live stream runs alone, gaps are still recorded in %s", exc,
                 config.producer.gaps_file)
         return
-    inprocess.attach(session=session, config=config, publisher=publisher)
+    if config.massive.query_start:
+        session.start_task(
+            inprocess.run_inprocess_backfill(config, publisher, session.stop_event),
+            name="inprocess-backfill")
+    if config.producer.gap_repair:
+        async def repair(gap: Gap) -> None:
+            await inprocess.repair_gap(config, publisher, gap)
+
+        session.add_gap_listener(repair)

@@ -120,7 +120,7 @@ def _int_list(ev: dict[str, Any], name: str) -> list[int]:
     raise _ill_typed(ev, name, "a list of integers")
 
 
-def bar_from_am(ev: dict[str, Any], received_ns: int | None) -> Record:
+def _bar_checked(ev: dict[str, Any], received_ns: int | None) -> Record:
     volume = _decimal(ev, "dv")
     accumulated = _decimal(ev, "dav")
     otc = ev.get("otc", False)
@@ -151,7 +151,7 @@ def bar_from_am(ev: dict[str, Any], received_ns: int | None) -> Record:
     }
 
 
-def trade_from_t(ev: dict[str, Any], received_ns: int | None) -> Record:
+def _trade_checked(ev: dict[str, Any], received_ns: int | None) -> Record:
     size = _decimal(ev, "ds")
     trft = _opt_int(ev, "trft")
     return {
@@ -173,7 +173,7 @@ def trade_from_t(ev: dict[str, Any], received_ns: int | None) -> Record:
     }
 
 
-def quote_from_q(ev: dict[str, Any], received_ns: int | None) -> Record:
+def _quote_checked(ev: dict[str, Any], received_ns: int | None) -> Record:
     c = ev.get("c")
     if c is None:
         conditions: list[int] = []
@@ -199,6 +199,92 @@ def quote_from_q(ev: dict[str, Any], received_ns: int | None) -> Record:
         "source": LIVE,
         "received_ns": received_ns,
     }
+
+
+# -- fast paths --------------------------------------------------------------------------
+# The common, well-formed event is checked with one chained condition and built in one
+# dict display; anything unusual (an int price, a decimal size, a missing or ill-typed
+# field) takes the checked path above, which gives the same record or a clear error.
+
+
+def trade_from_t(ev: dict[str, Any], received_ns: int | None) -> Record:
+    g = ev.get
+    sym = g("sym")
+    t = g("t")
+    p = g("p")
+    s = g("s")
+    x = g("x")
+    i = g("i")
+    q = g("q")
+    z = g("z")
+    c = g("c")
+    if (sym.__class__ is str and sym and t.__class__ is int and p.__class__ is float
+            and s.__class__ is int and x.__class__ is int and i.__class__ is str and i
+            and q.__class__ is int and (z is None or z.__class__ is int)
+            and "ds" not in ev and "trfi" not in ev and "trft" not in ev):
+        if c is None:
+            c = []
+        elif c.__class__ is list:
+            for v in c:
+                if v.__class__ is not int:
+                    return _trade_checked(ev, received_ns)
+        else:
+            return _trade_checked(ev, received_ns)
+        return {
+            "symbol": sym, "sip_timestamp_ns": t * NS_PER_MS,
+            "participant_timestamp_ns": None, "trf_timestamp_ns": None, "price": p,
+            "size": float(s), "exchange": x, "tape": z, "conditions": c, "id": i,
+            "sequence_number": q, "trf_id": None, "correction": None, "source": LIVE,
+            "received_ns": received_ns,
+        }
+    return _trade_checked(ev, received_ns)
+
+
+def quote_from_q(ev: dict[str, Any], received_ns: int | None) -> Record:
+    g = ev.get
+    sym = g("sym")
+    t = g("t")
+    bp = g("bp")
+    bs = g("bs")
+    ap = g("ap")
+    as_ = g("as")
+    q = g("q")
+    bx = g("bx")
+    ax = g("ax")
+    z = g("z")
+    c = g("c")
+    ind = g("i")
+    if (sym.__class__ is str and sym and t.__class__ is int and bp.__class__ is float
+            and ap.__class__ is float and bs.__class__ is int and as_.__class__ is int
+            and q.__class__ is int and (bx is None or bx.__class__ is int)
+            and (ax is None or ax.__class__ is int) and (z is None or z.__class__ is int)):
+        if c is None:
+            c = []
+        elif c.__class__ is int:
+            c = [c]
+        else:
+            return _quote_checked(ev, received_ns)
+        if ind is None:
+            ind = []
+        elif ind.__class__ is list:
+            for v in ind:
+                if v.__class__ is not int:
+                    return _quote_checked(ev, received_ns)
+        else:
+            return _quote_checked(ev, received_ns)
+        return {
+            "symbol": sym, "sip_timestamp_ns": t * NS_PER_MS,
+            "participant_timestamp_ns": None, "trf_timestamp_ns": None, "bid_price": bp,
+            "bid_size": float(bs), "bid_exchange": bx, "ask_price": ap,
+            "ask_size": float(as_), "ask_exchange": ax, "conditions": c, "indicators": ind,
+            "sequence_number": q, "tape": z, "source": LIVE, "received_ns": received_ns,
+        }
+    return _quote_checked(ev, received_ns)
+
+
+def bar_from_am(ev: dict[str, Any], received_ns: int | None) -> Record:
+    # Bars are one per symbol per minute: no fast path needed.
+    return _bar_checked(ev, received_ns)
 
 
 _MAPPERS: dict[str, tuple[str, Callable[[dict[str, Any], int | None], Record]]] = {

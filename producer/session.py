@@ -150,6 +150,8 @@ class ProducerSession:
         self.exit_reason = ""
 
         self._ws: ClientConnection | None = None
+        # Set once a stop was requested; in-process tasks watch it to wind down.
+        self.stop_event = asyncio.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -209,7 +211,7 @@ class ProducerSession:
 
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+        self._stop = self.stop_event
         failures = 0
         try:
             while not self._stop.is_set():
@@ -430,7 +432,11 @@ class ProducerSession:
             log.error("cannot record the gap in %s: %s", self.gaps_file, exc,
                       extra={"gap": gap.as_dict()})
 
-    async def _stop_tasks(self) -> None:
+    async def _stop_tasks(self, grace_s: float = 5.0) -> None:
+        """Background tasks see ``stop_event`` first and get ``grace_s`` to finish."""
+        self.stop_event.set()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
