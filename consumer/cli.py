@@ -1,0 +1,126 @@
+"""``massive-fetcher consumer`` and ``massive-fetcher replay``.
+
+``consumer`` runs one member of the consumer group ``consumer.group_id`` (start N of them to
+share the partitions). ``replay`` rebuilds MarketStore from the topics with a fresh group: from
+the earliest offsets, or from ``--from-timestamp``, optionally only some data types and symbols;
+into an empty database or a populated one (exactly-once writes make the second a no-op).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import time
+
+from common.config import DATA_TYPES, Config
+from common.logs import setup_logging
+from common.metrics import MetricsServer
+from consumer.buckets import RecordError
+from consumer.service import ConsumerService, Options, consumed_symbols
+from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "consumer", help="consume the topics into MarketStore (one consumer-group member)",
+        description="Consume bars, trades and quotes from Kafka into MarketStore, exactly once "
+                    "in the database; offsets are committed only once writes are durable.")
+    add_config_argument(p)
+    _common(p)
+    p.set_defaults(func=run_consumer)
+
+    r = subparsers.add_parser(
+        "replay", help="rebuild MarketStore from the topics with a fresh consumer group",
+        description="Replay the topics into MarketStore with a new consumer group (from the "
+                    "earliest offsets or a timestamp); writes are exactly once, so replaying "
+                    "into a populated database changes nothing.")
+    add_config_argument(r)
+    _common(r)
+    r.add_argument("--group", help="consumer group id (default: <consumer.group_id>-replay-"
+                                   "<unix time>, a fresh group)")
+    r.add_argument("--from-timestamp", metavar="ISO",
+                   help="start at the first offsets at or after this time (e.g. "
+                        "2026-11-24T14:30:00Z; a fresh group only)")
+    r.add_argument("--types", default=",".join(DATA_TYPES),
+                   help="comma-separated data types to replay: bars,trades,quotes")
+    r.add_argument("--symbols", help="comma-separated tickers to replay (default: all)")
+    r.add_argument("--until-caught-up", action="store_true",
+                   help="exit once everything up to the end offsets at start is committed")
+    r.set_defaults(func=run_replay)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="INFO", help="DEBUG logs every batch written")
+    p.add_argument("--client-id", default=None, help="Kafka client.id (default: per command)")
+
+
+def parse_timestamp_ms(text: str) -> int:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--from-timestamp {text!r} is not an ISO date or time") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return int(value.timestamp() * 1000)
+
+
+def parse_types(text: str) -> tuple[str, ...]:
+    types = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in types if t not in DATA_TYPES]
+    if bad or not types:
+        raise UsageError(f"--types: {','.join(bad) or text!r} not in {','.join(DATA_TYPES)}")
+    return types
+
+
+def _serve(config: Config, service: ConsumerService, port: int) -> MetricsServer | None:
+    m = config.metrics
+    if not m.enabled:
+        return None
+    try:
+        server = MetricsServer(service.registry, m.host, port, health=service.health).start()
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on {m.host}:{port}: {exc}") from None
+    log.info("metrics served", extra={"url": f"http://{m.host}:{server.port}/metrics"})
+    return server
+
+
+def _run(config: Config, options: Options, level: str, metrics_port: int) -> int:
+    setup_logging(level, secrets=[config.massive.api_key])
+    service = ConsumerService(config, options)
+    service.install_signal_handlers()
+    server = _serve(config, service, metrics_port)
+    try:
+        log.info("consumer starting", extra={"group": options.group_id,
+                                             "types": list(options.data_types)})
+        return service.run()
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run_consumer(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    options = Options(group_id=config.consumer.group_id,
+                      client_id=args.client_id or "massive-fetcher-consumer")
+    return _run(config, options, args.log_level, config.metrics.consumer_port)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    try:
+        symbols = consumed_symbols(s.strip() for s in args.symbols.split(",")
+                                   if s.strip()) if args.symbols else None
+    except RecordError as exc:
+        raise UsageError(f"--symbols: {exc}") from None
+    options = Options(
+        group_id=args.group or f"{config.consumer.group_id}-replay-{int(time.time())}",
+        data_types=parse_types(args.types), symbols=symbols,
+        start_timestamp_ms=parse_timestamp_ms(args.from_timestamp)
+        if args.from_timestamp else None,
+        until_caught_up=args.until_caught_up,
+        client_id=args.client_id or "massive-fetcher-replay")
+    # a replay usually runs beside the live consumer, which holds consumer_port
+    return _run(config, options, args.log_level, 0)

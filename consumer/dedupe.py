@@ -1,0 +1,94 @@
+"""Which trade/quote rows are already in a variable-length bucket (pure, no I/O).
+
+MarketStore appends every variable-length write, so the consumer must never send a row the
+bucket already holds. A trade or quote is identified by its symbol (the bucket), its sequence
+number and its day; instead of computing a trading day (which needs New York time and breaks
+at the day boundary) two rows are the same event when they have the same sequence number and
+SIP timestamps at most ``WINDOW_NS`` apart: a live (ms) and a REST (ns) shape of one print differ
+by less than a millisecond, while the same sequence number on another day is hours away. Two
+distinct events with the same timestamp have different sequence numbers and are both kept.
+
+Per bucket the consumer keeps a :class:`Tail` (a high-water mark) loaded from MarketStore on
+first use after an assignment or an error: ``max_ts`` (latest SIP timestamp stored), and
+``max_seq``, the largest sequence number among the stored rows whose timestamp is at least
+``seq_floor_ts``. A record is certainly new when it is later than ``max_ts + WINDOW_NS``, or when
+its window lies above ``seq_floor_ts`` and its sequence number is above ``max_seq`` (the live
+path: one comparison, no read). Every other record (a redelivery, a replay, a backfill into an
+existing range) goes through :func:`missing_mask` against the rows read back from the affected
+time range, and only what is missing is appended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW_NS = 1_000_000_000
+
+
+@dataclass
+class Tail:
+    max_ts: int = -1
+    max_seq: int = -1
+    seq_floor_ts: int = 0  # all stored rows with ts >= this have seq <= max_seq
+
+    @classmethod
+    def from_rows(cls, ts: np.ndarray, seq: np.ndarray, complete: bool) -> Tail:
+        """From the last rows of a bucket; ``complete`` when they are the whole bucket."""
+        if len(ts) == 0:
+            return cls()
+        floor = 0 if complete else int(ts.min()) + 1
+        return cls(int(ts.max()), int(seq.max()), floor)
+
+    def certainly_new(self, ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        after = ts > self.max_ts + WINDOW_NS
+        above = (ts - WINDOW_NS >= self.seq_floor_ts) & (seq > self.max_seq)
+        return after | above
+
+    def update(self, ts: np.ndarray, seq: np.ndarray) -> None:
+        """Account for rows just appended."""
+        if len(ts) == 0:
+            return
+        lo, hi = int(ts.min()), int(ts.max())
+        if lo > self.max_ts + WINDOW_NS or (lo > self.max_ts and int(seq.min()) < self.max_seq):
+            # every stored row later than the old max_ts is one we just wrote: restart the
+            # sequence range there (a new day resets sequence numbers; keeps the live path fast)
+            self.seq_floor_ts = self.max_ts + 1
+            self.max_seq = int(seq.max())
+        else:
+            self.max_seq = max(self.max_seq, int(seq.max()))
+        self.max_ts = max(self.max_ts, hi)
+
+
+def first_occurrences(ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """Keep-mask dropping later copies (in arrival order) of one event within a batch."""
+    keep = np.ones(len(seq), dtype=bool)
+    if len(seq) < 2:
+        return keep
+    order = np.argsort(seq, kind="stable")  # equal sequence numbers stay in arrival order
+    s, t = seq[order], ts[order]
+    dup = (s[1:] == s[:-1]) & (np.abs(t[1:] - t[:-1]) <= WINDOW_NS)
+    keep[order[1:][dup]] = False
+    return keep
+
+
+def missing_mask(ts: np.ndarray, seq: np.ndarray, stored_ts: np.ndarray,
+                 stored_seq: np.ndarray) -> np.ndarray:
+    """Mask of the records (ts, seq) that the stored rows do not already hold."""
+    if len(stored_seq) == 0:
+        return np.ones(len(seq), dtype=bool)
+    order = np.argsort(stored_seq, kind="stable")
+    s_seq, s_ts = stored_seq[order], stored_ts[order]
+    lo = np.searchsorted(s_seq, seq, side="left")
+    hi = np.searchsorted(s_seq, seq, side="right")
+    out = np.ones(len(seq), dtype=bool)
+    for i in np.nonzero(hi > lo)[0]:
+        if np.any(np.abs(s_ts[lo[i]:hi[i]] - ts[i]) <= WINDOW_NS):
+            out[i] = False
+    return out
+
+
+def duplicate_count(ts: np.ndarray, seq: np.ndarray) -> int:
+    """How many stored rows repeat an earlier one (MarketStore's WAL replay can cause this)."""
+    return int(len(seq) - first_occurrences(ts, seq).sum())

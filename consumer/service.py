@@ -1,0 +1,553 @@
+"""The consumer group loop: Kafka -> decode -> MarketStore sink -> delayed, verified commits.
+
+Checkpointing follows quix-streams' shape: every record is ``add()``-ed to the sink, the sink is
+``flush()``-ed at the end of a batch (``consumer.batch_max_events`` or ``batch_max_ms``), and
+offsets are committed only after every flush succeeded: here additionally only once the write
+is older than ``consumer.commit_delay_ms`` and one written row reads back (durable in
+MarketStore, see ``consumer.writer``). Any MarketStore error (or a dead-letter delivery
+failure) aborts the checkpoint: the assigned partitions are paused and rewound to their last
+committed offsets, the unflushed batch and every cached tail are dropped, and the loop backs
+off (``retry_initial_s`` doubling to ``retry_max_s``) while still serving the group protocol,
+probes MarketStore, repairs buckets MarketStore's WAL replay may have duplicated, and resumes.
+Nothing is committed and nothing spins meanwhile.
+
+Poison messages (undecodable, unknown schema, invalid values, unkeyable symbol) go to the
+dead-letter topic with the original key and value and headers ``error``, ``error.class``,
+``source.topic``, ``source.partition``, ``source.offset``, ``source.timestamp``; they are
+counted and consumption goes on. The dead-letter producer is flushed before the offsets that
+cover those messages are committed.
+
+Rebalances (cooperative-sticky): revoked partitions are flushed and committed before they are
+given up, and the sink forgets their buckets' tails; assigned ones load their tails lazily.
+SIGTERM/SIGINT: flush, commit, close (leaves the group at once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from common.config import Config
+from consumer.buckets import RecordError, bucket_symbol
+from consumer.sink import FlushResult, MarketStoreSink, Probe
+from consumer.writer import MarketStoreError, MarketStoreWriter
+from schemas.codec import DecodeError, make_codec
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+KIND_TYPES = {"bar": "bars", "trade": "trades", "quote": "quotes"}
+
+
+class DeadLetterError(Exception):
+    """The dead-letter topic did not take a message: retry the batch, commit nothing."""
+
+
+@dataclass
+class PendingCommit:
+    written_at: float
+    offsets: dict[TP, int]
+    probe: Probe | None
+
+
+@dataclass
+class Options:
+    """What differs between ``consumer`` and ``replay``."""
+
+    group_id: str
+    data_types: tuple[str, ...] = ("bars", "trades", "quotes")
+    symbols: frozenset[str] | None = None  # None: every symbol
+    start_timestamp_ms: int | None = None  # fresh group only: start here, not at the earliest
+    until_caught_up: bool = False
+    client_id: str = "massive-fetcher-consumer"
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.written = Counter("consumer_events_written",
+                               "Rows written to MarketStore, by data type", ["type"],
+                               registry=registry)
+        self.duplicates = Counter("consumer_duplicates_dropped",
+                                  "Trades/quotes not written because MarketStore held them",
+                                  registry=registry)
+        self.batch = Histogram("consumer_batch_events", "Events per flushed batch",
+                               buckets=(1, 10, 100, 1000, 5000, 10000, 25000, 50000, 100000),
+                               registry=registry)
+        self.write_latency = Histogram("consumer_write_seconds",
+                                       "Time to flush one batch to MarketStore",
+                                       buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
+                                       registry=registry)
+        self.e2e = Histogram("consumer_end_to_end_seconds",
+                             "Producer receipt to queryable in MarketStore (sampled)",
+                             buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10),
+                             registry=registry)
+        self.lag = Gauge("consumer_lag", "High watermark minus position",
+                         ["topic", "partition"], registry=registry)
+        self.dead_letter = Counter("consumer_dead_letter",
+                                   "Messages sent to the dead-letter topic", ["reason"],
+                                   registry=registry)
+        self.store_errors = Counter("consumer_marketstore_errors",
+                                    "MarketStore failures (each one rewinds and backs off)",
+                                    registry=registry)
+        self.commits = Counter("consumer_commits", "Offset commits",
+                               registry=registry)
+        self.repairs = Counter("consumer_bucket_repairs",
+                               "Buckets rebuilt after MarketStore duplicated rows on replay",
+                               registry=registry)
+
+
+class ConsumerService:
+    def __init__(self, config: Config, options: Options,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.options = options
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ConsumerMetrics(self.registry)
+        self.codec = make_codec(config)
+        self.writer = MarketStoreWriter(config.marketstore.url, config.marketstore.timeout_s)
+        self.sink = MarketStoreSink(self.writer)
+        topics = config.kafka.topics
+        self.topics = [topics.for_type(t) for t in options.data_types]
+        self._stop = threading.Event()
+        self._pending: deque[PendingCommit] = deque()
+        self._batch_offsets: dict[TP, int] = {}
+        self._batch_received: list[int] = []
+        self._batch_started: float | None = None
+        self._paused_since: float | None = None
+        self._backoff = config.consumer.retry_initial_s
+        self._assigned: set[TP] = set()
+        self._dlq_failed = 0
+        self.dead_letters = 0
+        self.consumer: Consumer | None = None
+        self.dlq: Producer | None = None
+        self.last_flush: FlushResult | None = None
+        self.latencies_ns: list[np.ndarray] = []  # e2e samples (bench); bounded below
+        self._end_offsets: dict[TP, int] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def health(self) -> tuple[bool, str]:
+        if self._paused_since is not None and time.monotonic() - self._paused_since > 60:
+            return False, "MarketStore unavailable for more than 60 s\n"
+        return True, "ok\n"
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def _kafka_conf(self) -> dict[str, object]:
+        k = self.config.kafka
+        return {"bootstrap.servers": k.bootstrap_servers, **k.properties}
+
+    def open(self) -> None:
+        conf = {
+            **self._kafka_conf(),
+            "group.id": self.options.group_id,
+            "client.id": self.options.client_id,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            **self.config.kafka.consumer,
+            **self.options.extra,
+        }
+        self.consumer = Consumer(conf, logger=logging.getLogger("librdkafka.consumer"))
+        self.dlq = Producer({**self._kafka_conf(), "client.id": f"{self.options.client_id}-dlq",
+                             "enable.idempotence": True, "linger.ms": 5,
+                             **self.config.kafka.producer})
+        if self.options.start_timestamp_ms is not None:
+            self._seed_group_offsets(self.options.start_timestamp_ms)
+        if self.options.until_caught_up:
+            self._end_offsets = self._high_watermarks()
+        self.consumer.subscribe(self.topics, on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def run(self) -> int:
+        if self.consumer is None:
+            self.open()
+        assert self.consumer is not None
+        max_events = self.config.consumer.batch_max_events
+        max_s = self.config.consumer.batch_max_ms / 1000
+        last_caught_up_check = 0.0
+        try:
+            while not self._stop.is_set():
+                if self._paused_since is not None:
+                    self._recover()
+                    continue
+                timeout = max_s
+                if self._batch_started is not None:
+                    timeout = max(0.0, self._batch_started + max_s - time.monotonic())
+                room = max(1, min(max_events - self.sink.pending, 100_000))
+                msgs = self.consumer.consume(num_messages=room, timeout=timeout)
+                if self._paused_since is not None:
+                    continue  # an error in a callback: these are re-read after the rewind
+                for msg in msgs:
+                    self._handle(msg)
+                if self._batch_offsets and (
+                        self.sink.pending >= max_events
+                        or time.monotonic() - (self._batch_started or 0) >= max_s):
+                    self._checkpoint()
+                self._maybe_commit()
+                if self._end_offsets is not None and time.monotonic() - last_caught_up_check > 1:
+                    last_caught_up_check = time.monotonic()
+                    if self._caught_up():
+                        log.info("caught up with the end offsets taken at start")
+                        break
+            self._shutdown_flush()
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                self.consumer.close()
+            self.consumer = None
+        if self.dlq is not None:
+            self.dlq.flush(5)
+            self.dlq = None
+
+    def _shutdown_flush(self) -> None:
+        if self._paused_since is not None:
+            return
+        try:
+            if self._batch_offsets:
+                self._checkpoint()
+            self._maybe_commit(wait=True)
+        except (MarketStoreError, DeadLetterError, KafkaException) as exc:
+            log.warning("final flush failed; uncommitted events will be re-read",
+                        extra={"error": str(exc)})
+
+    # --- per message -------------------------------------------------------------------------
+    def _handle(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", extra={"error": str(err)})
+            return
+        tp = (msg.topic(), msg.partition())
+        if self._batch_started is None:
+            self._batch_started = time.monotonic()
+        self._batch_offsets[tp] = msg.offset() + 1
+        try:
+            kind, record = self.codec.decode(msg.value() or b"")
+            if KIND_TYPES.get(kind) not in self.options.data_types:
+                return
+            if self.options.symbols is not None and record.get("symbol") not in \
+                    self.options.symbols:
+                return
+            self.sink.add(kind, record, tp)
+            received = record.get("received_ns")
+            if received:
+                self._batch_received.append(received)
+        except DecodeError as exc:
+            self._dead_letter(msg, "decode", exc)
+        except RecordError as exc:
+            self._dead_letter(msg, "invalid", exc)
+
+    def _dead_letter(self, msg: Message, reason: str, exc: Exception) -> None:
+        assert self.dlq is not None
+        headers = [
+            ("error", str(exc).encode()),
+            ("error.class", type(exc).__name__.encode()),
+            ("error.reason", reason.encode()),
+            ("source.topic", (msg.topic() or "").encode()),
+            ("source.partition", str(msg.partition()).encode()),
+            ("source.offset", str(msg.offset()).encode()),
+            ("source.timestamp", str(msg.timestamp()[1]).encode()),
+        ]
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self._dlq_failed += 1
+
+        while True:
+            try:
+                self.dlq.produce(self.config.kafka.topics.dead_letter, value=msg.value(),
+                                 key=msg.key(), headers=headers, on_delivery=delivered)
+                break
+            except BufferError:
+                self.dlq.poll(0.1)
+        self.dead_letters += 1
+        self.metrics.dead_letter.labels(reason).inc()
+        log.warning("message sent to the dead-letter topic", extra={
+            "reason": reason, "error": str(exc), "topic": msg.topic(),
+            "partition": msg.partition(), "offset": msg.offset()})
+
+    # --- checkpoint --------------------------------------------------------------------------
+    def _checkpoint(self) -> bool:
+        """Flush the batch; on success queue its offsets for a delayed commit."""
+        assert self.dlq is not None
+        try:
+            if (self.dead_letters and self.dlq.flush(30) > 0) or self._dlq_failed:
+                self._dlq_failed = 0
+                raise DeadLetterError("dead-letter topic did not acknowledge")
+            started = time.time()
+            result = self.sink.flush()
+        except (MarketStoreError, DeadLetterError) as exc:
+            self._fail(exc)
+            return False
+        now_ns = time.time_ns()
+        if self._batch_received:
+            lat = now_ns - np.asarray(self._batch_received, dtype=np.int64)
+            self.latencies_ns.append(lat)
+            if len(self.latencies_ns) > 10_000:
+                del self.latencies_ns[:5_000]
+            for v in lat[:: max(1, len(lat) // 20)]:
+                self.metrics.e2e.observe(v / 1e9)
+        events = sum(result.rows_written.values()) + result.duplicates_dropped
+        if result.rows_written or result.duplicates_dropped:
+            self.metrics.batch.observe(events)
+            self.metrics.write_latency.observe(result.seconds)
+            for kind, n in result.rows_written.items():
+                self.metrics.written.labels(KIND_TYPES[kind]).inc(n)
+            self.metrics.duplicates.inc(result.duplicates_dropped)
+        log.debug("batch written", extra={
+            "group": self.options.group_id, "client": self.options.client_id,
+            "partitions": sorted(f"{t}:{p}" for t, p in self._batch_offsets),
+            "rows": result.rows_written, "duplicates": result.duplicates_dropped,
+            "t_start": started, "t_end": time.time()})
+        self.last_flush = result
+        self._pending.append(PendingCommit(time.monotonic(), dict(self._batch_offsets),
+                                           result.probe))
+        self._batch_offsets.clear()
+        self._batch_received.clear()
+        self._batch_started = None
+        self._update_lag()
+        return True
+
+    def _maybe_commit(self, wait: bool = False, only: set[TP] | None = None) -> None:
+        if not self._pending or self._paused_since is not None:
+            return
+        delay = self.config.consumer.commit_delay_ms / 1000
+        if wait:
+            remaining = self._pending[-1].written_at + delay - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+        now = time.monotonic()
+        ready = [p for p in self._pending if now - p.written_at >= delay]
+        if not ready:
+            return
+        probe = next((p.probe for p in reversed(ready) if p.probe is not None), None)
+        try:
+            if probe is not None and not self.sink.verify(probe):
+                log.warning("written row not yet readable; commit postponed",
+                            extra={"bucket": probe.tbk})
+                return
+        except MarketStoreError as exc:
+            self._fail(exc)
+            return
+        offsets: dict[TP, int] = {}
+        for p in ready:
+            offsets.update(p.offsets)
+        for _ in ready:
+            self._pending.popleft()
+        owned = {tp: o for tp, o in offsets.items() if tp in self._assigned
+                 and (only is None or tp in only)}
+        if not owned:
+            return
+        assert self.consumer is not None
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in owned.items()],
+                                 asynchronous=False)
+            self.metrics.commits.inc()
+        except KafkaException as exc:
+            # Not fatal: the events are in MarketStore; a redelivery is deduplicated.
+            log.warning("offset commit failed", extra={"error": str(exc)})
+
+    # --- failures ----------------------------------------------------------------------------
+    def _fail(self, exc: Exception) -> None:
+        """Abort the checkpoint: pause, rewind, drop cached state, back off."""
+        self.metrics.store_errors.inc()
+        log.warning("write failed; pausing and rewinding to the last committed offsets",
+                    extra={"error": str(exc), "retry_in_s": self._backoff})
+        self.sink.reset()
+        self._pending.clear()
+        self._batch_offsets.clear()
+        self._batch_received.clear()
+        self._batch_started = None
+        if self._paused_since is None:
+            self._paused_since = time.monotonic()
+            self._backoff = self.config.consumer.retry_initial_s
+        assert self.consumer is not None
+        try:
+            self.consumer.pause(self.consumer.assignment())
+        except KafkaException as exc2:
+            log.warning("pause failed", extra={"error": str(exc2)})
+
+    def _rewind(self, partitions: list[TopicPartition]) -> None:
+        assert self.consumer is not None
+        if not partitions:
+            return
+        committed = self.consumer.committed(partitions, timeout=30)
+        for tp in committed:
+            target = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            try:
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, target))
+            except KafkaException as exc:
+                log.warning("seek failed", extra={"error": str(exc), "topic": tp.topic,
+                                                  "partition": tp.partition})
+
+    def _recover(self) -> None:
+        assert self.consumer is not None
+        # Serve the group protocol while waiting; anything fetched is discarded (rewound).
+        self.consumer.consume(num_messages=1000, timeout=self._backoff)
+        if self._stop.is_set():
+            return
+        try:
+            self.writer.ping()
+            repaired = self.sink.repair_recent()
+            self.metrics.repairs.inc(repaired)
+        except MarketStoreError as exc:
+            self._backoff = min(self._backoff * 2, self.config.consumer.retry_max_s)
+            log.warning("MarketStore still unavailable", extra={
+                "error": str(exc), "retry_in_s": self._backoff})
+            return
+        assignment = self.consumer.assignment()
+        try:
+            self._rewind(assignment)
+        except KafkaException as exc:
+            log.warning("rewind failed; retrying", extra={"error": str(exc)})
+            return
+        self.consumer.resume(assignment)
+        log.info("MarketStore available again; resumed", extra={
+            "paused_s": round(time.monotonic() - (self._paused_since or 0), 3)})
+        self._paused_since = None
+        self._backoff = self.config.consumer.retry_initial_s
+
+    # --- rebalance ---------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        self._assigned |= tps
+        log.info("partitions assigned", extra={
+            "group": self.options.group_id, "client": self.options.client_id,
+            "partitions": sorted(f"{t}:{p}" for t, p in tps), "t": time.time()})
+        if self._paused_since is not None:
+            consumer.incremental_assign(partitions)
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        if self._paused_since is None:
+            if self._batch_offsets:
+                self._checkpoint()
+            self._maybe_commit(wait=True)
+        self._give_up(tps, "revoked")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        # Someone else may own them already: never commit or write for them again.
+        self.sink.clear()
+        self._batch_offsets.clear()
+        self._pending.clear()
+        self._give_up(tps, "lost")
+
+    def _give_up(self, tps: set[TP], how: str) -> None:
+        self._assigned -= tps
+        self.sink.forget(tps)
+        for p in self._pending:
+            for tp in tps:
+                p.offsets.pop(tp, None)
+        log.info(f"partitions {how}", extra={
+            "group": self.options.group_id, "client": self.options.client_id,
+            "partitions": sorted(f"{t}:{p}" for t, p in tps), "t": time.time()})
+
+    # --- offsets -----------------------------------------------------------------------------
+    def _all_partitions(self) -> list[TopicPartition]:
+        assert self.consumer is not None
+        meta = self.consumer.list_topics(timeout=30)
+        out = []
+        for topic in self.topics:
+            tmeta = meta.topics.get(topic)
+            if tmeta is None or tmeta.error is not None:
+                continue
+            out.extend(TopicPartition(topic, p) for p in tmeta.partitions)
+        return out
+
+    def _high_watermarks(self) -> dict[TP, int]:
+        assert self.consumer is not None
+        out = {}
+        for tp in self._all_partitions():
+            _lo, hi = self.consumer.get_watermark_offsets(tp, timeout=30)
+            out[(tp.topic, tp.partition)] = hi
+        return out
+
+    def _caught_up(self) -> bool:
+        assert self.consumer is not None and self._end_offsets is not None
+        if self._pending or self._batch_offsets:
+            return False
+        todo = [TopicPartition(t, p) for (t, p), end in self._end_offsets.items() if end > 0]
+        if not todo:
+            return True
+        committed = self.consumer.committed(todo, timeout=30)
+        return all(tp.offset >= self._end_offsets[(tp.topic, tp.partition)]
+                   for tp in committed)
+
+    def _seed_group_offsets(self, timestamp_ms: int) -> None:
+        """A fresh group starting at a time: commit offsets_for_times before subscribing."""
+        assert self.consumer is not None
+        parts = self._all_partitions()
+        committed = self.consumer.committed(parts, timeout=30)
+        if any(tp.offset >= 0 for tp in committed):
+            log.info("group has committed offsets; --from-timestamp ignored")
+            return
+        query = [TopicPartition(tp.topic, tp.partition, timestamp_ms) for tp in parts]
+        found = self.consumer.offsets_for_times(query, timeout=30)
+        seeds = []
+        for tp in found:
+            offset = tp.offset
+            if offset < 0:  # nothing at or after the time: start at the end
+                _lo, offset = self.consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=30)
+            seeds.append(TopicPartition(tp.topic, tp.partition, offset))
+        if seeds:
+            self.consumer.commit(offsets=seeds, asynchronous=False)
+        log.info("group seeded at a timestamp", extra={"timestamp_ms": timestamp_ms,
+                                                        "partitions": len(seeds)})
+
+    def _update_lag(self) -> None:
+        assert self.consumer is not None
+        try:
+            positions = self.consumer.position(
+                [TopicPartition(t, p) for t, p in self._assigned])
+        except KafkaException:
+            return
+        for tp in positions:
+            try:
+                _lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if hi >= 0 and tp.offset >= 0:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(hi - tp.offset)
+
+
+def consumed_symbols(values: Iterable[str] | None) -> frozenset[str] | None:
+    """The --symbols filter as Massive tickers, checked to be storable."""
+    if values is None:
+        return None
+    out = set()
+    for v in values:
+        bucket_symbol(v)  # raises RecordError for a symbol that can never be stored
+        out.add(v)
+    return frozenset(out)

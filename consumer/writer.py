@@ -1,0 +1,179 @@
+"""MarketStore I/O for the consumer: multi-bucket writes, range and tail queries, destroy.
+
+pymarketstore's ``Client.write`` sends one bucket per RPC; here one ``DataService.Write`` call
+carries a whole batch: one request per column layout (OHLCV fixed, TRADE and QUOTE variable),
+each request one dataset whose ``startindex``/``lengths`` maps slice it into many buckets.
+The server reports failures per request inside a successful reply (``responses``, each with
+``error``); every item is checked and any error raises :class:`MarketStoreError`, as does any
+transport failure, so the caller can rewind and retry.
+
+What the server does with a write (v4.1.23, read in executor/writer.go and wal.go, and seen
+with kill -9 here): ``WriteCSM`` queues the rows and calls ``RequestFlush``, which waits for
+the WAL writer to fsync the WAL and then write the primary files; so a single writer's reply
+normally comes after the data is durable. It returns early when another flush is already
+queued (several writers), so durability is confirmed by reading a written row back (rows are
+visible only once their WAL transaction group has been written). After a kill -9 the server
+replays every transaction group since its last checkpoint (every 5 minutes): fixed-length rows
+are rewritten in place (harmless) but variable-length rows are appended again, i.e.
+duplicated; see ``consumer.sink`` for how the consumer repairs that.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import msgpack
+import numpy as np
+import requests
+from pymarketstore.jsonrpc import MsgpackRpcClient
+
+from consumer.buckets import KEY_CATEGORY, VARIABLE, attr_group
+
+_NO_FILES = "no files returned from query parse"
+
+
+class MarketStoreError(Exception):
+    """MarketStore could not be reached or refused a request; retry after a back-off."""
+
+
+class _TimeoutRpcClient(MsgpackRpcClient):
+    """pymarketstore's msgpack RPC client with a request timeout (it has none)."""
+
+    def __init__(self, endpoint: str, timeout_s: float) -> None:
+        super().__init__(endpoint)
+        self._timeout_s = timeout_s
+
+    def _rpc_request(self, method: str, **query: object) -> dict:
+        self._id += 1
+        http_resp = self._session.post(
+            self._endpoint,
+            data=msgpack.dumps({"method": method, "id": str(self._id), "jsonrpc": "2.0",
+                                "params": query}),
+            headers={"Content-Type": self.mimetype}, timeout=self._timeout_s)
+        http_resp.raise_for_status()
+        return msgpack.loads(http_resp.content)
+
+
+def _full_key(tbk: str) -> str:
+    return f"{tbk}:{KEY_CATEGORY}"
+
+
+def build_write_requests(buckets: Mapping[str, np.ndarray]) -> list[dict]:
+    """The ``requests`` list of one DataService.Write call: one request per column layout."""
+    by_attr: dict[str, list[tuple[str, np.ndarray]]] = defaultdict(list)
+    for tbk, array in buckets.items():
+        if len(array):
+            by_attr[attr_group(tbk)].append((tbk, array))
+    out = []
+    for attr, items in by_attr.items():
+        arrays = [a for _, a in items]
+        allrows = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+        names = list(allrows.dtype.names)
+        startindex, lengths, pos = {}, {}, 0
+        for tbk, array in items:
+            startindex[_full_key(tbk)] = pos
+            lengths[_full_key(tbk)] = len(array)
+            pos += len(array)
+        out.append({
+            "dataset": {
+                "types": [allrows.dtype[n].str.lstrip("<|") for n in names],
+                "names": names,
+                "data": [np.ascontiguousarray(allrows[n]).tobytes() for n in names],
+                "length": len(allrows),
+                "startindex": startindex,
+                "lengths": lengths,
+            },
+            "is_variable_length": VARIABLE[attr],
+        })
+    return out
+
+
+class MarketStoreWriter:
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        self.url = url
+        self._rpc = _TimeoutRpcClient(url, timeout_s)
+
+    def _call(self, method: str, **params: object) -> dict:
+        try:
+            return self._rpc.call(method, **params)
+        except (requests.RequestException, OSError, msgpack.UnpackException) as exc:
+            raise MarketStoreError(f"{method} failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # pymarketstore raises bare Exception for RPC errors
+            raise MarketStoreError(f"{method} failed: {exc}") from exc
+
+    def write(self, buckets: Mapping[str, np.ndarray]) -> int:
+        """Write many buckets in one RPC; returns the number of rows sent."""
+        reqs = build_write_requests(buckets)
+        if not reqs:
+            return 0
+        reply = self._call("DataService.Write", requests=reqs)
+        errors = [r.get("error") for r in (reply or {}).get("responses") or [] if r.get("error")]
+        if errors:
+            raise MarketStoreError(f"DataService.Write: {len(errors)} request(s) failed: "
+                                   + "; ".join(errors[:3]))
+        return sum(len(a) for a in buckets.values())
+
+    def query(self, tbks: Iterable[str], start_ns: int | None = None,
+              end_ns: int | None = None, limit: int | None = None,
+              from_start: bool = True) -> dict[str, np.ndarray]:
+        """Rows of several buckets (time range in ns, inclusive; limit per bucket).
+
+        Buckets sharing a timeframe and attribute group go in one request; a bucket that does
+        not exist is simply absent from the result.
+        """
+        groups: dict[str, list[str]] = defaultdict(list)
+        for tbk in tbks:
+            symbol, rest = tbk.split("/", 1)
+            groups[rest].append(symbol)
+        out: dict[str, np.ndarray] = {}
+        for rest, symbols in groups.items():
+            req: dict[str, object] = {"destination": f"{','.join(symbols)}/{rest}"}
+            if start_ns is not None:
+                req["epoch_start"], nanos = divmod(max(start_ns, 0), 1_000_000_000)
+                if nanos:
+                    req["epoch_start_nanos"] = nanos
+            if end_ns is not None:
+                req["epoch_end"], nanos = divmod(end_ns, 1_000_000_000)
+                if nanos:
+                    req["epoch_end_nanos"] = nanos
+            if limit is not None:
+                req["limit_record_count"] = int(limit)
+                req["limit_from_start"] = from_start
+            try:
+                reply = self._call("DataService.Query", requests=[req])
+            except MarketStoreError as exc:
+                if _NO_FILES in str(exc):
+                    continue
+                raise
+            for response in reply.get("responses") or []:
+                out.update(_decode(response["result"]))
+        return out
+
+    def destroy(self, tbk: str) -> None:
+        reply = self._call("DataService.Destroy", requests=[{"key": tbk}])
+        errors = [r.get("error") for r in (reply or {}).get("responses") or [] if r.get("error")]
+        if errors:
+            raise MarketStoreError(f"DataService.Destroy {tbk}: {errors[0]}")
+
+    def list_buckets(self) -> list[str]:
+        reply = self._call("DataService.ListSymbols", format="tbk")
+        return list(reply.get("Results") or [])
+
+    def ping(self) -> None:
+        """Raises MarketStoreError unless the server answers (a query of a bucket never made)."""
+        self.query(["PING-0/1Min/OHLCV"], limit=1)
+
+
+def _decode(packed: dict) -> dict[str, np.ndarray]:
+    names, types = packed["names"], packed["types"]
+    dtype = np.dtype([(n, "<" + t if t[0] in "iuf" else t) for n, t in zip(names, types,
+                                                                          strict=True)])
+    length = packed["length"]
+    array = np.empty(length, dtype=dtype)
+    for i, name in enumerate(names):
+        array[name] = np.frombuffer(packed["data"][i], dtype=dtype[i], count=length)
+    out = {}
+    for key, start in packed["startindex"].items():
+        out[key.split(":")[0]] = array[start:start + packed["lengths"][key]]
+    return out

@@ -1,0 +1,124 @@
+"""Pure tests of the bucket layout, condition packing and deduplication rules."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from consumer import buckets
+from consumer.buckets import RecordError, bucket_key, bucket_symbol, pack_codes, unpack_codes
+from consumer.dedupe import WINDOW_NS, Tail, first_occurrences, missing_mask
+from consumer.testkit import BASE_NS, bar, quote, trade
+from consumer.writer import build_write_requests
+
+
+def test_symbols_map_slash_and_reject_unkeyable() -> None:
+    assert bucket_symbol("BRK/A") == "BRK.A"
+    assert bucket_symbol("BRK.B") == "BRK.B"
+    for bad in ["", "A:B", "A,B", "*", "..", "A B", "ÄPPL", "A..B", "X" * 41, ".A"]:
+        with pytest.raises(RecordError):
+            bucket_symbol(bad)
+
+
+def test_bucket_keys() -> None:
+    assert bucket_key("trade", trade("AAPL", 1, BASE_NS)) == "AAPL/1Sec/TRADE"
+    assert bucket_key("quote", quote("BRK/A", 1, BASE_NS)) == "BRK.A/1Min/QUOTE"
+    assert bucket_key("bar", bar("AAPL", BASE_NS)) == "AAPL/1Min/OHLCV"
+    assert bucket_key("bar", bar("AAPL", BASE_NS, "1D", source="backfill")) == "AAPL/1D/OHLCV"
+    # a live bar always goes to 1Min
+    assert bucket_key("bar", bar("AAPL", BASE_NS, "5Min")) == "AAPL/1Min/OHLCV"
+    with pytest.raises(RecordError):
+        bucket_key("bar", {**bar("AAPL", BASE_NS, source="backfill"), "timeframe": "2Min"})
+
+
+@pytest.mark.parametrize("codes", [[], [0], [14, 41], [1, 2, 3, 4], [65534, 0, 65534, 65534],
+                                   [7, 7]])
+def test_condition_codes_round_trip(codes: list[int]) -> None:
+    packed = pack_codes(codes)
+    assert -(1 << 63) <= packed < (1 << 63)
+    assert unpack_codes(packed) == codes
+
+
+def test_condition_codes_not_representable_are_rejected() -> None:
+    with pytest.raises(RecordError):
+        pack_codes([1, 2, 3, 4, 5])
+    with pytest.raises(RecordError):
+        pack_codes([65535])
+    with pytest.raises(RecordError):
+        pack_codes([-1])
+
+
+def test_rows_keep_every_value() -> None:
+    t = trade("A", 7, BASE_NS + 123_456_789, size=0.5, participant_timestamp_ns=BASE_NS + 5,
+              trf_id=3, trf_timestamp_ns=BASE_NS - 9, correction=1, conditions=[12, 37])
+    _, row = buckets.to_row("trade", t)
+    a = buckets.rows_to_array("TRADE", [row])[0]
+    assert a["Epoch"] == BASE_NS // 10**9 + 0 and a["Nanoseconds"] == 123_456_789
+    assert a["SipTimestamp"] == BASE_NS + 123_456_789 and a["Size"] == 0.5
+    assert a["ParticipantTimestamp"] == BASE_NS + 5 and a["TrfTimestamp"] == BASE_NS - 9
+    assert (a["TrfId"], a["Correction"], a["SequenceNumber"]) == (3, 1, 7)
+    assert unpack_codes(a["Conditions"]) == [12, 37]
+    _, row = buckets.to_row("bar", bar("A", BASE_NS, vwap=None, trades=None))
+    b = buckets.rows_to_array("OHLCV", [row])[0]
+    assert math.isnan(b["VWAP"]) and b["Trades"] == -1 and b["StartNs"] == BASE_NS
+
+
+@pytest.mark.parametrize("field,value", [("price", float("nan")), ("size", -1.0),
+                                         ("sip_timestamp_ns", 0), ("sequence_number", None),
+                                         ("exchange", "x"), ("price", None)])
+def test_invalid_values_are_rejected(field: str, value: object) -> None:
+    with pytest.raises(RecordError):
+        buckets.to_row("trade", trade("A", 1, BASE_NS, **{field: value}))
+
+
+def test_first_occurrences_keeps_arrival_order_and_same_timestamp_events() -> None:
+    ts = np.array([BASE_NS + 5_000_000, BASE_NS + 5_123_456, BASE_NS + 5_000_000, BASE_NS])
+    seq = np.array([10, 10, 11, 9])  # 10 twice: live ms then REST ns; 11 same ts as first
+    assert first_occurrences(ts, seq).tolist() == [True, False, True, True]
+    # the same sequence number on another day is another event
+    ts2 = np.array([BASE_NS, BASE_NS + 86_400 * 10**9])
+    assert first_occurrences(ts2, np.array([5, 5])).tolist() == [True, True]
+
+
+def test_missing_mask() -> None:
+    stored_ts = np.array([BASE_NS, BASE_NS + 1000])
+    stored_seq = np.array([1, 2])
+    ts = np.array([BASE_NS + 400_000, BASE_NS + 1000, BASE_NS + 2 * WINDOW_NS])
+    seq = np.array([1, 3, 2])
+    assert missing_mask(ts, seq, stored_ts, stored_seq).tolist() == [False, True, True]
+
+
+def test_tail_fast_path() -> None:
+    tail = Tail.from_rows(np.array([BASE_NS, BASE_NS + 10]), np.array([5, 6]), complete=True)
+    ts = np.array([BASE_NS + 20, BASE_NS + 5, BASE_NS + 2 * WINDOW_NS, BASE_NS + 30])
+    seq = np.array([7, 3, 1, 6])
+    assert tail.certainly_new(ts, seq).tolist() == [True, False, True, False]
+    tail.update(np.array([BASE_NS + 20]), np.array([7]))
+    assert (tail.max_ts, tail.max_seq) == (BASE_NS + 20, 7)
+    # a new day after a gap restarts the sequence range
+    day2 = BASE_NS + 86_400 * 10**9
+    tail.update(np.array([day2]), np.array([1]))
+    assert tail.certainly_new(np.array([day2 + 5]), np.array([2])).tolist() == [True]
+    # a partial tail only vouches for rows after its oldest timestamp
+    partial = Tail.from_rows(np.array([BASE_NS + 5 * WINDOW_NS]), np.array([50]), complete=False)
+    assert partial.certainly_new(np.array([BASE_NS]), np.array([60])).tolist() == [False]
+
+
+def test_one_request_per_layout_many_buckets() -> None:
+    arrays = {}
+    for sym in ("A", "B"):
+        for kind, rec in (("trade", trade(sym, 1, BASE_NS)), ("quote", quote(sym, 1, BASE_NS)),
+                          ("bar", bar(sym, BASE_NS))):
+            tbk, row = buckets.to_row(kind, rec)
+            arrays[tbk] = buckets.rows_to_array(buckets.attr_group(tbk), [row, row])
+    reqs = build_write_requests(arrays)
+    assert len(reqs) == 3
+    for req in reqs:
+        ds = req["dataset"]
+        assert ds["length"] == 4 and len(ds["startindex"]) == 2
+        assert sorted(ds["startindex"].values()) == [0, 2]
+        assert all(len(col) == 4 * np.dtype("<" + t if t[0] in "iuf" else t).itemsize
+                   for col, t in zip(ds["data"], ds["types"], strict=True))
+    assert {r["is_variable_length"] for r in reqs} == {True, False}
