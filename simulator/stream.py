@@ -1,0 +1,436 @@
+"""The WebSocket side: Massive's ``/stocks`` protocol over aiohttp, fed by the model.
+
+One broadcaster task generates each tick's events once per (type, symbol), serialises them
+once with orjson, and each connection gets the pieces it subscribed to packed into frames
+(JSON arrays of up to ``max_frame_events`` events, mixed types and symbols). Every
+connection has its own outbound queue and writer task, so one slow client never holds the
+others back; a client whose queue grows past ``slow_consumer_bytes`` is dropped with
+``slow_consumer``.
+
+Close codes (the status message always comes first): ``auth_failed``,
+``max_connections`` and ``slow_consumer`` close with 1008 (policy violation),
+``force_disconnect`` with 1012 (service restart) so that clients reconnect, server
+shutdown with 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from simulator import wire
+from simulator.groundtruth import SentLog
+from simulator.model import MINUTE_NS, MarketModel
+
+log = logging.getLogger("simulator.ws")
+
+CHANNELS = ("T", "Q", "AM")
+MSG_MAX_CONNECTIONS = (
+    "Maximum number of websocket connections exceeded. You have reached the connection "
+    "limit for your account. Please contact support at https://massive.com/contact to "
+    "increase your plan limit.")
+MSG_SLOW_CONSUMER = "Slow consumer: the client fell behind and was disconnected"
+MSG_FORCE_DISCONNECT = "Forced disconnect"
+
+# A frame waiting to be sent: bytes, then what it holds, for the ground truth:
+# ("T"|"Q", sym, start_ns, end_ns, count) windows and ("AM", sym, minute_ns) minutes.
+Window = tuple[str, str, int, int, int]
+
+
+@dataclass
+class Frame:
+    data: bytes
+    windows: list[Window] = field(default_factory=list)
+    minutes: list[tuple[str, int]] = field(default_factory=list)
+    status: dict[str, str] | None = None
+
+
+def status_frame(status: str, message: str) -> Frame:
+    item = {"ev": "status", "status": status, "message": message}
+    return Frame(orjson.dumps([item]), status=item)
+
+
+@dataclass
+class Connection:
+    id: int
+    ws: web.WebSocketResponse
+    remote: str
+    opened_ns: int
+    key: str | None = None  # never exposed: only counted per key
+    authed: bool = False
+    subs: set[str] = field(default_factory=set)
+    pairs: frozenset[tuple[str, str]] = frozenset()  # (ev, sym) wanted from the universe
+    queue: deque[Frame] = field(default_factory=deque)
+    queued_bytes: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    writer: asyncio.Task[None] | None = None
+    closing: str | None = None  # why the server is closing it
+    closed_ns: int | None = None
+    sent: SentLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sent = SentLog(self.id)
+
+    def info(self) -> dict[str, Any]:
+        return {"conn": self.id, "remote": self.remote, "authed": self.authed,
+                "subscriptions": sorted(self.subs), "opened_ns": self.opened_ns,
+                "closed_ns": self.closed_ns, "closed_by_server": self.closing,
+                "queued_bytes": self.queued_bytes, "counts": dict(self.sent.counts)}
+
+
+@dataclass
+class StreamSettings:
+    api_keys: frozenset[str]
+    max_connections: int
+    slow_consumer_bytes: int
+    tick_ms: int
+    max_frame_events: int
+    live: bool = True  # False: no real-time T/Q/AM, only bursts
+
+
+class StreamHub:
+    """Connections, subscriptions, the live broadcaster and bursts."""
+
+    def __init__(self, model: MarketModel, settings: StreamSettings,
+                 on_sent: Callable[[str, int], None] | None = None) -> None:
+        self.model = model
+        self.settings = settings
+        self.conns: dict[int, Connection] = {}
+        self.closed: dict[int, Connection] = {}
+        self._next_id = 1
+        self._per_key: dict[str, int] = {}
+        self._universe = model.symbols
+        self._on_sent = on_sent or (lambda ev, n: None)
+        self._task: asyncio.Task[None] | None = None
+        self.burst_cursor_ns = 1_704_153_600 * 1_000_000_000  # 2024-01-02T00:00:00Z
+        self.burst_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self.settings.live:
+            self._task = asyncio.create_task(self._broadcast(), name="sim-broadcast")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for conn in list(self.conns.values()):
+            await self.close(conn, None, None, code=1001, reason="shutdown")
+
+    # ------------------------------------------------------------------ connection
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False, max_msg_size=1 << 20, timeout=2.0,
+                                   autoping=True)
+        await ws.prepare(request)
+        conn = Connection(self._next_id, ws, request.remote or "?", time.time_ns())
+        self._next_id += 1
+        self.conns[conn.id] = conn
+        conn.writer = asyncio.create_task(self._write_loop(conn), name=f"sim-ws-{conn.id}")
+        self.enqueue(conn, status_frame("connected", "Connected Successfully"))
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._on_message(conn, msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+                if conn.closing:
+                    break
+        finally:
+            self._release_key(conn)
+            if conn.writer is not None and not conn.closing:
+                conn.writer.cancel()
+            self.conns.pop(conn.id, None)
+            conn.closed_ns = conn.closed_ns or time.time_ns()
+            self.closed[conn.id] = conn
+        return ws
+
+    def _release_key(self, conn: Connection) -> None:
+        if conn.authed and conn.key is not None:
+            self._per_key[conn.key] -= 1
+            conn.authed = False
+
+    async def _on_message(self, conn: Connection, data: str | bytes) -> None:
+        try:
+            msg = orjson.loads(data)
+            action = msg.get("action")
+            params = msg.get("params", "")
+        except (orjson.JSONDecodeError, AttributeError):
+            self.enqueue(conn, status_frame("error", "invalid JSON"))
+            return
+        if action == "auth":
+            await self._auth(conn, params if isinstance(params, str) else "")
+        elif action in ("subscribe", "unsubscribe"):
+            if not conn.authed:
+                self.enqueue(conn, status_frame("error", "not authorized"))
+                return
+            self._subscribe(conn, action, params if isinstance(params, str) else "")
+        else:
+            self.enqueue(conn, status_frame("error", f"unknown action: {action}"))
+
+    async def _auth(self, conn: Connection, key: str) -> None:
+        if conn.authed:
+            self.enqueue(conn, status_frame("auth_success", "authenticated"))
+            return
+        keys = self.settings.api_keys
+        if not key or (keys and key not in keys):
+            await self.close(conn, status_frame("auth_failed", "authentication failed"),
+                             "auth_failed")
+            return
+        if self._per_key.get(key, 0) >= self.settings.max_connections:
+            await self.close(conn, status_frame("max_connections", MSG_MAX_CONNECTIONS),
+                             "max_connections")
+            return
+        conn.key = key
+        conn.authed = True
+        self._per_key[key] = self._per_key.get(key, 0) + 1
+        self.enqueue(conn, status_frame("auth_success", "authenticated"))
+
+    def _subscribe(self, conn: Connection, action: str, params: str) -> None:
+        verb = "subscribed to" if action == "subscribe" else "unsubscribed to"
+        frames = []
+        for raw in params.split(","):
+            channel = raw.strip()
+            if not channel:
+                continue
+            ev, _, sym = channel.partition(".")
+            if ev not in CHANNELS or not sym:
+                frames.append({"ev": "status", "status": "error",
+                               "message": f"invalid channel: {channel}"})
+                continue
+            if action == "subscribe":
+                conn.subs.add(channel)
+            else:
+                conn.subs.discard(channel)
+                if sym == "*":  # unsubscribing the wildcard drops that type entirely
+                    conn.subs = {s for s in conn.subs if not s.startswith(ev + ".")}
+            frames.append({"ev": "status", "status": "success",
+                           "message": f"{verb}: {channel}"})
+        conn.pairs = frozenset(self._pairs(conn.subs))
+        for item in frames:  # one frame per channel, as Massive acks them
+            self.enqueue(conn, Frame(orjson.dumps([item]), status=item))
+
+    def _pairs(self, subs: Iterable[str]) -> Iterable[tuple[str, str]]:
+        for channel in subs:
+            ev, _, sym = channel.partition(".")
+            if sym == "*":
+                yield from ((ev, s) for s in self._universe)
+            elif self.model.knows(sym):
+                yield ev, sym
+
+    # ------------------------------------------------------------------ sending
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def enqueue(self, conn: Connection, frame: Frame) -> bool:
+        if conn.closing:
+            return False
+        conn.queue.append(frame)
+        conn.queued_bytes += len(frame.data)
+        conn.wake.set()
+        if conn.queued_bytes > self.settings.slow_consumer_bytes:
+            self._spawn(self.close(
+                conn, status_frame("slow_consumer", MSG_SLOW_CONSUMER), "slow_consumer"))
+            return False
+        return True
+
+    async def _write_loop(self, conn: Connection) -> None:
+        ws = conn.ws
+        try:
+            while True:
+                await conn.wake.wait()
+                conn.wake.clear()
+                while conn.queue:
+                    frame = conn.queue.popleft()
+                    if not frame.data:
+                        return
+                    conn.queued_bytes -= len(frame.data)
+                    # send_frame writes the whole frame to the transport before it waits
+                    # for the buffer to drain: once called, the frame counts as sent.
+                    sending = ws.send_frame(frame.data, WSMsgType.TEXT)
+                    self._record(conn, frame)
+                    await sending
+        except (ConnectionResetError, RuntimeError):
+            return
+
+    def _record(self, conn: Connection, frame: Frame) -> None:
+        sent = conn.sent
+        sent.frames += 1
+        if frame.status is not None:
+            sent.statuses.append(frame.status)
+        for ev, sym, start, end, count in frame.windows:
+            sent.add_window(ev, sym, start, end, count)
+            self._on_sent(ev, count)
+        for sym, minute in frame.minutes:
+            sent.add_minute(sym, minute)
+            self._on_sent("AM", 1)
+
+    async def close(self, conn: Connection, last: Frame | None, why: str | None,
+                    code: int = 1008, reason: str = "") -> None:
+        """Send ``last`` (a status) after what is already queued, then close."""
+        if conn.closing:
+            return
+        conn.closing = why or reason
+        self._release_key(conn)
+        writer = conn.writer
+        if why == "slow_consumer" and writer is not None:
+            # Dropped: what is queued is discarded, the status goes out next. The writer
+            # may be stuck waiting for the transport to drain; the frame it was writing
+            # is already in the transport buffer.
+            conn.queue.clear()
+            conn.queued_bytes = 0
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+        if last is not None:
+            conn.queue.append(last)
+            conn.queued_bytes += len(last.data)
+        conn.queue.append(Frame(b""))  # the writer stops here
+        conn.wake.set()
+        if writer is None or writer.done():
+            writer = conn.writer = asyncio.create_task(self._write_loop(conn))
+        try:
+            await asyncio.wait_for(asyncio.shield(writer), timeout=3.0)
+        except (TimeoutError, ConnectionResetError, RuntimeError):
+            writer.cancel()
+        with contextlib.suppress(TimeoutError, ConnectionResetError, RuntimeError):
+            await asyncio.wait_for(
+                conn.ws.close(code=code, message=(reason or why or "").encode()), timeout=2.5)
+        req = conn.ws._req
+        if not conn.ws.closed and req is not None and req.transport is not None:
+            req.transport.abort()
+        conn.closed_ns = time.time_ns()
+
+    async def force_disconnect(self, conn_id: int | None = None) -> list[int]:
+        targets = [c for c in self.conns.values() if conn_id is None or c.id == conn_id]
+        await asyncio.gather(*(self.close(
+            c, status_frame("force_disconnect", MSG_FORCE_DISCONNECT), "force_disconnect",
+            code=1012) for c in targets))
+        return [c.id for c in targets]
+
+    # ------------------------------------------------------------------ live data
+    def _wanted(self) -> set[tuple[str, str]]:
+        wanted: set[tuple[str, str]] = set()
+        for conn in self.conns.values():
+            if conn.authed and not conn.closing:
+                wanted |= conn.pairs
+        return wanted
+
+    def pieces(self, ev: str, sym: str, start_ns: int, end_ns: int
+               ) -> list[tuple[bytes, Window]]:
+        """Serialised events of one (type, symbol) window, cut into frame-sized pieces,
+        each with the exact sub-window it covers."""
+        if ev == "T":
+            cols: Any = self.model.trades(sym, start_ns, end_ns)
+            events = wire.ws_trades(cols)
+        else:
+            cols = self.model.quotes(sym, start_ns, end_ns)
+            events = wire.ws_quotes(cols)
+        if not events:  # still a window: it proves nothing was left out
+            return [(b"", (ev, sym, start_ns, end_ns, 0))]
+        size = self.settings.max_frame_events
+        out = []
+        sip = cols.sip
+        for i in range(0, len(events), size):
+            chunk = events[i:i + size]
+            w0 = start_ns if i == 0 else int(sip[i])
+            w1 = end_ns if i + size >= len(events) else int(sip[i + size])
+            out.append((orjson.dumps(chunk)[1:-1], (ev, sym, w0, w1, len(chunk))))
+        return out
+
+    def dispatch(self, pieces: dict[tuple[str, str], list[tuple[bytes, Window]]],
+                 conns: Iterable[Connection]) -> None:
+        """Pack each connection's pieces into frames and queue them."""
+        limit = self.settings.max_frame_events
+        for conn in conns:
+            parts: list[bytes] = []
+            windows: list[Window] = []
+            n = 0
+            for pair in conn.pairs:
+                for data, window in pieces.get(pair, ()):
+                    if not data:
+                        conn.sent.add_window(*window)
+                        continue
+                    if n and n + window[4] > limit:
+                        self.enqueue(conn, Frame(b"[" + b",".join(parts) + b"]", windows))
+                        parts, windows, n = [], [], 0
+                    parts.append(data)
+                    windows.append(window)
+                    n += window[4]
+            if parts:
+                self.enqueue(conn, Frame(b"[" + b",".join(parts) + b"]", windows))
+
+    async def _broadcast(self) -> None:
+        tick = self.settings.tick_ms / 1000
+        prev = time.time_ns()
+        while True:
+            await asyncio.sleep(tick)
+            now = time.time_ns()
+            wanted = self._wanted()
+            live = [c for c in self.conns.values() if c.authed and not c.closing]
+            pieces = {pair: self.pieces(pair[0], pair[1], prev, now)
+                      for pair in wanted if pair[0] != "AM"}
+            self.dispatch(pieces, live)
+            if now // MINUTE_NS > prev // MINUTE_NS:
+                minute = (now // MINUTE_NS - 1) * MINUTE_NS
+                syms = sorted({sym for ev, sym in wanted if ev == "AM"})
+                if syms:
+                    self._spawn(self._send_minute(minute, syms))
+            prev = now
+
+    async def _send_minute(self, minute_ns: int, syms: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        bars = await loop.run_in_executor(
+            None, lambda: {s: self.model.minute_bar(s, minute_ns) for s in syms})
+        encoded = {s: orjson.dumps(wire.ws_minute_agg(b)) for s, b in bars.items()
+                   if b is not None}
+        for conn in list(self.conns.values()):
+            if not conn.authed or conn.closing:
+                continue
+            mine = [s for s in encoded if ("AM", s) in conn.pairs]
+            if mine:
+                data = b"[" + b",".join(encoded[s] for s in mine) + b"]"
+                self.enqueue(conn, Frame(data, minutes=[(s, minute_ns) for s in mine]))
+
+    # ------------------------------------------------------------------ bursts
+    async def burst(self, events: int, conn_id: int | None = None) -> dict[str, Any]:
+        """Send about ``events`` model events of the subscribed T/Q channels as fast as
+        possible, from a simulated clock (``burst_cursor_ns``, 2024-01-02 onward, then
+        continuing), so bursts never overlap each other or the live stream."""
+        async with self.burst_lock:
+            targets = [c for c in self.conns.values() if c.authed and not c.closing
+                       and (conn_id is None or c.id == conn_id)]
+            wanted = {p for c in targets for p in c.pairs if p[0] != "AM"}
+            if not targets or not wanted:
+                return {"events": 0, "frames": 0, "connections": []}
+            rate = sum(self.model.trades_per_second if ev == "T"
+                       else self.model.quotes_per_second for ev, _ in wanted)
+            if rate <= 0:
+                return {"events": 0, "frames": 0, "connections": []}
+            start = self.burst_cursor_ns
+            end = start + max(1, int(events / rate * 1e9))
+            loop = asyncio.get_running_loop()
+            pieces = await loop.run_in_executor(
+                None, lambda: {p: self.pieces(p[0], p[1], start, end) for p in wanted})
+            self.burst_cursor_ns = end
+            before = {c.id: c.sent.frames for c in targets}
+            self.dispatch(pieces, targets)
+            total = sum(w[4] for ps in pieces.values() for _, w in ps)
+            # Wait until every frame has been handed to the transports.
+            while any(c.queue and not c.closing for c in targets):
+                await asyncio.sleep(0.005)
+            frames = sum(c.sent.frames - before[c.id] for c in targets)
+            return {"events": total, "frames": frames, "start_ns": start, "end_ns": end,
+                    "connections": [c.id for c in targets]}
