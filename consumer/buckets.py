@@ -186,15 +186,21 @@ def _seq(record: Record) -> int:
     return value
 
 
-def bar_row(record: Record) -> tuple:
+TIMEFRAME_S = {"1Min": 60, "5Min": 300, "1H": 3600, "1D": 86400}
+
+
+def bar_row(record: Record, timeframe: str = "1Min") -> tuple:
+    """``Epoch`` is the start floored to the bucket's interval, as MarketStore stores it."""
     start = _ts(record, "start_ns")
+    width = TIMEFRAME_S[timeframe]
     end = _ts(record, "end_ns", required=False)
     trades = record.get("trades")
     if trades is not None and (not isinstance(trades, int) or trades < 0):
         raise RecordError(f"trades {trades!r} is not a non-negative integer")
     return (
-        start // NS, _price(record, "open"), _price(record, "high"), _price(record, "low"),
-        _price(record, "close"), _size(record, "volume"), _opt_float(record, "vwap"),
+        start // NS // width * width, _price(record, "open"), _price(record, "high"),
+        _price(record, "low"), _price(record, "close"), _size(record, "volume"),
+        _opt_float(record, "vwap"),
         NULL_INT if trades is None else trades, _opt_float(record, "accumulated_volume"),
         _opt_float(record, "official_open"), _opt_float(record, "day_vwap"),
         _opt_float(record, "average_trade_size"), 1 if record.get("otc") else 0,
@@ -235,6 +241,8 @@ def to_row(kind: str, record: Record) -> tuple[str, tuple]:
     """(bucket key, row tuple) for one record, or RecordError for a record that cannot be stored."""
     tbk = bucket_key(kind, record)
     try:
+        if kind == "bar":
+            return tbk, bar_row(record, tbk.split("/")[1])
         return tbk, ROW_BUILDERS[kind](record)
     except (TypeError, KeyError, OverflowError) as exc:  # a malformed record, not our bug
         raise RecordError(f"{kind} record has a bad field: {exc}") from None
