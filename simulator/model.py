@@ -32,6 +32,7 @@ import calendar
 import datetime as dt
 import hashlib
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -263,6 +264,7 @@ class MarketModel:
         self._keys: dict[str, int] = {}
         self._day_cache: OrderedDict[tuple[str, int], Aggregates] = OrderedDict()
         self._cache_days = cache_days
+        self._cache_lock = threading.Lock()  # REST and AM compute in worker threads
 
     # ----------------------------------------------------------------- reference data
     def knows(self, symbol: str) -> bool:
@@ -394,17 +396,19 @@ class MarketModel:
     def day_minutes(self, symbol: str, day_start_ns: int) -> Aggregates:
         """Exact minute aggregates of one whole UTC day (cached)."""
         key = (symbol, day_start_ns)
-        cached = self._day_cache.get(key)
-        if cached is not None:
-            self._day_cache.move_to_end(key)
-            return cached
+        with self._cache_lock:
+            cached = self._day_cache.get(key)
+            if cached is not None:
+                self._day_cache.move_to_end(key)
+                return cached
         ekey, sip, _seq, is_trade = self._events(symbol, day_start_ns, day_start_ns + DAY_NS)
         ekey, sip = ekey[is_trade], sip[is_trade]
         price, size_e4 = self._trade_prices(symbol, ekey, sip)
         aggs = aggregate_trades(sip, price, size_e4, MINUTE_NS)
-        self._day_cache[key] = aggs
-        if len(self._day_cache) > self._cache_days:
-            self._day_cache.popitem(last=False)
+        with self._cache_lock:
+            self._day_cache[key] = aggs
+            if len(self._day_cache) > self._cache_days:
+                self._day_cache.popitem(last=False)
         return aggs
 
     def minute_bar(self, symbol: str, minute_start_ns: int) -> MinuteBar | None:

@@ -88,6 +88,7 @@ class Simulator:
         self.app.router.add_get("/_sim/stats", self._stats)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/metrics", self._metrics)
+        self.rest.add_fallback(self.app)
         self.app.on_startup.append(self._on_startup)
         self.app.on_shutdown.append(self._on_shutdown)
 
