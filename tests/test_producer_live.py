@@ -1,0 +1,439 @@
+"""The producer against the real Kafka and the simulator: exactly once, gaps, failures.
+
+Each test uses its own topics (uuid suffix) and its own simulator on a free port. The
+simulator reports exactly which events it wrote on each connection; those events, mapped
+through ``producer.mapping``, must be in the topics exactly once with equal content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client import CollectorRegistry, generate_latest
+
+from common.config import (
+    Config,
+    KafkaConfig,
+    MassiveConfig,
+    MetricsConfig,
+    ProducerConfig,
+    TopicsConfig,
+)
+from common.metrics import MetricsServer
+from producer.mapping import record_from_ws_event
+from producer.publisher import Publisher
+from producer.session import EXIT_AUTH_FAILED, EXIT_OK, ProducerSession, read_gaps
+from schemas.codec import make_codec
+from schemas.topics import ensure_topics
+from simulator import wire
+from simulator.server import SimulatorServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data" / "producer"
+SYMBOLS = ["AAPL", "MSFT"]
+KEY = "producer-test-key"
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def make_config(kafka_bootstrap: str, ws_server: str, tmp_path: Path,
+                data_types: tuple[str, ...] = ("bars", "trades", "quotes"),
+                **producer: Any) -> Config:
+    suffix = uuid.uuid4().hex[:10]
+    topics = TopicsConfig(bars=f"test-producer-bars-{suffix}",
+                          trades=f"test-producer-trades-{suffix}",
+                          quotes=f"test-producer-quotes-{suffix}",
+                          dead_letter=f"test-producer-dlq-{suffix}")
+    settings = {"reconnect_initial_s": 0.1, "reconnect_max_s": 1.0,
+                "gaps_file": str(tmp_path / "gaps.jsonl"), "gap_repair": False,
+                "kafka_wait_s": 10.0, **producer}
+    return Config(
+        massive=MassiveConfig(api_key=KEY, ws_server=ws_server, symbols=list(SYMBOLS),
+                              data_types=list(data_types)),  # type: ignore[arg-type]
+        kafka=KafkaConfig(bootstrap_servers=kafka_bootstrap, topics=topics, partitions=2),
+        producer=ProducerConfig(**settings),
+        metrics=MetricsConfig(producer_port=0))
+
+
+def canonical(kind: str, record: dict[str, Any]) -> bytes:
+    """A record without its receipt time, as comparable bytes."""
+    body = {k: v for k, v in record.items() if k != "received_ns"}
+    return orjson.dumps([kind, body], option=orjson.OPT_SORT_KEYS)
+
+
+def truth(events: list[dict[str, Any]]) -> Counter[bytes]:
+    return Counter(canonical(*record_from_ws_event(ev, None)) for ev in events)
+
+
+def consume_all(config: Config) -> list[tuple[str, dict[str, Any]]]:
+    """Every record now in the three topics (read up to the high watermarks)."""
+    codec = make_codec(config)
+    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
+                         "group.id": f"test-producer-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    topics = [config.kafka.topics.bars, config.kafka.topics.trades, config.kafka.topics.quotes]
+    try:
+        parts, high = [], {}
+        meta = consumer.list_topics(timeout=10)
+        for topic in topics:
+            for p in meta.topics[topic].partitions:
+                lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if hi > lo:
+                    parts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+                    high[(topic, p)] = hi
+        out: list[tuple[str, dict[str, Any]]] = []
+        if not parts:
+            return out
+        consumer.assign(parts)
+        done: dict[tuple[str, int], int] = {}
+        deadline = time.monotonic() + 60
+        while len(done) < len(high) and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, timeout=1.0):
+                assert msg.error() is None, msg.error()
+                kind, record = codec.decode(msg.value())
+                assert msg.key() == record["symbol"].encode()
+                expected_topic = {"bar": topics[0], "trade": topics[1], "quote": topics[2]}
+                assert msg.topic() == expected_topic[kind]
+                out.append((kind, record))
+                tp = (msg.topic(), msg.partition())
+                if msg.offset() + 1 >= high[tp]:
+                    done[tp] = msg.offset()
+        assert len(done) == len(high), "could not read every partition to its end"
+        return out
+    finally:
+        consumer.close()
+
+
+def assert_exactly_once(consumed: list[tuple[str, dict[str, Any]]],
+                        sent: list[dict[str, Any]]) -> None:
+    got = Counter(canonical(k, r) for k, r in consumed)
+    want = truth(sent)
+    assert sum(want.values()) > 0, "the simulator sent nothing"
+    dupes = [k for k, n in got.items() if n > 1]
+    assert not dupes, f"{len(dupes)} records in Kafka more than once, e.g. {dupes[0]!r}"
+    missing = want - got
+    extra = got - want
+    assert not missing, f"{sum(missing.values())} sent events not in Kafka, e.g. " \
+                        f"{next(iter(missing))!r}"
+    assert not extra, f"{sum(extra.values())} records in Kafka never sent, e.g. " \
+                      f"{next(iter(extra))!r}"
+    for _, record in consumed:
+        assert record["source"] == "live"
+        assert isinstance(record["received_ns"], int)
+
+
+class InProcessProducer:
+    """A ProducerSession on its own event loop thread, like the CLI runs it."""
+
+    def __init__(self, config: Config) -> None:
+        self.registry = CollectorRegistry()
+        self.publisher = Publisher(config, client_id="producer", registry=self.registry)
+        self.session = ProducerSession(config, self.publisher, registry=self.registry)
+        self.loop = asyncio.new_event_loop()
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, name="test-producer", daemon=True)
+
+    def _run(self) -> None:
+        self.code = self.loop.run_until_complete(self.session.run())
+
+    def __enter__(self) -> InProcessProducer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> int | None:
+        if self.thread.is_alive():
+            deadline = time.monotonic() + 5
+            while self.session._stop is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.loop.call_soon_threadsafe(self.session.request_stop)
+            self.thread.join(30)
+            assert not self.thread.is_alive(), "producer session did not stop"
+            assert self.publisher.flush(30) == 0
+        return self.code
+
+    def events(self) -> int:
+        return sum(self.session.events_by_kind.values())
+
+
+def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorServer]:
+    with SimulatorServer(symbols=SYMBOLS, trades_per_second=40, quotes_per_second=40,
+                         seed=7, tick_ms=20) as sim:
+        yield sim
+
+
+def cli_env(kafka_bootstrap: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MASSIVE_API_KEY", "MASSIVE_WS_SERVER", "KAFKA_BOOTSTRAP_SERVERS",
+                        "MASSIVE_FETCHER_CONFIG")}
+    env["PYTHONPATH"] = str(ROOT)
+    if kafka_bootstrap:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap
+    return env
+
+
+def write_config(config: Config, path: Path) -> Path:
+    raw = {
+        "massive": {"api_key": config.massive.api_key, "ws_server": config.massive.ws_server,
+                    "symbols": config.massive.symbols,
+                    "data_types": config.massive.data_types},
+        "kafka": {"bootstrap_servers": config.kafka.bootstrap_servers, "partitions": 2,
+                  "topics": {"bars": config.kafka.topics.bars,
+                             "trades": config.kafka.topics.trades,
+                             "quotes": config.kafka.topics.quotes,
+                             "dead_letter": config.kafka.topics.dead_letter}},
+        "producer": {"gaps_file": config.producer.gaps_file, "gap_repair": False,
+                     "reconnect_initial_s": 0.1, "reconnect_max_s": 1.0,
+                     "kafka_wait_s": config.producer.kafka_wait_s},
+        "metrics": {"producer_port": 0},
+    }
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- tests -----------------------------------------------------------------------------
+
+def test_every_sent_event_is_in_kafka_exactly_once(kafka_bootstrap: str, tmp_path: Path,
+                                                   simulator: SimulatorServer) -> None:
+    config = make_config(kafka_bootstrap, f"ws://127.0.0.1:{simulator.port}", tmp_path)
+    ensure_topics(config)
+    with InProcessProducer(config) as prod:
+        metrics = MetricsServer(prod.registry, "127.0.0.1", 0,
+                                health=prod.session.health).start()
+        try:
+            wait_until(lambda: prod.events() >= 100, what="100 events")
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/healthz") as r:
+                assert r.status == 200
+            burst = simulator.burst(3000)  # many events per frame, as fast as it can
+            assert burst["events"] >= 2000
+            sent_so_far = burst["events"]
+            wait_until(lambda: prod.events() >= sent_so_far + 100, what="the burst")
+        finally:
+            code = prod.stop()
+            metrics.stop()
+    assert code == EXIT_OK
+    sent = simulator.sent_events()
+    assert len(simulator.connections()) == 1
+    consumed = consume_all(config)
+    assert_exactly_once(consumed, sent)
+    print(f"{len(consumed)} records, {prod.session.stats.frames} frames")
+    s = prod.session
+    assert s.stats.malformed_total == 0 and s.reconnects == 0 and not s.gaps
+    assert prod.publisher.delivered == len(consumed) and prod.publisher.failed == 0
+    text = generate_latest(prod.registry).decode()
+    by_type = Counter({"trades": 0, "quotes": 0, "bars": 0})
+    for kind, _ in consumed:
+        by_type[{"bar": "bars", "trade": "trades", "quote": "quotes"}[kind]] += 1
+    for data_type, n in by_type.items():
+        assert f'producer_events_total{{type="{data_type}"}} {float(n)}' in text
+    assert "producer_frames_total" in text and "producer_event_lag_seconds" in text
+    assert f"producer_kafka_delivered_total {float(len(consumed))}" in text
+
+
+def test_forced_disconnect_reconnects_and_records_the_gap(
+        kafka_bootstrap: str, tmp_path: Path, simulator: SimulatorServer) -> None:
+    config = make_config(kafka_bootstrap, f"ws://127.0.0.1:{simulator.port}", tmp_path,
+                         data_types=("trades", "quotes"))
+    ensure_topics(config)
+    gaps_seen: list[Any] = []
+
+    async def on_gap(gap: Any) -> None:
+        gaps_seen.append(gap)
+
+    with InProcessProducer(config) as prod:
+        prod.session.add_gap_listener(on_gap)
+        wait_until(lambda: prod.events() >= 50, what="events before the disconnect")
+        assert simulator.force_disconnect() == [1]
+        wait_until(lambda: prod.session.reconnects >= 1 and prod.session.connected,
+                   what="the reconnection")
+        before = prod.events()
+        wait_until(lambda: prod.events() >= before + 50, what="events after reconnecting")
+        code = prod.stop()
+    assert code == EXIT_OK
+    conns = simulator.connections()
+    assert [c["conn"] for c in conns] == [1, 2]
+    assert conns[0]["closed_by_server"] == "force_disconnect"
+    consumed = consume_all(config)
+    sent = simulator.sent_events()
+    assert_exactly_once(consumed, sent)
+    # the outage is recorded once, in the file and for the listener
+    (gap,) = prod.session.gaps
+    assert read_gaps(config.producer.gaps_file) == [gap]
+    assert gaps_seen == [gap]
+    assert "force_disconnect" in gap.reason
+    assert gap.symbols == tuple(SYMBOLS) and gap.data_types == ("trades", "quotes")
+    assert gap.start_ns < gap.end_ns
+    # every event the simulator did not send (between the two connections' windows)
+    # lies inside the recorded gap, so repairing the gap repairs the outage
+    first, second = (simulator.sent(c["conn"])[0] for c in conns)
+    missing = 0
+    for w1 in first["windows"]:
+        w2 = next(w for w in second["windows"] if (w["ev"], w["sym"]) == (w1["ev"], w1["sym"]))
+        hole_start, hole_end = w1["spans"][-1][1], w2["spans"][0][0]
+        model = simulator.model
+        if w1["ev"] == "T":
+            events = wire.ws_trades(model.trades(w1["sym"], hole_start, hole_end))
+        else:
+            events = wire.ws_quotes(model.quotes(w1["sym"], hole_start, hole_end))
+        for ev in events:
+            missing += 1
+            assert gap.start_ns <= ev["t"] * 1_000_000 <= gap.end_ns
+    assert gap.start_ns <= min(w["spans"][-1][1] for w in first["windows"])
+    print(f"gap {(gap.end_ns - gap.start_ns) / 1e6:.1f} ms, {missing} events missed, "
+          f"{len(consumed)} in Kafka")
+    assert missing > 0, "the outage lost nothing: the test proves nothing"
+
+
+def test_malformed_frames_are_skipped_and_counted(kafka_bootstrap: str,
+                                                  tmp_path: Path) -> None:
+    from websockets.asyncio.server import serve
+
+    good = [line for line in (DATA / "good_frames.jsonl").read_text().splitlines()
+            if '"status"' not in line]
+    bad = (DATA / "bad_frames.jsonl").read_text().splitlines()
+    done = asyncio.Event()
+
+    async def handler(ws: Any) -> None:
+        await ws.send('[{"ev":"status","status":"connected","message":"Connected Successfully"}]')
+        assert json.loads(await ws.recv()) == {"action": "auth", "params": KEY}
+        await ws.send('[{"ev":"status","status":"auth_success","message":"authenticated"}]')
+        sub = json.loads(await ws.recv())
+        for channel in sub["params"].split(","):
+            await ws.send(json.dumps([{"ev": "status", "status": "success",
+                                       "message": f"subscribed to: {channel}"}]))
+        for i, line in enumerate(bad):  # bad frames interleaved with good ones
+            await ws.send(line)
+            if i < len(good):
+                await ws.send(good[i])
+        for line in good[len(bad):]:
+            await ws.send(line)
+        await ws.send(b"\xff\xfe binary garbage")
+        done.set()
+        await ws.wait_closed()
+
+    async def main() -> tuple[ProducerSession, Publisher, Config]:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            config = make_config(kafka_bootstrap, f"ws://127.0.0.1:{port}", tmp_path)
+            ensure_topics(config)
+            publisher = Publisher(config)
+            session = ProducerSession(config, publisher)
+            task = asyncio.create_task(session.run())
+            await asyncio.wait_for(done.wait(), 20)
+            # connected + auth_success + one ack per channel + every frame sent
+            total = 2 + len(session.channels) + len(good) + len(bad) + 1
+            for _ in range(1000):
+                if session.stats.frames >= total:
+                    break
+                await asyncio.sleep(0.01)
+            session.request_stop()
+            assert await asyncio.wait_for(task, 20) == EXIT_OK
+            assert publisher.flush(30) == 0
+            return session, publisher, config
+
+    session, publisher, config = asyncio.run(main())
+    # the bad file holds 18 malformed items and, in one frame, 2 good trades (900, 901)
+    assert session.stats.malformed_total == 18 + 1  # + the binary garbage frame
+    assert session.stats.malformed["not_json"] == 2
+    assert session.stats.malformed["bad_event"] == 8
+    good_events = [e for line in good for e in json.loads(line)]
+    good_events += [e for e in json.loads(bad[-2]) if e.get("i") in ("900", "901")]
+    assert len(good_events) == 9 + 2
+    consumed = consume_all(config)
+    assert Counter(canonical(k, r) for k, r in consumed) == truth(good_events)
+    assert publisher.failed == 0
+
+
+def test_auth_failure_exits_nonzero_with_the_message(kafka_bootstrap: str,
+                                                     tmp_path: Path) -> None:
+    with SimulatorServer(symbols=SYMBOLS, api_keys=["the-only-good-key"]) as sim:
+        config = make_config(kafka_bootstrap, f"ws://127.0.0.1:{sim.port}", tmp_path)
+        path = write_config(config, tmp_path / "config.yaml")
+        proc = subprocess.run(
+            [sys.executable, "-m", "massive_fetcher", "producer", "--config", str(path)],
+            env=cli_env(), capture_output=True, text=True, timeout=60)
+        conns = sim.connections()
+    assert proc.returncode == EXIT_AUTH_FAILED, proc.stderr[-2000:]
+    assert "authentication failed" in proc.stderr
+    assert KEY not in proc.stderr and KEY not in proc.stdout
+    assert len(conns) == 1, "retried a refused key"
+
+
+def test_broker_down_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    port = free_port()
+    config = make_config(f"127.0.0.1:{port}", "ws://127.0.0.1:1", tmp_path,
+                         kafka_wait_s=2.0)
+    path = write_config(config, tmp_path / "config.yaml")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "massive_fetcher", "producer", "--config", str(path)],
+        env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"Kafka at 127.0.0.1:{port} not reachable within 2s" in proc.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_sigterm_flushes_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path,
+                                           simulator: SimulatorServer) -> None:
+    config = make_config(kafka_bootstrap, f"ws://127.0.0.1:{simulator.port}", tmp_path)
+    path = write_config(config, tmp_path / "config.yaml")
+    log_path = tmp_path / "producer.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "massive_fetcher", "producer", "--config", str(path)],
+            env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def streaming() -> bool:
+            conns = simulator.connections()
+            return bool(conns) and conns[0]["counts"].get("T", 0) > 200
+        wait_until(streaming, timeout=60, what="the CLI producer to stream")
+        simulator.burst(5000)  # a lot in flight when the signal arrives
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    output = log_path.read_text()
+    assert code == 0, output[-3000:]
+    assert len(simulator.connections()) == 1
+    consumed = consume_all(config)
+    assert_exactly_once(consumed, simulator.sent_events())
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    exit_line = next(x for x in lines if x["msg"] == "producer exiting")
+    assert exit_line["delivered"] == len(consumed) and exit_line["failed"] == 0
