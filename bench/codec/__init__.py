@@ -1,0 +1,1 @@
+"""Codec benchmark: ``python -m bench.codec`` (fastavro vs the generated fast path)."""
