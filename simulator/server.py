@@ -8,6 +8,8 @@ Control endpoints (no auth; bind to localhost):
   the next ``count`` REST requests (whose path starts with ``path``, if given) fail
 * ``POST /_sim/burst``             body ``{"events": N, "conn": id}``: send ~N model events
   of the subscribed T/Q channels as fast as possible; answers when all were written
+* ``POST /_sim/minute``            body ``{"minute_ns": N}`` (default: the last whole
+  minute): send that minute's AM events to AM subscribers now
 * ``GET  /_sim/sent[?conn=id]``    ground truth: per connection, the windows / minutes sent
 * ``GET  /_sim/connections``       open and closed connections
 * ``GET  /_sim/stats``             counters
@@ -83,6 +85,7 @@ class Simulator:
         self.app.router.add_post("/_sim/force_disconnect", self._force_disconnect)
         self.app.router.add_post("/_sim/inject", self._inject)
         self.app.router.add_post("/_sim/burst", self._burst)
+        self.app.router.add_post("/_sim/minute", self._minute)
         self.app.router.add_get("/_sim/sent", self._sent)
         self.app.router.add_get("/_sim/connections", self._connections)
         self.app.router.add_get("/_sim/stats", self._stats)
@@ -149,6 +152,11 @@ class Simulator:
         body = await self._body(request)
         result = await self.hub.burst(int(body.get("events", 100_000)), body.get("conn"))
         return web.json_response(result)
+
+    async def _minute(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        minute = int(body.get("minute_ns", time.time_ns() - 60 * 1_000_000_000))
+        return web.json_response({"connections": await self.hub.send_minute(minute)})
 
     async def _sent(self, request: web.Request) -> web.Response:
         conn = request.query.get("conn")
@@ -302,6 +310,10 @@ class SimulatorServer:
 
     def inject(self, status: int, count: int = 1, path: str | None = None) -> None:
         self._on_loop(lambda: self.sim.rest.inject(status, count, path))
+
+    def send_minute(self, minute_ns: int) -> int:
+        """Send the AM events of that minute to AM subscribers now (see POST /_sim/minute)."""
+        return self.call(self.sim.hub.send_minute(minute_ns))
 
     def burst(self, events: int, conn_id: int | None = None) -> dict[str, Any]:
         return self.call(self.sim.hub.burst(events, conn_id), timeout=600)

@@ -390,19 +390,28 @@ class StreamHub:
                     self._spawn(self._send_minute(minute, syms))
             prev = now
 
-    async def _send_minute(self, minute_ns: int, syms: list[str]) -> None:
+    async def send_minute(self, minute_ns: int) -> int:
+        """Send the AM events of ``minute_ns`` to their subscribers now (tests need not
+        wait for a minute boundary). Returns how many connections got a frame."""
+        minute_ns -= minute_ns % MINUTE_NS
+        syms = sorted({sym for ev, sym in self._wanted() if ev == "AM"})
+        return await self._send_minute(minute_ns, syms) if syms else 0
+
+    async def _send_minute(self, minute_ns: int, syms: list[str]) -> int:
         loop = asyncio.get_running_loop()
         bars = await loop.run_in_executor(
             None, lambda: {s: self.model.minute_bar(s, minute_ns) for s in syms})
         encoded = {s: orjson.dumps(wire.ws_minute_agg(b)) for s, b in bars.items()
                    if b is not None}
+        sent = 0
         for conn in list(self.conns.values()):
             if not conn.authed or conn.closing:
                 continue
             mine = [s for s in encoded if ("AM", s) in conn.pairs]
             if mine:
                 data = b"[" + b",".join(encoded[s] for s in mine) + b"]"
-                self.enqueue(conn, Frame(data, minutes=[(s, minute_ns) for s in mine]))
+                sent += self.enqueue(conn, Frame(data, minutes=[(s, minute_ns) for s in mine]))
+        return sent
 
     # ------------------------------------------------------------------ bursts
     async def burst(self, events: int, conn_id: int | None = None) -> dict[str, Any]:
