@@ -218,10 +218,13 @@ def trade_from_t(ev: dict[str, Any], received_ns: int | None) -> Record:
     q = g("q")
     z = g("z")
     c = g("c")
+    trfi = g("trfi")
+    trft = g("trft")
     if (sym.__class__ is str and sym and t.__class__ is int and p.__class__ is float
             and s.__class__ is int and x.__class__ is int and i.__class__ is str and i
             and q.__class__ is int and (z is None or z.__class__ is int)
-            and "ds" not in ev and "trfi" not in ev and "trft" not in ev):
+            and (trfi is None or trfi.__class__ is int)
+            and (trft is None or trft.__class__ is int) and "ds" not in ev):
         if c is None:
             c = []
         elif c.__class__ is list:
@@ -232,9 +235,10 @@ def trade_from_t(ev: dict[str, Any], received_ns: int | None) -> Record:
             return _trade_checked(ev, received_ns)
         return {
             "symbol": sym, "sip_timestamp_ns": t * NS_PER_MS,
-            "participant_timestamp_ns": None, "trf_timestamp_ns": None, "price": p,
+            "participant_timestamp_ns": None,
+            "trf_timestamp_ns": None if trft is None else trft * NS_PER_MS, "price": p,
             "size": float(s), "exchange": x, "tape": z, "conditions": c, "id": i,
-            "sequence_number": q, "trf_id": None, "correction": None, "source": LIVE,
+            "sequence_number": q, "trf_id": trfi, "correction": None, "source": LIVE,
             "received_ns": received_ns,
         }
     return _trade_checked(ev, received_ns)

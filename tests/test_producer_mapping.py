@@ -160,3 +160,27 @@ def test_error_message_truncates_long_values() -> None:
     with pytest.raises(MappingError) as info:
         record_from_ws_event({**GOOD_T, "p": "9" * 500}, 1)
     assert len(str(info.value)) < 150
+
+
+def test_fast_paths_equal_the_checked_paths_on_simulator_events() -> None:
+    from producer import mapping
+    from simulator import wire
+    from simulator.model import MarketModel
+
+    model = MarketModel(seed=3, trades_per_second=2000, quotes_per_second=2000,
+                        symbols=["AAPL", "BRK.A"])
+    start = 1704205800 * 10**9
+    events = []
+    for sym in ("AAPL", "BRK.A"):
+        events += wire.ws_trades(model.trades(sym, start, start + 2 * 10**9))
+        events += wire.ws_quotes(model.quotes(sym, start, start + 2 * 10**9))
+    assert len(events) > 10_000
+    assert any("trfi" in e for e in events) and any("ds" in e for e in events)
+    variants = [{**events[0], "p": 161}, {**events[0], "c": None, "z": None},
+                {k: v for k, v in events[-1].items() if k not in ("c", "i", "bx")}]
+    for ev in events + variants:
+        fast = mapping.trade_from_t if ev["ev"] == "T" else mapping.quote_from_q
+        slow = mapping._trade_checked if ev["ev"] == "T" else mapping._quote_checked
+        got, want = fast(ev, 9), slow(ev, 9)
+        assert got == want
+        assert [type(v) for v in got.values()] == [type(v) for v in want.values()]

@@ -1,0 +1,1 @@
+"""Producer benchmark: ``python -m bench.producer`` (see __main__)."""

@@ -1,0 +1,285 @@
+"""``python -m bench.producer``: simulator-format frames -> acknowledged Kafka writes.
+
+What is timed (the same run, the same broker, the same librdkafka settings, unique topics):
+
+* pipeline: the producer's real read loop (``ProducerSession._stream``) fed pre-built
+  frames by an in-memory socket (the simulator's wire format, ``max_frame_events`` events
+  per frame), i.e. orjson parse -> protocol -> mapping -> codec -> produce, plus the final
+  flush: events / second until Kafka acknowledged the last one;
+* ceiling: confluent-kafka producing the very same records pre-encoded (bytes + key), with a
+  counting delivery callback, plus the final flush;
+* per stage (no Kafka): parse+protocol, mapping, encoding, in microseconds per event.
+
+"per core" divides by the main Python thread's CPU time (the loop is single-threaded;
+librdkafka's own threads and the broker run beside it on the other core), and the process
+CPU time (every thread) is shown too. The WebSocket transport itself is not included
+(``--ws`` adds a run through the simulator over a real socket when it is available).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import os
+import statistics
+import sys
+import time
+import uuid
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+from websockets.exceptions import ConnectionClosedOK
+from websockets.frames import Close
+
+from common.config import Config, KafkaConfig, MassiveConfig, MetricsConfig, TopicsConfig
+from producer.mapping import record_from_ws_event
+from producer.protocol import MassiveProtocol, State
+from producer.publisher import Publisher, producer_properties
+from producer.session import ProducerSession
+
+TARGET_PER_CORE = 400_000
+TARGET_RATIO = 0.5
+
+
+def make_events(n: int, symbols: list[str], seed: int = 42) -> list[dict[str, Any]]:
+    """About ``n`` T and Q events (half each) from the simulator's model, in SIP order."""
+    from simulator import wire
+    from simulator.model import MarketModel
+
+    rate = 20_000.0
+    model = MarketModel(seed=seed, trades_per_second=rate, quotes_per_second=rate,
+                        symbols=symbols)
+    seconds = max(1, round(n / (2 * rate * len(symbols))))
+    start = 1704205800 * 10**9  # 2024-01-02 14:30 UTC
+    events: list[dict[str, Any]] = []
+    for sym in symbols:
+        end = start + seconds * 10**9
+        events += wire.ws_trades(model.trades(sym, start, end))
+        events += wire.ws_quotes(model.quotes(sym, start, end))
+    events.sort(key=lambda e: e["t"])
+    return events[:n]
+
+
+def make_frames(events: list[dict[str, Any]], per_frame: int) -> list[bytes]:
+    return [orjson.dumps(events[i:i + per_frame]) for i in range(0, len(events), per_frame)]
+
+
+class FrameSocket:
+    """Just enough of a websockets connection for ``_stream``: recv() then a clean close."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self._it = iter(frames)
+
+    async def recv(self) -> bytes:
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise ConnectionClosedOK(Close(1000, ""), Close(1000, ""), True) from None
+
+
+def bench_config(bootstrap: str, partitions: int) -> Config:
+    suffix = uuid.uuid4().hex[:10]
+    topics = TopicsConfig(bars=f"bench-producer-bars-{suffix}",
+                          trades=f"bench-producer-trades-{suffix}",
+                          quotes=f"bench-producer-quotes-{suffix}",
+                          dead_letter=f"bench-producer-dlq-{suffix}")
+    return Config(massive=MassiveConfig(api_key="bench", symbols=["*"],
+                                        data_types=["trades", "quotes"]),
+                  kafka=KafkaConfig(bootstrap_servers=bootstrap, topics=topics,
+                                    partitions=partitions),
+                  metrics=MetricsConfig(enabled=False))
+
+
+@dataclasses.dataclass
+class Run:
+    events: int
+    wall_s: float
+    thread_cpu_s: float
+    process_cpu_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.wall_s
+
+    @property
+    def per_core(self) -> float:
+        return self.events / self.thread_cpu_s
+
+    def line(self, name: str) -> str:
+        return (f"{name:<9} {self.rate:>11,.0f} events/s  wall {self.wall_s:6.2f}s  "
+                f"main-thread CPU {self.thread_cpu_s:6.2f}s ({self.per_core:>9,.0f}/core-s)  "
+                f"process CPU {self.process_cpu_s:6.2f}s")
+
+
+def _clock() -> tuple[float, float, float]:
+    return time.perf_counter(), time.thread_time(), time.process_time()
+
+
+def _since(t0: tuple[float, float, float], events: int) -> Run:
+    t1 = _clock()
+    return Run(events, t1[0] - t0[0], t1[1] - t0[1], t1[2] - t0[2])
+
+
+def run_pipeline(config: Config, frames: list[bytes], n_events: int) -> Run:
+    publisher = Publisher(config, client_id="bench-pipeline")
+    publisher.wait_until_reachable(15)
+    session = ProducerSession(config, publisher)
+    proto = MassiveProtocol("bench", session.channels, session.stats)
+    proto.state = State.SUBSCRIBED
+    _warm(publisher, config)
+
+    async def go() -> None:
+        with contextlib.suppress(ConnectionClosedOK):
+            await session._stream(FrameSocket(frames), proto)  # type: ignore[arg-type]
+
+    t0 = _clock()
+    asyncio.run(go())
+    remaining = publisher.flush(120)
+    run = _since(t0, n_events)
+    assert remaining == 0, f"{remaining} records not acknowledged"
+    produced = sum(session.events_by_kind.values())
+    assert produced == n_events, (produced, n_events, session.stats)
+    assert publisher.delivered >= n_events and publisher.failed == 0
+    return run
+
+
+def run_ceiling(config: Config, frames: list[bytes], codec: Any, per_frame: int) -> Run:
+    messages = []
+    topics = {"trade": config.kafka.topics.trades, "quote": config.kafka.topics.quotes,
+              "bar": config.kafka.topics.bars}
+    for frame in frames:
+        for ev in orjson.loads(frame):
+            kind, record = record_from_ws_event(ev, time.time_ns())
+            messages.append((topics[kind], codec.encode(kind, record), record["symbol"]))
+    delivered = [0]
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is None:
+            delivered[0] += 1
+
+    props = producer_properties(config, "bench-ceiling")
+    props["on_delivery"] = on_delivery
+    producer = Producer(props)
+    producer.list_topics(timeout=15)
+    for topic in set(topics.values()):
+        producer.produce(topic, b"warm-up", b"warm-up")
+    producer.flush(30)
+    delivered[0] = 0
+    produce, poll = producer.produce, producer.poll
+    t0 = _clock()
+    for i, (topic, value, key) in enumerate(messages):
+        try:
+            produce(topic, value, key)
+        except BufferError:
+            poll(0.05)
+            produce(topic, value, key)
+        if i % per_frame == 0:
+            poll(0)
+    remaining = producer.flush(120)
+    run = _since(t0, len(messages))
+    assert remaining == 0 and delivered[0] == len(messages)
+    return run
+
+
+def _warm(publisher: Publisher, config: Config) -> None:
+    """Topic metadata and the idempotent producer id, fetched before the clock starts."""
+    for topic in (config.kafka.topics.trades, config.kafka.topics.quotes):
+        publisher._producer.produce(topic, b"warm-up", b"warm-up")
+    publisher.flush(30)
+
+
+def stages(frames: list[bytes], codec: Any, n_events: int) -> dict[str, float]:
+    """Microseconds per event of each stage on its own (best of 3)."""
+    proto = MassiveProtocol("bench", ["T.*", "Q.*"])
+    proto.state = State.SUBSCRIBED
+    parsed = [proto.feed(f) for f in frames]
+    mapped = [[record_from_ws_event(ev, 1) for ev in evs] for evs in parsed]
+
+    def t_parse() -> None:
+        for f in frames:
+            proto.feed(f)
+
+    def t_map() -> None:
+        for evs in parsed:
+            for ev in evs:
+                record_from_ws_event(ev, 1)
+
+    def t_encode() -> None:
+        encode = codec.encode
+        for recs in mapped:
+            for kind, rec in recs:
+                encode(kind, rec)
+
+    out = {}
+    for name, fn in (("parse+protocol", t_parse), ("mapping", t_map), ("encode", t_encode)):
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        out[name] = min(times) / n_events * 1e6
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.producer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=400_000)
+    parser.add_argument("--frame-events", type=int, default=2000,
+                        help="events per WebSocket frame (the simulator's max_frame_events)")
+    parser.add_argument("--symbols", type=int, default=8)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each; best is shown")
+    parser.add_argument("--bootstrap",
+                        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"))
+    args = parser.parse_args(argv)
+
+    from schemas.codec import make_codec
+    from schemas.topics import ensure_topics
+    from simulator.universe import DEFAULT_TICKERS
+
+    symbols = [t.ticker for t in DEFAULT_TICKERS][:args.symbols]
+    print(f"generating {args.events:,} T/Q events for {len(symbols)} symbols "
+          f"({args.frame_events} per frame) ...", flush=True)
+    events = make_events(args.events, symbols)
+    frames = make_frames(events, args.frame_events)
+    n = len(events)
+    config = bench_config(args.bootstrap, args.partitions)
+    ensure_topics(config)
+    codec = make_codec(config)
+    print(f"Kafka {args.bootstrap}, topics {config.kafka.topics.trades} / "
+          f"{config.kafka.topics.quotes} ({args.partitions} partitions), "
+          f"compression {config.kafka.compression}, acks=all, idempotent", flush=True)
+
+    st = stages(frames, codec, n)
+    pipelines: list[Run] = []
+    ceilings: list[Run] = []
+    for _ in range(args.repeat):
+        ceilings.append(run_ceiling(config, frames, codec, args.frame_events))
+        pipelines.append(run_pipeline(config, frames, n))
+    best_p = max(pipelines, key=lambda r: r.rate)
+    best_c = max(ceilings, key=lambda r: r.rate)
+    print()
+    print(f"events per run: {n:,} in {len(frames):,} frames; best of {args.repeat}")
+    print(best_c.line("ceiling"))
+    print(best_p.line("pipeline"))
+    ratio = best_p.rate / best_c.rate
+    print(f"ratio pipeline/ceiling: {ratio:.2f}  (target >= {TARGET_RATIO})")
+    print(f"pipeline per core (main thread): {best_p.per_core:,.0f} events/s  "
+          f"(target >= {TARGET_PER_CORE:,})")
+    print(f"runs: pipeline {', '.join(f'{r.rate:,.0f}' for r in pipelines)}; "
+          f"ceiling {', '.join(f'{r.rate:,.0f}' for r in ceilings)}")
+    total = sum(st.values())
+    print("per event, stages alone (us): " + ", ".join(f"{k} {v:.2f}" for k, v in st.items())
+          + f"; sum {total:.2f} -> {1e6 / total:,.0f} events/s before Kafka")
+    produce_us = best_c.thread_cpu_s / best_c.events * 1e6
+    print(f"produce+delivery report (ceiling main-thread CPU per event): {produce_us:.2f} us")
+    print(f"median pipeline {statistics.median(r.rate for r in pipelines):,.0f} events/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
