@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from common.config import ServicesConfig
-from services.base import Service, ServiceStatus, missing_tool_error
+from services.base import Service, ServiceError, ServiceStatus, missing_tool_error
 from services.kafka import KafkaService
 from services.marketstore import MarketStoreService
 from services.paths import cache_root, state_root
@@ -116,6 +116,10 @@ class NativeServices:
         MarketStore starts (or builds). If one fails, the ones this call started are stopped.
         """
         services = self._select(names)
+        ports = [port for service in self._select(None) for port in service.ports()]
+        if len(set(ports)) != len(ports):
+            raise ServiceError(f"services: every port must differ, got {ports} (kafka_port, "
+                               "kafka_controller_port, marketstore_port, marketstore_grpc_port)")
         self.check_tools(names)
         began = time.monotonic()
         launched: list[Service] = []

@@ -81,3 +81,13 @@ def test_services_section_loads_from_yaml(tmp_path: Path) -> None:
     config = load_config(path, env={})
     assert config.services.kafka_port == 29092
     assert config.services.state_dir == "/tmp/x"
+
+
+def test_ports_must_differ(tmp_path: Path) -> None:
+    from services.native import NativeServices
+
+    settings = ServicesConfig(marketstore_port=29993, marketstore_grpc_port=29993,
+                              state_dir=str(tmp_path / "state"))
+    with pytest.raises(ServiceError, match="every port must differ"):
+        NativeServices(settings).up(["marketstore"])
+    assert not (tmp_path / "state").exists()
