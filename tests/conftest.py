@@ -95,12 +95,15 @@ def live_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
             native.down()
         return
 
+    if mode == "docker" and not docker_available():
+        pytest.fail(f"{MODE_ENV}=docker, but no Docker engine answers", pytrace=False)
     if mode == "docker" or (mode == "auto" and docker_available()):
         containers = ContainerServices(ServicesConfig())
         try:
             containers.up()
-        except ServiceError as exc:
-            pytest.fail(f"could not start the containers: {exc}", pytrace=False)
+        except Exception as exc:  # ServiceError, or the Docker API's own (pull, create...)
+            pytest.fail(f"could not start the Kafka and MarketStore containers: {exc}",
+                        pytrace=False)
         try:
             yield LiveServices(containers.kafka_bootstrap, containers.marketstore_url,
                                "docker", containers, True)

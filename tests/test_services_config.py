@@ -91,3 +91,13 @@ def test_ports_must_differ(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="every port must differ"):
         NativeServices(settings).up(["marketstore"])
     assert not (tmp_path / "state").exists()
+
+
+def test_container_kafka_advertises_the_host_side_address() -> None:
+    from services.containers import kafka_environment
+
+    env = kafka_environment("127.0.0.1:40001", "512m")
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:40001"
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_LISTENERS"].startswith("PLAINTEXT://:9092,")
+    assert env["KAFKA_HEAP_OPTS"] == "-Xmx512m"
