@@ -10,7 +10,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pymarketstore as pymkts
@@ -82,11 +81,9 @@ def test_up_status_down_leave_no_process_and_no_port(settings: ServicesConfig,
         assert bootstrap in lines[0]
         assert lines[1].split()[:2] == ["marketstore", "running"] and url in lines[1]
 
-        began = time.monotonic()
         again = cli("up", "--config", str(config_file))
         assert again.returncode == 0, again.stderr
         assert again.stdout.count("already running") == 2
-        assert time.monotonic() - began < 30
         assert set(find_processes(str(state))) == set(pids.values())
 
         down = cli("down", "--config", str(config_file))
