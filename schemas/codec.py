@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from schemas.registry import RegistryError, SchemaRegistryClient, UnknownSchemaI
 
 if TYPE_CHECKING:
     from common.config import Config
+    from schemas.batch import BatchResult, ColumnDecoder
 
 __all__ = [
     "KINDS",
@@ -153,6 +154,7 @@ class Codec:
         self._by_fingerprint: dict[bytes, _Reader] = {}
         self._by_id: dict[int, _Reader] = {}
         self._unknown_ids: set[int] = set()
+        self._column_decoders: dict[str, ColumnDecoder] | None = None
         for kind, schema in self._schemas.items():
             parsed = parse_schema(schema, named_schemas={})
             self._parsed[kind] = parsed
@@ -246,6 +248,43 @@ class Codec:
         if end != len(data):
             raise DecodeError(f"{reader.kind}: {len(data) - end} trailing bytes after the record")
         return reader.kind, record
+
+    # ---------------------------------------------------------------- batches
+    def decode_batch(self, messages: Sequence[bytes]) -> BatchResult:
+        """Decode many messages into numpy columns per kind (see :mod:`schemas.batch`)."""
+        from schemas.batch import decode_batch
+        return decode_batch(self, messages)
+
+    def column_decoders(self) -> dict[str, ColumnDecoder]:
+        """kind -> vectorised decoder of our schema (kinds it cannot handle are left out)."""
+        if self._column_decoders is None:
+            from schemas.batch import compile_column_decoder
+            decoders = {}
+            for kind, schema in self._schemas.items():
+                decoder = compile_column_decoder(schema)
+                if decoder is not None:
+                    decoders[kind] = decoder
+            self._column_decoders = decoders
+        return self._column_decoders
+
+    def fast_fingerprints(self) -> dict[bytes, str]:
+        """Single-object fingerprint -> kind, for writer schemas equal to ours."""
+        return {fp: r.kind for fp, r in self._by_fingerprint.items() if not r.resolved}
+
+    def fast_schema_ids(self, schema_ids: Iterable[int]) -> dict[int, str]:
+        """Registry id -> kind for the ids among ``schema_ids`` whose schema equals ours.
+
+        Unknown ids are fetched (RegistryError when the registry is unreachable); an id the
+        registry does not know is left out (decoding that message reports it)."""
+        out = {}
+        for schema_id in schema_ids:
+            try:
+                reader = self._by_id.get(schema_id) or self._fetch(schema_id)
+            except DecodeError:
+                continue
+            if not reader.resolved:
+                out[schema_id] = reader.kind
+        return out
 
     def _fetch(self, schema_id: int) -> _Reader:
         if self._registry is None:

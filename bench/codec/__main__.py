@@ -78,10 +78,13 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=5000,
+                        help="messages per decode_batch call (a consumer poll)")
     args = parser.parse_args()
     n, repeat = args.records, args.repeat
     rng = random.Random(42)
     fast_codec = Codec()
+    batch_results: dict[str, tuple[list[bytes], Callable[[], None]]] = {}
     print(f"{n} records per kind, best of {repeat} alternating passes; µs per record")
     print("body: the Avro body alone (fastavro schemaless_writer/reader vs generated);")
     print("codec: Codec.encode/decode with the single-object framing, and records/s")
@@ -140,6 +143,23 @@ def main() -> None:
                     t.append(_once(fn) / n * 1e6)
             s, f, c = (min(t) for t in times)
             print(f"{kind:6} {label:7}{s:10.2f}{f:10.2f}{s / f:9.1f}x{c:10.2f}{1e6 / c:>12,.0f}")
+        batch_results[kind] = (framed, fa_decode)
+    print(f"\nbatch decode into numpy columns (Codec.decode_batch), {args.batch} messages "
+          "per call; µs per record")
+    print(f"{'':14}{'fastavro':>10}{'batch':>10}{'speed-up':>10}{'records/s':>12}")
+    for kind, (framed, fa_decode) in batch_results.items():
+        chunks = [framed[i:i + args.batch] for i in range(0, len(framed), args.batch)]
+
+        def batch_decode(chunks: list[list[bytes]] = chunks) -> None:
+            for chunk in chunks:
+                fast_codec.decode_batch(chunk)
+
+        slow_t, fast_t = [], []
+        for _ in range(repeat):
+            slow_t.append(_once(fa_decode) / n * 1e6)
+            fast_t.append(_once(batch_decode) / n * 1e6)
+        s, f = min(slow_t), min(fast_t)
+        print(f"{kind:6} {'decode':7}{s:10.2f}{f:10.2f}{s / f:9.1f}x{1e6 / f:>12,.0f}")
 
 
 if __name__ == "__main__":
