@@ -1,0 +1,127 @@
+"""In-process backfill and gap repair (what the producer process calls) against the
+simulator's REST API and the real Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from backfill.inprocess import repair_gap, run_inprocess_backfill
+from backfill.plan import day_start_ns, market_today
+from common.config import Config
+from producer.publisher import Publisher
+from producer.session import Gap
+from schemas.topics import ensure_topics
+from simulator.server import SimulatorServer
+from tests.test_backfill_e2e import (
+    as_set,
+    read_topics,
+    truth_bars,
+    truth_trades,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+MIN_NS = 60_000_000_000
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with SimulatorServer(symbols=["ZBFI1", "ZBFG1", "ZBFG2"], trades_per_second=0.01,
+                         quotes_per_second=0.01) as server:
+        yield server
+
+
+def _backfill(config: Config) -> int:
+    async def main() -> int:
+        publisher = Publisher(config, client_id="bf-inprocess-test")
+        await run_inprocess_backfill(config, publisher, asyncio.Event())
+        assert publisher.close(30) == 0
+        return publisher.produced
+
+    return asyncio.run(main())
+
+
+def test_inprocess_backfill_to_now_then_resume(sim: SimulatorServer, tmp_path: Path,
+                                               kafka_bootstrap: str) -> None:
+    today = market_today()
+    yesterday = today - dt.timedelta(days=1)
+    config, _ = write_config(tmp_path, kafka_bootstrap, sim.url, symbols=["ZBFI1"],
+                             data_types=["bars", "trades"],
+                             query_start={"1Min": yesterday.isoformat(),
+                                          "trades": yesterday.isoformat()})
+    ensure_topics(config)
+    first = _backfill(config)
+    after_first = read_topics(config, ("bar", "trade"))
+    now = time.time_ns()
+    lo, mid = day_start_ns(yesterday), day_start_ns(today)
+    full_day = truth_trades(sim.url, "trade", "ZBFI1", lo, mid)
+    trades = after_first["trade"]
+    assert len(trades) == first - len(after_first["bar"])
+    assert as_set([t for t in trades if t["sip_timestamp_ns"] < mid]) == as_set(full_day)
+    # today up to the moment it ran: a prefix of the truth, nothing invented
+    todays = as_set([t for t in trades if t["sip_timestamp_ns"] >= mid])
+    assert todays <= as_set(truth_trades(sim.url, "trade", "ZBFI1", mid, now + 1))
+    bars = truth_bars(sim.url, "ZBFI1", 1, "minute", "1Min", yesterday.isoformat(),
+                      yesterday.isoformat())
+    assert as_set(bars) <= as_set(after_first["bar"])
+
+    # a restart resumes: yesterday is in the checkpoint, only today is fetched again
+    second = _backfill(config)
+    after_second = read_topics(config, ("bar", "trade"))
+    again_yesterday = [t for t in after_second["trade"] if t["sip_timestamp_ns"] < mid]
+    assert len(again_yesterday) == len(full_day)
+    total = sum(len(v) for v in after_second.values())
+    assert second == total - first < first
+
+
+def test_inprocess_refuses_wildcards_with_a_pointer_to_the_cli(
+        sim: SimulatorServer, tmp_path: Path, kafka_bootstrap: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    config, _ = write_config(tmp_path, kafka_bootstrap, sim.url, symbols=["*"],
+                             query_start={"trades": "2024-01-02"})
+    with caplog.at_level(logging.INFO):
+        assert _backfill(config) == 0
+    assert "wildcard" in caplog.text and "massive-fetcher backfill" in caplog.text
+
+
+def test_repair_gap_publishes_the_outage_window(sim: SimulatorServer, tmp_path: Path,
+                                                kafka_bootstrap: str) -> None:
+    config, _ = write_config(tmp_path, kafka_bootstrap, sim.url, symbols=["ZBFG1", "ZBFG2"],
+                             data_types=["bars", "trades", "quotes"])
+    ensure_topics(config)
+    now = time.time_ns()
+    # a gap of the kind producer.session records (both ends included)
+    gap = Gap(start_ns=now - 20 * MIN_NS + 123_456_789, end_ns=now - 5 * MIN_NS,
+              disconnected_ns=now - 20 * MIN_NS + 200_000_000,
+              symbols=("ZBFG1", "ZBFG2"), data_types=("bars", "trades", "quotes"),
+              reason="test")
+
+    async def main() -> tuple[int, int]:
+        publisher = Publisher(config, client_id="bf-gap-test")
+        n = await repair_gap(config, publisher, gap)
+        assert publisher.close(30) == 0
+        return n, publisher.produced
+
+    repaired, produced = asyncio.run(main())
+    assert repaired == produced > 0
+    got = read_topics(config)
+    lo_min = gap.start_ns - gap.start_ns % MIN_NS
+    hi_min = gap.end_ns - gap.end_ns % MIN_NS + MIN_NS
+    for symbol in gap.symbols:
+        for kind in ("trade", "quote"):
+            want = truth_trades(sim.url, kind, symbol, gap.start_ns, gap.end_ns + 1)
+            mine = [r for r in got[kind] if r["symbol"] == symbol]
+            assert as_set(mine) == as_set(want), (symbol, kind)
+        want_bars = truth_bars(sim.url, symbol, 1, "minute", "1Min", str(lo_min // 10**6),
+                               str(hi_min // 10**6 - 1))
+        mine_bars = [r for r in got["bar"] if r["symbol"] == symbol]
+        assert as_set(mine_bars) == as_set(want_bars)
+        assert all(lo_min <= b["start_ns"] < hi_min for b in mine_bars)
+    assert sum(len(v) for v in got.values()) == repaired
