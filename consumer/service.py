@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from common.config import Config
 from consumer.buckets import RecordError, bucket_symbol
 from consumer.sink import FlushResult, MarketStoreSink, Probe
-from consumer.writer import MarketStoreError, MarketStoreWriter
+from consumer.writer import MarketStoreError, MarketStoreWriter, ServerWatch
 from schemas.codec import DecodeError, make_codec
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class ConsumerService:
         self.codec = make_codec(config)
         self.writer = MarketStoreWriter(config.marketstore.url, config.marketstore.timeout_s)
         self.sink = MarketStoreSink(self.writer)
+        self.watch = ServerWatch(config.marketstore.url)
         topics = config.kafka.topics
         self.topics = [topics.for_type(t) for t in options.data_types]
         self._stop = threading.Event()
@@ -195,6 +196,9 @@ class ConsumerService:
                 if self._paused_since is not None:
                     self._recover()
                     continue
+                if self.watch.restarted():
+                    self._fail(MarketStoreError("MarketStore restarted (connection closed)"))
+                    continue
                 timeout = max_s
                 if self._batch_started is not None:
                     timeout = max(0.0, self._batch_started + max_s - time.monotonic())
@@ -227,6 +231,7 @@ class ConsumerService:
         if self.dlq is not None:
             self.dlq.flush(5)
             self.dlq = None
+        self.watch.close()
 
     def _shutdown_flush(self) -> None:
         if self._paused_since is not None:

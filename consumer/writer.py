@@ -20,8 +20,11 @@ duplicated; see ``consumer.sink`` for how the consumer repairs that.
 
 from __future__ import annotations
 
+import select
+import socket
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlparse
 
 import msgpack
 import numpy as np
@@ -30,7 +33,8 @@ from pymarketstore.jsonrpc import MsgpackRpcClient
 
 from consumer.buckets import KEY_CATEGORY, VARIABLE, attr_group
 
-_NO_FILES = "no files returned from query parse"
+# how the server says "no such bucket" (an answer, not a failure)
+_MISSING = ("no files returned from query parse", "not in catalog")
 
 
 class MarketStoreError(Exception):
@@ -143,7 +147,7 @@ class MarketStoreWriter:
             try:
                 reply = self._call("DataService.Query", requests=[req])
             except MarketStoreError as exc:
-                if _NO_FILES in str(exc):
+                if any(m in str(exc) for m in _MISSING):
                     continue
                 raise
             for response in reply.get("responses") or []:
@@ -163,6 +167,45 @@ class MarketStoreWriter:
     def ping(self) -> None:
         """Raises MarketStoreError unless the server answers (a query of a bucket never made)."""
         self.query(["PING-0/1Min/OHLCV"], limit=1)
+
+
+class ServerWatch:
+    """Notices a MarketStore restart even when no request failed.
+
+    A restart after a kill -9 duplicates recent variable-length rows (WAL replay) and may happen
+    while the consumer is idle, so no write ever fails. This keeps one idle TCP connection to
+    the server (it sends nothing; the server keeps idle connections open): when the server
+    process ends, the kernel closes it and the socket turns readable with EOF.
+    """
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        self._address = (parsed.hostname or "127.0.0.1", parsed.port or 5993)
+        self._sock: socket.socket | None = None
+
+    def restarted(self) -> bool:
+        """True once after the server went away (since the last call that returned False)."""
+        if self._sock is None:
+            try:
+                self._sock = socket.create_connection(self._address, timeout=2)
+            except OSError:
+                return False  # down now: requests fail and say so
+            return False
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+            if not readable:
+                return False
+            gone = self._sock.recv(1) == b""
+        except OSError:
+            gone = True
+        if gone:
+            self.close()
+        return gone
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 def _decode(packed: dict) -> dict[str, np.ndarray]:

@@ -1,0 +1,173 @@
+"""Crashes against the real servers: kill -9 of MarketStore, of consumers; a group of three."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from consumer.testkit import (
+    BASE_NS,
+    ThreadedConsumer,
+    assert_buckets_equal,
+    create_topics,
+    expected_buckets,
+    make_config,
+    publish,
+    quotes_stream,
+    row_count,
+    trades_stream,
+    unique,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _chunk(symbols: list[str], i: int, n: int) -> list[tuple[str, dict]]:
+    start = BASE_NS + i * n * 5_000_000
+    out: list[tuple[str, dict]] = []
+    for s in symbols:
+        out += [("trade", t) for t in trades_stream(s, n, start, 5_000_000, 1 + i * n)]
+        out += [("quote", q) for q in quotes_stream(s, n // 2, start, 10_000_000,
+                                                     1 + i * n // 2)]
+    return out
+
+
+def _eventually_equal(url: str, expected: dict, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            assert_buckets_equal(url, expected)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_kill_9_of_marketstore_mid_stream(kafka_bootstrap: str, marketstore_control) -> None:
+    url = marketstore_control.marketstore_url
+    config = make_config(kafka_bootstrap, url)
+    create_topics(config)
+    symbols = [unique("MK") for _ in range(3)]
+    sent: list[tuple[str, dict]] = []
+    with ThreadedConsumer(config) as running:
+        for i in range(6):
+            chunk = _chunk(symbols, i, 400)
+            publish(config, chunk)
+            sent += chunk
+            if i == 2:
+                # the consumer is mid-stream: some of chunk 2 written, some not
+                wait_for(lambda: row_count(url, f"{symbols[0]}/1Sec/TRADE") > 0, 30,
+                         interval=0.05, what="first rows")
+                marketstore_control.kill_marketstore()
+                time.sleep(1.0)
+                marketstore_control.start_marketstore()
+            time.sleep(0.3)
+        expected = expected_buckets(sent)
+        _eventually_equal(url, expected, 90)
+        assert running.service.metrics.store_errors._value.get() >= 1
+    _eventually_equal(url, expected, 5)
+
+
+def _consumer_proc(config_path: Path, name: str, log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "massive_fetcher", "consumer", "--config", str(config_path),
+         "--log-level", "DEBUG", "--client-id", name],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("ab"))
+
+
+def _write_config(config, path: Path) -> None:
+    k, c = config.kafka, config.consumer
+    path.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
+                  "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
+                             "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter},
+                  "consumer": k.consumer},
+        "marketstore": {"url": config.marketstore.url},
+        "consumer": {"group_id": c.group_id, "batch_max_ms": c.batch_max_ms,
+                     "batch_max_events": 2000, "commit_delay_ms": c.commit_delay_ms,
+                     "retry_initial_s": c.retry_initial_s, "retry_max_s": c.retry_max_s},
+        "metrics": {"enabled": False},
+    }))
+
+
+def _ownership_violations(logs: dict[str, Path]) -> list[str]:
+    """Partitions written by two members at overlapping times (from the DEBUG batch log)."""
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    for member, path in logs.items():
+        for line in path.read_bytes().splitlines():
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if event.get("msg") == "batch written" and event.get("rows"):
+                for part in event["partitions"]:
+                    spans.setdefault(part, []).append(
+                        (event["t_start"], event["t_end"], member))
+    bad = []
+    for part, items in spans.items():
+        items.sort()
+        end, owner = items[0][1], items[0][2]
+        for start, stop, member in items[1:]:
+            if member != owner and start < end:
+                bad.append(f"{part}: {owner} and {member} at {start}")
+            if stop > end:
+                end, owner = stop, member
+    return bad
+
+
+def test_three_consumers_one_killed_then_restarted(kafka_bootstrap: str, marketstore_url: str,
+                                                   tmp_path: Path) -> None:
+    config = make_config(kafka_bootstrap, marketstore_url, partitions=6)
+    create_topics(config)
+    config_path = tmp_path / "config.yml"
+    _write_config(config, config_path)
+    symbols = [unique("GR") for _ in range(6)]
+    logs = {f"m{i}": tmp_path / f"m{i}.log" for i in range(3)}
+    procs = {m: _consumer_proc(config_path, m, p) for m, p in logs.items()}
+    sent: list[tuple[str, dict]] = []
+    stop = threading.Event()
+    try:
+        time.sleep(3)  # let the group form
+        for i in range(8):
+            chunk = _chunk(symbols, i, 300)
+            publish(config, chunk)
+            sent += chunk
+            if i == 3:
+                procs["m1"].send_signal(signal.SIGKILL)  # mid-stream, likely mid-batch
+                procs["m1"].wait(10)
+            if i == 6:
+                procs["m1"] = _consumer_proc(config_path, "m1", logs["m1"])
+            time.sleep(0.5)
+        expected = expected_buckets(sent)
+        _eventually_equal(marketstore_url, expected, 120)
+    finally:
+        stop.set()
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+    assert all(p.returncode == 0 for m, p in procs.items()), {
+        m: p.returncode for m, p in procs.items()}
+    assert _ownership_violations(logs) == []
+    _eventually_equal(marketstore_url, expected, 5)
+    written = sum(1 for p in logs.values() for line in p.read_bytes().splitlines()
+                  if b'"batch written"' in line)
+    assert written > 3
