@@ -38,6 +38,9 @@ DEFAULT_PRODUCER_PROPERTIES: dict[str, Any] = {
     "queue.buffering.max.kbytes": 512 * 1024,
     "message.max.bytes": 2_000_000,
     "sticky.partitioning.linger.ms": 20,
+    # A Python callback per acknowledged record costs ~0.4 us on the hot path; failures
+    # still get one (counted and logged), successes are counted from the queue instead.
+    "delivery.report.only.error": True,
 }
 
 # While the local queue stays full, say so at most this often.
@@ -91,10 +94,14 @@ class Publisher:
             props.update(properties)
         props["on_delivery"] = self._on_delivery
         props["error_cb"] = self._on_error
+        # librdkafka's own log lines go through logging (JSON, redacted), not raw stderr
+        props.setdefault("logger", logging.getLogger(f"librdkafka.{client_id}"))
         self._producer = Producer(props)
         self.max_queue_messages = int(props.get("queue.buffering.max.messages", 100_000))
+        self._reports_only_errors = str(props.get("delivery.report.only.error", False)
+                                        ).lower() in ("true", "1")
         self.produced = 0
-        self.delivered = 0
+        self._acknowledged = 0  # success reports (when librdkafka sends them)
         self.failed = 0
         self.backpressure_waits = 0
         self.backpressure_seconds = 0.0
@@ -210,9 +217,17 @@ class Publisher:
 
     # -- librdkafka callbacks (run inside poll/flush on the calling thread) -------------
 
+    @property
+    def delivered(self) -> int:
+        """Records Kafka acknowledged. Without success reports: everything produced that
+        neither failed nor is still in librdkafka's queue (exact once flush() returned 0)."""
+        if self._reports_only_errors:
+            return max(0, self.produced - self.failed - len(self._producer))
+        return self._acknowledged
+
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
-            self.delivered += 1
+            self._acknowledged += 1
             return
         self.failed += 1
         self.last_error = err.str()

@@ -37,6 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from common.config import Config
+from producer.liveencode import LiveEncoder
 from producer.mapping import MappingError, event_timestamp_ns, record_from_ws_event
 from producer.protocol import (
     AuthFailed,
@@ -132,6 +133,9 @@ class ProducerSession:
             from schemas.codec import make_codec
             codec = make_codec(config)
         self._encode = codec.encode
+        live = LiveEncoder(codec)
+        self._fast_encode = live.encode if live.enabled else None
+        self._received = live.received
         self._pcfg = config.producer
         self.gaps_file = Path(config.producer.gaps_file)
         self.handshake_timeout_s = handshake_timeout_s
@@ -349,33 +353,42 @@ class ProducerSession:
                 raise PublisherError(f"Kafka producer failed: {pub.fatal_error}")
 
     def _handle_frame(self, proto: MassiveProtocol, frame: bytes | str) -> None:
-        """The hot path: one frame -> records -> librdkafka's queue."""
+        """The hot path: one frame -> records -> librdkafka's queue.
+
+        The fused encoder (producer.liveencode) takes well-formed T/Q events straight to
+        bytes; everything else (bars, odd shapes, bad events) goes through the mapping and
+        the codec, which encode it identically or reject it with a clear error.
+        """
         received_ns = time.time_ns()
         self.last_receipt_ns = received_ns
         events = proto.feed(frame)
         if not events:
             return
-        encode = self._encode
+        fast = self._fast_encode
+        recv = self._received(received_ns) if fast is not None else b""
         produce = self.publisher.produce_encoded
         counts = self.events_by_kind
-        kind = record = None
+        ts = 0
         for ev in events:
-            try:
-                kind, record = record_from_ws_event(ev, received_ns)
-                value = encode(kind, record)
-            except MappingError as exc:
-                proto.reject(ev, "bad_event", str(exc))
-                record = None
-                continue
-            except _ENCODE_ERRORS as exc:
-                self.encode_errors += 1
-                proto.reject(ev, "unencodable", f"{type(exc).__name__}: {exc}")
-                record = None
-                continue
-            produce(kind, record["symbol"], value)
+            out = fast(ev, recv) if fast is not None else None
+            if out is None:
+                try:
+                    kind, record = record_from_ws_event(ev, received_ns)
+                    value = self._encode(kind, record)
+                except MappingError as exc:
+                    proto.reject(ev, "bad_event", str(exc))
+                    continue
+                except _ENCODE_ERRORS as exc:
+                    self.encode_errors += 1
+                    proto.reject(ev, "unencodable", f"{type(exc).__name__}: {exc}")
+                    continue
+                symbol = record["symbol"]
+                ts = event_timestamp_ns(kind, record)
+            else:
+                kind, symbol, value, ts = out
+            produce(kind, symbol, value)
             counts[kind] += 1
-        if record is not None and kind is not None:
-            ts = event_timestamp_ns(kind, record)
+        if ts:
             if ts > self.newest_event_ns:
                 self.newest_event_ns = ts
             self.lag_ns = received_ns - ts

@@ -1,0 +1,296 @@
+"""WS event -> framed Avro bytes in one step, for the live hot path.
+
+``codec.encode(*record_from_ws_event(ev, received_ns))`` is the definition; this module
+produces the very same bytes without building the record dict in between, which is where
+the per-event time goes at hundreds of thousands of events per second:
+
+* it reads the WS fields once and writes their Avro encoding straight away;
+* values shared by many events are encoded once: the receipt time (one per frame), the
+  symbol (per symbol) and the SIP timestamp (live timestamps are milliseconds, so a busy
+  frame repeats each one many times);
+* fields the live feed never carries are constant bytes.
+
+It only takes the common, well-formed shape (checked strictly, e.g. an int is never a
+bool and a float price never an int). Anything else returns None and the caller uses the
+reference path, which gives the same bytes or a clear MappingError. At construction the
+encoder checks itself against the codec on sample events; if the schemas or the framing
+differ from what it was written for (a new field, a registry), it disables itself
+(``enabled`` is False) and every event takes the reference path.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from producer.mapping import NS_PER_MS, record_from_ws_event
+
+log = logging.getLogger(__name__)
+
+_SMALL_LIMIT = 1 << 13
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _slow_long(v: int) -> bytes:
+    if not -(1 << 63) <= v < (1 << 63):
+        raise OverflowError(v)
+    return _varint((v << 1) ^ (v >> 63))
+
+
+# 14-bit chunk -> its two varint bytes with continuation bits / the final one or two bytes
+_CHUNK = tuple(bytes(((c & 0x7F) | 0x80, ((c >> 7) & 0x7F) | 0x80)) for c in range(1 << 14))
+_LAST = tuple(_varint(c) for c in range(1 << 14))
+
+
+def _long(v: int) -> bytes:
+    """Zigzag varint of a signed 64-bit int, 14 bits per table lookup."""
+    n = (v << 1) ^ (v >> 63)
+    if n < 0 or n >> 64:
+        raise OverflowError(v)
+    if n < 16384:
+        return _LAST[n]
+    if n < 268435456:
+        return _CHUNK[n & 0x3FFF] + _LAST[n >> 14]
+    if n < 4398046511104:
+        return _CHUNK[n & 0x3FFF] + _CHUNK[(n >> 14) & 0x3FFF] + _LAST[n >> 28]
+    if n < 72057594037927936:
+        return (_CHUNK[n & 0x3FFF] + _CHUNK[(n >> 14) & 0x3FFF] + _CHUNK[(n >> 28) & 0x3FFF]
+                + _LAST[n >> 42])
+    return (_CHUNK[n & 0x3FFF] + _CHUNK[(n >> 14) & 0x3FFF] + _CHUNK[(n >> 28) & 0x3FFF]
+            + _CHUNK[(n >> 42) & 0x3FFF] + _LAST[n >> 56])
+
+
+# zigzag varint of every small int; keys are ints only (a float key would also match a
+# dict lookup, so callers check the class first)
+SMALL: dict[int, bytes] = {v: _slow_long(v) for v in range(-_SMALL_LIMIT, _SMALL_LIMIT)}
+NULL = b"\x00"  # union branch 0 (null), also an empty array and enum symbol 0 ("live")
+SOME = b"\x02"  # union branch 1
+_DD = struct.Struct("<dd").pack
+
+Result = tuple[str, str, bytes, int]  # kind, symbol, framed value, event time ns
+
+SAMPLES: tuple[dict[str, Any], ...] = (
+    {"ev": "T", "sym": "AAPL", "i": "5096", "x": 10, "p": 161.87, "s": 300, "c": [14, 41],
+     "t": 1651684192462, "q": 4009402, "z": 3},
+    {"ev": "T", "sym": "BRK.A", "i": "12345678901234", "x": 4, "p": 543210.5, "s": 1,
+     "t": 1651684192463, "q": 9_000_000_001, "trfi": 202, "trft": 1651684192000},
+    {"ev": "Q", "sym": "MSFT", "bx": 4, "bp": 114.125, "bs": 100, "ax": 7, "ap": 114.128,
+     "as": 160, "c": 0, "i": [604], "t": 1536036818784, "q": 50385480, "z": 3},
+    {"ev": "Q", "sym": "ZZZZ", "bp": 1.0, "bs": 3, "ap": 1.5, "as": 70000, "t": 1,
+     "q": 1},
+)
+
+
+class LiveEncoder:
+    """``encode(ev, recv)`` -> (kind, symbol, bytes, event_ns), or None for the slow path.
+
+    ``recv`` is :meth:`received` of the frame's receipt time. Not thread-safe (caches).
+    """
+
+    def __init__(self, codec: Any) -> None:
+        self._codec = codec
+        self._symbols: dict[str, bytes] = {}
+        self._times: dict[int, bytes] = {}
+        self._trade_header = self._quote_header = b""
+        self._dispatch: dict[str, Callable[[dict[str, Any], bytes], Result | None]] = {
+            "T": self.trade, "Q": self.quote}
+        self.enabled = False
+        try:
+            trade_header, quote_header = self._header("trade"), self._header("quote")
+            self._trade_header, self._quote_header = trade_header, quote_header
+            self.enabled = all(self._check(ev) for ev in SAMPLES)
+        except Exception as exc:  # any surprise means: do not use the fast path
+            log.warning("live fast encoder disabled: %s", exc)
+            return
+        if not self.enabled:
+            log.warning("live fast encoder disabled: its bytes differ from the codec's "
+                        "(schema or framing changed); using the reference path")
+
+    def _header(self, kind: str) -> bytes:
+        """The codec's framing prefix: what precedes the body of any record of ``kind``."""
+        ev = next(e for e in SAMPLES if e["ev"] == ("T" if kind == "trade" else "Q"))
+        _, record = record_from_ws_event(ev, 1)
+        full = self._codec.encode(kind, record)
+        result = (self.trade if kind == "trade" else self.quote)(ev, self.received(1))
+        assert result is not None
+        body = result[2]
+        if not full.endswith(body):
+            raise ValueError(f"{kind}: body differs from the codec's")
+        return full[:len(full) - len(body)]
+
+    def _check(self, ev: dict[str, Any]) -> bool:
+        for received_ns in (1, 1_795_581_905_157_190_423):
+            kind, record = record_from_ws_event(ev, received_ns)
+            fast = self.encode(ev, self.received(received_ns))
+            if fast is None or fast[2] != self._codec.encode(kind, record):
+                return False
+            if fast[:2] != (kind, record["symbol"]):
+                return False
+        return True
+
+    @staticmethod
+    def received(received_ns: int) -> bytes:
+        """The encoded ``received_ns`` union (computed once per frame)."""
+        return SOME + _long(received_ns)
+
+    def encode(self, ev: dict[str, Any], recv: bytes) -> Result | None:
+        try:
+            fn = self._dispatch[ev["ev"]]
+        except (KeyError, TypeError):
+            return None
+        try:
+            return fn(ev, recv)
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+            return None
+
+    # -- per kind (field order of schemas/trade.avsc and schemas/quote.avsc) ------------
+
+    def _sym(self, sym: Any) -> bytes | None:
+        b = self._symbols.get(sym)
+        if b is None:
+            if sym.__class__ is not str or not sym:
+                return None
+            raw = sym.encode()
+            b = SMALL[len(raw)] + raw if len(raw) < _SMALL_LIMIT else None
+            if b is None:
+                return None
+            if len(self._symbols) > 100_000:
+                self._symbols.clear()
+            self._symbols[sym] = b
+        return b
+
+    def _time(self, t_ms: int) -> bytes:
+        b = self._times.get(t_ms)
+        if b is None:
+            b = _long(t_ms * NS_PER_MS)
+            if len(self._times) > 4096:
+                self._times.clear()
+            self._times[t_ms] = b
+        return b
+
+    def trade(self, ev: dict[str, Any], recv: bytes) -> Result | None:
+        g = ev.get
+        sym = ev["sym"]
+        t = ev["t"]
+        p = ev["p"]
+        s = ev["s"]
+        x = ev["x"]
+        i = ev["i"]
+        q = ev["q"]
+        z = g("z")
+        c = g("c")
+        trfi = g("trfi")
+        trft = g("trft")
+        if not (t.__class__ is int and p.__class__ is float and s.__class__ is int
+                and x.__class__ is int and i.__class__ is str and i
+                and q.__class__ is int and "ds" not in ev):
+            return None
+        symb = self._sym(sym)
+        if symb is None:
+            return None
+        if z is None:
+            tape = NULL
+        elif z.__class__ is int:
+            tape = SOME + SMALL[z]
+        else:
+            return None
+        if c is None:
+            conds = NULL
+        elif c.__class__ is list:
+            if c:
+                for v in c:
+                    if v.__class__ is not int:
+                        return None
+                conds = SMALL[len(c)] + b"".join([SMALL[v] for v in c]) + NULL
+            else:
+                conds = NULL
+        else:
+            return None
+        if trft is None:
+            trf_ts = NULL
+        elif trft.__class__ is int:
+            trf_ts = SOME + _long(trft * NS_PER_MS)
+        else:
+            return None
+        if trfi is None:
+            trf_id = NULL
+        elif trfi.__class__ is int:
+            trf_id = SOME + SMALL[trfi]
+        else:
+            return None
+        ib = i.encode()
+        value = b"".join((
+            self._trade_header, symb, self._time(t), NULL, trf_ts, _DD(p, s), SMALL[x],
+            tape, conds, SMALL[len(ib)], ib, _long(q), trf_id, NULL, NULL, recv))
+        return "trade", sym, value, t * NS_PER_MS
+
+    def quote(self, ev: dict[str, Any], recv: bytes) -> Result | None:
+        g = ev.get
+        sym = ev["sym"]
+        t = ev["t"]
+        bp = ev["bp"]
+        bs = ev["bs"]
+        ap = ev["ap"]
+        as_ = ev["as"]
+        q = ev["q"]
+        bx = g("bx")
+        ax = g("ax")
+        z = g("z")
+        c = g("c")
+        ind = g("i")
+        if not (t.__class__ is int and bp.__class__ is float and ap.__class__ is float
+                and bs.__class__ is int and as_.__class__ is int and q.__class__ is int):
+            return None
+        symb = self._sym(sym)
+        if symb is None:
+            return None
+        if bx is None:
+            bxb = NULL
+        elif bx.__class__ is int:
+            bxb = SOME + SMALL[bx]
+        else:
+            return None
+        if ax is None:
+            axb = NULL
+        elif ax.__class__ is int:
+            axb = SOME + SMALL[ax]
+        else:
+            return None
+        if z is None:
+            tape = NULL
+        elif z.__class__ is int:
+            tape = SOME + SMALL[z]
+        else:
+            return None
+        if c is None:
+            conds = NULL
+        elif c.__class__ is int:
+            conds = b"\x02" + SMALL[c] + NULL  # one item
+        else:
+            return None
+        if ind is None:
+            inds = NULL
+        elif ind.__class__ is list:
+            if ind:
+                for v in ind:
+                    if v.__class__ is not int:
+                        return None
+                inds = SMALL[len(ind)] + b"".join([SMALL[v] for v in ind]) + NULL
+            else:
+                inds = NULL
+        else:
+            return None
+        value = b"".join((
+            self._quote_header, symb, self._time(t), NULL, NULL, _DD(bp, bs), bxb,
+            _DD(ap, as_), axb, conds, inds, _long(q), tape, NULL, recv))
+        return "quote", sym, value, t * NS_PER_MS
