@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 from confluent_kafka import Producer
+from numpy.lib import recfunctions as rfn
 
 from common.config import Config, ConsumerConfig, KafkaConfig, MarketStoreConfig, TopicsConfig
 from consumer import buckets
@@ -157,7 +158,7 @@ def comparable(tbk: str, array: np.ndarray) -> np.ndarray:
     attr = buckets.attr_group(tbk)
     if buckets.VARIABLE[attr]:
         names = [n for n in array.dtype.names if n not in ("Epoch", "Nanoseconds")]
-        out = array[names]
+        out = rfn.repack_fields(array[names])
         return np.sort(out, order=["SipTimestamp", "SequenceNumber"])
     return np.sort(array, order=["Epoch"])
 
