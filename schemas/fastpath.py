@@ -31,6 +31,9 @@ Encoder = Callable[[dict[str, Any]], bytes]
 Decoder = Callable[[bytes, int], tuple[dict[str, Any], int]]
 
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+_CACHE_MAX = 1 << 16  # entries per encoding cache (symbols, condition lists)
+# Fields with few distinct values whose encodings are worth remembering.
+LOW_CARDINALITY_FIELDS = frozenset({"symbol", "timeframe"})
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _SMALL = 1 << 13  # values in [-8192, 8192) zigzag into at most two varint bytes
 
@@ -186,8 +189,9 @@ def _enc_expr(g: _Gen, t: Any, x: str, wide: bool = False) -> str:
     if t == "boolean":
         return f'(b"\\x01" if {x} else b"\\x00")'
     if t == "int":
-        return (f"({small}[{x}] if {x}.__class__ is int and {-_SMALL} <= {x} < {_SMALL} "
-                f"else {g.const(encode_int, 'eint')}({x}))")
+        # ids, tapes and condition codes are small: one table lookup. A value outside the
+        # table (or not an int) is a KeyError: the reference path encodes or refuses it.
+        return f"{small}[{x}]"
     if t == "long":
         elong = g.const(encode_long, "elong")
         if not wide:
@@ -205,12 +209,24 @@ def _enc_expr(g: _Gen, t: Any, x: str, wide: bool = False) -> str:
         # KeyError, which sends the (rare) record to the reference path
         e = g.var("s")
         return f"({small}[len({e} := {x}.encode())] + {e})"
+    if t == "cached-string":  # a field with few distinct values (symbol): remember them
+        cache = g.const({}, "T", key=("string-cache", x))
+        fill = g.const(_cache_string, "cs", key="cache-string")
+        return f"({cache}.get({x}) or {fill}({cache}, {x}))"
     if t == "bytes":
         return f"{g.const(_enc_bytes, 'ebytes')}({x})"
     if isinstance(t, dict) and t.get("type") == "enum":
         table = {s: SMALL[i] for i, s in enumerate(t["symbols"])}
         return f"{g.const(table, 'E')}[{x}]"
     raise _Unsupported(repr(t))
+
+
+def _cache_string(cache: dict[str, bytes], s: str) -> bytes:
+    b = s.encode()  # AttributeError for anything but a str
+    out = SMALL[len(b)] + b
+    if len(cache) < _CACHE_MAX and s.__class__ is str:
+        cache[s] = out
+    return out
 
 
 def _fail(x: Any) -> bytes:
@@ -236,6 +252,10 @@ def _enc_field(g: _Gen, t: Any, x: str, wide: bool) -> tuple[list[str], str]:
                 raise _Unsupported("union of null and a complex type")
             tag_null = SMALL[null_index]
             tag_other = SMALL[1 - null_index]
+            if other == "int":  # branch + value in one lookup (None included)
+                table: dict[Any, bytes] = {v: tag_other + b for v, b in SMALL.items()}
+                table[None] = tag_null
+                return [], f"{g.const(table, 'U', key=('union-int', null_index))}[{x}]"
             inner = _enc_expr(g, other, x, wide)
             return [], f"({tag_null!r} if {x} is None else {tag_other!r} + {inner})"
         raise _Unsupported("union other than [null, T]")
@@ -244,16 +264,27 @@ def _enc_field(g: _Gen, t: Any, x: str, wide: bool) -> tuple[list[str], str]:
         if isinstance(items, list | dict) and not (isinstance(items, dict)
                                                    and items.get("type") == "enum"):
             raise _Unsupported("array of complex items")
-        item = g.var("i")
-        n = g.var("n")
+        item, n, key, out = g.var("i"), g.var("n"), g.var("k"), g.var("a")
         inner = _enc_expr(g, items, item)
-        check = g.const(list, "list")
-        stmts = [f"if {x}.__class__ is not {check} and not isinstance({x}, {check}):",
-                 "    raise TypeError('array field is not a list')",
-                 f"{n} = len({x})"]
-        joined = f'b"".join([{inner} for {item} in {x}])'
+        lst, tpl = g.const(list, "list", key="list"), g.const(tuple, "tuple", key="tuple")
         small = g.const(SMALL, "S")
-        return stmts, (f'(({small}[{n}] + {joined} + b"\\x00") if {n} else b"\\x00")')
+        joined = f'b"".join([{inner} for {item} in {x}])'
+        stmts = [f"if {x}.__class__ is not {lst} and {x}.__class__ is not {tpl}:",
+                 "    raise TypeError('array field is not a list')"]
+        compute = [f"{n} = len({x})",
+                   f'{out} = ({small}[{n}] + {joined} + b"\\x00") if {n} else b"\\x00"']
+        if items in ("int", "long") or (isinstance(items, dict) and items["type"] == "enum"):
+            # condition lists come from a small vocabulary: remember their encodings
+            cache = g.const({}, "A", key=("array-cache", x))
+            stmts += [f"{key} = {tpl}({x})",
+                      f"{out} = {cache}.get({key})",
+                      f"if {out} is None:"]
+            stmts += [f"    {line}" for line in compute]
+            stmts += [f"    if len({cache}) < {_CACHE_MAX}:",
+                      f"        {cache}[{key}] = {out}"]
+        else:
+            stmts += compute
+        return stmts, out
     return [], _enc_expr(g, t, x, wide)
 
 
@@ -292,6 +323,8 @@ def compile_encoder(schema: Mapping[str, Any]) -> Encoder | None:
                 continue
             x = g.var("x")
             body.append(f"{x} = r[{fields[i]['name']!r}]")
+            if t == "string" and fields[i]["name"] in LOW_CARDINALITY_FIELDS:
+                t = "cached-string"
             stmts, expr = _enc_field(g, t, x, _is_wide(fields[i]["name"]))
             body.extend(stmts)
             parts.append(expr)

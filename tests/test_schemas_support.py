@@ -48,8 +48,12 @@ def _random_long(rng: random.Random) -> int:
 
 
 def _random_int(rng: random.Random) -> int:
-    if rng.random() < 0.2:
-        return rng.choice([0, 1, -1, 63, 64, -65, INT_MIN, INT_MAX, 8192, -8193])
+    roll = rng.random()
+    if roll < 0.2:
+        return rng.choice([0, 1, -1, 63, 64, -64, -65, 8191, -8192, 8192, -8193, INT_MIN,
+                           INT_MAX])
+    if roll < 0.98:  # ids, codes: small like the real data
+        return rng.randint(-8192, 8191)
     bits = rng.randint(1, 31)
     return rng.randint(-(2**bits), 2**bits - 1)
 
