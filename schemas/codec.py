@@ -61,7 +61,6 @@ CONFLUENT_MAGIC = b"\x00"
 Record = dict[str, Any]
 # body decoder: (message bytes, offset of the body) -> (record, offset after the body)
 BodyDecoder = Callable[[bytes, int], tuple[Record, int]]
-BodyEncoder = Callable[[Record], bytes]
 
 
 class DecodeError(ValueError):
@@ -149,7 +148,7 @@ class Codec:
         self._schemas: dict[str, dict[str, Any]] = {k: dict(s) for k, s in schemas.items()}
         self._parsed: dict[str, Any] = {}
         self._kind_of_name: dict[str, str] = {}
-        self._encoders: dict[str, BodyEncoder] = {}
+        self._framed: dict[str, Callable[[Record], bytes]] = {}
         self._headers: dict[str, bytes] = {}
         self._by_fingerprint: dict[bytes, _Reader] = {}
         self._by_id: dict[int, _Reader] = {}
@@ -161,7 +160,6 @@ class Codec:
             self._kind_of_name[parsed["name"]] = kind
             fp = fingerprint(schema)
             self._by_fingerprint[fp] = _Reader(kind, self._same_schema_decoder(kind), False)
-            self._encoders[kind] = self._make_encoder(kind)
             if registry is None:
                 self._headers[kind] = SINGLE_OBJECT_MAGIC + fp
         for schema in writer_schemas:
@@ -170,21 +168,38 @@ class Codec:
     # ---------------------------------------------------------------- encoding
     def encode(self, kind: str, record: Record) -> bytes:
         """The framed Avro encoding of ``record`` (single-object, or Confluent with a registry)."""
-        header = self._headers.get(kind)
-        if header is None:
-            header = self._register(kind)
-        try:
-            return header + self._encoders[kind](record)
-        except Exception:  # the fast path refused it: the reference path decides
-            return header + self._reference_encode(kind, record)
+        encoder = self._framed.get(kind)
+        if encoder is None:
+            encoder = self.encoder(kind)
+        return encoder(record)
 
-    def _make_encoder(self, kind: str) -> BodyEncoder:
+    def encoder(self, kind: str) -> Callable[[Record], bytes]:
+        """``encode`` bound to one kind: ``codec.encoder("trade")(record)`` saves the per-call
+        dispatch in a hot loop. Raises EncodeError for an unknown kind (and, with a registry,
+        RegistryError when the schema cannot be registered)."""
+        encoder = self._framed.get(kind)
+        if encoder is not None:
+            return encoder
+        if kind not in self._schemas:
+            raise EncodeError(f"unknown kind {kind!r} (known: {', '.join(self._schemas)})")
+        header = self._headers.get(kind) or self._register(kind)
+        fast = None
         if self._fast:
             from schemas import fastpath
-            encoder = fastpath.compile_encoder(self._schemas[kind])
-            if encoder is not None:
-                return encoder
-        return lambda record: self._reference_encode(kind, record)
+            fast = fastpath.compile_encoder(self._schemas[kind], prefix=header)
+        reference = self._reference_encode
+
+        if fast is None:
+            def encode(record: Record) -> bytes:
+                return header + reference(kind, record)
+        else:
+            def encode(record: Record, fast: Callable[[Record], bytes] = fast) -> bytes:
+                try:
+                    return fast(record)
+                except Exception:  # the fast path refused it: the reference path decides
+                    return header + reference(kind, record)
+        self._framed[kind] = encode
+        return encode
 
     def _reference_encode(self, kind: str, record: Record) -> bytes:
         schema = self._schemas[kind]

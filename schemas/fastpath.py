@@ -293,8 +293,12 @@ def _is_wide(name: str) -> bool:
     return name.endswith("_ns")
 
 
-def compile_encoder(schema: Mapping[str, Any]) -> Encoder | None:
-    """A function record -> Avro body bytes for ``schema``, or None if it is out of scope."""
+def compile_encoder(schema: Mapping[str, Any], prefix: bytes = b"") -> Encoder | None:
+    """A function record -> ``prefix`` + Avro body for ``schema``; None if out of scope.
+
+    ``prefix`` (the message framing) is written in the same join as the body, so a framed
+    message costs no extra copy.
+    """
     if not isinstance(schema, Mapping) or schema.get("type") != "record":
         return None
     try:
@@ -334,6 +338,8 @@ def compile_encoder(schema: Mapping[str, Any]) -> Encoder | None:
     args = "".join(f", {name}={name}" for name in g.consts)
     src = [f"def encode(r{args}):"]
     src += [f"    {line}" for line in body]
+    if prefix:
+        parts.insert(0, repr(bytes(prefix)))
     src.append(f"    return b''.join(({', '.join(parts)},))")
     namespace: dict[str, Any] = dict(g.consts)
     namespace["__source__"] = "\n".join(src)

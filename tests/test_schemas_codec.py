@@ -279,3 +279,23 @@ def test_registry_schema_evolution(registry: RegistryStandIn) -> None:
                        subjects=subjects)
     with pytest.raises(RegistryError, match="409"):
         bad_writer.encode("trade", {**sample("trade"), "venue": "XNAS"})
+
+
+def test_bound_encoder_equals_encode(codec: Codec) -> None:
+    for kind in KINDS:
+        encode = codec.encoder(kind)
+        assert encode is codec.encoder(kind)  # built once
+        assert encode(sample(kind)) == codec.encode(kind, sample(kind))
+        with pytest.raises(EncodeError):
+            encode({**sample(kind), "symbol": None})
+    with pytest.raises(EncodeError, match="unknown kind"):
+        codec.encoder("trades")
+
+
+def test_bound_encoder_registers_lazily(registry: RegistryStandIn) -> None:
+    codec = make_codec(registry_config(registry.url, prefix="bound"))
+    assert registry.state.subjects == {}
+    encode = codec.encoder("quote")
+    assert list(registry.state.subjects) == ["bound.quotes-value"]
+    data = encode(sample("quote"))
+    assert data[0] == 0 and codec.decode(data) == ("quote", sample("quote"))
