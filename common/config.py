@@ -151,7 +151,6 @@ class MetricsConfig:
     producer_port: int = 9101
     consumer_port: int = 9102
     backfill_port: int = 9103
-    simulator_port: int = 9104
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
             if use_simulator:
                 sim = children.start("simulator", [
                     "simulator", "--config", str(config_path)], env)
-                wait_healthy(config.metrics.simulator_port, sim, children)
+                wait_healthy(config.simulator.port, sim, children)
             consumer = children.start("consumer", ["consumer", "--config", str(config_path)],
                                       env)
             producer = children.start("producer", ["producer", "--config", str(config_path)],
