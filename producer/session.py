@@ -330,7 +330,7 @@ class ProducerSession:
                 raise _Disconnected(f"no answer to {proto.state.value} within "
                                     f"{self.handshake_timeout_s:g}s")
             try:
-                frame = await asyncio.wait_for(ws.recv(), remaining)
+                frame = await asyncio.wait_for(ws.recv(False), remaining)
             except TimeoutError:
                 continue
             self._handle_frame(proto, frame)
@@ -344,7 +344,7 @@ class ProducerSession:
         poll = pub.poll
         high = 0.8 * pub.max_queue_messages
         while True:
-            frame = await recv()
+            frame = await recv(False)  # bytes: orjson validates UTF-8 while parsing
             handle(proto, frame)
             poll(0)
             if pub.queue_depth > high:
@@ -366,7 +366,8 @@ class ProducerSession:
             return
         fast = self._fast_encode
         recv = self._received(received_ns) if fast is not None else b""
-        produce = self.publisher.produce_encoded
+        items: list[tuple[str, str, bytes]] = []
+        add = items.append
         counts = self.events_by_kind
         ts = 0
         for ev in events:
@@ -386,8 +387,10 @@ class ProducerSession:
                 ts = event_timestamp_ns(kind, record)
             else:
                 kind, symbol, value, ts = out
-            produce(kind, symbol, value)
+            add((kind, symbol, value))
             counts[kind] += 1
+        if items:
+            self.publisher.produce_many(items)
         if ts:
             if ts > self.newest_event_ns:
                 self.newest_event_ns = ts
