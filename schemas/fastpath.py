@@ -176,12 +176,15 @@ class _Gen:
 
 
 # ----------------------------------------------------------------------------- encoder
-def _enc_expr(g: _Gen, t: Any, x: str, wide: bool = False) -> str:
+def _enc_expr(g: _Gen, t: Any, x: str, wide: bool = False, tag: bytes = b"") -> str:
     """An expression giving the bytes of value ``x`` (a simple name) of type ``t``.
 
     ``wide``: the value is usually a nanosecond timestamp (9 varint bytes), so that case is
-    inlined and tested first.
+    inlined and tested first. ``tag``: bytes to put in front (a union branch), joined without
+    an extra copy where the expression is a join anyway.
     """
+    if tag and not (wide and _resolve(t) == "long"):
+        return f"{tag!r} + {_enc_expr(g, t, x, wide)}"
     t = _resolve(t)
     small = g.const(SMALL, "S")
     if t == "null":
@@ -194,13 +197,18 @@ def _enc_expr(g: _Gen, t: Any, x: str, wide: bool = False) -> str:
         return f"{small}[{x}]"
     if t == "long":
         elong = g.const(encode_long, "elong")
-        if not wide:
-            return f"{elong}({x})"
-        c, last = g.const(_CHUNK, "C"), g.const(_LAST8, "L")
-        n = g.var("n")
-        return (f"(b''.join(({c}[{n} & 16383], {c}[{n} >> 14 & 16383], {c}[{n} >> 28 & 16383], "
-                f"{c}[{n} >> 42 & 16383], {last}[{n} >> 56])) "
-                f"if ({n} := ({x} << 1) ^ ({x} >> 63)) >= {1 << 56} else {elong}({x}))")
+        c, n = g.const(_CHUNK, "C"), g.var("n")
+        zigzag = f"({n} := ({x} << 1) ^ ({x} >> 63))"
+        if not wide:  # counts, sequence numbers: inline up to four bytes
+            last = g.const(_LAST, "L")
+            return (f"({last}[{n}] if {zigzag} < 16384 else {c}[{n} & 16383] + {last}[{n} >> 14] "
+                    f"if {n} < 268435456 else {elong}({x}))")
+        last8 = g.const(_LAST8, "L8")
+        head = f"{tag!r}, " if tag else ""
+        slow = f"{tag!r} + {elong}({x})" if tag else f"{elong}({x})"
+        return (f"(b''.join(({head}{c}[{n} & 16383], {c}[{n} >> 14 & 16383], "
+                f"{c}[{n} >> 28 & 16383], {c}[{n} >> 42 & 16383], {last8}[{n} >> 56])) "
+                f"if {zigzag} >= {1 << 56} else {slow})")
     if t in ("float", "double"):
         fmt = "<f" if t == "float" else "<d"
         return f"{g.const(struct.Struct(fmt).pack, 'pk', key=('pack', fmt))}({x})"
@@ -256,8 +264,8 @@ def _enc_field(g: _Gen, t: Any, x: str, wide: bool) -> tuple[list[str], str]:
                 table: dict[Any, bytes] = {v: tag_other + b for v, b in SMALL.items()}
                 table[None] = tag_null
                 return [], f"{g.const(table, 'U', key=('union-int', null_index))}[{x}]"
-            inner = _enc_expr(g, other, x, wide)
-            return [], f"({tag_null!r} if {x} is None else {tag_other!r} + {inner})"
+            inner = _enc_expr(g, other, x, wide, tag=tag_other)
+            return [], f"({tag_null!r} if {x} is None else {inner})"
         raise _Unsupported("union other than [null, T]")
     if isinstance(t, dict) and t.get("type") == "array":
         items = _resolve(t["items"])
