@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     for info in infos:
         prefix = "created " if info.name in created else ""
         print(prefix + info.line())
+    missing = [i.name for i in infos if not i.exists]
     for problem in problems:
-        print(f"warning: {problem}")
-    return 1 if any(not i.exists for i in infos) else 0
+        if not any(problem.startswith(f"topic {name} ") for name in missing):
+            print(f"warning: {problem}")
+    if missing:
+        print(f"{len(missing)} topic(s) missing: run `massive-fetcher topics create`")
+    return 1 if missing else 0

@@ -47,6 +47,11 @@ class TopicInfo:
                 f"replication={self.replication_factor} {settings}")
 
 
+def _reason(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else str(exc)
+
+
 def topic_names(config: Config) -> dict[str, str]:
     """role -> topic name, for the four topics the project uses."""
     t = config.kafka.topics
@@ -73,7 +78,7 @@ def _existing(admin: AdminClient, config: Config, timeout_s: float) -> dict[str,
         return dict(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
         raise TopicsError(f"Kafka at {config.kafka.bootstrap_servers} did not answer within "
-                          f"{timeout_s:g}s: {exc.args[0] if exc.args else exc}") from None
+                          f"{timeout_s:g}s: {_reason(exc)}") from None
 
 
 def ensure_topics(config: Config, timeout_s: float = 15.0) -> list[str]:
@@ -95,7 +100,7 @@ def ensure_topics(config: Config, timeout_s: float = 15.0) -> list[str]:
             error = exc.args[0] if exc.args else None
             if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # someone else created it meanwhile: fine
-            raise TopicsError(f"cannot create topic {name}: {error or exc}") from None
+            raise TopicsError(f"cannot create topic {name}: {_reason(exc)}") from None
         created.append(name)
     return created
 
@@ -115,7 +120,8 @@ def describe_topics(config: Config, timeout_s: float = 15.0) -> list[TopicInfo]:
             try:
                 entries = future.result(timeout=timeout_s)
             except KafkaException as exc:
-                raise TopicsError(f"cannot describe topic {resource.name}: {exc}") from None
+                raise TopicsError(f"cannot describe topic {resource.name}: "
+                                  f"{_reason(exc)}") from None
             configs[resource.name] = {k: str(v.value) for k, v in entries.items()
                                       if k in MANAGED_CONFIGS}
     infos = []
