@@ -152,8 +152,14 @@ def as_set(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     return {key_of(r) for r in records}
 
 
+def cli_command() -> list[str]:
+    """The installed console script (what users run), else the module."""
+    script = Path(sys.executable).parent / "massive-fetcher"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "massive_fetcher"]
+
+
 def run_cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "massive_fetcher", "backfill", *args],
+    return subprocess.run([*cli_command(), "backfill", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -246,7 +252,7 @@ def test_kill_9_then_rerun_skips_done_windows_and_completes(sim: SimulatorServer
             "-to", "2024-02-06", "-symbols", "ZBFA1,ZBFB1", "-batchSize", "100",
             "-parallelism", "1", "-config", str(path)]
     checkpoint = tmp_path / "state" / "backfill" / FILE_NAME
-    proc = subprocess.Popen([sys.executable, "-m", "massive_fetcher", "backfill", *args,
+    proc = subprocess.Popen([*cli_command(), "backfill", *args,
                              "--rate", "6"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
