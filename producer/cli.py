@@ -21,10 +21,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from common.config import Config
+from common.config import Config, ConfigError
 from common.logs import setup_logging
 from common.metrics import MetricsServer
 from massive_fetcher.cli import add_config_argument, config_from_args
+from producer.protocol import subscription_channels
 from producer.publisher import Publisher, PublisherError
 from producer.session import EXIT_KAFKA_FAILED, Gap, ProducerSession
 
@@ -65,6 +66,10 @@ def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
 def run(args: argparse.Namespace) -> int:
     config = _apply_flags(config_from_args(args), args)
     api_key = config.require_api_key()
+    try:  # before touching Kafka: a config that cannot subscribe to anything is an error
+        subscription_channels(config.massive.data_types, config.massive.symbols)
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: massive: {exc}") from None
     setup_logging(args.log_level, secrets=[api_key])
     registry = CollectorRegistry()
     try:
@@ -78,8 +83,16 @@ def run(args: argparse.Namespace) -> int:
     session = ProducerSession(config, publisher, registry=registry)
     metrics = None
     if config.metrics.enabled:
-        metrics = MetricsServer(registry, config.metrics.host, config.metrics.producer_port,
-                                health=session.health).start()
+        try:
+            metrics = MetricsServer(registry, config.metrics.host,
+                                    config.metrics.producer_port,
+                                    health=session.health).start()
+        except OSError as exc:
+            print(f"massive-fetcher producer: error: cannot serve metrics on "
+                  f"{config.metrics.host}:{config.metrics.producer_port}: {exc.strerror} "
+                  "(set metrics.producer_port or --metrics-port)", file=sys.stderr)
+            publisher.close(5)
+            return EXIT_STARTUP_FAILED
         log.info("metrics at http://%s:%d/metrics", config.metrics.host, metrics.port,
                  extra={"metrics_port": metrics.port})
     try:

@@ -156,7 +156,6 @@ class ProducerSession:
         self._ws: ClientConnection | None = None
         # Set once a stop was requested; in-process tasks watch it to wind down.
         self.stop_event = asyncio.Event()
-        self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_gap: tuple[int, int, str] | None = None  # start, disconnected, why
@@ -204,10 +203,10 @@ class ProducerSession:
     def request_stop(self) -> None:
         """Stop reading (the socket is closed cleanly, frames already here are still
         processed), then :meth:`run` returns. Safe from signal handlers on the loop."""
-        if self._stop is None or self._stop.is_set():
+        if self.stop_event.is_set():
             return
         log.info("stop requested: closing the websocket, then flushing Kafka")
-        self._stop.set()
+        self.stop_event.set()
         if self._ws is not None and self._loop is not None:
             self._loop.create_task(self._ws.close())
 
@@ -215,10 +214,9 @@ class ProducerSession:
 
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
-        self._stop = self.stop_event
         failures = 0
         try:
-            while not self._stop.is_set():
+            while not self.stop_event.is_set():
                 if self.publisher.fatal_error:
                     self.exit_reason = f"Kafka producer failed: {self.publisher.fatal_error}"
                     return EXIT_KAFKA_FAILED
@@ -226,14 +224,14 @@ class ProducerSession:
                 try:
                     subscribed = await self._connection()
                 except AuthFailed as exc:
-                    self.exit_reason = (f"authentication failed: {exc} (check "
+                    self.exit_reason = (f"the server refused the API key: {exc} (check "
                                         "massive.api_key / MASSIVE_API_KEY)")
                     log.error("authentication failed: %s", exc,
                               extra={"url": self.url, "server_message": str(exc)})
                     return EXIT_AUTH_FAILED
                 except _Disconnected as exc:
                     subscribed = self._subscribed
-                    if self._stop.is_set():
+                    if self.stop_event.is_set():
                         break
                     failures = 0 if subscribed else failures + 1
                     log.warning("websocket disconnected: %s", exc.reason,
@@ -243,7 +241,7 @@ class ProducerSession:
                     self.exit_reason = str(exc)
                     log.critical("%s", exc)
                     return EXIT_KAFKA_FAILED
-                if self._stop.is_set():
+                if self.stop_event.is_set():
                     break
                 limit = self._pcfg.max_reconnects
                 if limit and failures > limit:
@@ -256,8 +254,8 @@ class ProducerSession:
                 log.info("reconnecting", extra={"in_s": round(delay, 3),
                                                  "attempt": failures + 1})
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                if not self._stop.is_set():
+                    await asyncio.wait_for(self.stop_event.wait(), delay)
+                if not self.stop_event.is_set():
                     self.reconnects += 1
             self.exit_reason = "stopped"
             return EXIT_OK
@@ -291,7 +289,7 @@ class ProducerSession:
         self._subscribed = False
         drop_reason = "disconnected"
         try:
-            if self._stop is not None and self._stop.is_set():
+            if self.stop_event.is_set():
                 await ws.close()
             await self._handshake(ws, proto)
             self._subscribed = True
@@ -300,7 +298,7 @@ class ProducerSession:
                 self._close_gap(time.time_ns())
             await self._stream(ws, proto)
         except ConnectionClosed as exc:
-            if self._stop is not None and self._stop.is_set():
+            if self.stop_event.is_set():
                 return self._subscribed
             drop_reason = self._close_reason(exc, proto)
             raise _Disconnected(drop_reason) from None
@@ -309,7 +307,7 @@ class ProducerSession:
             raise
         finally:
             if self._subscribed and self._pending_gap is None and not (
-                    self._stop is not None and self._stop.is_set()):
+                    self.stop_event.is_set()):
                 self._open_gap(drop_reason)
             self.protocol, self._ws = None, None
             with contextlib.suppress(Exception):

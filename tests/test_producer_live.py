@@ -163,9 +163,6 @@ class InProcessProducer:
 
     def stop(self) -> int | None:
         if self.thread.is_alive():
-            deadline = time.monotonic() + 5
-            while self.session._stop is None and time.monotonic() < deadline:
-                time.sleep(0.01)
             self.loop.call_soon_threadsafe(self.session.request_stop)
             self.thread.join(30)
             assert not self.thread.is_alive(), "producer session did not stop"
@@ -422,6 +419,14 @@ def test_sigterm_flushes_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path,
             conns = simulator.connections()
             return bool(conns) and conns[0]["counts"].get("T", 0) > 200
         wait_until(streaming, timeout=60, what="the CLI producer to stream")
+        port = next(json.loads(line)["metrics_port"] for line in log_path.read_text()
+                    .splitlines() if '"metrics_port"' in line)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        assert 'producer_events_total{type="trades"}' in metrics
+        assert "producer_connected 1.0" in metrics
         simulator.burst(5000)  # a lot in flight when the signal arrives
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
