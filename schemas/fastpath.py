@@ -105,6 +105,19 @@ def decode_varint(data: bytes, pos: int) -> tuple[int, int]:
 _C16 = tuple((u & 0x7F) | (((u >> 8) & 0x7F) << 7) for u in range(1 << 16))
 _MASKS = tuple((1 << (8 * n)) - 1 for n in range(11))
 
+def _high_fill(cache: dict[bytes, int], k: bytes) -> int | None:
+    """Payload of varint bytes 4..8 if they end a 9-byte varint (continuation bits on the
+    first four, off on the last), else None. Remembered, in a cache of bounded size."""
+    if len(k) != 5 or not (k[0] & k[1] & k[2] & k[3] & 0x80) or k[4] & 0x80:
+        return None
+    value = ((k[0] & 0x7F) << 28 | (k[1] & 0x7F) << 35 | (k[2] & 0x7F) << 42
+             | (k[3] & 0x7F) << 49 | k[4] << 56)
+    if len(cache) >= 4096:
+        cache.clear()
+    cache[k] = value
+    return value
+
+
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "string", "bytes"}
 
 
@@ -369,37 +382,63 @@ def _dec_stmts(g: _Gen, t: Any, out: str, ind: str, wide: bool = False) -> list[
     if t == "long" and wide:
         frm = g.const(int.from_bytes, "frm", key="int.from_bytes")
         c16, masks = g.const(_C16, "C"), g.const(_MASKS, "M")
-        return [f"{ind}x = {frm}(d[p:p + 10], 'little')",
-                f"{ind}m = ~x & 0x80808080808080808080",
-                f"{ind}if not m: raise ValueError('varint longer than 10 bytes')",
-                f"{ind}L = (m & -m).bit_length() >> 3",
-                f"{ind}if p + L > len(d): raise IndexError('truncated varint')",
-                f"{ind}x &= {masks}[L]",
-                f"{ind}x = ({c16}[x & 65535] | {c16}[x >> 16 & 65535] << 14 "
-                f"| {c16}[x >> 32 & 65535] << 28 | {c16}[x >> 48 & 65535] << 42 "
-                f"| {c16}[x >> 64] << 56)",
-                f"{ind}if x >> 64: raise ValueError('long out of range')",
-                f"{ind}{out} = (x >> 1) ^ -(x & 1)",
-                f"{ind}p += L"]
+        high, fill = g.const({}, "H", key="high-cache"), g.const(_high_fill, "hf", key="hf")
+        generic = [f"x = {frm}(d[p:p + 10], 'little')",
+                   "m = ~x & 0x80808080808080808080",
+                   "if not m: raise ValueError('varint longer than 10 bytes')",
+                   "L = (m & -m).bit_length() >> 3",
+                   "if p + L > len(d): raise IndexError('truncated varint')",
+                   f"x &= {masks}[L]",
+                   f"x = ({c16}[x & 65535] | {c16}[x >> 16 & 65535] << 14 "
+                   f"| {c16}[x >> 32 & 65535] << 28 | {c16}[x >> 48 & 65535] << 42 "
+                   f"| {c16}[x >> 64] << 56)",
+                   "if x >> 64: raise ValueError('long out of range')",
+                   f"{out} = (x >> 1) ^ -(x & 1)",
+                   "p += L"]
+        # A nanosecond timestamp is a 9-byte varint whose last five bytes change only every
+        # ~134 ms: their value comes from a small cache, the first four bytes from the table.
+        return [f"{ind}hv = {high}.get(k := d[p + 4:p + 9])",
+                f"{ind}if hv is None:",
+                f"{ind}    hv = {fill}({high}, k)",
+                f"{ind}if hv is not None and "
+                f"(lo := {frm}(d[p:p + 4], 'little')) & 0x80808080 == 0x80808080:",
+                f"{ind}    x = hv | {c16}[lo & 65535] | {c16}[lo >> 16] << 14",
+                f"{ind}    {out} = (x >> 1) ^ -(x & 1)",
+                f"{ind}    p += 9",
+                f"{ind}else:"] + [f"{ind}    {line}" for line in generic]
     if t == "null":
         return [f"{ind}{out} = None"]
     if t == "boolean":
         return [f"{ind}b = d[p]", f"{ind}p += 1",
                 f"{ind}if b > 1: raise ValueError('bad boolean byte %d' % b)",
                 f"{ind}{out} = b == 1"]
-    if t in ("int", "long"):
+    if t == "long":  # counts, sequence numbers: up to four bytes without a byte loop
+        frm = g.const(int.from_bytes, "frm", key="int.from_bytes")
+        c16, masks = g.const(_C16, "C"), g.const(_MASKS, "M")
+        return [f"{ind}b = d[p]",
+                f"{ind}if b < 128:",
+                f"{ind}    {out} = (b >> 1) ^ -(b & 1)",
+                f"{ind}    p += 1",
+                f"{ind}elif m := ~(x := {frm}(d[p:p + 4], 'little')) & 0x80808080:",
+                f"{ind}    L = (m & -m).bit_length() >> 3",
+                f"{ind}    if p + L > len(d): raise IndexError('truncated varint')",
+                f"{ind}    x &= {masks}[L]",
+                f"{ind}    x = {c16}[x & 65535] | {c16}[x >> 16] << 14",
+                f"{ind}    {out} = (x >> 1) ^ -(x & 1)",
+                f"{ind}    p += L",
+                f"{ind}else:",
+                f"{ind}    {out}, p = {varint}(d, p)",
+                f"{ind}    if not {_LONG_MIN} <= {out} <= {_LONG_MAX}: "
+                "raise ValueError('long out of range')"]
+    if t == "int":
         lines = [f"{ind}b = d[p]",
                  f"{ind}if b < 128:",
                  f"{ind}    {out} = (b >> 1) ^ -(b & 1)",
                  f"{ind}    p += 1",
                  f"{ind}else:",
-                 f"{ind}    {out}, p = {varint}(d, p)"]
-        if t == "int":
-            lines.append(f"{ind}    if not {_INT_MIN} <= {out} <= {_INT_MAX}: "
-                         "raise ValueError('int out of range')")
-        else:
-            lines.append(f"{ind}    if not {_LONG_MIN} <= {out} <= {_LONG_MAX}: "
-                         "raise ValueError('long out of range')")
+                 f"{ind}    {out}, p = {varint}(d, p)",
+                 f"{ind}    if not {_INT_MIN} <= {out} <= {_INT_MAX}: "
+                 "raise ValueError('int out of range')"]
         return lines
     if t in ("float", "double"):
         size = 4 if t == "float" else 8
