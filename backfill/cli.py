@@ -147,8 +147,9 @@ async def _main(config: Config, options: Options) -> int:
         print(f"massive-fetcher backfill: error: {exc}", file=sys.stderr)
         return 1
     await asyncio.to_thread(_ensure_topics, config)
-    metrics = _start_metrics(config, registry)
     holder: dict[str, BackfillEngine] = {}
+    registry.register(_ProgressCollector(holder))
+    metrics = _start_metrics(config, registry)
     display = _Display(sys.stdout.isatty())
     display_task = asyncio.create_task(display.run(holder))
     status = 0
@@ -220,6 +221,40 @@ def _summary(symbols: list[str], p: Progress, stats: Any, unacked: int) -> None:
     print("\n".join(lines), flush=True)
     log.info("backfill finished", extra={**p.as_dict(), "requests": stats.requests,
                                          "retries": stats.retries, "unacknowledged": unacked})
+
+
+class _ProgressCollector:
+    """The engine's counters at scrape time (``massive_backfill_*``)."""
+
+    def __init__(self, holder: dict[str, BackfillEngine]) -> None:
+        self._holder = holder
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        engine = self._holder.get("engine")
+        if engine is None:
+            return
+        p, stats = engine.progress, engine.client.stats
+        yield GaugeMetricFamily("massive_backfill_windows_planned", "Windows planned",
+                                value=p.windows_total)
+        done = CounterMetricFamily("massive_backfill_windows", "Windows finished, by outcome",
+                                   labels=["outcome"])
+        for outcome, n in (("fetched", p.windows_done), ("skipped", p.windows_skipped),
+                           ("failed", p.windows_failed),
+                           ("checkpointed", p.windows_checkpointed)):
+            done.add_metric([outcome], n)
+        yield done
+        yield CounterMetricFamily("massive_backfill_pages", "REST pages received",
+                                  value=p.pages)
+        yield CounterMetricFamily("massive_backfill_records", "Records published",
+                                  value=p.records)
+        yield CounterMetricFamily("massive_backfill_http_requests", "REST requests sent",
+                                  value=stats.requests)
+        yield CounterMetricFamily("massive_backfill_http_retries", "REST requests retried",
+                                  value=stats.retries)
+        yield CounterMetricFamily("massive_backfill_http_throttled", "REST 429 answers",
+                                  value=stats.throttled)
 
 
 class _Display:

@@ -69,7 +69,18 @@ class Progress:
     def windows_finished(self) -> int:
         return self.windows_done + self.windows_skipped + self.windows_failed
 
+    @property
+    def eta_s(self) -> float | None:
+        """Remaining time at the rate of the windows fetched so far (None: unknown yet)."""
+        left = self.windows_total - self.windows_finished
+        if left <= 0:
+            return 0.0
+        if not self.windows_done:
+            return None
+        return self.elapsed_s / self.windows_done * left
+
     def as_dict(self) -> dict[str, Any]:
+        eta = self.eta_s
         return {
             "symbols": f"{self.symbols_done}/{self.symbols_total}",
             "windows": f"{self.windows_finished}/{self.windows_total}",
@@ -79,6 +90,7 @@ class Progress:
             "pages": self.pages, "records": self.records, "bad_results": self.bad_results,
             "elapsed_s": round(self.elapsed_s, 3),
             "records_per_s": round(self.records / self.elapsed_s, 1) if self.elapsed_s else 0.0,
+            "eta_s": None if eta is None else round(eta, 1),
         }
 
 
