@@ -75,6 +75,8 @@ def _long(v: int) -> bytes:
 SMALL: dict[int, bytes] = {v: _slow_long(v) for v in range(-_SMALL_LIMIT, _SMALL_LIMIT)}
 NULL = b"\x00"  # union branch 0 (null), also an empty array and enum symbol 0 ("live")
 SOME = b"\x02"  # union branch 1
+# [null, int] union holding a small int: branch 1 + the value
+SOME_SMALL: dict[int, bytes] = {v: SOME + b for v, b in SMALL.items()}
 _DD = struct.Struct("<dd").pack
 
 Result = tuple[str, str, bytes, int]  # kind, symbol, framed value, event time ns
@@ -101,6 +103,8 @@ class LiveEncoder:
         self._codec = codec
         self._symbols: dict[str, bytes] = {}
         self._times: dict[int, bytes] = {}
+        self._high: dict[int, bytes] = {}  # varint of n >> 14, for sequence numbers
+        self._lists: dict[tuple[int, ...], bytes] = {}  # int arrays (conditions, indicators)
         self._trade_header = self._quote_header = b""
         self._dispatch: dict[str, Callable[[dict[str, Any], bytes], Result | None]] = {
             "T": self.trade, "Q": self.quote}
@@ -178,6 +182,45 @@ class LiveEncoder:
             self._times[t_ms] = b
         return b
 
+    def _seq(self, v: int) -> bytes:
+        """Zigzag varint of a long that grows slowly (sequence numbers): the low 14 bits
+        from a table, the rest from a cache (it changes every 16384 values)."""
+        n = (v << 1) ^ (v >> 63)
+        if n < 16384:
+            if n < 0:
+                raise OverflowError(v)
+            return _LAST[n]
+        high = n >> 14
+        b = self._high.get(high)
+        if b is None:
+            if high >> 50:
+                raise OverflowError(v)
+            b = _varint(high)
+            if len(self._high) > 4096:
+                self._high.clear()
+            self._high[high] = b
+        return _CHUNK[n & 0x3FFF] + b
+
+    def _ints(self, values: list[Any]) -> bytes | None:
+        """An Avro array of ints, or None unless every item is a small int. The class
+        check comes first: 14.0 == 14, so a cache lookup alone would accept floats."""
+        if not values:
+            return NULL
+        for v in values:
+            if v.__class__ is not int:
+                return None
+        key = tuple(values)
+        b = self._lists.get(key)
+        if b is None:
+            try:
+                b = SMALL[len(values)] + b"".join([SMALL[v] for v in values]) + NULL
+            except KeyError:
+                return None
+            if len(self._lists) > 4096:
+                self._lists.clear()
+            self._lists[key] = b
+        return b
+
     def trade(self, ev: dict[str, Any], recv: bytes) -> Result | None:
         g = ev.get
         sym = ev["sym"]
@@ -201,37 +244,33 @@ class LiveEncoder:
         if z is None:
             tape = NULL
         elif z.__class__ is int:
-            tape = SOME + SMALL[z]
+            tape = SOME_SMALL[z]
         else:
             return None
         if c is None:
             conds = NULL
         elif c.__class__ is list:
-            if c:
-                for v in c:
-                    if v.__class__ is not int:
-                        return None
-                conds = SMALL[len(c)] + b"".join([SMALL[v] for v in c]) + NULL
-            else:
-                conds = NULL
+            conds = self._ints(c)
+            if conds is None:
+                return None
         else:
             return None
         if trft is None:
             trf_ts = NULL
         elif trft.__class__ is int:
-            trf_ts = SOME + _long(trft * NS_PER_MS)
+            trf_ts = SOME + self._time(trft)
         else:
             return None
         if trfi is None:
             trf_id = NULL
         elif trfi.__class__ is int:
-            trf_id = SOME + SMALL[trfi]
+            trf_id = SOME_SMALL[trfi]
         else:
             return None
         ib = i.encode()
         value = b"".join((
             self._trade_header, symb, self._time(t), NULL, trf_ts, _DD(p, s), SMALL[x],
-            tape, conds, SMALL[len(ib)], ib, _long(q), trf_id, NULL, NULL, recv))
+            tape, conds, SMALL[len(ib)], ib, self._seq(q), trf_id, NULL, NULL, recv))
         return "trade", sym, value, t * NS_PER_MS
 
     def quote(self, ev: dict[str, Any], recv: bytes) -> Result | None:
@@ -257,19 +296,19 @@ class LiveEncoder:
         if bx is None:
             bxb = NULL
         elif bx.__class__ is int:
-            bxb = SOME + SMALL[bx]
+            bxb = SOME_SMALL[bx]
         else:
             return None
         if ax is None:
             axb = NULL
         elif ax.__class__ is int:
-            axb = SOME + SMALL[ax]
+            axb = SOME_SMALL[ax]
         else:
             return None
         if z is None:
             tape = NULL
         elif z.__class__ is int:
-            tape = SOME + SMALL[z]
+            tape = SOME_SMALL[z]
         else:
             return None
         if c is None:
@@ -281,16 +320,12 @@ class LiveEncoder:
         if ind is None:
             inds = NULL
         elif ind.__class__ is list:
-            if ind:
-                for v in ind:
-                    if v.__class__ is not int:
-                        return None
-                inds = SMALL[len(ind)] + b"".join([SMALL[v] for v in ind]) + NULL
-            else:
-                inds = NULL
+            inds = self._ints(ind)
+            if inds is None:
+                return None
         else:
             return None
         value = b"".join((
             self._quote_header, symb, self._time(t), NULL, NULL, _DD(bp, bs), bxb,
-            _DD(ap, as_), axb, conds, inds, _long(q), tape, NULL, recv))
+            _DD(ap, as_), axb, conds, inds, self._seq(q), tape, NULL, recv))
         return "quote", sym, value, t * NS_PER_MS

@@ -14,7 +14,7 @@ What is timed (the same run, the same broker, the same librdkafka settings, uniq
 "per core" divides by the main Python thread's CPU time (the loop is single-threaded;
 librdkafka's own threads and the broker run beside it on the other core), and the process
 CPU time (every thread) is shown too. The WebSocket transport itself is not included
-(``--ws`` adds a run through the simulator over a real socket when it is available).
+(``--ws`` adds a run through the simulator, in its own process, over a real socket).
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ import contextlib
 import dataclasses
 import math
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from typing import Any
 
@@ -185,6 +188,74 @@ def run_ceiling(config: Config, frames: list[bytes], codec: Any, per_frame: int)
     return run
 
 
+def run_ws(config: Config, symbols: list[str], n_events: int, per_frame: int) -> Run:
+    """The simulator in its own process bursts ``n_events`` over a real WebSocket; the
+    producer session (this process, main thread) streams them to Kafka."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    for var in ("MASSIVE_API_KEY", "MASSIVE_WS_SERVER", "MASSIVE_FETCHER_CONFIG"):
+        env.pop(var, None)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "massive_fetcher", "simulator", "--host", "127.0.0.1",
+         "--port", str(port), "--no-live", "--symbols", *symbols,
+         "--trades-per-second", "20000", "--quotes-per-second", "20000",
+         "--max-frame-events", str(per_frame), "--slow-consumer-bytes", str(2**31),
+         "--log-level", "WARNING"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or sim.poll() is not None:
+                    raise RuntimeError("the simulator did not start") from None
+                time.sleep(0.1)
+        cfg = config.replace(massive=dataclasses.replace(
+            config.massive, ws_server=f"ws://127.0.0.1:{port}", symbols=symbols))
+        publisher = Publisher(cfg, client_id="bench-ws")
+        _warm(publisher, cfg)
+        session = ProducerSession(cfg, publisher)
+
+        def burst(n: int) -> int:
+            req = urllib.request.Request(base + "/_sim/burst", method="POST",
+                                         data=orjson.dumps({"events": n}))
+            with urllib.request.urlopen(req, timeout=600) as r:
+                return int(orjson.loads(r.read())["events"])
+
+        async def go() -> Run:
+            loop = asyncio.get_running_loop()
+            task = asyncio.create_task(session.run())
+            while not (session.connected and session.state == "subscribed"):
+                await asyncio.sleep(0.01)
+            warm = await loop.run_in_executor(None, burst, 2000)
+            while sum(session.events_by_kind.values()) < warm:
+                await asyncio.sleep(0.01)
+            before = sum(session.events_by_kind.values())
+            t0 = _clock()
+            sent = await loop.run_in_executor(None, burst, n_events)
+            while sum(session.events_by_kind.values()) < before + sent:
+                await asyncio.sleep(0.001)
+            remaining = await loop.run_in_executor(None, publisher.flush, 120)
+            run = _since(t0, sent)
+            assert remaining == 0 and publisher.failed == 0
+            session.request_stop()
+            await task
+            return run
+
+        return asyncio.run(go())
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _warm(publisher: Publisher, config: Config) -> None:
     """Topic metadata and the idempotent producer id, fetched before the clock starts."""
     for topic in (config.kafka.topics.trades, config.kafka.topics.quotes):
@@ -246,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--symbols", type=int, default=8)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--repeat", type=int, default=2, help="runs of each; best is shown")
+    parser.add_argument("--ws", action="store_true",
+                        help="also run simulator (own process) -> WebSocket -> producer -> "
+                             "Kafka")
     parser.add_argument("--bootstrap",
                         default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"))
     args = parser.parse_args(argv)
@@ -289,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     print("per event, stages alone, main-thread CPU (us): "
           + ", ".join(f"{k} {v:.2f}" for k, v in st.items()))
     print(f"parse + fused encode: {total:.2f} us -> {1e6 / total:,.0f} events/s before Kafka")
+    if args.ws:
+        ws_run = run_ws(config, symbols, n, args.frame_events)
+        print(ws_run.line("websocket") + f"  (ratio to ceiling {ws_run.rate / best_c.rate:.2f};"
+              " simulator in its own process on the same 2 cores)")
     produce_us = best_c.thread_cpu_s / best_c.events * 1e6
     print(f"produce+delivery report (ceiling main-thread CPU per event): {produce_us:.2f} us")
     print(f"median pipeline {statistics.median(r.rate for r in pipelines):,.0f} events/s")
