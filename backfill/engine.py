@@ -110,7 +110,7 @@ class BackfillEngine:
                  adjusted: bool = True, stop: asyncio.Event | None = None,
                  commit_interval_s: float = 1.0, flush_timeout_s: float = 30.0,
                  chunk: int = 5000, now_ns: Callable[[], int] = time.time_ns,
-                 room: tuple[float, float] = (0.8, 0.5)) -> None:
+                 room: tuple[float, float] = (0.8, 0.5), stop_grace_s: float = 5.0) -> None:
         self.client = client
         self.sink = sink
         self.encoder = encoder
@@ -123,6 +123,7 @@ class BackfillEngine:
         self.flush_timeout_s = flush_timeout_s
         self.chunk = max(1, chunk)
         self.now_ns = now_ns
+        self.stop_grace_s = stop_grace_s
         # Before each chunk wait (asynchronously) while the Kafka queue is above room[0] of
         # its capacity until it is below room[1]: a shared publisher keeps room for live data.
         self.room = room
@@ -159,9 +160,19 @@ class BackfillEngine:
         committer = asyncio.create_task(self._commit_loop(), name="backfill-commit")
         workers = [asyncio.create_task(self._worker(queue), name=f"backfill-{i}")
                    for i in range(min(self.parallelism, max(1, queue.qsize())))]
+        gathered = asyncio.gather(*workers)
+        stopping = asyncio.create_task(self.stop.wait())
         try:
-            await asyncio.gather(*workers)
+            await asyncio.wait({gathered, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not gathered.done():
+                # stopped: let in-flight pages finish briefly, then cancel (a request may be
+                # sleeping through retries); unfinished windows are simply not checkpointed
+                await asyncio.wait({gathered}, timeout=self.stop_grace_s)
+            if gathered.done() and not gathered.cancelled():
+                gathered.result()
         finally:
+            stopping.cancel()
+            gathered.cancel()
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)

@@ -125,3 +125,34 @@ def test_repair_gap_publishes_the_outage_window(sim: SimulatorServer, tmp_path: 
         assert as_set(mine_bars) == as_set(want_bars)
         assert all(lo_min <= b["start_ns"] < hi_min for b in mine_bars)
     assert sum(len(v) for v in got.values()) == repaired
+
+
+def test_stop_ends_the_inprocess_backfill_and_keeps_finished_windows(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    # a slow, rate-limited API: most windows are still to do when the producer stops
+    with SimulatorServer(symbols=["ZBFS1"], trades_per_second=0.01, quotes_per_second=0.01,
+                         rest_requests_per_second=3.0) as slow:
+        config, _ = write_config(tmp_path, kafka_bootstrap, slow.url, symbols=["ZBFS1"],
+                                 data_types=["trades"],
+                                 query_start={"trades": "2024-01-02"},
+                                 backfill_batch_size=200)
+        ensure_topics(config)
+
+        async def main() -> float:
+            publisher = Publisher(config, client_id="bf-stop-test")
+            stop = asyncio.Event()
+            task = asyncio.create_task(run_inprocess_backfill(config, publisher, stop))
+            await asyncio.sleep(3.0)
+            stop.set()
+            stopped = time.monotonic()
+            await asyncio.wait_for(task, 30)
+            assert publisher.close(30) == 0
+            return time.monotonic() - stopped
+
+        took = asyncio.run(main())
+    assert took < 15  # the grace period, not the hundreds of windows left
+    lines = (tmp_path / "state" / "backfill" / "backfill-checkpoint.jsonl").read_text()
+    done = [line for line in lines.splitlines() if line.strip()]
+    assert 1 <= len(done) < 100
+    got = read_topics(config, ("trade",))["trade"]
+    assert len(got) >= sum(int(line.split('"records":')[1].split(",")[0]) for line in done)
