@@ -127,7 +127,7 @@ class SimulatorConfig:
     rest_requests_per_second: float = 0.0  # 0: no limit
     unentitled_api_keys: list[str] = field(default_factory=list)  # accepted keys that get 403
     slow_consumer_bytes: int = 32 * 1024 * 1024  # queued bytes before a client is dropped
-    tick_ms: int = 20  # how often live T/Q frames are generated and sent
+    tick_ms: int = 50  # how often live T/Q frames are generated and sent
     max_frame_events: int = 2000  # events per WebSocket frame at most
 
 
