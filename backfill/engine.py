@@ -228,15 +228,30 @@ class BackfillEngine:
         path, params = request_for(window, self.limit, self.adjusted)
         mapper = _mapper(window)
         total = 0
-        async for page in self.client.pages(path, params):
-            results = page.get("results") or []
-            self.progress.pages += 1
-            if results:
-                total += await self._publish(window, mapper, results)
-            if self.stop.is_set():
-                return None
-            await asyncio.sleep(0)  # let the live path run between pages
-        return total
+        pages = self.client.pages(path, params)
+        # the next page is requested while this one is published (HTTP overlaps CPU work)
+        upcoming: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(anext(pages))
+        try:
+            while True:
+                try:
+                    page = await upcoming
+                except StopAsyncIteration:
+                    return total
+                if self.stop.is_set():
+                    return None
+                upcoming = asyncio.ensure_future(anext(pages))
+                results = page.get("results") or []
+                self.progress.pages += 1
+                if results:
+                    total += await self._publish(window, mapper, results)
+                await asyncio.sleep(0)  # let the live path run between pages
+        finally:
+            if not upcoming.done():
+                upcoming.cancel()
+                await asyncio.gather(upcoming, return_exceptions=True)
+            elif not upcoming.cancelled():
+                upcoming.exception()  # retrieved: a prefetch error after a stop is moot
+            await pages.aclose()
 
     async def _publish(self, window: Window, mapper: Callable[[dict[str, Any]], dict[str, Any]],
                        results: list[dict[str, Any]]) -> int:
