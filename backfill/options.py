@@ -102,9 +102,13 @@ def build_options(ns: object, config: Config, today: dt.date) -> Options:
                   if flag is not None and parse_bool(flag, f"-{t}")]
     if not data_types:
         raise OptionsError("no data type chosen: give at least one of -bars, -trades, -quotes")
-    frequencies = (parse_frequencies(ns.bar_frequencies) if ns.bar_frequencies is not None
-                   else list(config.massive.bar_frequencies))
     starts = parse_starts(ns.starts or [])
+    if ns.bar_frequencies is not None:
+        frequencies = parse_frequencies(ns.bar_frequencies)
+    else:
+        # without -barFrequencies, the frequencies named in -from say what is wanted
+        named = [f for f in BAR_FREQUENCIES if f in starts]
+        frequencies = named or list(config.massive.bar_frequencies)
     needed = list(frequencies) if "bars" in data_types else []
     needed += [t for t in ("trades", "quotes") if t in data_types]
     for key in list(starts):

@@ -65,3 +65,19 @@ def test_kebab_case_and_go_style_flags_parse_the_same() -> None:
     opts = build_options(default_to, Config(), today)
     assert opts.end == today and opts.symbols == ["*"] and opts.batch_size == 50000
     assert opts.adjusted is True and opts.parallelism >= 1
+
+
+def test_from_names_the_frequencies_when_bar_frequencies_is_absent() -> None:
+    import argparse
+    import datetime as dt
+
+    from backfill.cli import register
+    from backfill.options import build_options
+    from common.config import Config
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    ns = parser.parse_args(["backfill", "-bars", "-from", "1D=2023-01-01", "-from",
+                            "1H=2023-06-01", "-to", "2023-12-31"])
+    opts = build_options(ns, Config(), dt.date(2024, 1, 1))
+    assert opts.bar_frequencies == ["1H", "1D"] and not opts.warnings
