@@ -481,7 +481,9 @@ class MarketModel:
     def coarse_day_bars(self, symbol: str, first_day_ns: int, last_day_ns: int,
                         now_ns: int) -> Aggregates:
         """Closed-form daily bars for UTC days first..last (see the module doc)."""
-        days = np.arange(first_day_ns, last_day_ns + 1, DAY_NS, dtype=np.int64)
+        # (np.arange with a ns step computes its length in floating point: off by one)
+        days = first_day_ns + DAY_NS * np.arange((last_day_ns - first_day_ns) // DAY_NS + 1,
+                                                 dtype=np.int64)
         days = days[(days >= DATA_START_S * NS) & (days <= now_ns)]
         if len(days) == 0 or self.trades_per_second == 0:
             return Aggregates.empty()
