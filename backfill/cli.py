@@ -264,6 +264,7 @@ class _Display:
         self.tty = tty
         self._progress: Any = None
         self._task: Any = None
+        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     async def run(self, holder: dict[str, BackfillEngine]) -> None:
         while "engine" not in holder:
@@ -285,6 +286,9 @@ class _Display:
                 TextColumn("{task.fields[detail]}"), refresh_per_second=4)
             self._progress.start()
             self._task = self._progress.add_task("backfill", total=None, detail="")
+            # rich now proxies sys.stderr: log lines print above the bar instead of through it
+            self._handlers = [(h, h.setStream(sys.stderr)) for h in logging.getLogger().handlers
+                              if isinstance(h, logging.StreamHandler)]
         last_log = time.monotonic()
         while True:
             p = engine.progress
@@ -301,4 +305,7 @@ class _Display:
 
     def close(self) -> None:
         if self._progress is not None:
+            for handler, stream in self._handlers:
+                if stream is not None:
+                    handler.setStream(stream)
             self._progress.stop()

@@ -27,6 +27,8 @@ from backfill.symbols import glob_prefix, match_glob
 log = logging.getLogger("backfill.client")
 
 RETRY_STATUSES = frozenset({413, 429, 499, 500, 502, 503, 504})
+RETRY_LOG_FIRST = 10
+RETRY_LOG_INTERVAL_S = 5.0
 _APIKEY_PARAM = re.compile(r"(?i)([?&])apikey=[^&#]*&?")
 
 
@@ -141,6 +143,8 @@ class MassiveRestClient:
         self._concurrency = max(1, concurrency)
         self._session: aiohttp.ClientSession | None = None
         self.stats = ClientStats()
+        self._last_retry_log = 0.0
+        self._retries_logged = 0
 
     async def __aenter__(self) -> MassiveRestClient:
         await self.open()
@@ -224,9 +228,20 @@ class MassiveRestClient:
             delay = wait if wait is not None else self._retry.backoff(attempt)
             attempt += 1
             self.stats.retries += 1
-            log.warning("retrying %s in %.2fs (%s), attempt %d", shown, delay,
-                        self._redact(reason), attempt)
+            self._log_retry(shown, delay, self._redact(reason), attempt)
             await asyncio.sleep(delay)
+
+    def _log_retry(self, shown: str, delay: float, reason: str, attempt: int) -> None:
+        """Every retry for the first few, then one line per interval: a 429 storm must not
+        flood the log (the totals are in ``stats`` and the summary)."""
+        now = time.monotonic()
+        if self.stats.retries <= RETRY_LOG_FIRST or now - self._last_retry_log >= \
+                RETRY_LOG_INTERVAL_S:
+            quiet = self.stats.retries - self._retries_logged - 1
+            self._last_retry_log = now
+            self._retries_logged = self.stats.retries
+            log.warning("retrying %s in %.2fs (%s), attempt %d%s", shown, delay, reason,
+                        attempt, f"; {quiet} more retries since the last line" if quiet else "")
 
     async def pages(self, path: str,
                     params: Mapping[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
