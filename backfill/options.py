@@ -112,8 +112,7 @@ def build_options(ns: object, config: Config, today: dt.date) -> Options:
     needed = list(frequencies) if "bars" in data_types else []
     needed += [t for t in ("trades", "quotes") if t in data_types]
     for key in list(starts):
-        if key not in needed:
-            warnings.append(f"-from {key}=... ignored: {key} is not being backfilled")
+        if key not in needed:  # e.g. -from trades=... with -trades=false: normal in scripts
             del starts[key]
     for key in needed:
         if key not in starts:
