@@ -32,10 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the universe (default: built-in common tickers)")
     p.add_argument("--trades-per-second", type=float, metavar="X", help="per symbol")
     p.add_argument("--quotes-per-second", type=float, metavar="X", help="per symbol")
-    p.add_argument("--api-key", dest="api_keys", action="append", metavar="KEY",
-                   help="accepted key (repeatable; default: any non-empty key)")
-    p.add_argument("--unentitled-key", dest="unentitled_api_keys", action="append",
-                   metavar="KEY", help="a key that authenticates but gets 403 on REST")
+    p.add_argument("--api-key", dest="api_keys", action="extend", nargs="+", metavar="KEY",
+                   help="accepted keys (default: any non-empty key)")
+    p.add_argument("--unentitled-key", dest="unentitled_api_keys", action="extend",
+                   nargs="+", metavar="KEY", help="keys that authenticate but get 403 on REST")
     p.add_argument("--max-connections", type=int, help="WebSocket connections per key")
     p.add_argument("--rest-rps", dest="rest_requests_per_second", type=float, metavar="X",
                    help="REST requests per second per key before 429 (0: no limit)")
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
               "api_keys", "unentitled_api_keys", "max_connections",
               "rest_requests_per_second", "slow_consumer_bytes", "tick_ms",
               "max_frame_events")
+    if args.symbols:  # "AAPL,MSFT" works as well as "AAPL MSFT"
+        args.symbols = [s for arg in args.symbols for s in arg.split(",") if s]
     settings = settings_from(config, **{f: getattr(args, f) for f in fields})
     keys = [*settings.api_keys, *settings.unentitled_api_keys]
     setup_logging(args.log_level, secrets=keys)

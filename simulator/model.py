@@ -262,7 +262,8 @@ class MarketModel:
         self._known = frozenset(self.symbols)
         self._infos: dict[str, TickerInfo] = {}
         self._keys: dict[str, int] = {}
-        self._day_cache: OrderedDict[tuple[str, int], Aggregates] = OrderedDict()
+        # (symbol, day) -> (computed through, minute aggregates so far)
+        self._day_cache: OrderedDict[tuple[str, int], tuple[int, Aggregates]] = OrderedDict()
         self._cache_days = cache_days
         self._cache_lock = threading.Lock()  # REST and AM compute in worker threads
 
@@ -393,20 +394,36 @@ class MarketModel:
                       self.info(symbol).tape, condition, indicators, seq)
 
     # ----------------------------------------------------------------- aggregates
-    def day_minutes(self, symbol: str, day_start_ns: int) -> Aggregates:
-        """Exact minute aggregates of one whole UTC day (cached)."""
+    def day_minutes(self, symbol: str, day_start_ns: int,
+                    until_ns: int | None = None) -> Aggregates:
+        """Exact minute aggregates of a UTC day, at least through ``until_ns`` (default: the
+        whole day). Cached per (symbol, day) and extended on demand, computed in chunks of
+        about a million trades so that memory stays flat at any trade rate."""
+        day_end = day_start_ns + DAY_NS
+        end = day_end if until_ns is None else min(day_end, -(-until_ns // MINUTE_NS)
+                                                   * MINUTE_NS)
         key = (symbol, day_start_ns)
         with self._cache_lock:
-            cached = self._day_cache.get(key)
-            if cached is not None:
+            done, aggs = self._day_cache.get(key, (day_start_ns, Aggregates.empty()))
+            if key in self._day_cache:
                 self._day_cache.move_to_end(key)
-                return cached
-        ekey, sip, _seq, is_trade = self._events(symbol, day_start_ns, day_start_ns + DAY_NS)
-        ekey, sip = ekey[is_trade], sip[is_trade]
-        price, size_e4 = self._trade_prices(symbol, ekey, sip)
-        aggs = aggregate_trades(sip, price, size_e4, MINUTE_NS)
+        if done >= end:
+            return aggs
+        rate = max(self.trades_per_second + self.quotes_per_second, 1.0)
+        chunk = max(1, int(1_000_000 / rate / 60)) * MINUTE_NS
+        parts = [aggs]
+        start = done
+        while start < end:
+            stop = min(start + chunk, end)
+            ekey, sip, _seq, is_trade = self._events(symbol, start, stop)
+            ekey, sip = ekey[is_trade], sip[is_trade]
+            price, size_e4 = self._trade_prices(symbol, ekey, sip)
+            parts.append(aggregate_trades(sip, price, size_e4, MINUTE_NS))
+            start = stop
+        aggs = Aggregates.concat(parts)
         with self._cache_lock:
-            self._day_cache[key] = aggs
+            self._day_cache[key] = (end, aggs)
+            self._day_cache.move_to_end(key)
             if len(self._day_cache) > self._cache_days:
                 self._day_cache.popitem(last=False)
         return aggs
@@ -415,7 +432,7 @@ class MarketModel:
         """The AM event content of one minute (None when the minute had no trade)."""
         minute_start_ns -= minute_start_ns % MINUTE_NS
         day_start = minute_start_ns - minute_start_ns % DAY_NS
-        day = self.day_minutes(symbol, day_start)
+        day = self.day_minutes(symbol, day_start, minute_start_ns + MINUTE_NS)
         i = int(np.searchsorted(day.start_ns, minute_start_ns))
         if i >= len(day) or int(day.start_ns[i]) != minute_start_ns:
             return None
@@ -454,8 +471,8 @@ class MarketModel:
         while first <= chunk <= last:
             c0, c1 = chunk, chunk + span
             if width_ns % MINUTE_NS == 0:
-                days = [self.day_minutes(symbol, d) for d in
-                        range(c0 - c0 % DAY_NS, c1, DAY_NS)]
+                days = [self.day_minutes(symbol, d, min(d + DAY_NS, end_ns)) for d in
+                        range(c0 - c0 % DAY_NS, min(c1, end_ns), DAY_NS)]
                 mins = Aggregates.concat(days)
                 sel = (mins.start_ns >= c0) & (mins.start_ns < c1)
                 aggs = regroup(mins.take(sel), width_ns)

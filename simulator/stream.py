@@ -417,9 +417,11 @@ class StreamHub:
             if not conn.authed or conn.closing:
                 continue
             mine = [s for s in encoded if ("AM", s) in conn.pairs]
-            if mine:
-                data = b"[" + b",".join(encoded[s] for s in mine) + b"]"
-                sent += self.enqueue(conn, Frame(data, minutes=[(s, minute_ns) for s in mine]))
+            size = self.settings.max_frame_events
+            for i in range(0, len(mine), size):
+                part = mine[i:i + size]
+                data = b"[" + b",".join(encoded[s] for s in part) + b"]"
+                sent += self.enqueue(conn, Frame(data, minutes=[(s, minute_ns) for s in part]))
         return sent
 
     # ------------------------------------------------------------------ bursts
