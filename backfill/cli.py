@@ -72,7 +72,8 @@ def register(subparsers: Any) -> None:
                    help="no longer applies (ignored with a warning): nothing is written "
                         "to disk directly")
     p.add_argument("--rate", "-rate", dest="rate", type=float, metavar="PER_S",
-                   help="max REST requests per second (0 = unlimited, the default)")
+                   help="max REST requests per second (0 = unlimited; default "
+                        "massive.backfill_requests_per_second)")
     p.add_argument("--timeout", dest="timeout", type=float, metavar="S",
                    help="timeout of one REST request (default 30)")
     p.add_argument("--max-retries", dest="max_retries", type=int, metavar="N",

@@ -86,7 +86,8 @@ async def run_inprocess_backfill(config: Config, publisher: Any, stop: asyncio.E
                     "already_done": sum(1 for w in windows if w.id in checkpoint)})
     try:
         async with MassiveRestClient(m.api_key, m.base_url,
-                                     concurrency=INPROCESS_PARALLELISM) as client:
+                                     concurrency=INPROCESS_PARALLELISM,
+                                     rate_per_s=m.backfill_requests_per_second) as client:
             engine = BackfillEngine(client, publisher, _encoder(config), checkpoint,
                                     parallelism=INPROCESS_PARALLELISM,
                                     limit=m.backfill_batch_size, adjusted=m.backfill_adjusted,
@@ -134,7 +135,8 @@ async def repair_gap(config: Config, publisher: Any, gap: Any) -> int:
     if not m.api_key:
         raise FatalBackfillError("gap repair needs massive.api_key")
     async with MassiveRestClient(m.api_key, m.base_url,
-                                 concurrency=INPROCESS_PARALLELISM) as client:
+                                 concurrency=INPROCESS_PARALLELISM,
+                                 rate_per_s=m.backfill_requests_per_second) as client:
         engine = BackfillEngine(client, publisher, _encoder(config), None,
                                 parallelism=INPROCESS_PARALLELISM,
                                 limit=m.backfill_batch_size, adjusted=m.backfill_adjusted,

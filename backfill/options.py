@@ -144,7 +144,9 @@ def build_options(ns: object, config: Config, today: dt.date) -> Options:
         raise OptionsError(f"--timeout must be > 0, got {ns.timeout}")
     return Options(data_types=data_types, bar_frequencies=frequencies, starts=starts, end=end,
                    symbols=symbols, parallelism=parallelism, batch_size=batch_size,
-                   adjusted=adjusted, rate_per_s=ns.rate or 0.0,
+                   adjusted=adjusted,
+                   rate_per_s=(ns.rate if ns.rate is not None
+                               else config.massive.backfill_requests_per_second),
                    timeout_s=ns.timeout or 30.0,
                    max_retries=ns.max_retries if ns.max_retries is not None else 10,
                    state_dir=ns.state_dir, resume=not ns.restart, warnings=warnings)

@@ -47,6 +47,9 @@ class MassiveConfig:
     bar_frequencies: list[BarFrequency] = field(default_factory=lambda: ["1Min"])
     backfill_batch_size: int = 50000
     backfill_adjusted: bool = True
+    # REST requests per second for backfill and gap repair (0: unlimited); for plans with
+    # low limits. The CLI's --rate overrides it.
+    backfill_requests_per_second: float = 0.0
 
     def __repr__(self) -> str:  # the key must never reach a log line through repr()
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
