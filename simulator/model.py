@@ -355,7 +355,24 @@ class MarketModel:
     def trades(self, symbol: str, start_ns: int, end_ns: int) -> Trades:
         """Every trade of ``symbol`` with ``start_ns <= sip_timestamp < end_ns``."""
         ekey, sip, seq, is_trade = self._events(symbol, start_ns, end_ns)
-        ekey, sip, seq = ekey[is_trade], sip[is_trade], seq[is_trade]
+        return self._trades(symbol, ekey[is_trade], sip[is_trade], seq[is_trade])
+
+    def quotes(self, symbol: str, start_ns: int, end_ns: int) -> Quotes:
+        """Every quote of ``symbol`` with ``start_ns <= sip_timestamp < end_ns``."""
+        ekey, sip, seq, is_trade = self._events(symbol, start_ns, end_ns)
+        q = ~is_trade
+        return self._quotes(symbol, ekey[q], sip[q], seq[q])
+
+    def trades_and_quotes(self, symbol: str, start_ns: int, end_ns: int
+                          ) -> tuple[Trades, Quotes]:
+        """Both at the cost of one pass over the window's slots."""
+        ekey, sip, seq, is_trade = self._events(symbol, start_ns, end_ns)
+        q = ~is_trade
+        return (self._trades(symbol, ekey[is_trade], sip[is_trade], seq[is_trade]),
+                self._quotes(symbol, ekey[q], sip[q], seq[q]))
+
+    def _trades(self, symbol: str, ekey: np.ndarray, sip: np.ndarray, seq: np.ndarray
+                ) -> Trades:
         price, size_e4 = self._trade_prices(symbol, ekey, sip)
         exchange = _TRADE_EXCHANGES[_ints(ekey, 14, len(_TRADE_EXCHANGES))]
         trf = exchange == 4
@@ -368,11 +385,8 @@ class MarketModel:
         return Trades(symbol, sip, participant, price, size_e4, exchange, self.info(symbol).tape,
                       cond, seq, trf_id, trf_ts, correction)
 
-    def quotes(self, symbol: str, start_ns: int, end_ns: int) -> Quotes:
-        """Every quote of ``symbol`` with ``start_ns <= sip_timestamp < end_ns``."""
-        ekey, sip, seq, is_trade = self._events(symbol, start_ns, end_ns)
-        is_quote = ~is_trade
-        ekey, sip, seq = ekey[is_quote], sip[is_quote], seq[is_quote]
+    def _quotes(self, symbol: str, ekey: np.ndarray, sip: np.ndarray, seq: np.ndarray
+                ) -> Quotes:
         decimals = 2 if self.info(symbol).base_price >= 1 else 4
         tick = 10.0 ** -decimals
         mid_ticks = np.floor(self.mid_price(symbol, sip) / tick)

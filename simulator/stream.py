@@ -328,15 +328,33 @@ class StreamHub:
                 wanted |= conn.pairs
         return wanted
 
-    def pieces(self, ev: str, sym: str, start_ns: int, end_ns: int
+    def window_pieces(self, pairs: Iterable[tuple[str, str]], start_ns: int, end_ns: int
+                      ) -> dict[tuple[str, str], list[tuple[bytes, Window]]]:
+        """``pieces`` for every T/Q pair, generating each symbol's window once."""
+        by_sym: dict[str, set[str]] = {}
+        for ev, sym in pairs:
+            if ev in ("T", "Q"):
+                by_sym.setdefault(sym, set()).add(ev)
+        out: dict[tuple[str, str], list[tuple[bytes, Window]]] = {}
+        for sym, evs in by_sym.items():
+            if len(evs) == 2:
+                trades, quotes = self.model.trades_and_quotes(sym, start_ns, end_ns)
+                out["T", sym] = self.pieces("T", sym, start_ns, end_ns, trades)
+                out["Q", sym] = self.pieces("Q", sym, start_ns, end_ns, quotes)
+            else:
+                (ev,) = evs
+                out[ev, sym] = self.pieces(ev, sym, start_ns, end_ns)
+        return out
+
+    def pieces(self, ev: str, sym: str, start_ns: int, end_ns: int, cols: Any = None
                ) -> list[tuple[bytes, Window]]:
         """Serialised events of one (type, symbol) window, cut into frame-sized pieces,
         each with the exact sub-window it covers."""
         if ev == "T":
-            cols: Any = self.model.trades(sym, start_ns, end_ns)
+            cols = self.model.trades(sym, start_ns, end_ns) if cols is None else cols
             events = wire.ws_trades(cols)
         else:
-            cols = self.model.quotes(sym, start_ns, end_ns)
+            cols = self.model.quotes(sym, start_ns, end_ns) if cols is None else cols
             events = wire.ws_quotes(cols)
         if not events:  # still a window: it proves nothing was left out
             return [(b"", (ev, sym, start_ns, end_ns, 0))]
@@ -389,8 +407,7 @@ class StreamHub:
             now = time.time_ns()
             wanted = self._wanted()
             live = [c for c in self.conns.values() if c.authed and not c.closing]
-            pieces = {pair: self.pieces(pair[0], pair[1], prev, now)
-                      for pair in wanted if pair[0] != "AM"}
+            pieces = self.window_pieces(wanted, prev, now)
             self.dispatch(pieces, live)
             if now // MINUTE_NS > prev // MINUTE_NS:
                 minute = (now // MINUTE_NS - 1) * MINUTE_NS
@@ -444,7 +461,7 @@ class StreamHub:
             loop = asyncio.get_running_loop()
             t0 = time.perf_counter()
             pieces = await loop.run_in_executor(
-                None, lambda: {p: self.pieces(p[0], p[1], start, end) for p in wanted})
+                None, lambda: self.window_pieces(wanted, start, end))
             self.burst_cursor_ns = end
             t1 = time.perf_counter()
             before = {c.id: c.sent.frames for c in targets}
