@@ -153,3 +153,73 @@ def test_token_bucket_limits_the_rate() -> None:
         return time.monotonic() - started
 
     assert asyncio.run(main()) >= 0.09  # 5 waits of 20 ms after the first token
+
+
+def test_cli_never_logs_the_key_even_when_next_url_carries_it(
+        tmp_path: Any, kafka_bootstrap: str) -> None:
+    """A server whose next_url embeds apiKey=KEY (as the real API does for clients that
+    authenticate with the query parameter), plus a retry on a cursor page to make the
+    client log that URL: no output line of the CLI may carry the key."""
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    import yaml
+
+    first_hits: set[str] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        assert KEY not in str(request.rel_url)
+        cursor = request.query.get("cursor")
+        if cursor == "2" and cursor not in first_hits:
+            first_hits.add(cursor)
+            return web.json_response({"status": "ERROR", "error": "try again"}, status=503,
+                                     headers={"Retry-After": "0"})
+        page = int(cursor or 0)
+        gte = int(request.query.get("timestamp.gte") or request.query["g"])
+        body: dict[str, Any] = {"status": "OK", "results": [{
+            "exchange": 4, "id": str(page * 10 + i), "price": 10.0, "size": 1,
+            "sequence_number": page * 10 + i, "sip_timestamp": gte + page * 10 + i}
+            for i in range(10)]}
+        if page < 3:
+            body["next_url"] = (f"https://api.massive.com{request.path}?cursor={page + 1}"
+                                f"&g={gte}&apiKey={KEY}")
+        return web.json_response(body)
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        holder["runner"], holder["base"] = loop.run_until_complete(_serve(handler))
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    tag = f"bf-key-{time.time_ns()}"
+    config = Path(tmp_path) / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap_servers": kafka_bootstrap, "partitions": 1,
+                  "topics": {"bars": f"{tag}.bars", "trades": f"{tag}.trades",
+                             "quotes": f"{tag}.quotes", "dead_letter": f"{tag}.dlq"}},
+        "metrics": {"enabled": False},
+        "services": {"state_dir": str(Path(tmp_path) / "state")}}))
+    try:
+        root = Path(__file__).resolve().parent.parent
+        proc = subprocess.run(
+            [sys.executable, "-m", "massive_fetcher", "backfill", "-apiKey", KEY,
+             "-baseURL", holder["base"], "-trades", "-from", "trades=2024-01-02", "-to",
+             "2024-01-02", "-symbols", "AAPL", "-config", str(config), "--log-level",
+             "DEBUG"], cwd=root, capture_output=True, text=True, timeout=60)
+    finally:
+        asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cursor=2" in proc.stderr and "retrying" in proc.stderr
+    assert "records   40 published" in proc.stdout
+    assert KEY not in proc.stdout and KEY not in proc.stderr
