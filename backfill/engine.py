@@ -54,6 +54,7 @@ class Progress:
     pages: int = 0
     records: int = 0
     bad_results: int = 0  # REST results that could not be mapped (logged, skipped)
+    partial_bars: int = 0  # bars not over yet when fetched (skipped)
     started: float = field(default_factory=time.monotonic)
     map_s: float = 0.0  # CPU seconds (thread time) of each stage
     encode_s: float = 0.0
@@ -285,6 +286,12 @@ class BackfillEngine:
                 if self.progress.bad_results <= 20:
                     log.warning("skipping a REST result that cannot be mapped",
                                 extra={"window": window.id, "error": str(exc)})
+        if window.kind == "bar" and window.end_ns > (now := self.now_ns()):
+            # a bar still running (today's minute or day) would be stored incomplete; the
+            # live stream or a later run (today is never checkpointed) brings it whole
+            complete = [r for r in records if r["end_ns"] <= now]
+            self.progress.partial_bars += len(records) - len(complete)
+            records = complete
         t1 = time.thread_time()
         encode = self.encoder.encode
         values = [encode(kind, r) for r in records]

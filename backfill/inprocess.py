@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -114,7 +115,8 @@ async def repair_gap(config: Config, publisher: Any, gap: Any) -> int:
     ``gap`` is a mapping or an object with ``start_ns`` and ``end_ns`` (Unix ns, both
     included) and optionally ``symbols`` and ``data_types`` (default: the configured
     ones). Trades and quotes are fetched over exactly that interval, bars as the 1Min bars
-    overlapping it. Wildcard symbols cannot be repaired (logged and skipped). Raises
+    overlapping it that are complete by now (the live stream delivers the current one).
+    Wildcard symbols cannot be repaired (logged and skipped). Raises
     :class:`RestError` / :class:`FatalBackfillError` when the repair is incomplete, so the
     caller can keep the gap for a later attempt; returns only after Kafka acknowledged
     every record (``publisher.flush`` returned 0).
@@ -129,7 +131,8 @@ async def repair_gap(config: Config, publisher: Any, gap: Any) -> int:
         log.warning("gap repair skips wildcard symbols; backfill them with the CLI",
                     extra={"symbols": [s for s in symbols if is_glob(s)],
                            "start_ns": start_ns, "end_ns": end_ns})
-    windows = [w for s in explicit for w in gap_windows(s, data_types, start_ns, end_ns)]
+    now = time.time_ns()
+    windows = [w for s in explicit for w in gap_windows(s, data_types, start_ns, end_ns, now)]
     if not windows:
         return 0
     if not m.api_key:

@@ -88,12 +88,13 @@ def plan_windows(symbol: str, data_type: str, start: dt.date, end: dt.date,
     return windows
 
 
-def gap_windows(symbol: str, data_types: list[str], start_ns: int,
-                end_ns: int) -> list[Window]:
+def gap_windows(symbol: str, data_types: list[str], start_ns: int, end_ns: int,
+                now_ns: int | None = None) -> list[Window]:
     """Windows repairing the interval [start_ns, end_ns] (both included).
 
     Trades and quotes are fetched over exactly that interval; bars as the 1Min bars whose
-    minute overlaps it (the live stream only carries 1Min bars).
+    minute overlaps it (the live stream only carries 1Min bars), except a minute not over
+    at ``now_ns``: a partial bar must not be stored, the live stream delivers that one.
     """
     if end_ns < start_ns:
         return []
@@ -102,7 +103,10 @@ def gap_windows(symbol: str, data_types: list[str], start_ns: int,
         if data_type == "bars":
             lo = start_ns - start_ns % NS_PER_MIN
             hi = end_ns - end_ns % NS_PER_MIN + NS_PER_MIN
-            windows.append(Window("bars", symbol, "1Min", lo, hi, f"{lo}-{hi}"))
+            if now_ns is not None:
+                hi = min(hi, now_ns - now_ns % NS_PER_MIN)
+            if hi > lo:
+                windows.append(Window("bars", symbol, "1Min", lo, hi, f"{lo}-{hi}"))
         elif data_type in KIND_OF:
             windows.append(Window(data_type, symbol, "", start_ns, end_ns + 1,
                                   f"{start_ns}-{end_ns + 1}"))

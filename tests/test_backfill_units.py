@@ -129,6 +129,11 @@ def test_gap_windows_cover_the_interval() -> None:
     assert ws["trades"].start_ns == start and ws["trades"].end_ns == end + 1
     assert ws["bars"].start_ns == 1704205800 * NS and ws["bars"].end_ns == 1704205980 * NS
     assert ws["bars"].timeframe == "1Min"
+    # a minute still running is left to the live stream
+    cut = {w.data_type: w for w in gap_windows("AAPL", ["bars"], start, end,
+                                               now_ns=1704205950 * NS)}
+    assert cut["bars"].end_ns == 1704205920 * NS
+    assert gap_windows("AAPL", ["bars"], start, end, now_ns=1704205810 * NS) == []
     path, _ = request_for(ws["bars"], 50000, True)
     assert path == "/v2/aggs/ticker/AAPL/range/1/minute/1704205800000/1704205979999"
 
@@ -150,3 +155,47 @@ def test_next_url_and_key_stripping() -> None:
     assert parse_retry_after("2") == 2.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0) == 0.0
+
+
+def test_engine_skips_bars_still_running() -> None:
+    """A bar whose interval is not over at fetch time is not published (pure engine run
+    with an in-memory client and sink: no network)."""
+    import asyncio
+    from typing import Any
+
+    from backfill.engine import BackfillEngine
+
+    now = day_start_ns(dt.date(2024, 1, 2)) + 600 * NS + 30 * NS  # 00:10:30 New York
+    first = day_start_ns(dt.date(2024, 1, 2)) // 10**6
+    results = [{"o": 1, "h": 1, "l": 1, "c": 1, "v": 1, "t": first + i * 60_000}
+               for i in range(11)]  # 00:00 .. 00:10, the last one still running
+
+    class Pages:
+        stats = None
+
+        async def pages(self, path: str, params: Any):
+            yield {"results": results}
+
+    class Sink:
+        failed = 0
+
+        def __init__(self) -> None:
+            self.values: list[bytes] = []
+
+        def produce_encoded(self, kind: str, symbol: str, value: bytes) -> None:
+            self.values.append(value)
+
+        def flush(self, timeout_s: float = 30.0) -> int:
+            return 0
+
+    class Encoder:
+        def encode(self, kind: str, record: dict[str, Any]) -> bytes:
+            return str(record["start_ns"]).encode()
+
+    sink = Sink()
+    window = plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 1, 2), "1Min")
+    engine = BackfillEngine(Pages(), sink, Encoder(), None,  # type: ignore[arg-type]
+                            now_ns=lambda: now)
+    progress = asyncio.run(engine.run(window))
+    assert progress.records == 10 and progress.partial_bars == 1
+    assert sink.values[-1] == str((first + 9 * 60_000) * 10**6).encode()
