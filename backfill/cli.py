@@ -211,7 +211,8 @@ def _summary(symbols: list[str], p: Progress, stats: Any, unacked: int) -> None:
         f"  pages     {p.pages}  requests {stats.requests}  retries {stats.retries} "
         f"(429: {stats.throttled}, errors: {stats.server_errors})",
         f"  records   {p.records} published in {p.elapsed_s:.1f}s ({rate:,.0f}/s)"
-        + (f", {p.bad_results} bad results skipped" if p.bad_results else ""),
+        + (f", {p.bad_results} bad results skipped" if p.bad_results else "")
+        + (f", {p.partial_bars} bars still running left out" if p.partial_bars else ""),
     ]
     if unacked:
         lines.append(f"  KAFKA: {unacked} record(s) not acknowledged; rerun to redo them")
