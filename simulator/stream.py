@@ -71,6 +71,7 @@ class Connection:
     pairs: frozenset[tuple[str, str]] = frozenset()  # (ev, sym) wanted from the universe
     queue: deque[Frame] = field(default_factory=deque)
     queued_bytes: int = 0
+    busy: bool = False  # a frame is being written
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.Task[None] | None = None
     closing: str | None = None  # why the server is closing it
@@ -257,11 +258,18 @@ class StreamHub:
                     if not frame.data:
                         return
                     conn.queued_bytes -= len(frame.data)
-                    # send_frame writes the whole frame to the transport before it waits
-                    # for the buffer to drain: once called, the frame counts as sent.
-                    sending = ws.send_frame(frame.data, WSMsgType.TEXT)
+                    # send_frame writes the whole frame to the transport (or raises
+                    # ConnectionResetError) before its only await, the drain wait: a
+                    # cancellation therefore always comes after the frame was written.
+                    conn.busy = True
+                    try:
+                        await ws.send_frame(frame.data, WSMsgType.TEXT)
+                    except asyncio.CancelledError:
+                        self._record(conn, frame)
+                        raise
+                    finally:
+                        conn.busy = False
                     self._record(conn, frame)
-                    await sending
         except (ConnectionResetError, RuntimeError):
             return
 
@@ -477,7 +485,7 @@ class StreamHub:
                     frames = pending[c.id]
                     while frames and not c.closing and c.queued_bytes < high:
                         self.enqueue(c, frames.popleft())
-                    busy |= bool(not c.closing and (frames or c.queue))
+                    busy |= bool(not c.closing and (frames or c.queue or c.busy))
                 if not busy:
                     break
                 await asyncio.sleep(0.0005)
