@@ -121,6 +121,10 @@ def build_options(ns: object, config: Config, today: dt.date) -> Options:
                 raise OptionsError(f"no start date for {key}: give -from {key}=YYYY-MM-DD")
             starts[key] = configured
     end = parse_date(ns.to, "-to") if ns.to else today
+    if end > today:
+        warnings.append(f"-to {end.isoformat()} is in the future; backfilling up to today "
+                        f"({today.isoformat()})")
+        end = today
     for key, start in starts.items():
         if end < start:
             raise OptionsError(f"-to {end.isoformat()} is before -from "

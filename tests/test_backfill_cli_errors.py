@@ -81,3 +81,19 @@ def test_from_names_the_frequencies_when_bar_frequencies_is_absent() -> None:
                             "1H=2023-06-01", "-to", "2023-12-31"])
     opts = build_options(ns, Config(), dt.date(2024, 1, 1))
     assert opts.bar_frequencies == ["1H", "1D"] and not opts.warnings
+
+
+def test_a_future_to_is_clamped_to_today() -> None:
+    import argparse
+    import datetime as dt
+
+    from backfill.cli import register
+    from backfill.options import build_options
+    from common.config import Config
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    ns = parser.parse_args(["backfill", "-trades", "-from", "trades=2024-01-02", "-to",
+                            "2030-01-01"])
+    opts = build_options(ns, Config(), dt.date(2024, 6, 1))
+    assert opts.end == dt.date(2024, 6, 1) and "in the future" in opts.warnings[0]
