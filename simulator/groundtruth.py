@@ -48,6 +48,12 @@ class SentLog:
         self.minutes[sym].append(minute_start_ns)
         self.counts["AM"] += 1
 
+    def snapshot(self) -> SentLog:
+        """A copy that the recording thread will not change underneath a reader."""
+        return SentLog(self.conn_id, {k: [list(w) for w in v] for k, v in self.windows.items()},
+                       defaultdict(list, {k: list(v) for k, v in self.minutes.items()}),
+                       defaultdict(int, self.counts), self.frames, list(self.statuses))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "conn": self.conn_id,

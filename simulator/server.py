@@ -294,7 +294,7 @@ class SimulatorServer:
                     sym: str | None = None) -> list[dict[str, Any]]:
         """The exact WS events written (regenerated from the model), per connection in
         id order, then per (type, symbol) in SIP order (T/Q), then AM minutes."""
-        logs = self._on_loop(lambda: [c.sent for _, c in sorted(
+        logs = self._on_loop(lambda: [c.sent.snapshot() for _, c in sorted(
             {**self.sim.hub.closed, **self.sim.hub.conns}.items())
             if conn_id is None or c.id == conn_id])
         out: list[dict[str, Any]] = []

@@ -218,3 +218,9 @@ def test_official_client_pages_through_everything(sim: SimulatorServer) -> None:
     assert sum(a.transactions for a in hours) == sum(a.transactions for a in aggs)
     tickers = list(client.list_tickers(market="stocks", limit=1))
     assert [t.ticker for t in tickers] == ["AAPL", "BRK.A", "MSFT"]
+
+
+def test_delayed_status() -> None:
+    with SimulatorServer(symbols=["AAPL"], live=False, status="DELAYED") as sim:
+        code, _h, body = get(f"{sim.url}/v3/trades/AAPL?timestamp={DAY}&limit=1")
+        assert code == 200 and body["status"] == "DELAYED"

@@ -85,6 +85,11 @@ def test_connect_auth_subscribe_acks_and_data_match_ground_truth(sim: SimulatorS
     conn = conn_of(sim, "T.AAPL")
     time.sleep(0.1)
     expected = sim.sent_events(conn)
+    with urllib.request.urlopen(f"{sim.url}/_sim/sent?conn={conn}") as resp:
+        (log,) = json.loads(resp.read())
+    assert log["counts"] == {"T": sum(e["ev"] == "T" for e in events),
+                             "Q": sum(e["ev"] == "Q" for e in events)}
+    assert {(w["ev"], w["sym"]) for w in log["windows"]} == {("T", "AAPL"), ("Q", "MSFT")}
     key = lambda e: (e["ev"], e["sym"], e["q"])  # noqa: E731
     assert sorted(events, key=key) == sorted(expected, key=key)
     assert len(events) > 20
