@@ -64,6 +64,11 @@ class Simulator:
 
     def __init__(self, settings: SimulatorConfig, live: bool = True,
                  status: str = "OK") -> None:
+        for name in ("tick_ms", "max_frame_events", "slow_consumer_bytes", "max_connections"):
+            if getattr(settings, name) < 1:
+                raise ValueError(f"simulator.{name} must be at least 1")
+        if settings.rest_requests_per_second < 0:
+            raise ValueError("simulator.rest_requests_per_second must be >= 0 (0: no limit)")
         self.settings = settings
         self.model = MarketModel(settings.seed, settings.trades_per_second,
                                  settings.quotes_per_second, settings.symbols or None)

@@ -176,3 +176,38 @@ def test_official_websocket_client_parses_the_stream(sim: SimulatorServer) -> No
     aggs = [m for m in received if isinstance(m, EquityAgg)]
     assert {a.symbol for a in aggs} == {"AAPL", "BRK.A", "HMBL"}
     assert all(a.accumulated_volume and a.official_open_price and a.vwap for a in aggs)
+
+
+def test_official_client_reconnects_after_force_disconnect() -> None:
+    with SimulatorServer(symbols=["AAPL"], trades_per_second=50, quotes_per_second=0) as sim:
+        received: list[Any] = []
+        client = WebSocketClient(api_key="k", feed=sim.feed, market="stocks", secure=False,
+                                 subscriptions=["T.AAPL"], max_reconnects=3)
+
+        async def handle(msgs: list[Any]) -> None:
+            received.extend(msgs)
+
+        async def run() -> int:
+            task = asyncio.create_task(client.connect(handle))
+            await asyncio.to_thread(sim.wait_for, lambda s: len(received) > 10)
+            assert await asyncio.to_thread(sim.force_disconnect) == [1]
+            before = len(received)
+            await asyncio.to_thread(sim.wait_for, lambda s: len(s.connections()) == 2
+                                    and s.connections()[1]["subscriptions"] == ["T.AAPL"])
+            await asyncio.to_thread(sim.wait_for, lambda s: len(received) > before + 10)
+            await client.close()
+            await asyncio.wait_for(task, 5)
+            return before
+
+        before = asyncio.run(run())
+        first, second = sim.connections()
+        assert first["closed_by_server"] == "force_disconnect"
+        assert second["closed_by_server"] is None
+        # The client got all that was sent before the forced close, then (as far as it
+        # read before closing itself) what the second connection sent.
+        got = [(m.sequence_number, m.price) for m in received]
+        sent1 = [(e["q"], e["p"]) for e in sim.sent_events(first["conn"])]
+        sent2 = [(e["q"], e["p"]) for e in sim.sent_events(second["conn"])]
+        assert got[:len(sent1)] == sent1 and len(sent1) >= before
+        rest = got[len(sent1):]
+        assert len(rest) > 10 and sent2[:len(rest)] == rest
