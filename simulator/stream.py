@@ -72,6 +72,7 @@ class Connection:
     queue: deque[Frame] = field(default_factory=deque)
     queued_bytes: int = 0
     busy: bool = False  # a frame is being written
+    dropping: bool = False  # over the slow-consumer bound; being closed
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.Task[None] | None = None
     closing: str | None = None  # why the server is closing it
@@ -126,8 +127,8 @@ class StreamHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for conn in list(self.conns.values()):
-            await self.close(conn, None, None, code=1001, reason="shutdown")
+        await asyncio.gather(*(self.close(conn, None, None, code=1001, reason="shutdown")
+                               for conn in list(self.conns.values())))
 
     # ------------------------------------------------------------------ connection
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
@@ -236,12 +237,13 @@ class StreamHub:
         task.add_done_callback(self._tasks.discard)
 
     def enqueue(self, conn: Connection, frame: Frame) -> bool:
-        if conn.closing:
+        if conn.closing or conn.dropping:
             return False
         conn.queue.append(frame)
         conn.queued_bytes += len(frame.data)
         conn.wake.set()
         if conn.queued_bytes > self.settings.slow_consumer_bytes:
+            conn.dropping = True
             self._spawn(self.close(
                 conn, status_frame("slow_consumer", MSG_SLOW_CONSUMER), "slow_consumer"))
             return False
