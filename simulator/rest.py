@@ -348,7 +348,7 @@ class RestApi:
         fetch = self.model.trades if kind == "trades" else self.model.quotes
         if rate <= 0 or hi <= lo:
             return fetch(ticker, 0, 0), False
-        chunk = int(min(max((limit + 1) / rate * 1.1, 1.0), 86_400.0) * NS)
+        chunk = int(min(max((limit + 1) / rate * 1.1, 1.0), 7 * 86_400.0) * NS)
         parts = []
         found = 0
         a, b = (hi - chunk, hi) if desc else (lo, lo + chunk)
