@@ -299,3 +299,15 @@ def test_bound_encoder_registers_lazily(registry: RegistryStandIn) -> None:
     assert list(registry.state.subjects) == ["bound.quotes-value"]
     data = encode(sample("quote"))
     assert data[0] == 0 and codec.decode(data) == ("quote", sample("quote"))
+
+
+def test_golden_wire_bytes() -> None:
+    """The bytes on the topics must not change by accident (fixture written by fastavro)."""
+    lines = (DATA / "golden.jsonl").read_text().splitlines()
+    assert len(lines) == len(KINDS)
+    for line in lines:
+        case = json.loads(line)
+        for codec in (Codec(), Codec(fast=False)):
+            assert codec.encode(case["kind"], case["record"]).hex() == case["single_object_hex"]
+            assert codec.decode(bytes.fromhex(case["single_object_hex"])) == \
+                (case["kind"], case["record"])
