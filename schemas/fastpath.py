@@ -56,6 +56,16 @@ _LAST = tuple(_varint_bytes(c) for c in range(1 << 14))
 _LAST8 = _LAST[:256]  # the ninth byte of a 64-bit varint: IndexError beyond 64 bits
 
 
+def _high_bytes(cache: dict[int, bytes], h: int) -> bytes:
+    """Varint bytes 5..9 of a 9-byte varint whose value shifted right by 28 is ``h``;
+    IndexError beyond 64 bits."""
+    out = _CHUNK[h & 0x3FFF] + _CHUNK[(h >> 14) & 0x3FFF] + _LAST8[h >> 28]
+    if len(cache) >= 4096:
+        cache.clear()
+    cache[h] = out
+    return out
+
+
 def encode_long(v: int) -> bytes:
     """Zigzag varint of a 64-bit signed int; OverflowError/TypeError when it is not one."""
     n = (v << 1) ^ (v >> 63)  # TypeError for float/str/None
@@ -216,11 +226,13 @@ def _enc_expr(g: _Gen, t: Any, x: str, wide: bool = False, tag: bytes = b"") -> 
             last = g.const(_LAST, "L")
             return (f"({last}[{n}] if {zigzag} < 16384 else {c}[{n} & 16383] + {last}[{n} >> 14] "
                     f"if {n} < 268435456 else {elong}({x}))")
-        last8 = g.const(_LAST8, "L8")
+        # the last five bytes of a timestamp change every ~134 ms: remember them (bounded)
+        high = g.const({}, "H", key="high-bytes")
+        fill = g.const(_high_bytes, "hb", key="high-bytes-fill")
         head = f"{tag!r}, " if tag else ""
         slow = f"{tag!r} + {elong}({x})" if tag else f"{elong}({x})"
         return (f"(b''.join(({head}{c}[{n} & 16383], {c}[{n} >> 14 & 16383], "
-                f"{c}[{n} >> 28 & 16383], {c}[{n} >> 42 & 16383], {last8}[{n} >> 56])) "
+                f"{high}.get({n} >> 28) or {fill}({high}, {n} >> 28))) "
                 f"if {zigzag} >= {1 << 56} else {slow})")
     if t in ("float", "double"):
         fmt = "<f" if t == "float" else "<d"
