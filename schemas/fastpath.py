@@ -373,7 +373,7 @@ def compile_encoder(schema: Mapping[str, Any], prefix: bytes = b"") -> Encoder |
     src += [f"    {line}" for line in body]
     if prefix:
         parts.insert(0, repr(bytes(prefix)))
-    src.append(f"    return b''.join(({', '.join(parts)},))")
+    src.append(f"    return b''.join(({', '.join(parts)},))" if parts else "    return b''")
     namespace: dict[str, Any] = dict(g.consts)
     namespace["__source__"] = "\n".join(src)
     exec(namespace["__source__"], namespace)  # source generated from a schema, no user input

@@ -166,3 +166,11 @@ def test_wide_decoder_rejects_overlong_and_truncated_varints() -> None:
     for bad in (b"\xff" * 11, b"\xff" * 9 + b"\x7f", b"\x80\x80\x80"):
         with pytest.raises((ValueError, IndexError)):
             decode(symbol + bad, 0)
+
+
+def test_a_record_without_fields() -> None:
+    empty = {"type": "record", "name": "Empty", "fields": []}
+    encode, decode = fastpath.compile_encoder(empty), fastpath.compile_decoder(empty)
+    framed = fastpath.compile_encoder(empty, prefix=b"\xc3\x01")
+    assert encode is not None and decode is not None and framed is not None
+    assert encode({}) == b"" and framed({}) == b"\xc3\x01" and decode(b"", 0) == ({}, 0)
