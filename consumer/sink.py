@@ -36,6 +36,7 @@ import numpy as np
 
 from consumer import buckets
 from consumer.buckets import DTYPES, NS, VARIABLE, attr_group
+from consumer.columns import BucketIds
 from consumer.dedupe import WINDOW_NS, Tail, duplicate_count, first_occurrences, missing_mask
 from consumer.writer import MarketStoreWriter
 
@@ -73,6 +74,9 @@ class MarketStoreSink:
         self.tail_rows = tail_rows
         self.repair_window_s = repair_window_s
         self._rows: dict[str, list[tuple]] = defaultdict(list)
+        # fast path: per attribute group, chunks of (bucket ids, rows) in arrival order
+        self._chunks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.ids = BucketIds()
         self._owner: dict[str, TopicPartition] = {}
         self._tails: dict[str, Tail] = {}
         self._recent: dict[str, list[tuple[float, int, int]]] = defaultdict(list)
@@ -88,9 +92,37 @@ class MarketStoreSink:
         self.pending += 1
         return tbk
 
+    def add_rows(self, attr: str, bucket_ids: np.ndarray, rows: np.ndarray,
+                 tp: TopicPartition) -> None:
+        """Buffer many valid rows of one layout at once (``consumer.columns``), from one topic;
+        ``tp`` gives the topic, each bucket's partition is its symbol's (see ``owners``)."""
+        if not len(rows):
+            return
+        self._chunks[attr].append((bucket_ids, rows))
+        self.pending += len(rows)
+
+    def set_owner(self, tbk: str, tp: TopicPartition) -> None:
+        self._owner[tbk] = tp
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays = {tbk: buckets.rows_to_array(attr_group(tbk), rows)
+                  for tbk, rows in self._rows.items() if rows}
+        for chunks in self._chunks.values():
+            ids = np.concatenate([c[0] for c in chunks])
+            rows = np.concatenate([c[1] for c in chunks])
+            order = np.argsort(ids, kind="stable")
+            ids, rows = ids[order], rows[order]
+            cuts = np.flatnonzero(np.diff(ids)) + 1
+            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(ids)], strict=True):
+                tbk = self.ids.names[int(ids[lo])]
+                part = rows[lo:hi]
+                arrays[tbk] = np.concatenate([arrays[tbk], part]) if tbk in arrays else part
+        return arrays
+
     def clear(self) -> None:
         """Drop the unflushed batch (after an error the consumer rewinds and re-reads it)."""
         self._rows.clear()
+        self._chunks.clear()
         self.pending = 0
 
     def reset(self) -> None:
@@ -114,8 +146,7 @@ class MarketStoreSink:
         result = FlushResult()
         if not self.pending:
             return result
-        arrays = {tbk: buckets.rows_to_array(attr_group(tbk), rows)
-                  for tbk, rows in self._rows.items() if rows}
+        arrays = self._arrays()
         variable = [tbk for tbk in arrays if VARIABLE[attr_group(tbk)]]
         self._load_tails([t for t in variable if t not in self._tails])
         reads: list[str] = []

@@ -1,0 +1,203 @@
+"""``python -m bench.consumer``: Kafka -> MarketStore events/s for one consumer, and latency.
+
+1. Ceiling: the same batches as prebuilt numpy arrays written with the consumer's
+   multi-bucket ``DataService.Write`` (no Kafka, no decoding, no dedupe): the most this
+   MarketStore takes on this machine.
+2. Throughput: N events (trades and quotes over S symbols, plus some bars) pre-published to
+   fresh topics; one ``ConsumerService`` (the real one: decode, dead-letter checks, dedupe,
+   write, delayed verified commits) consumes them into fresh buckets; the clock runs from
+   the first message to the last flush. Events/s per core divides by the consumer process's
+   CPU seconds (the broker and MarketStore run beside it on the same cores).
+3. Latency: a publisher thread sends at a fixed rate (default 50k events/s) with
+   ``received_ns`` = its clock at send; the latency of an event is (time its batch's write
+   returned, which is when it is queryable) - received_ns.
+
+Kafka: $KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:19092); MarketStore: $MARKETSTORE_URL
+(default http://127.0.0.1:15993/rpc). Topics and symbols are unique per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import threading
+import time
+import uuid
+
+import numpy as np
+from confluent_kafka import Producer
+
+from common.config import Config
+from consumer import buckets
+from consumer.service import ConsumerService, Options
+from consumer.testkit import BASE_NS, bar, make_config, quote, trade
+from consumer.writer import MarketStoreWriter
+from schemas.codec import make_codec
+from schemas.topics import ensure_topics
+
+
+def _events(n: int, symbols: list[str], start_seq: int = 1) -> list[tuple[str, dict]]:
+    out: list[tuple[str, dict]] = []
+    per = max(1, n // len(symbols))
+    for j, s in enumerate(symbols):
+        for i in range(per):
+            ts = BASE_NS + i * 3_000_000 + j
+            if i % 100 == 99:
+                out.append(("bar", bar(s, BASE_NS + (i // 100) * 60 * 10**9)))
+            elif i % 2:
+                out.append(("trade", trade(s, start_seq + i, ts)))
+            else:
+                out.append(("quote", quote(s, start_seq + i, ts)))
+    # interleave symbols like a live feed
+    out.sort(key=lambda kr: kr[1].get("sip_timestamp_ns") or kr[1].get("start_ns"))
+    return out
+
+
+def _publish(config: Config, events: list[tuple[str, dict]]) -> None:
+    codec = make_codec(config)
+    producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers,
+                         "linger.ms": 20, "compression.type": "lz4",
+                         "queue.buffering.max.messages": 1_000_000})
+    topic = {"bar": config.kafka.topics.bars, "trade": config.kafka.topics.trades,
+             "quote": config.kafka.topics.quotes}
+    for kind, rec in events:
+        while True:
+            try:
+                producer.produce(topic[kind], codec.encode(kind, rec), rec["symbol"].encode())
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+
+
+def ceiling(url: str, events: list[tuple[str, dict]], batch: int) -> float:
+    writer = MarketStoreWriter(url)
+    prepared = []
+    for i in range(0, len(events), batch):
+        rows: dict[str, list[tuple]] = {}
+        for kind, rec in events[i:i + batch]:
+            tbk, row = buckets.to_row(kind, rec)
+            rows.setdefault(tbk, []).append(row)
+        prepared.append({t: buckets.sort_rows(buckets.attr_group(t),
+                                              buckets.rows_to_array(buckets.attr_group(t), r))
+                         for t, r in rows.items()})
+    t0 = time.perf_counter()
+    for arrays in prepared:
+        writer.write(arrays)
+    return len(events) / (time.perf_counter() - t0)
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def throughput(config: Config, n: int) -> tuple[float, float, int]:
+    service = ConsumerService(config, Options(group_id=config.consumer.group_id))
+    first: list[float] = []
+    orig_handle = service._handle_many
+
+    def handle(msgs):  # type: ignore[no-untyped-def]
+        if msgs and not first:
+            first.append(time.perf_counter())
+        orig_handle(msgs)
+
+    service._handle_many = handle  # type: ignore[method-assign]
+    written = [0]
+    orig_checkpoint = service._checkpoint
+    last = [0.0]
+
+    def checkpoint() -> bool:
+        ok = orig_checkpoint()
+        if service.last_flush is not None:
+            written[0] += sum(service.last_flush.rows_written.values())
+            last[0] = time.perf_counter()
+            if written[0] >= n:
+                service.stop()
+        return ok
+
+    service._checkpoint = checkpoint  # type: ignore[method-assign]
+    cpu0 = _cpu()
+    service.open()
+    runner = threading.Thread(target=service.run)
+    runner.start()
+    runner.join(600)
+    cpu = _cpu() - cpu0
+    elapsed = last[0] - first[0]
+    return written[0] / elapsed, written[0] / cpu, written[0]
+
+
+def latency(config: Config, rate: int, seconds: float, symbols: list[str]) -> np.ndarray:
+    service = ConsumerService(config, Options(group_id=config.consumer.group_id))
+    service.open()
+    runner = threading.Thread(target=service.run)
+    runner.start()
+    time.sleep(3)  # group join
+    codec = make_codec(config)
+    producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers, "linger.ms": 1,
+                         "compression.type": "lz4"})
+    topic = config.kafka.topics.trades
+    seqs = dict.fromkeys(symbols, 0)
+    t0 = time.perf_counter()
+    sent = 0
+    tick = 0.01
+    while time.perf_counter() - t0 < seconds:
+        due = int((time.perf_counter() - t0) * rate)
+        while sent < due:
+            s = symbols[sent % len(symbols)]
+            seqs[s] += 1
+            now = time.time_ns()
+            rec = trade(s, seqs[s], now, received_ns=now)
+            producer.produce(topic, codec.encode("trade", rec), s.encode())
+            sent += 1
+        producer.poll(0)
+        time.sleep(tick)
+    producer.flush(30)
+    time.sleep(2)
+    service.stop()
+    runner.join(60)
+    lat = np.concatenate(service.latencies_ns) if service.latencies_ns else np.array([0])
+    # drop the first second (group join, tail loads)
+    return lat[len(lat) // (int(seconds) or 1):] / 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.consumer", description=__doc__)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--symbols", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=50_000)
+    ap.add_argument("--rate", type=int, default=50_000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    url = os.environ.get("MARKETSTORE_URL", "http://127.0.0.1:15993/rpc")
+    run = uuid.uuid4().hex[:6].upper()
+    config = make_config(bootstrap, url, name=f"bench-{run.lower()}", partitions=6,
+                         batch_max_events=args.batch, batch_max_ms=200, commit_delay_ms=1500)
+    ensure_topics(config)
+    syms = [f"BC{run}{i}" for i in range(args.symbols)]
+    events = _events(args.events, syms)
+    print(f"events: {len(events):,} over {len(syms)} symbols, batch {args.batch:,}")
+    t = time.perf_counter()
+    _publish(config, events)
+    print(f"published in {time.perf_counter() - t:.1f} s")
+    ceil = ceiling(url, _events(args.events, [f"BX{run}{i}" for i in range(args.symbols)]),
+                   args.batch)
+    print(f"ceiling (raw multi-bucket write of prebuilt arrays): {ceil:,.0f} events/s")
+    rate, per_cpu, n = throughput(config, len(events))
+    print(f"consumer: {n:,} events in MarketStore at {rate:,.0f} events/s wall, "
+          f"{per_cpu:,.0f} events per CPU-second of the consumer process")
+    print(f"ratio consumer/ceiling: {rate / ceil:.2f}")
+    lconf = make_config(bootstrap, url, name=f"benchlat-{run.lower()}", partitions=6,
+                        batch_max_events=args.batch, batch_max_ms=20, commit_delay_ms=1500)
+    ensure_topics(lconf)
+    lat = latency(lconf, args.rate, args.seconds, [f"BL{run}{i}" for i in range(args.symbols)])
+    print(f"latency at {args.rate:,} events/s for {args.seconds:.0f} s "
+          f"(received_ns -> queryable): p50 {np.percentile(lat, 50):.1f} ms, "
+          f"p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms, n={len(lat):,}")
+
+
+if __name__ == "__main__":
+    main()
