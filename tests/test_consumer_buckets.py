@@ -122,3 +122,63 @@ def test_one_request_per_layout_many_buckets() -> None:
         assert all(len(col) == 4 * np.dtype("<" + t if t[0] in "iuf" else t).itemsize
                    for col, t in zip(ds["data"], ds["types"], strict=True))
     assert {r["is_variable_length"] for r in reqs} == {True, False}
+
+
+def _variants() -> list[tuple[str, dict]]:
+    recs: list[tuple[str, dict]] = []
+    for i in range(60):
+        t = trade("A" if i % 2 else "BRK/B", i, BASE_NS + i * 997, size=i / 3,
+                  tape=None if i % 4 == 0 else 1 + i % 3,
+                  trf_id=None if i % 5 else i, correction=None if i % 7 else 1,
+                  participant_timestamp_ns=None if i % 3 else BASE_NS - i,
+                  trf_timestamp_ns=None if i % 2 else BASE_NS + i,
+                  conditions=[i % 60, 65534, 0, i][: i % 5])
+        recs.append(("trade", t))
+        recs.append(("quote", quote("Q", i, BASE_NS + i, bid_exchange=None if i % 3 else 2,
+                                    indicators=list(range(i % 5)), tape=None)))
+        recs.append(("bar", bar("B", BASE_NS + i * 60 * 10**9, ("1Min", "5Min", "1H", "1D")[i % 4],
+                                source="live" if i % 2 else "backfill",
+                                vwap=None if i % 3 else 1.5, trades=None if i % 2 else i,
+                                otc=bool(i % 5 == 0))))
+    bad = [
+        ("trade", trade("A", 1, BASE_NS, price=float("nan"))),
+        ("trade", trade("A", 1, BASE_NS, conditions=[1, 2, 3, 4, 5])),
+        ("trade", trade("A", 1, BASE_NS, conditions=[70000])),
+        ("trade", trade("A:B", 1, BASE_NS)),
+        ("trade", trade("A", 1, BASE_NS, tape=-3)),
+        ("trade", trade("A", 1, BASE_NS, size=-1.0)),
+        ("quote", quote("Q", 1, 0)),
+        ("quote", quote("Q", 1, BASE_NS, ask_size=float("inf"))),
+        ("bar", bar("B", BASE_NS, source="backfill", timeframe="1Min", volume=-5.0)),
+        ("bar", {**bar("B", BASE_NS, source="backfill"), "timeframe": "2Min"}),
+    ]
+    return recs + bad
+
+
+def test_columnar_fast_path_equals_the_per_record_reference() -> None:
+    from common.config import Config
+    from consumer import columns
+    from schemas.codec import make_codec
+
+    codec = make_codec(Config())
+    recs = _variants()
+    decoded = codec.decode_batch([codec.encode(k, r) for k, r in recs])
+    assert not decoded.errors and not decoded.records
+    ids = columns.BucketIds()
+    checked = 0
+    for kind, cols in decoded.columns.items():
+        rows, bucket, ok = columns.build(kind, cols, ids)
+        for j, i in enumerate(decoded.rows[kind].tolist()):
+            k, rec = recs[i]
+            assert k == kind
+            try:
+                tbk, row = buckets.to_row(kind, rec)
+            except RecordError:
+                assert not ok[j], rec
+                continue
+            assert ok[j], rec
+            assert ids.names[bucket[j]] == tbk
+            want = buckets.rows_to_array(buckets.attr_group(tbk), [row])
+            assert rows[j:j + 1].tobytes() == want.tobytes(), (rec, rows[j], want)
+            checked += 1
+    assert checked == 180
