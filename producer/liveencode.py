@@ -238,9 +238,11 @@ class LiveEncoder:
                 and x.__class__ is int and i.__class__ is str and i
                 and q.__class__ is int and "ds" not in ev):
             return None
-        symb = self._sym(sym)
+        # cache hits inline (a method call per field is a measurable share of the time)
+        symb = self._symbols.get(sym) or self._sym(sym)
         if symb is None:
             return None
+        times = self._times
         if z is None:
             tape = NULL
         elif z.__class__ is int:
@@ -258,7 +260,7 @@ class LiveEncoder:
         if trft is None:
             trf_ts = NULL
         elif trft.__class__ is int:
-            trf_ts = SOME + self._time(trft)
+            trf_ts = SOME + (times.get(trft) or self._time(trft))
         else:
             return None
         if trfi is None:
@@ -267,10 +269,14 @@ class LiveEncoder:
             trf_id = SOME_SMALL[trfi]
         else:
             return None
+        n = (q << 1) ^ (q >> 63)
+        high = self._high.get(n >> 14) if n >= 16384 else None
+        seq = self._seq(q) if high is None else _CHUNK[n & 0x3FFF] + high
         ib = i.encode()
         value = b"".join((
-            self._trade_header, symb, self._time(t), NULL, trf_ts, _DD(p, s), SMALL[x],
-            tape, conds, SMALL[len(ib)], ib, self._seq(q), trf_id, NULL, NULL, recv))
+            self._trade_header, symb, times.get(t) or self._time(t), NULL, trf_ts,
+            _DD(p, s), SMALL[x], tape, conds, SMALL[len(ib)], ib, seq, trf_id, NULL, NULL,
+            recv))
         return "trade", sym, value, t * NS_PER_MS
 
     def quote(self, ev: dict[str, Any], recv: bytes) -> Result | None:
@@ -290,7 +296,7 @@ class LiveEncoder:
         if not (t.__class__ is int and bp.__class__ is float and ap.__class__ is float
                 and bs.__class__ is int and as_.__class__ is int and q.__class__ is int):
             return None
-        symb = self._sym(sym)
+        symb = self._symbols.get(sym) or self._sym(sym)
         if symb is None:
             return None
         if bx is None:
@@ -325,7 +331,10 @@ class LiveEncoder:
                 return None
         else:
             return None
+        n = (q << 1) ^ (q >> 63)
+        high = self._high.get(n >> 14) if n >= 16384 else None
+        seq = self._seq(q) if high is None else _CHUNK[n & 0x3FFF] + high
         value = b"".join((
-            self._quote_header, symb, self._time(t), NULL, NULL, _DD(bp, bs), bxb,
-            _DD(ap, as_), axb, conds, inds, self._seq(q), tape, NULL, recv))
+            self._quote_header, symb, self._times.get(t) or self._time(t), NULL, NULL,
+            _DD(bp, bs), bxb, _DD(ap, as_), axb, conds, inds, seq, tape, NULL, recv))
         return "quote", sym, value, t * NS_PER_MS
