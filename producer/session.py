@@ -79,7 +79,7 @@ class Gap:
     symbols: tuple[str, ...]
     data_types: tuple[str, ...]
     reason: str
-    attempts: int = 1
+    attempts: int = 1  # reconnection attempts it took (0: stopped before any)
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -158,7 +158,8 @@ class ProducerSession:
         self.stop_event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._pending_gap: tuple[int, int, str] | None = None  # start, disconnected, why
+        # start, disconnected, why, reconnects before it
+        self._pending_gap: tuple[int, int, str, int] | None = None
         self._subscribed = False  # the current/last connection reached SUBSCRIBED
         if registry is not None:
             registry.register(_SessionCollector(self))
@@ -412,18 +413,18 @@ class ProducerSession:
         start = self.last_receipt_ns or now
         if self.newest_event_ns:
             start = min(start, self.newest_event_ns)
-        self._pending_gap = (start, now, reason)
+        self._pending_gap = (start, now, reason, self.reconnects)
         self.state = "disconnected"
 
     def _close_gap(self, end_ns: int, stopped: bool = False) -> None:
         assert self._pending_gap is not None
-        start, disconnected, reason = self._pending_gap
+        start, disconnected, reason, reconnects_before = self._pending_gap
         self._pending_gap = None
         if stopped:
             reason += "; stopped before reconnecting"
         gap = Gap(start_ns=start, end_ns=max(end_ns, start), disconnected_ns=disconnected,
                   symbols=self.symbols, data_types=self.data_types, reason=reason,
-                  attempts=self.reconnects)
+                  attempts=self.reconnects - reconnects_before)
         self.gaps.append(gap)
         self._write_gap(gap)
         log.warning("recorded a gap in the live data",

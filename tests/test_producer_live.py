@@ -294,7 +294,7 @@ def test_forced_disconnect_reconnects_and_records_the_gap(
     assert gaps_seen == [gap]
     assert "force_disconnect" in gap.reason
     assert gap.symbols == tuple(SYMBOLS) and gap.data_types == ("trades", "quotes")
-    assert gap.start_ns < gap.end_ns
+    assert gap.start_ns < gap.end_ns and gap.attempts == 1
     # every event the simulator did not send (between the two connections' windows)
     # lies inside the recorded gap, so repairing the gap repairs the outage
     first, second = (simulator.sent(c["conn"])[0] for c in conns)
