@@ -40,7 +40,13 @@ from common.config import (
 from common.metrics import MetricsServer
 from producer.mapping import record_from_ws_event
 from producer.publisher import Publisher
-from producer.session import EXIT_AUTH_FAILED, EXIT_OK, ProducerSession, read_gaps
+from producer.session import (
+    EXIT_AUTH_FAILED,
+    EXIT_GAVE_UP,
+    EXIT_OK,
+    ProducerSession,
+    read_gaps,
+)
 from schemas.codec import make_codec
 from schemas.topics import ensure_topics
 from simulator import wire
@@ -442,3 +448,22 @@ def test_sigterm_flushes_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path,
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     exit_line = next(x for x in lines if x["msg"] == "producer exiting")
     assert exit_line["delivered"] == len(consumed) and exit_line["failed"] == 0
+
+
+def test_gives_up_after_max_reconnects_with_backoff(kafka_bootstrap: str,
+                                                    tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = make_config(kafka_bootstrap, f"ws://127.0.0.1:{port}", tmp_path,
+                         max_reconnects=3, reconnect_initial_s=0.05, reconnect_max_s=0.2)
+    publisher = Publisher(config)
+    session = ProducerSession(config, publisher)
+    started = time.monotonic()
+    code = asyncio.run(session.run())
+    elapsed = time.monotonic() - started
+    assert code == EXIT_GAVE_UP
+    assert "gave up after 3 reconnection attempts" in session.exit_reason
+    assert session.reconnects == 3
+    # exponential backoff with equal jitter between the 4 attempts: at least half of
+    # 0.05 + 0.1 + 0.2 (capped), i.e. 0.175 s, was waited
+    assert elapsed >= 0.17
+    assert not session.gaps  # never subscribed: nothing was missed
