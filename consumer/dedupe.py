@@ -92,3 +92,71 @@ def missing_mask(ts: np.ndarray, seq: np.ndarray, stored_ts: np.ndarray,
 def duplicate_count(ts: np.ndarray, seq: np.ndarray) -> int:
     """How many stored rows repeat an earlier one (MarketStore's WAL replay can cause this)."""
     return int(len(seq) - first_occurrences(ts, seq).sum())
+
+
+class TailTable:
+    """:class:`Tail` for many buckets at once, indexed by bucket id (vectorised batches)."""
+
+    def __init__(self) -> None:
+        self.max_ts = np.zeros(0, dtype=np.int64)
+        self.max_seq = np.zeros(0, dtype=np.int64)
+        self.floor = np.zeros(0, dtype=np.int64)
+        self.loaded = np.zeros(0, dtype=bool)
+
+    def _grow(self, n: int) -> None:
+        if n <= len(self.loaded):
+            return
+        size = max(n, 2 * len(self.loaded), 64)
+        extra = size - len(self.loaded)
+        self.max_ts = np.concatenate([self.max_ts, np.full(extra, -1, dtype=np.int64)])
+        self.max_seq = np.concatenate([self.max_seq, np.full(extra, -1, dtype=np.int64)])
+        self.floor = np.concatenate([self.floor, np.zeros(extra, dtype=np.int64)])
+        self.loaded = np.concatenate([self.loaded, np.zeros(extra, dtype=bool)])
+
+    def missing(self, ids: np.ndarray) -> np.ndarray:
+        """The distinct ids among ``ids`` without a loaded tail."""
+        uniq = np.unique(ids)
+        self._grow(int(uniq.max()) + 1 if len(uniq) else 0)
+        return uniq[~self.loaded[uniq]]
+
+    def set(self, bucket_id: int, tail: Tail) -> None:
+        self._grow(bucket_id + 1)
+        self.max_ts[bucket_id], self.max_seq[bucket_id] = tail.max_ts, tail.max_seq
+        self.floor[bucket_id], self.loaded[bucket_id] = tail.seq_floor_ts, True
+
+    def get(self, bucket_id: int) -> Tail:
+        return Tail(int(self.max_ts[bucket_id]), int(self.max_seq[bucket_id]),
+                    int(self.floor[bucket_id]))
+
+    def drop(self, bucket_ids: list[int]) -> None:
+        ids = [i for i in bucket_ids if i < len(self.loaded)]
+        self.loaded[ids] = False
+
+    def clear(self) -> None:
+        self.loaded[:] = False
+
+    def certainly_new(self, ids: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        after = ts > self.max_ts[ids] + WINDOW_NS
+        above = (ts - WINDOW_NS >= self.floor[ids]) & (seq > self.max_seq[ids])
+        return after | above
+
+    def update(self, ids: np.ndarray, lo: np.ndarray, hi: np.ndarray, seq_min: np.ndarray,
+               seq_max: np.ndarray) -> None:
+        """Per written bucket (distinct ``ids``): its rows' time and sequence range."""
+        max_ts, max_seq = self.max_ts[ids], self.max_seq[ids]
+        reset = (lo > max_ts + WINDOW_NS) | ((lo > max_ts) & (seq_min < max_seq))
+        self.floor[ids] = np.where(reset, max_ts + 1, self.floor[ids])
+        self.max_seq[ids] = np.where(reset, seq_max, np.maximum(max_seq, seq_max))
+        self.max_ts[ids] = np.maximum(max_ts, hi)
+
+
+def first_occurrences_grouped(ids: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """:func:`first_occurrences` within each bucket id, for many buckets at once."""
+    keep = np.ones(len(seq), dtype=bool)
+    if len(seq) < 2:
+        return keep
+    order = np.lexsort((seq, ids))  # stable: equal (id, seq) stay in arrival order
+    i, s, t = ids[order], seq[order], ts[order]
+    dup = (i[1:] == i[:-1]) & (s[1:] == s[:-1]) & (np.abs(t[1:] - t[:-1]) <= WINDOW_NS)
+    keep[order[1:][dup]] = False
+    return keep

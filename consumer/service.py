@@ -30,7 +30,8 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,7 +130,11 @@ class ConsumerService:
         self.metrics = ConsumerMetrics(self.registry)
         self.codec = make_codec(config)
         self.writer = MarketStoreWriter(config.marketstore.url, config.marketstore.timeout_s)
-        self.sink = MarketStoreSink(self.writer)
+        # the sink writes on the writer thread: its own HTTP session
+        self.sink = MarketStoreSink(MarketStoreWriter(config.marketstore.url,
+                                                      config.marketstore.timeout_s))
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="marketstore-writer")
+        self._inflight: tuple[Future[FlushResult], dict[TP, int], list[int], float] | None = None
         self.watch = ServerWatch(config.marketstore.url)
         self.fast_path = True  # columnar decode (schemas.batch); False: per-record reference
         topics = config.kafka.topics
@@ -150,6 +155,7 @@ class ConsumerService:
         self.latencies_ns: list[np.ndarray] = []  # e2e samples (bench); bounded below
         self._end_offsets: dict[TP, int] | None = None
         self._last_commit = 0.0
+        self.on_written: Callable[[FlushResult], None] | None = None  # hook (bench)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -214,6 +220,9 @@ class ConsumerService:
                 if self._paused_since is not None:
                     continue  # an error in a callback: these are re-read after the rewind
                 self._handle_many(msgs)
+                self._complete_inflight(block=False)
+                if self._paused_since is not None:
+                    continue
                 if self._batch_offsets and (
                         self.sink.pending >= max_events
                         or time.monotonic() - (self._batch_started or 0) >= max_s):
@@ -238,14 +247,16 @@ class ConsumerService:
             self.dlq.flush(5)
             self.dlq = None
         self.watch.close()
+        self._executor.shutdown(wait=True)
 
     def _shutdown_flush(self) -> None:
         if self._paused_since is not None:
             return
         try:
-            if self._batch_offsets:
-                self._checkpoint()
-            self._maybe_commit(wait=True)
+            ok = self._checkpoint(wait=True) if self._batch_offsets else \
+                self._complete_inflight(block=True)
+            if ok:
+                self._maybe_commit(wait=True)
         except (MarketStoreError, DeadLetterError, KafkaException) as exc:
             log.warning("final flush failed; uncommitted events will be re-read",
                         extra={"error": str(exc)})
@@ -295,8 +306,8 @@ class ConsumerService:
             uniq, first = np.unique(ids, return_index=True)
             for bid, i in zip(uniq.tolist(), first.tolist(), strict=True):
                 m = good[int(index[i])]
-                self.sink.set_owner(self.sink.ids.names[bid], (m.topic(), m.partition()))
-            self.sink.add_rows(ATTR_GROUP[kind], ids, rows, (good[int(index[0])].topic(), -1))
+                self.sink.set_owner(bid, (m.topic(), m.partition()))
+            self.sink.add_rows(ATTR_GROUP[kind], ids, rows)
             received = cols.get("received_ns")
             if isinstance(received, np.ma.MaskedArray):
                 got = received[ok].compressed() if len(ok) != len(rows) else received.compressed()
@@ -363,21 +374,48 @@ class ConsumerService:
             "partition": msg.partition(), "offset": msg.offset()})
 
     # --- checkpoint --------------------------------------------------------------------------
-    def _checkpoint(self) -> bool:
-        """Flush the batch; on success queue its offsets for a delayed commit."""
+    def _checkpoint(self, wait: bool = False) -> bool:
+        """Hand the batch to the writer thread (after the previous one is written).
+
+        Writes are pipelined one deep: Kafka polling and decoding of batch N+1 overlap the
+        MarketStore write of batch N, while writes stay strictly sequential (each batch's
+        dedupe sees the previous batch's rows). Offsets are queued for a delayed commit only
+        when their write succeeded (:meth:`_complete_inflight`).
+        """
         assert self.dlq is not None
         try:
             if (self.dead_letters and self.dlq.flush(30) > 0) or self._dlq_failed:
                 self._dlq_failed = 0
                 raise DeadLetterError("dead-letter topic did not acknowledge")
-            started = time.time()
-            result = self.sink.flush()
-        except (MarketStoreError, DeadLetterError) as exc:
+        except DeadLetterError as exc:
+            self._fail(exc)
+            return False
+        if not self._complete_inflight(block=True):
+            return False
+        taken = self.sink.take()
+        self._inflight = (self._executor.submit(self.sink.flush_taken, taken),
+                          dict(self._batch_offsets), self._batch_received, time.time())
+        self._batch_offsets = {}
+        self._batch_received = []
+        self._batch_started = None
+        return self._complete_inflight(block=True) if wait else True
+
+    def _complete_inflight(self, block: bool) -> bool:
+        """Account for the write on the writer thread if it finished (or wait for it)."""
+        if self._inflight is None:
+            return True
+        future, offsets, received, started = self._inflight
+        if not block and not future.done():
+            return True
+        self._inflight = None
+        try:
+            result = future.result()
+        except MarketStoreError as exc:
             self._fail(exc)
             return False
         now_ns = time.time_ns()
-        if self._batch_received:
-            lat = now_ns - np.asarray(self._batch_received, dtype=np.int64)
+        if received:
+            lat = now_ns - np.asarray(received, dtype=np.int64)
             self.latencies_ns.append(lat)
             if len(self.latencies_ns) > 10_000:
                 del self.latencies_ns[:5_000]
@@ -392,17 +430,21 @@ class ConsumerService:
             self.metrics.duplicates.inc(result.duplicates_dropped)
         log.debug("batch written", extra={
             "group": self.options.group_id, "client": self.options.client_id,
-            "partitions": sorted(f"{t}:{p}" for t, p in self._batch_offsets),
+            "partitions": sorted(f"{t}:{p}" for t, p in offsets),
             "rows": result.rows_written, "duplicates": result.duplicates_dropped,
             "t_start": started, "t_end": time.time()})
         self.last_flush = result
-        self._pending.append(PendingCommit(time.monotonic(), dict(self._batch_offsets),
-                                           result.probe))
-        self._batch_offsets.clear()
-        self._batch_received.clear()
-        self._batch_started = None
+        self._pending.append(PendingCommit(time.monotonic(), offsets, result.probe))
         self._update_lag()
+        if self.on_written is not None:
+            self.on_written(result)
         return True
+
+    def _abandon_inflight(self) -> None:
+        """Wait for a write in progress and drop its outcome (its events will be re-read)."""
+        if self._inflight is not None:
+            self._inflight[0].exception()
+            self._inflight = None
 
     def _maybe_commit(self, wait: bool = False, only: set[TP] | None = None) -> None:
         if not self._pending or self._paused_since is not None:
@@ -420,7 +462,7 @@ class ConsumerService:
             return
         probe = next((p.probe for p in reversed(ready) if p.probe is not None), None)
         try:
-            if probe is not None and not self.sink.verify(probe):
+            if probe is not None and not self.sink.verify(probe, self.writer):
                 log.warning("written row not yet readable; commit postponed",
                             extra={"bucket": probe.tbk})
                 return
@@ -450,6 +492,7 @@ class ConsumerService:
     # --- failures ----------------------------------------------------------------------------
     def _fail(self, exc: Exception) -> None:
         """Abort the checkpoint: pause, rewind, drop cached state, back off."""
+        self._abandon_inflight()
         self.metrics.store_errors.inc()
         log.warning("write failed; pausing and rewinding to the last committed offsets",
                     extra={"error": str(exc), "retry_in_s": self._backoff})
@@ -521,14 +564,17 @@ class ConsumerService:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         if self._paused_since is None:
-            if self._batch_offsets:
-                self._checkpoint()
-            self._maybe_commit(wait=True)
+            ok = self._checkpoint(wait=True) if self._batch_offsets else \
+                self._complete_inflight(block=True)
+            if ok:
+                self._maybe_commit(wait=True)
+        self._abandon_inflight()
         self._give_up(tps, "revoked")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         # Someone else may own them already: never commit or write for them again.
+        self._abandon_inflight()
         self.sink.clear()
         self._batch_offsets.clear()
         self._pending.clear()
@@ -566,7 +612,7 @@ class ConsumerService:
 
     def _caught_up(self) -> bool:
         assert self.consumer is not None and self._end_offsets is not None
-        if self._pending or self._batch_offsets:
+        if self._pending or self._batch_offsets or self._inflight is not None:
             return False
         todo = [TopicPartition(t, p) for (t, p), end in self._end_offsets.items() if end > 0]
         if not todo:

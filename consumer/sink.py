@@ -37,7 +37,15 @@ import numpy as np
 from consumer import buckets
 from consumer.buckets import DTYPES, NS, VARIABLE, attr_group
 from consumer.columns import BucketIds
-from consumer.dedupe import WINDOW_NS, Tail, duplicate_count, first_occurrences, missing_mask
+from consumer.dedupe import (
+    WINDOW_NS,
+    Tail,
+    TailTable,
+    duplicate_count,
+    first_occurrences,
+    first_occurrences_grouped,
+    missing_mask,
+)
 from consumer.writer import MarketStoreWriter
 
 log = logging.getLogger(__name__)
@@ -73,13 +81,13 @@ class MarketStoreSink:
         self.writer = writer
         self.tail_rows = tail_rows
         self.repair_window_s = repair_window_s
-        self._rows: dict[str, list[tuple]] = defaultdict(list)
-        # fast path: per attribute group, chunks of (bucket ids, rows) in arrival order
-        self._chunks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         self.ids = BucketIds()
-        self._owner: dict[str, TopicPartition] = {}
-        self._tails: dict[str, Tail] = {}
-        self._recent: dict[str, list[tuple[float, int, int]]] = defaultdict(list)
+        # per attribute group, chunks of (bucket ids, rows) in arrival (offset) order
+        self._chunks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self._owner: dict[int, TopicPartition] = {}
+        self._tails = TailTable()
+        # per bucket id: time range written within the repair window (monotonic clock)
+        self._recent: dict[int, tuple[float, int, int]] = {}
         self.pending = 0
         self.repairs = 0
 
@@ -87,41 +95,26 @@ class MarketStoreSink:
     def add(self, kind: str, record: dict, tp: TopicPartition) -> str:
         """Buffer one record; RecordError when it cannot be stored. Returns its bucket."""
         tbk, row = buckets.to_row(kind, record)
-        self._rows[tbk].append(row)
-        self._owner[tbk] = tp
+        attr = attr_group(tbk)
+        bid = self.ids.id_of(tbk)
+        self._chunks[attr].append((np.array([bid], dtype=np.int64),
+                                   buckets.rows_to_array(attr, [row])))
+        self._owner[bid] = tp
         self.pending += 1
         return tbk
 
-    def add_rows(self, attr: str, bucket_ids: np.ndarray, rows: np.ndarray,
-                 tp: TopicPartition) -> None:
-        """Buffer many valid rows of one layout at once (``consumer.columns``), from one topic;
-        ``tp`` gives the topic, each bucket's partition is its symbol's (see ``owners``)."""
+    def add_rows(self, attr: str, bucket_ids: np.ndarray, rows: np.ndarray) -> None:
+        """Buffer many valid rows of one layout at once (``consumer.columns``)."""
         if not len(rows):
             return
         self._chunks[attr].append((bucket_ids, rows))
         self.pending += len(rows)
 
-    def set_owner(self, tbk: str, tp: TopicPartition) -> None:
-        self._owner[tbk] = tp
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        arrays = {tbk: buckets.rows_to_array(attr_group(tbk), rows)
-                  for tbk, rows in self._rows.items() if rows}
-        for chunks in self._chunks.values():
-            ids = np.concatenate([c[0] for c in chunks])
-            rows = np.concatenate([c[1] for c in chunks])
-            order = np.argsort(ids, kind="stable")
-            ids, rows = ids[order], rows[order]
-            cuts = np.flatnonzero(np.diff(ids)) + 1
-            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(ids)], strict=True):
-                tbk = self.ids.names[int(ids[lo])]
-                part = rows[lo:hi]
-                arrays[tbk] = np.concatenate([arrays[tbk], part]) if tbk in arrays else part
-        return arrays
+    def set_owner(self, bucket_id: int, tp: TopicPartition) -> None:
+        self._owner[bucket_id] = tp
 
     def clear(self) -> None:
         """Drop the unflushed batch (after an error the consumer rewinds and re-reads it)."""
-        self._rows.clear()
         self._chunks.clear()
         self.pending = 0
 
@@ -132,79 +125,112 @@ class MarketStoreSink:
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Forget the tails of buckets fed by partitions this member no longer owns."""
-        for tbk in [t for t, tp in self._owner.items() if tp in partitions]:
-            self._tails.pop(tbk, None)
-            self._recent.pop(tbk, None)
-            del self._owner[tbk]
+        gone = [b for b, tp in self._owner.items() if tp in partitions]
+        self._tails.drop(gone)
+        for b in gone:
+            self._recent.pop(b, None)
+            del self._owner[b]
+
+    def take(self) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """Hand over the buffered batch (to flush on another thread) and start a new one."""
+        chunks = dict(self._chunks)
+        self.clear()
+        return chunks
 
     def flush(self) -> FlushResult:
-        """Write the batch (deduplicated) in one DataService.Write; MarketStoreError on failure.
+        """Write the buffered batch; see :meth:`flush_taken`."""
+        return self.flush_taken(self.take())
 
-        On failure the batch stays buffered; the caller decides (normally clear + rewind).
+    def flush_taken(self, taken: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> FlushResult:
+        """Write a batch (deduplicated) in one DataService.Write; MarketStoreError on failure.
+
+        Everything is vectorised over all buckets of a layout: one concatenated array per
+        layout, sorted by (bucket, time), sliced into buckets by the request's startindex map.
+        On failure nothing is kept that could be wrong: the caller clears and rewinds.
         """
         t0 = time.perf_counter()
         result = FlushResult()
-        if not self.pending:
+        if not taken:
             return result
-        arrays = self._arrays()
-        variable = [tbk for tbk in arrays if VARIABLE[attr_group(tbk)]]
-        self._load_tails([t for t in variable if t not in self._tails])
-        reads: list[str] = []
-        keep: dict[str, np.ndarray] = {}
-        for tbk in variable:
-            a = arrays[tbk]
-            ts, seq = a["SipTimestamp"], a["SequenceNumber"]
-            first = first_occurrences(ts, seq)
-            new = self._tails[tbk].certainly_new(ts, seq)
-            keep[tbk] = first & new
-            if not np.all(new[first]):
-                reads.append(tbk)
-        for tbk in reads:
-            a = arrays[tbk]
-            ts, seq = a["SipTimestamp"], a["SequenceNumber"]
-            first = first_occurrences(ts, seq)
-            check = first & ~keep[tbk]
-            lo, hi = int(ts[check].min()), int(ts[check].max())
-            stored = self.writer.query([tbk], lo - WINDOW_NS, hi + WINDOW_NS).get(tbk)
-            if stored is None or not len(stored):
-                keep[tbk] = first
-            else:
-                keep[tbk] |= check & missing_mask(ts, seq, stored["SipTimestamp"],
-                                                  stored["SequenceNumber"])
-        out: dict[str, np.ndarray] = {}
-        for tbk, a in arrays.items():
-            attr = attr_group(tbk)
-            if tbk in keep:
-                result.duplicates_dropped += int(len(a) - keep[tbk].sum())
-                a = a[keep[tbk]]
-            if len(a):
-                out[tbk] = buckets.sort_rows(attr, a)
-        self.writer.write(out)
-        now = time.monotonic()
-        for tbk, a in out.items():
-            attr = attr_group(tbk)
-            kind = KIND_OF_ATTR[attr]
-            result.rows_written[kind] = result.rows_written.get(kind, 0) + len(a)
+        groups: list[tuple[str, np.ndarray, dict[str, tuple[int, int]]]] = []
+        written: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        for attr, chunks in taken.items():
+            ids = np.concatenate([c[0] for c in chunks])
+            rows = np.concatenate([c[1] for c in chunks])
             if VARIABLE[attr]:
-                ts = a["SipTimestamp"]
-                self._tails[tbk].update(ts, a["SequenceNumber"])
-                self._recent[tbk].append((now, int(ts.min()), int(ts.max())))
-        if out:
-            tbk, a = next(reversed(out.items()))
-            last = a[-1]
-            if VARIABLE[attr_group(tbk)]:
+                keep = self._dedupe(ids, rows)
+                result.duplicates_dropped += int(len(rows) - keep.sum())
+                ids, rows = ids[keep], rows[keep]
+                order = np.lexsort((rows["SipTimestamp"], ids))
+            else:
+                # the same bar twice in a batch: the later one wins, as a later write would
+                order = np.lexsort((rows["Epoch"], ids))
+                i, e = ids[order], rows["Epoch"][order]
+                last = np.ones(len(order), dtype=bool)
+                last[:-1] = (i[1:] != i[:-1]) | (e[1:] != e[:-1])
+                order = order[last]
+            ids, rows = ids[order], rows[order]
+            if not len(rows):
+                continue
+            uniq, starts, counts = np.unique(ids, return_index=True, return_counts=True)
+            slices = {self.ids.names[b]: (st, n) for b, st, n in
+                      zip(uniq.tolist(), starts.tolist(), counts.tolist(), strict=True)}
+            groups.append((attr, rows, slices))
+            written.append((attr, rows, uniq, starts))
+            kind = KIND_OF_ATTR[attr]
+            result.rows_written[kind] = result.rows_written.get(kind, 0) + len(rows)
+            result.buckets += len(uniq)
+        self.writer.write_groups(groups)
+        now = time.monotonic()
+        for attr, rows, uniq, starts in written:
+            if VARIABLE[attr]:
+                ts, seq = rows["SipTimestamp"], rows["SequenceNumber"]
+                lo, hi = np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
+                self._tails.update(uniq, lo, hi, np.minimum.reduceat(seq, starts),
+                                   np.maximum.reduceat(seq, starts))
+                horizon = now - self.repair_window_s
+                for b, a, z in zip(uniq.tolist(), lo.tolist(), hi.tolist(), strict=True):
+                    old = self._recent.get(b)
+                    if old is None or old[0] < horizon:
+                        self._recent[b] = (now, a, z)
+                    else:
+                        self._recent[b] = (now, min(old[1], a), max(old[2], z))
+        if written:
+            attr, rows, uniq, _ = written[-1]
+            last = rows[-1]
+            tbk = self.ids.names[int(uniq[-1])]
+            if VARIABLE[attr]:
                 result.probe = Probe(tbk, int(last["Epoch"]), int(last["SipTimestamp"]),
                                      int(last["SequenceNumber"]))
             else:
                 result.probe = Probe(tbk, int(last["Epoch"]), -1, -1)
-        result.buckets = len(out)
-        self.clear()
         result.seconds = time.perf_counter() - t0
         return result
 
-    def verify(self, probe: Probe) -> bool:
+    def _dedupe(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Keep-mask of rows neither repeated in the batch nor already in MarketStore."""
+        ts, seq = rows["SipTimestamp"], rows["SequenceNumber"]
+        self._load_tails(self._tails.missing(ids))
+        first = first_occurrences_grouped(ids, ts, seq)
+        new = self._tails.certainly_new(ids, ts, seq)
+        keep = first & new
+        check = first & ~new
+        if check.any():
+            for b in np.unique(ids[check]).tolist():
+                mine = check & (ids == b)
+                tbk = self.ids.names[b]
+                lo, hi = int(ts[mine].min()), int(ts[mine].max())
+                stored = self.writer.query([tbk], lo - WINDOW_NS, hi + WINDOW_NS).get(tbk)
+                if stored is None or not len(stored):
+                    keep |= mine
+                else:
+                    keep |= mine & missing_mask(ts, seq, stored["SipTimestamp"],
+                                                stored["SequenceNumber"])
+        return keep
+
+    def verify(self, probe: Probe, writer: MarketStoreWriter | None = None) -> bool:
         """True when the probe row reads back (its WAL transaction group was written)."""
-        rows = self.writer.query([probe.tbk], probe.epoch_s * NS,
+        rows = (writer or self.writer).query([probe.tbk], probe.epoch_s * NS,
                                  probe.epoch_s * NS + NS - 1).get(probe.tbk)
         if rows is None or not len(rows):
             return False
@@ -214,35 +240,33 @@ class MarketStoreSink:
                            & (rows["SequenceNumber"] == probe.seq)))
 
     # --- tails and repair --------------------------------------------------------------------
-    def _load_tails(self, tbks: list[str]) -> None:
-        if not tbks:
+    def _load_tails(self, bucket_ids: np.ndarray) -> None:
+        if not len(bucket_ids):
             return
+        tbks = [self.ids.names[b] for b in bucket_ids.tolist()]
         found = self.writer.query(tbks, limit=self.tail_rows, from_start=False)
-        for tbk in tbks:
+        for b, tbk in zip(bucket_ids.tolist(), tbks, strict=True):
             rows = found.get(tbk)
             if rows is None or not len(rows):
-                self._tails[tbk] = Tail()
+                self._tails.set(b, Tail())
                 continue
             ts, seq = rows["SipTimestamp"], rows["SequenceNumber"]
             if duplicate_count(ts, seq):
                 self.repair(tbk)
                 rows = self.writer.query([tbk], limit=self.tail_rows, from_start=False)[tbk]
                 ts, seq = rows["SipTimestamp"], rows["SequenceNumber"]
-            self._tails[tbk] = Tail.from_rows(ts, seq, complete=len(rows) < self.tail_rows)
+            self._tails.set(b, Tail.from_rows(ts, seq, complete=len(rows) < self.tail_rows))
 
     def repair_recent(self) -> int:
         """After a MarketStore error: rebuild recently written buckets that gained duplicates."""
         horizon = time.monotonic() - self.repair_window_s
         repaired = 0
-        for tbk in list(self._recent):
-            spans = [s for s in self._recent[tbk] if s[0] >= horizon]
-            if not spans:
-                del self._recent[tbk]
+        for b, (at, lo, hi) in list(self._recent.items()):
+            if at < horizon:
+                del self._recent[b]
                 continue
-            self._recent[tbk] = spans
-            lo = min(s[1] for s in spans) - WINDOW_NS
-            hi = max(s[2] for s in spans) + WINDOW_NS
-            rows = self.writer.query([tbk], lo, hi).get(tbk)
+            tbk = self.ids.names[b]
+            rows = self.writer.query([tbk], lo - WINDOW_NS, hi + WINDOW_NS).get(tbk)
             if rows is not None and duplicate_count(rows["SipTimestamp"], rows["SequenceNumber"]):
                 self.repair(tbk)
                 repaired += 1
@@ -263,5 +287,5 @@ class MarketStoreSink:
             "bucket": tbk, "rows": len(rows), "duplicates": dropped})
         self.writer.destroy(tbk)
         self.writer.write({tbk: buckets.sort_rows(attr_group(tbk), rows[keep])})
-        self._tails.pop(tbk, None)
+        self._tails.drop([self.ids.id_of(tbk)])
         self.repairs += 1

@@ -63,30 +63,41 @@ def _full_key(tbk: str) -> str:
     return f"{tbk}:{KEY_CATEGORY}"
 
 
-def build_write_requests(buckets: Mapping[str, np.ndarray]) -> list[dict]:
-    """The ``requests`` list of one DataService.Write call: one request per column layout."""
+# (attribute group, rows of many buckets, {bucket: (start, length)} slicing them)
+WriteGroup = tuple[str, np.ndarray, Mapping[str, tuple[int, int]]]
+
+
+def group_buckets(buckets: Mapping[str, np.ndarray]) -> list[WriteGroup]:
+    """Per-bucket arrays -> one concatenated array per column layout plus its slices."""
     by_attr: dict[str, list[tuple[str, np.ndarray]]] = defaultdict(list)
     for tbk, array in buckets.items():
         if len(array):
             by_attr[attr_group(tbk)].append((tbk, array))
-    out = []
+    out: list[WriteGroup] = []
     for attr, items in by_attr.items():
         arrays = [a for _, a in items]
         allrows = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-        names = list(allrows.dtype.names)
-        startindex, lengths, pos = {}, {}, 0
+        slices, pos = {}, 0
         for tbk, array in items:
-            startindex[_full_key(tbk)] = pos
-            lengths[_full_key(tbk)] = len(array)
+            slices[tbk] = (pos, len(array))
             pos += len(array)
+        out.append((attr, allrows, slices))
+    return out
+
+
+def build_write_requests(groups: Iterable[WriteGroup]) -> list[dict]:
+    """The ``requests`` list of one DataService.Write call: one request per column layout."""
+    out = []
+    for attr, allrows, slices in groups:
+        names = list(allrows.dtype.names)
         out.append({
             "dataset": {
                 "types": [allrows.dtype[n].str.lstrip("<|") for n in names],
                 "names": names,
                 "data": [np.ascontiguousarray(allrows[n]).tobytes() for n in names],
                 "length": len(allrows),
-                "startindex": startindex,
-                "lengths": lengths,
+                "startindex": {_full_key(t): st for t, (st, _n) in slices.items()},
+                "lengths": {_full_key(t): n for t, (_st, n) in slices.items()},
             },
             "is_variable_length": VARIABLE[attr],
         })
@@ -107,8 +118,15 @@ class MarketStoreWriter:
             raise MarketStoreError(f"{method} failed: {exc}") from exc
 
     def write(self, buckets: Mapping[str, np.ndarray]) -> int:
-        """Write many buckets in one RPC; returns the number of rows sent."""
-        reqs = build_write_requests(buckets)
+        """Write many buckets (one array each) in one RPC; returns the number of rows sent."""
+        return self.write_groups(group_buckets(buckets))
+
+    def write_groups(self, groups: list[WriteGroup]) -> int:
+        """Write prepared layout groups in one RPC; returns the number of rows sent."""
+        return self.write_requests(build_write_requests(groups))
+
+    def write_requests(self, reqs: list[dict]) -> int:
+        """Send a prepared ``requests`` list; check every item of the reply."""
         if not reqs:
             return 0
         reply = self._call("DataService.Write", requests=reqs)
@@ -116,7 +134,7 @@ class MarketStoreWriter:
         if errors:
             raise MarketStoreError(f"DataService.Write: {len(errors)} request(s) failed: "
                                    + "; ".join(errors[:3]))
-        return sum(len(a) for a in buckets.values())
+        return sum(r["dataset"]["length"] for r in reqs)
 
     def query(self, tbks: Iterable[str], start_ns: int | None = None,
               end_ns: int | None = None, limit: int | None = None,
