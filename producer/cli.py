@@ -116,14 +116,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ensure_topics(config: Config) -> None:
-    try:
-        from schemas.topics import ensure_topics
-    except ImportError:  # pragma: no cover - the schemas part ships it
-        log.warning("schemas.topics is not available: topics are not created here")
-        return
+    from schemas.topics import ensure_topics
+
     try:
         ensure_topics(config)
-    except Exception as exc:  # its own error types; any failure here is fatal at start
+    except Exception as exc:  # TopicsError or a Kafka error: fatal at start either way
         raise PublisherError(f"cannot create or check the Kafka topics: {exc}") from exc
 
 
