@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -100,6 +101,9 @@ class Publisher:
         self.max_queue_messages = int(props.get("queue.buffering.max.messages", 100_000))
         self._reports_only_errors = str(props.get("delivery.report.only.error", False)
                                         ).lower() in ("true", "1")
+        # Backfill produces from worker threads next to the live loop: counters are
+        # updated under a lock so no increment is lost.
+        self._count_lock = threading.Lock()
         self.produced = 0
         self._acknowledged = 0  # success reports (when librdkafka sends them)
         self.failed = 0
@@ -128,15 +132,16 @@ class Publisher:
             self._producer.produce(topic, value, symbol)
         except BufferError:
             self._wait_for_room(topic, value, symbol)
-        self.produced += 1
-        self.produced_by_kind[kind] += 1
+        with self._count_lock:
+            self.produced += 1
+            self.produced_by_kind[kind] += 1
 
     def produce_many(self, items: list[tuple[str, str, bytes]]) -> None:
         """``produce_encoded`` for a list of (kind, symbol, value): one call per frame on
         the live hot path instead of one per record."""
         produce = self._producer.produce
         topics = self._topics
-        by_kind = self.produced_by_kind
+        by_kind = dict.fromkeys(topics, 0)
         for kind, symbol, value in items:
             topic = topics[kind]
             try:
@@ -144,7 +149,10 @@ class Publisher:
             except BufferError:
                 self._wait_for_room(topic, value, symbol)
             by_kind[kind] += 1
-        self.produced += len(items)
+        with self._count_lock:
+            self.produced += len(items)
+            for kind, n in by_kind.items():
+                self.produced_by_kind[kind] += n
 
     def _wait_for_room(self, topic: str, value: bytes, key: str) -> None:
         started = time.monotonic()
@@ -242,9 +250,11 @@ class Publisher:
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
-            self._acknowledged += 1
+            with self._count_lock:
+                self._acknowledged += 1
             return
-        self.failed += 1
+        with self._count_lock:
+            self.failed += 1
         self.last_error = err.str()
         if self.failed <= _FAILURE_LOG_FIRST or self.failed % _FAILURE_LOG_EVERY == 0:
             key = msg.key()
