@@ -1,0 +1,35 @@
+"""The latency benchmark's load: paced trades with received_ns, in a process of its own."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Producer
+
+from common.config import Config
+from consumer.testkit import trade
+from schemas.codec import make_codec
+
+
+def paced_publisher(config: Config, rate: int, seconds: float, symbols: list[str]) -> None:
+    """Publishes trades at ``rate``/s with received_ns = now (a separate process, like the
+    real producer, so it does not share the consumer's interpreter)."""
+    codec = make_codec(config)
+    producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers, "linger.ms": 1,
+                         "compression.type": "lz4"})
+    topic = config.kafka.topics.trades
+    seqs = dict.fromkeys(symbols, 0)
+    t0 = time.perf_counter()
+    sent = 0
+    while time.perf_counter() - t0 < seconds:
+        due = int((time.perf_counter() - t0) * rate)
+        while sent < due:
+            s = symbols[sent % len(symbols)]
+            seqs[s] += 1
+            now = time.time_ns()
+            producer.produce(topic, codec.encode("trade", trade(s, seqs[s], now,
+                                                                received_ns=now)), s.encode())
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.002)
+    producer.flush(30)
