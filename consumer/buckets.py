@@ -73,7 +73,9 @@ QUOTE_DTYPE = np.dtype([
 ])
 DTYPES: dict[str, np.dtype] = {"OHLCV": OHLCV_DTYPE, "TRADE": TRADE_DTYPE, "QUOTE": QUOTE_DTYPE}
 ATTR_GROUP: dict[str, str] = {"bar": "OHLCV", "trade": "TRADE", "quote": "QUOTE"}
-VARIABLE: dict[str, bool] = {"OHLCV": False, "TRADE": True, "QUOTE": True}
+VARIABLE: dict[str, bool] = {"OHLCV": False, "TRADE": True, "QUOTE": True,
+                             "TRADEREPAIR": True, "QUOTEREPAIR": True,
+                             "TRADEREPAIRED": False, "QUOTEREPAIRED": False}
 
 _SYMBOL_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,39}")
 _MAX_TS = 4_102_444_800 * NS  # 2100-01-01: anything later is a unit mistake, not a timestamp

@@ -46,7 +46,7 @@ from consumer.dedupe import (
     first_occurrences_grouped,
     missing_mask,
 )
-from consumer.writer import MarketStoreWriter
+from consumer.writer import MarketStoreError, MarketStoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +244,7 @@ class MarketStoreSink:
         if not len(bucket_ids):
             return
         tbks = [self.ids.names[b] for b in bucket_ids.tolist()]
+        self._finish_repairs(tbks)
         found = self.writer.query(tbks, limit=self.tail_rows, from_start=False)
         for b, tbk in zip(bucket_ids.tolist(), tbks, strict=True):
             rows = found.get(tbk)
@@ -273,19 +274,77 @@ class MarketStoreSink:
         return repaired
 
     def repair(self, tbk: str) -> None:
-        """Rebuild a variable-length bucket without repeated rows (read all, destroy, write)."""
+        """Rebuild a variable-length bucket without repeated rows, crash-safely.
+
+        MarketStore cannot delete rows, only whole buckets, so: (1) write the deduplicated rows
+        to a shadow bucket ``SYMBOL/TF/<ATTR>REPAIR`` and check its row count, (2) write a
+        marker ``SYMBOL/TF/<ATTR>REPAIRED`` (fixed length: the row count) saying the shadow is
+        complete, (3) destroy and rewrite the bucket and check its count, (4) destroy the
+        marker, then the shadow. A member that finds a marker when it first uses a bucket
+        (this one after a crash, or the partition's next owner) finishes step 3 from the shadow
+        (:meth:`_finish_repairs`); a shadow without a marker is an unfinished step 1 (the
+        bucket is intact) and is simply replaced by the next repair.
+        """
         rows = self.writer.query([tbk]).get(tbk)
         if rows is None:
             return
-        dtype = DTYPES[attr_group(tbk)]
-        rows = buckets.aligned(rows, dtype)
+        attr = attr_group(tbk)
+        rows = buckets.aligned(rows, DTYPES[attr])
         keep = first_occurrences(rows["SipTimestamp"], rows["SequenceNumber"])
         dropped = int(len(rows) - keep.sum())
         if not dropped:
             return
         log.warning("repairing bucket with duplicated rows", extra={
             "bucket": tbk, "rows": len(rows), "duplicates": dropped})
-        self.writer.destroy(tbk)
-        self.writer.write({tbk: buckets.sort_rows(attr_group(tbk), rows[keep])})
+        clean = buckets.sort_rows(attr, rows[keep])
+        shadow, marker = _shadow_keys(tbk)
+        self._destroy_if_present(shadow)
+        self.writer.write({shadow: clean})
+        self._expect_rows(shadow, len(clean))
+        mark = np.zeros(1, dtype=MARKER_DTYPE)
+        mark["Epoch"], mark["Rows"] = 1_000_000_000, len(clean)  # any fixed time; 0 = hole
+        self.writer.write({marker: mark})
+        self._restore(tbk, clean)
         self._tails.drop([self.ids.id_of(tbk)])
         self.repairs += 1
+
+    def _restore(self, tbk: str, clean: np.ndarray) -> None:
+        shadow, marker = _shadow_keys(tbk)
+        self._destroy_if_present(tbk)
+        self.writer.write({tbk: clean})
+        self._expect_rows(tbk, len(clean))
+        self.writer.destroy(marker)
+        self._destroy_if_present(shadow)
+
+    def _finish_repairs(self, tbks: list[str]) -> None:
+        """Complete repairs a crash interrupted after their shadow was complete."""
+        markers = {_shadow_keys(t)[1]: t for t in tbks}
+        found = self.writer.query(list(markers), limit=1)
+        for marker, mark in found.items():
+            tbk = markers[marker]
+            shadow = _shadow_keys(tbk)[0]
+            clean = self.writer.query([shadow]).get(shadow)
+            if clean is None or len(clean) != int(mark["Rows"][0]):
+                raise MarketStoreError(f"repair shadow of {tbk} does not match its marker")
+            attr = attr_group(tbk)
+            clean = buckets.aligned(clean, DTYPES[attr])
+            log.warning("finishing an interrupted bucket repair", extra={"bucket": tbk})
+            self._restore(tbk, clean)
+
+    def _destroy_if_present(self, tbk: str) -> None:
+        if self.writer.query([tbk], limit=1).get(tbk) is not None:
+            self.writer.destroy(tbk)
+
+    def _expect_rows(self, tbk: str, n: int) -> None:
+        got = self.writer.query([tbk]).get(tbk)
+        if got is None or len(got) != n:
+            raise MarketStoreError(f"{tbk}: {0 if got is None else len(got)} rows after a "
+                                   f"rewrite of {n}")
+
+
+MARKER_DTYPE = np.dtype([("Epoch", "<i8"), ("Rows", "<i8")])
+
+
+def _shadow_keys(tbk: str) -> tuple[str, str]:
+    symbol, tf, attr = tbk.split("/")
+    return f"{symbol}/{tf}/{attr}REPAIR", f"{symbol}/{tf}/{attr}REPAIRED"
