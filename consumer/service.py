@@ -272,17 +272,18 @@ class ConsumerService:
             for msg in msgs:
                 self._handle(msg)
             return
-        good: list[Message] = []
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
+        good = [m for m in msgs if m.error() is None]
+        if len(good) != len(msgs):
+            for msg in msgs:
+                err = msg.error()
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", extra={"error": str(err)})
-                continue
-            good.append(msg)
-            self._batch_offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
         if not good:
             return
+        # the last message per partition wins in a dict: its offset + 1 is what to commit
+        last = {(m.topic(), m.partition()): m.offset() for m in good}
+        for tp, offset in last.items():
+            self._batch_offsets[tp] = offset + 1
         if self._batch_started is None:
             self._batch_started = time.monotonic()
         result = self.codec.decode_batch([m.value() or b"" for m in good])

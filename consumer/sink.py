@@ -18,7 +18,8 @@ Exactly once in the database:
   checkpoint interval a second time. The sink remembers the time range it wrote per bucket in
   the last ``repair_window_s`` and, after any MarketStore error, and whenever a tail is loaded,
   looks for rows that repeat an earlier (sequence number, time) and rebuilds such a bucket
-  deduplicated (read all, destroy, write back): :meth:`MarketStoreSink.repair`.
+  deduplicated (read all, destroy, write back; crash-safe through a shadow bucket and a
+  marker that the bucket's next user completes): :meth:`MarketStoreSink.repair`.
 
 Durability: :meth:`flush` returns a probe (one row it wrote); the consumer commits offsets only
 once the probe reads back (MarketStore makes rows visible only after their WAL group is
