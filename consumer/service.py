@@ -9,7 +9,9 @@ failure) aborts the checkpoint: the assigned partitions are paused and rewound t
 committed offsets, the unflushed batch and every cached tail are dropped, and the loop backs
 off (``retry_initial_s`` doubling to ``retry_max_s``) while still serving the group protocol,
 probes MarketStore, repairs buckets MarketStore's WAL replay may have duplicated, and resumes.
-Nothing is committed and nothing spins meanwhile.
+Nothing is committed and nothing spins meanwhile. Writes run on one writer thread, pipelined
+one batch deep (Kafka polling and decoding of the next batch overlap the current write; writes
+stay strictly ordered).
 
 Poison messages (undecodable, unknown schema, invalid values, unkeyable symbol) go to the
 dead-letter topic with the original key and value and headers ``error``, ``error.class``,
