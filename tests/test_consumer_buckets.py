@@ -11,7 +11,7 @@ from consumer import buckets
 from consumer.buckets import RecordError, bucket_key, bucket_symbol, pack_codes, unpack_codes
 from consumer.dedupe import WINDOW_NS, Tail, first_occurrences, missing_mask
 from consumer.testkit import BASE_NS, bar, quote, trade
-from consumer.writer import build_write_requests
+from consumer.writer import build_write_requests, group_buckets
 
 
 def test_symbols_map_slash_and_reject_unkeyable() -> None:
@@ -113,7 +113,7 @@ def test_one_request_per_layout_many_buckets() -> None:
                           ("bar", bar(sym, BASE_NS))):
             tbk, row = buckets.to_row(kind, rec)
             arrays[tbk] = buckets.rows_to_array(buckets.attr_group(tbk), [row, row])
-    reqs = build_write_requests(arrays)
+    reqs = build_write_requests(group_buckets(arrays))
     assert len(reqs) == 3
     for req in reqs:
         ds = req["dataset"]
