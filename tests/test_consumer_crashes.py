@@ -171,3 +171,37 @@ def test_three_consumers_one_killed_then_restarted(kafka_bootstrap: str, markets
     written = sum(1 for p in logs.values() for line in p.read_bytes().splitlines()
                   if b'"batch written"' in line)
     assert written > 3
+
+
+def test_kill_9_of_the_consumer_mid_batch_then_restart(kafka_bootstrap: str,
+                                                       marketstore_url: str,
+                                                       tmp_path: Path) -> None:
+    config = make_config(kafka_bootstrap, marketstore_url)
+    create_topics(config)
+    config_path = tmp_path / "config.yml"
+    _write_config(config, config_path)  # batches of 2000 events
+    symbols = [unique("KC") for _ in range(2)]
+    sent: list[tuple[str, dict]] = []
+    for i in range(20):
+        sent += _chunk(symbols, i, 1000)
+    publish(config, sent)
+    expected = expected_buckets(sent)
+    log = tmp_path / "c.log"
+    proc = _consumer_proc(config_path, "k1", log)
+    try:
+        # some batches written, most not: the kill lands in the middle of the stream
+        wait_for(lambda: log.exists() and log.read_bytes().count(b'"batch written"') >= 2,
+                 60, interval=0.01, what="first batches")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        stored = sum(row_count(marketstore_url, t) for t in expected)
+        assert 0 < stored < sum(len(e) for e in expected.values())
+        proc = _consumer_proc(config_path, "k1", log)
+        _eventually_equal(marketstore_url, expected, 90)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    _eventually_equal(marketstore_url, expected, 5)
