@@ -91,6 +91,7 @@ class MarketStoreSink:
         self._recent: dict[int, tuple[float, int, int]] = {}
         self.pending = 0
         self.repairs = 0
+        self._layout_ok: set[int] = set()  # fixed buckets whose columns were checked
 
     # --- batch -----------------------------------------------------------------------------
     def add(self, kind: str, record: dict, tp: TopicPartition) -> str:
@@ -164,6 +165,7 @@ class MarketStoreSink:
                 ids, rows = ids[keep], rows[keep]
                 order = np.lexsort((rows["SipTimestamp"], ids))
             else:
+                self._check_fixed_layouts(ids)
                 # the same bar twice in a batch: the later one wins, as a later write would
                 order = np.lexsort((rows["Epoch"], ids))
                 i, e = ids[order], rows["Epoch"][order]
@@ -252,12 +254,22 @@ class MarketStoreSink:
             if rows is None or not len(rows):
                 self._tails.set(b, Tail())
                 continue
+            _check_layout(tbk, rows)
             ts, seq = rows["SipTimestamp"], rows["SequenceNumber"]
             if duplicate_count(ts, seq):
                 self.repair(tbk)
                 rows = self.writer.query([tbk], limit=self.tail_rows, from_start=False)[tbk]
                 ts, seq = rows["SipTimestamp"], rows["SequenceNumber"]
             self._tails.set(b, Tail.from_rows(ts, seq, complete=len(rows) < self.tail_rows))
+
+    def _check_fixed_layouts(self, ids: np.ndarray) -> None:
+        todo = [b for b in np.unique(ids).tolist() if b not in self._layout_ok]
+        if not todo:
+            return
+        tbks = [self.ids.names[b] for b in todo]
+        for tbk, rows in self.writer.query(tbks, limit=1, from_start=False).items():
+            _check_layout(tbk, rows)
+        self._layout_ok.update(todo)
 
     def repair_recent(self) -> int:
         """After a MarketStore error: rebuild recently written buckets that gained duplicates."""
@@ -341,6 +353,17 @@ class MarketStoreSink:
         if got is None or len(got) != n:
             raise MarketStoreError(f"{tbk}: {0 if got is None else len(got)} rows after a "
                                    f"rewrite of {n}")
+
+
+def _check_layout(tbk: str, rows: np.ndarray) -> None:
+    """A bucket of another layout (the legacy plugin's, say) cannot take our rows; say so
+    instead of failing on a missing column or letting the server reject every batch."""
+    want = set(DTYPES[attr_group(tbk)].names)
+    got = set(rows.dtype.names or ())
+    if got != want:
+        raise MarketStoreError(
+            f"bucket {tbk} has the columns {sorted(got)}, the consumer writes {sorted(want)}: "
+            "a bucket of another layout (e.g. the legacy plugin's); migrate or destroy it")
 
 
 MARKER_DTYPE = np.dtype([("Epoch", "<i8"), ("Rows", "<i8")])

@@ -68,3 +68,23 @@ def test_repair_interrupted_after_destroy_is_finished_by_the_next_user(
     _equal(marketstore_url, tbk, expected[tbk])
     assert sink._tails.get(bid).max_seq == 300
     assert buckets.VARIABLE["TRADEREPAIR"]
+
+
+def test_a_bucket_of_another_layout_is_reported_not_corrupted(marketstore_url: str) -> None:
+    from consumer.testkit import trade
+
+    sym = unique("LG")
+    legacy = np.zeros(1, dtype=[("Epoch", "<i8"), ("Nanoseconds", "<i4"), ("Price", "<f8"),
+                                ("Size", "<u8")])
+    legacy["Epoch"], legacy["Price"], legacy["Size"] = 1_764_000_000, 1.0, 5
+    tbk = f"{sym}/1Sec/TRADE"
+    MarketStoreWriter(marketstore_url).write({tbk: legacy})
+    sink = MarketStoreSink(MarketStoreWriter(marketstore_url))
+    sink.add("trade", trade(sym, 1, 1_764_000_001_000_000_000), ("t", 0))
+    with pytest.raises(MarketStoreError, match="another layout"):
+        sink.flush()
+    assert len(read_bucket_raw(marketstore_url, tbk)) == 1
+
+
+def read_bucket_raw(url: str, tbk: str) -> np.ndarray:
+    return MarketStoreWriter(url).query([tbk])[tbk]
