@@ -37,7 +37,7 @@ class BucketIds:
     def __init__(self) -> None:
         self.names: list[str] = []
         self._ids: dict[str, int] = {}
-        self._by_symbol: dict[tuple[str, str], int] = {}  # (kind, symbol) -> id, -1: unkeyable
+        self._by_symbol: dict[str, dict[str, int]] = {}  # kind -> symbol -> id (-1: unkeyable)
 
     def id_of(self, tbk: str) -> int:
         got = self._ids.get(tbk)
@@ -48,16 +48,20 @@ class BucketIds:
 
     def for_symbols(self, kind: str, symbols: np.ndarray) -> np.ndarray:
         """Bucket id per row for trades/quotes (-1 where the symbol cannot be keyed)."""
-        cache = self._by_symbol
-        out = np.empty(len(symbols), dtype=np.int64)
-        for i, s in enumerate(symbols.tolist()):
-            got = cache.get((kind, s))
+        cache = self._by_symbol.setdefault(kind, {})
+        get = cache.get
+        out = np.fromiter([get(s, -2) for s in symbols.tolist()], dtype=np.int64,
+                          count=len(symbols))
+        misses = np.flatnonzero(out == -2)
+        for i in misses.tolist():
+            s = symbols[i]
+            got = cache.get(s)
             if got is None:
                 try:
                     got = self.id_of(bucket_key(kind, {"symbol": s}))
                 except RecordError:
                     got = -1
-                cache[(kind, s)] = got
+                cache[s] = got
             out[i] = got
         return out
 
