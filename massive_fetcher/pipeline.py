@@ -135,14 +135,21 @@ class StatusView:
         return table
 
 
-def bucket_table(url: str) -> Table:
+MAX_TABLE_BUCKETS = 60
+
+
+def bucket_table(url: str, symbols: list[str]) -> Table:
+    """Row counts of the buckets of ``symbols`` (all buckets for ``*``, at most 60 shown)."""
     client = pymkts.Client(url)
+    wanted = None if "*" in symbols else {s.upper().replace("/", ".") for s in symbols}
+    tbks = sorted(t for t in client.list_symbols(pymkts.ListSymbolsFormat.TBK)
+                  if wanted is None or t.split("/")[0] in wanted)
     table = Table(title="MarketStore buckets")
     table.add_column("bucket")
     table.add_column("rows", justify="right")
     table.add_column("first", justify="right")
     table.add_column("last", justify="right")
-    for tbk in sorted(client.list_symbols(pymkts.ListSymbolsFormat.TBK)):
+    for tbk in tbks[:MAX_TABLE_BUCKETS]:
         symbol, timeframe, group = tbk.split("/")
         try:
             reply = client.query(pymkts.Params(symbol, timeframe, group))
@@ -153,6 +160,8 @@ def bucket_table(url: str) -> Table:
         first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(array["Epoch"][0])))
         last = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(array["Epoch"][-1])))
         table.add_row(tbk, f"{len(array):,}", first, last)
+    if len(tbks) > MAX_TABLE_BUCKETS:
+        table.caption = f"... and {len(tbks) - MAX_TABLE_BUCKETS} more buckets"
     return table
 
 
@@ -183,6 +192,11 @@ def effective_config(config: Config, raw_file: str | None, use_simulator: bool,
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def streamed_symbols(config_path: Path) -> list[str]:
+    raw = yaml.safe_load(config_path.read_text()) or {}
+    return list((raw.get("massive") or {}).get("symbols") or ["*"])
 
 
 def wait_healthy(port: int, child: Child, children: Children, timeout: float = 60.0) -> None:
@@ -269,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
             pass
         finally:
             children.stop_all()
-        console.print(bucket_table(marketstore_url))
+        console.print(bucket_table(marketstore_url, streamed_symbols(config_path)))
         console.print(f"Logs of every part: {directory}")
     return 0
 
