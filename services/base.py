@@ -6,6 +6,7 @@ import abc
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -119,7 +120,7 @@ class Service(abc.ABC):
             if self.pid() is not None:
                 return None
             self.pid_file.unlink(missing_ok=True)
-            busy = [p for p in self.ports() if process.port_open(HOST, p)]
+            busy = self._busy_ports()
             if busy:
                 raise ServiceError(
                     f"{self.name}: port {', '.join(map(str, busy))} on {HOST} is already in use "
@@ -129,6 +130,15 @@ class Service(abc.ABC):
                                         env=self.env(), die_with_parent=self._die_with_parent)
             process.write_pid(self.pid_file, self._child.pid)
             return self._child.pid
+
+    def _busy_ports(self, settle_s: float = 5.0) -> list[int]:
+        """Ports someone else listens on; a just-killed server's sockets get a moment to go."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            busy = [p for p in self.ports() if process.port_open(HOST, p)]
+            if not busy or time.monotonic() >= deadline:
+                return busy
+            time.sleep(0.2)
 
     def env(self) -> dict[str, str]:
         return dict(os.environ)
