@@ -53,7 +53,7 @@ from consumer import columns
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
 from consumer.sink import FlushResult, MarketStoreSink, Probe
 from consumer.writer import MarketStoreError, MarketStoreWriter, ServerWatch
-from schemas.codec import DecodeError, make_codec
+from schemas.codec import DecodeError, RegistryError, make_codec
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,13 @@ class ConsumerService:
                 msgs = self.consumer.consume(num_messages=room, timeout=timeout)
                 if self._paused_since is not None:
                     continue  # an error in a callback: these are re-read after the rewind
-                self._handle_many(msgs)
+                try:
+                    self._handle_many(msgs)
+                except RegistryError as exc:
+                    # The registry being unreachable says nothing about the message: retry
+                    # it like a MarketStore outage instead of dead-lettering good data.
+                    self._fail(exc)
+                    continue
                 self._complete_inflight(block=False)
                 if self._paused_since is not None:
                     continue
@@ -497,7 +503,7 @@ class ConsumerService:
         """Abort the checkpoint: pause, rewind, drop cached state, back off."""
         self._abandon_inflight()
         self.metrics.store_errors.inc()
-        log.warning("write failed; pausing and rewinding to the last committed offsets",
+        log.warning("batch failed; pausing and rewinding to the last committed offsets",
                     extra={"error": str(exc), "retry_in_s": self._backoff})
         self.sink.reset()
         self._pending.clear()
