@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from rich.table import Table
 
 from common.config import Config
 from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
+from services.containers import docker_available
 
 SIMULATOR_KEY = "demo-key"  # the simulator accepts any non-empty key
 
@@ -237,7 +239,33 @@ def local_services(args: argparse.Namespace, config: Config,
             subprocess.run([*argv[:4], "down", *argv[4:]], env=env)
 
 
+def choose_runner(requested: str, java_on_path: bool, docker_reachable: bool) -> str:
+    """``native`` or ``compose``: native wherever Java can run Kafka, compose where only a
+    Docker engine is available (or when asked for)."""
+    if requested != "auto":
+        return requested
+    if not java_on_path and docker_reachable:
+        return "compose"
+    return "native"
+
+
+def run_compose(config_file: str | None) -> int:
+    """The same pipeline under Docker Compose (compose.yaml), in the foreground."""
+    compose = Path(__file__).resolve().parent.parent / "compose.yaml"
+    if not compose.exists():
+        raise UsageError(f"{compose} not found: run from a checkout of massive-fetcher")
+    if config_file:
+        raise UsageError("--config is not used with compose: compose.yaml carries its own "
+                         "config; set MASSIVE_API_KEY etc. in the environment")
+    return subprocess.call(["docker", "compose", "-f", str(compose), "up", "--build"])
+
+
 def run(args: argparse.Namespace) -> int:
+    java = shutil.which("java") is not None
+    # Ping Docker only when it could change the choice.
+    docker = args.runner == "auto" and not java and docker_available()
+    if choose_runner(args.runner, java, docker) == "compose":
+        return run_compose(args.config)
     config = config_from_args(args)
     console = Console()
     use_simulator = not config.massive.api_key
@@ -298,6 +326,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
                         help="stop by itself after this many seconds (default: run until "
                              "Ctrl-C)")
+    parser.add_argument("--runner", choices=("auto", "native", "compose"), default="auto",
+                        help="native processes (default wherever Java is installed) or "
+                             "docker compose (auto when only a Docker engine is there)")
     parser.add_argument("--keep-services", action="store_true",
                         help="leave Kafka and MarketStore running on exit")
     parser.set_defaults(func=run)

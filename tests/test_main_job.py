@@ -68,3 +68,12 @@ def test_run_streams_simulator_data_into_marketstore(
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
+
+
+def test_runner_choice_prefers_native_and_falls_back_to_compose() -> None:
+    from massive_fetcher.pipeline import choose_runner
+
+    assert choose_runner("auto", java_on_path=True, docker_reachable=True) == "native"
+    assert choose_runner("auto", java_on_path=False, docker_reachable=True) == "compose"
+    assert choose_runner("auto", java_on_path=False, docker_reachable=False) == "native"
+    assert choose_runner("compose", java_on_path=True, docker_reachable=False) == "compose"
