@@ -138,3 +138,20 @@ def test_cli_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert "unknown key 'massive.apikey'" in lines[0]
     assert str(path) in lines[0]
+
+
+def test_readme_config_reference_lists_every_key() -> None:
+    readme = (ROOT / "README.md").read_text()
+
+    def keys(cls: type, prefix: str):
+        for f in dataclasses.fields(cls):
+            if f.name == "source":
+                continue
+            value = getattr(cls(), f.name)
+            if dataclasses.is_dataclass(value):
+                yield from keys(type(value), f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}"
+
+    missing = [k for k in keys(Config, "") if f"| `{k}` |" not in readme]
+    assert not missing, f"README.md configuration table lacks {missing}"
