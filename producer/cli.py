@@ -151,7 +151,8 @@ def _attach_inprocess(session: ProducerSession, config: Config, publisher: Publi
             inprocess.run_inprocess_backfill(config, publisher, session.stop_event),
             name="inprocess-backfill")
     if config.producer.gap_repair:
-        async def repair(gap: Gap) -> None:
-            await inprocess.repair_gap(config, publisher, gap)
+        async def repair(gap: Gap) -> int:
+            return int(await inprocess.repair_gap(config, publisher, gap))
 
-        session.add_gap_listener(repair)
+        # also picks up the gaps earlier runs left unrepaired (marked in the gaps file)
+        session.set_gap_repair(repair)

@@ -9,6 +9,9 @@ Every time a subscribed connection is lost, the window between the newest data s
 the moment the new subscription is live is recorded as a :class:`Gap`: appended to
 ``producer.gaps_file`` (JSON lines) and handed to the gap listeners (gap repair in
 ``backfill``), which run as background tasks of this session so they never block reading.
+Gap repair is durable: a completed repair appends a ``{"repaired": <gap id>, ...}`` marker
+line to the same file, and at start every gap without a marker (repair cut off by a stop
+or crash, or failed) is repaired again in the background (see :meth:`set_gap_repair`).
 
 Exit codes of :meth:`ProducerSession.run`: 0 stopped on request, ``EXIT_AUTH_FAILED`` when
 the server refused the key (no retry: the same key will not work the second time),
@@ -80,6 +83,13 @@ class Gap:
     data_types: tuple[str, ...]
     reason: str
     attempts: int = 1  # reconnection attempts it took (0: stopped before any)
+    # Stable across runs so a "repaired" marker line can name it; lines written before
+    # ids existed get the same id derived from the window when read back.
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", gap_id(self.start_ns, self.end_ns))
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -92,19 +102,67 @@ class Gap:
         return cls(start_ns=int(d["start_ns"]), end_ns=int(d["end_ns"]),
                    disconnected_ns=int(d["disconnected_ns"]),
                    symbols=tuple(d["symbols"]), data_types=tuple(d["data_types"]),
-                   reason=str(d.get("reason", "")), attempts=int(d.get("attempts", 1)))
+                   reason=str(d.get("reason", "")), attempts=int(d.get("attempts", 1)),
+                   id=str(d.get("id") or ""))
+
+
+def gap_id(start_ns: int, end_ns: int) -> str:
+    return f"{start_ns}-{end_ns}"
 
 
 GapListener = Callable[[Gap], Awaitable[None]]
+# Repairs a gap completely (returns the records published) or raises.
+GapRepair = Callable[[Gap], Awaitable[int]]
 
 
-def read_gaps(path: str | os.PathLike[str]) -> list[Gap]:
-    """Every gap recorded in a gaps file (missing file: none)."""
+@dataclasses.dataclass
+class GapLog:
+    """What a gaps file says: the gaps (first line per id, file order) and which of them
+    were repaired (``{"repaired": id, "records": n, "at_ns": t}`` marker lines)."""
+
+    gaps: list[Gap]
+    repaired: dict[str, dict[str, Any]]
+    bad_lines: int = 0  # unreadable lines (e.g. torn by a crash mid-write), skipped
+
+    @property
+    def pending(self) -> list[Gap]:
+        return [g for g in self.gaps if g.id not in self.repaired]
+
+
+def parse_gap_log(text: str, source: str = "gaps file") -> GapLog:
+    """Pure parser of the gaps file format (see :class:`GapLog`)."""
+    gaps: dict[str, Gap] = {}
+    repaired: dict[str, dict[str, Any]] = {}
+    bad = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = orjson.loads(line)
+            if "repaired" in d:
+                repaired[str(d["repaired"])] = d
+            else:
+                gap = Gap.from_dict(d)
+                gaps.setdefault(gap.id, gap)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            bad += 1
+            log.warning("%s line %d is not a gap record, skipped: %s", source, n, exc)
+    return GapLog(list(gaps.values()), repaired, bad)
+
+
+def read_gap_log(path: str | os.PathLike[str]) -> GapLog:
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
-        return []
-    return [Gap.from_dict(orjson.loads(line)) for line in text.splitlines() if line.strip()]
+        return GapLog([], {})
+    return parse_gap_log(text, str(path))
+
+
+def read_gaps(path: str | os.PathLike[str], *, pending: bool = False) -> list[Gap]:
+    """Every gap recorded in a gaps file (missing file: none); with ``pending=True`` only
+    those not marked repaired."""
+    gap_log = read_gap_log(path)
+    return gap_log.pending if pending else gap_log.gaps
 
 
 class _Disconnected(Exception):
@@ -140,6 +198,11 @@ class ProducerSession:
         self.gaps_file = Path(config.producer.gaps_file)
         self.handshake_timeout_s = handshake_timeout_s
         self._gap_listeners: list[GapListener] = [on_gap] if on_gap else []
+        self._gap_repair: GapRepair | None = None
+        self._repairing: set[str] = set()  # gap ids whose repair started in this run
+        self._resumed = False  # pending gaps of earlier runs were picked up
+        self.gaps_repaired = 0
+        self.gap_repairs_failed = 0
 
         self.stats = ProtocolStats()
         self.events_by_kind = {"bar": 0, "trade": 0, "quote": 0}
@@ -172,6 +235,18 @@ class ProducerSession:
     def add_gap_listener(self, listener: GapListener) -> None:
         """``await listener(gap)`` runs as a background task for every gap recorded."""
         self._gap_listeners.append(listener)
+
+    def set_gap_repair(self, repair: GapRepair) -> None:
+        """Repair gaps with ``await repair(gap)`` in background tasks: each live gap when
+        it closes, and, when the session starts, every gap the gaps file still lists as
+        pending (left by a crash, a stop mid-repair or a failed repair). A completed repair
+        appends a ``repaired`` marker to the gaps file; a failed one stays pending and is
+        retried at the next start. Callable before :meth:`run` or, from any thread, while
+        it runs."""
+        self._gap_repair = repair
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._resume_pending_gaps)
 
     def start_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run ``coro`` beside the read loop; failures are logged; cancelled at stop."""
@@ -215,6 +290,7 @@ class ProducerSession:
 
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
+        self._resume_pending_gaps()
         failures = 0
         try:
             while not self.stop_event.is_set():
@@ -434,18 +510,69 @@ class ProducerSession:
         if stopped:
             return  # no repair while shutting down; the file keeps it for later
         for listener in self._gap_listeners:
-            self.start_task(listener(gap), name=f"gap-repair-{gap.start_ns}")
+            self.start_task(listener(gap), name=f"gap-listener-{gap.id}")
+        if self._gap_repair is not None:
+            self._repairing.add(gap.id)
+            self.start_task(self._repair(gap), name=f"gap-repair-{gap.id}")
+
+    def _resume_pending_gaps(self) -> None:
+        """Start repairing the gaps earlier runs left pending (once per run)."""
+        if self._resumed or self._gap_repair is None or self.stop_event.is_set():
+            return
+        self._resumed = True
+        gap_log = read_gap_log(self.gaps_file)
+        pending = [g for g in gap_log.pending if g.id not in self._repairing]
+        if not pending:
+            return
+        self._repairing.update(g.id for g in pending)
+        log.warning("%d gap(s) in %s were never repaired; repairing them in the "
+                    "background", len(pending), self.gaps_file,
+                    extra={"gap_ids": [g.id for g in pending]})
+        self.start_task(self._repair_in_turn(pending), name="gap-repair-pending")
+
+    async def _repair_in_turn(self, gaps: list[Gap]) -> None:
+        # One after the other: a long outage history must not flood REST or Kafka's queue.
+        for gap in gaps:
+            if self.stop_event.is_set():
+                return
+            await self._repair(gap)
+
+    async def _repair(self, gap: Gap) -> None:
+        assert self._gap_repair is not None
+        where = {"gap_id": gap.id, "gap_start_ns": gap.start_ns, "gap_end_ns": gap.end_ns,
+                 "gaps_file": str(self.gaps_file)}
+        try:
+            records = await self._gap_repair(gap)
+        except asyncio.CancelledError:
+            log.warning("gap repair cut off by the stop; the gap stays pending in %s and is "
+                        "repaired at the next start", self.gaps_file, extra=where)
+            raise
+        except Exception as exc:
+            self.gap_repairs_failed += 1
+            log.error("gap repair failed; the gap stays pending in %s and is retried at "
+                      "the next start: %s: %s", self.gaps_file, type(exc).__name__, exc,
+                      extra=where)
+            return
+        marker = {"repaired": gap.id, "records": int(records), "at_ns": time.time_ns()}
+        if await asyncio.to_thread(self._append, marker):
+            self.gaps_repaired += 1
+            log.info("gap repair recorded", extra={**where, "records": records})
 
     def _write_gap(self, gap: Gap) -> None:
+        self._append(gap.as_dict())
+
+    def _append(self, line: dict[str, Any]) -> bool:
         try:
             self.gaps_file.parent.mkdir(parents=True, exist_ok=True)
             with open(self.gaps_file, "ab") as f:
-                f.write(orjson.dumps(gap.as_dict()) + b"\n")
+                f.write(orjson.dumps(line) + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
+            return True
         except OSError as exc:
-            log.error("cannot record the gap in %s: %s", self.gaps_file, exc,
-                      extra={"gap": gap.as_dict()})
+            log.error("cannot write to the gaps file %s: %s", self.gaps_file, exc,
+                      extra={"line": line})
+            return False
 
     async def _stop_tasks(self, grace_s: float = 5.0) -> None:
         """Background tasks see ``stop_event`` first and get ``grace_s`` to finish."""
@@ -491,6 +618,12 @@ class _SessionCollector(Collector):
         yield statuses
         yield CounterMetricFamily("producer_gaps", "Disconnect windows recorded",
                                   value=len(s.gaps))
+        yield CounterMetricFamily("producer_gaps_repaired", "Gaps repaired and marked so "
+                                  "in the gaps file (this run's and earlier runs')",
+                                  value=s.gaps_repaired)
+        yield CounterMetricFamily("producer_gap_repairs_failed", "Gap repairs that failed "
+                                  "(the gap stays pending for the next start)",
+                                  value=s.gap_repairs_failed)
         yield GaugeMetricFamily("producer_queue_depth", "Messages in librdkafka's local "
                                 "queue", value=s.publisher.queue_depth)
         yield GaugeMetricFamily("producer_connected", "1 while connected and authenticated",
