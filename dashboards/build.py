@@ -1,0 +1,173 @@
+"""Builds ``dashboards/massive-fetcher.grafana.json``: ``python -m dashboards.build``.
+
+The JSON is committed (import it in Grafana: Dashboards -> New -> Import, then pick a
+Prometheus data source for ``datasource``); this script is its source so panels stay uniform.
+``tests/test_dashboard.py`` checks that every metric a query uses is exported by the code and
+that the committed JSON is what this script builds.
+
+Metrics come from three scrape targets (``metrics.*_port`` in the config): the producer
+(``producer_*`` and its publisher's ``producer_kafka_*``), the consumer (``consumer_*``) and
+the backfill (``massive_backfill_*`` and ``backfill_kafka_*``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).with_name("massive-fetcher.grafana.json")
+DS = {"type": "prometheus", "uid": "${datasource}"}
+RI = "$__rate_interval"
+WIDTH = 8
+HEIGHT = 8
+
+
+def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
+    return {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref,
+            "range": True}
+
+
+def panel(title: str, unit: str, *queries: tuple[str, str], description: str = "",
+          kind: str = "timeseries") -> dict[str, Any]:
+    return {
+        "type": kind, "title": title, "description": description, "datasource": DS,
+        "fieldConfig": {"defaults": {"unit": unit, "min": 0}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"},
+                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "targets": [_target(e, legend, chr(ord("A") + i))
+                    for i, (e, legend) in enumerate(queries)],
+    }
+
+
+def quantile(q: float, metric: str) -> str:
+    return f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket[{RI}])))"
+
+
+PRODUCER = [
+    panel("Producer events/s by type", "ops",
+          (f"sum by (type) (rate(producer_events_total[{RI}]))", "{{type}}"),
+          description="Events received over the WebSocket and queued for Kafka"),
+    panel("Producer delivered to Kafka/s", "ops",
+          (f"sum(rate(producer_kafka_delivered_total[{RI}]))", "delivered"),
+          (f"sum(rate(producer_frames_total[{RI}]))", "WebSocket frames")),
+    panel("Producer connection", "short",
+          ("max(producer_connected)", "connected"),
+          (f"sum(increase(producer_reconnects_total[{RI}]))", "reconnects"),
+          description="1 while connected and authenticated; reconnection attempts"),
+    panel("Producer parse errors/s by reason", "ops",
+          (f"sum by (reason) (rate(producer_parse_errors_total[{RI}]))", "{{reason}}"),
+          description="Malformed frames or events skipped"),
+    panel("Producer produce errors", "short",
+          (f"sum(increase(producer_produce_errors_total[{RI}]))", "produce errors"),
+          (f"sum(rate(producer_kafka_backpressure_seconds_total[{RI}]))",
+           "back-pressure (s waited per s)"),
+          description="Records Kafka did not take; time publishing waited for queue room"),
+    panel("Producer queue depth", "short",
+          ("sum(producer_queue_depth)", "librdkafka queue"),
+          description="Messages in librdkafka's local queue"),
+    panel("Producer event lag", "s",
+          ("max(producer_event_lag_seconds)", "receipt - event time"),
+          description="Receipt time minus event time of the newest event of the last frame"),
+    panel("Producer gaps", "short",
+          (f"sum(increase(producer_gaps_total[{RI}]))", "gaps recorded"),
+          (f"sum(increase(producer_gaps_repaired_total[{RI}]))", "gaps repaired"),
+          (f"sum(increase(producer_gap_repairs_failed_total[{RI}]))", "repairs failed"),
+          description="Disconnect windows recorded, and repaired by the in-process backfill"),
+]
+
+CONSUMER = [
+    panel("Consumer events written/s by type", "ops",
+          (f"sum by (type) (rate(consumer_events_written_total[{RI}]))", "{{type}}"),
+          description="Rows written to MarketStore"),
+    panel("Consumer batch size", "short",
+          (quantile(0.5, "consumer_batch_events"), "p50"),
+          (f"sum(rate(consumer_batch_events_sum[{RI}])) / "
+           f"sum(rate(consumer_batch_events_count[{RI}]))", "mean"),
+          description="Events per flushed batch"),
+    panel("Consumer write latency", "s",
+          (quantile(0.5, "consumer_write_seconds"), "p50"),
+          (quantile(0.99, "consumer_write_seconds"), "p99"),
+          description="Time to flush one batch to MarketStore"),
+    panel("End-to-end latency", "s",
+          (quantile(0.5, "consumer_end_to_end_seconds"), "p50"),
+          (quantile(0.99, "consumer_end_to_end_seconds"), "p99"),
+          description="Producer receipt to queryable in MarketStore (sampled)"),
+    panel("Consumer lag per partition", "short",
+          ("max by (topic, partition) (consumer_lag)", "{{topic}}:{{partition}}"),
+          description="High watermark minus position"),
+    panel("Dead-letter rate by reason", "ops",
+          (f"sum by (reason) (rate(consumer_dead_letter_total[{RI}]))", "{{reason}}"),
+          description="Messages sent to the dead-letter topic"),
+    panel("Duplicates dropped/s", "ops",
+          (f"sum(rate(consumer_duplicates_dropped_total[{RI}]))", "duplicates"),
+          description="Trades/quotes not written because MarketStore held them (replay, "
+                      "rebalance)"),
+    panel("MarketStore errors and bucket repairs", "short",
+          (f"sum(increase(consumer_marketstore_errors_total[{RI}]))", "MarketStore errors"),
+          (f"sum(increase(consumer_bucket_repairs_total[{RI}]))", "bucket repairs"),
+          description="Each error rewinds and backs off; repairs rebuild buckets MarketStore "
+                      "duplicated on WAL replay"),
+    panel("Consumer commits/s", "ops",
+          (f"sum(rate(consumer_commits_total[{RI}]))", "commits")),
+]
+
+BACKFILL = [
+    panel("Backfill records/s", "ops",
+          (f"sum(rate(massive_backfill_records_total[{RI}]))", "published"),
+          (f"sum(rate(backfill_kafka_delivered_total[{RI}]))", "delivered to Kafka")),
+    panel("Backfill windows", "short",
+          ("sum(massive_backfill_windows_planned)", "planned"),
+          ("sum by (outcome) (massive_backfill_windows_total)", "{{outcome}}")),
+    panel("Backfill REST requests/s", "ops",
+          (f"sum(rate(massive_backfill_http_requests_total[{RI}]))", "requests"),
+          (f"sum(rate(massive_backfill_http_retries_total[{RI}]))", "retries"),
+          (f"sum(rate(massive_backfill_http_throttled_total[{RI}]))", "429 throttled")),
+]
+
+
+def _row(title: str, y: int, ident: int) -> dict[str, Any]:
+    return {"type": "row", "title": title, "collapsed": False, "id": ident,
+            "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []}
+
+
+def dashboard() -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    y, ident = 0, 1
+    for title, group in (("Producer", PRODUCER), ("Consumer", CONSUMER),
+                         ("Backfill", BACKFILL)):
+        panels.append(_row(title, y, ident))
+        y, ident = y + 1, ident + 1
+        for i, p in enumerate(group):
+            panels.append({**p, "id": ident,
+                           "gridPos": {"h": HEIGHT, "w": WIDTH, "x": (i % 3) * WIDTH,
+                                       "y": y + (i // 3) * HEIGHT}})
+            ident += 1
+        y += -(-len(group) // 3) * HEIGHT
+    return {
+        "title": "massive-fetcher", "uid": "massive-fetcher", "editable": True,
+        "description": "Producer, consumer and backfill of massive-fetcher "
+                       "(Massive -> Kafka -> MarketStore)",
+        "tags": ["massive-fetcher", "kafka", "marketstore"],
+        "timezone": "utc", "refresh": "10s", "schemaVersion": 39, "version": 1,
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": [{
+            "name": "datasource", "label": "Prometheus", "type": "datasource",
+            "query": "prometheus", "current": {}, "hide": 0, "refresh": 1,
+            "options": [], "regex": "", "includeAll": False, "multi": False}]},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2) + "\n"
+
+
+def main() -> None:
+    OUT.write_text(render())
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
