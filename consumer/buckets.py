@@ -191,10 +191,27 @@ def _seq(record: Record) -> int:
 TIMEFRAME_S = {"1Min": 60, "5Min": 300, "1H": 3600, "1D": 86400}
 
 
+def on_january_first(epoch_s: np.ndarray | int) -> np.ndarray | bool:
+    """True for epochs on 1 January (UTC).
+
+    MarketStore v4.1 accepts a 1D row on that day but never returns it (its daily file
+    has no slot for it: seen with 00:00 and 05:00 UTC, every year). Such a bar goes to the
+    dead-letter topic instead of vanishing; US markets are closed on 1 January, so real
+    daily bars never fall there.
+    """
+    days = np.asarray(epoch_s, dtype="datetime64[s]").astype("datetime64[D]")
+    first = days.astype("datetime64[Y]").astype("datetime64[D]")
+    result = days == first
+    return bool(result) if np.ndim(result) == 0 else result
+
+
 def bar_row(record: Record, timeframe: str = "1Min") -> tuple:
     """``Epoch`` is the start floored to the bucket's interval, as MarketStore stores it."""
     start = _ts(record, "start_ns")
     width = TIMEFRAME_S[timeframe]
+    if timeframe == "1D" and on_january_first(start // NS):
+        raise RecordError("MarketStore cannot store a 1D bar on 1 January (UTC): "
+                          f"start_ns {start}")
     end = _ts(record, "end_ns", required=False)
     trades = record.get("trades")
     if trades is not None and (not isinstance(trades, int) or trades < 0):

@@ -25,6 +25,7 @@ from consumer.buckets import (
     TIMEFRAME_S,
     RecordError,
     bucket_key,
+    on_january_first,
 )
 
 Columns = dict[str, Any]
@@ -201,6 +202,9 @@ def bar_rows(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
     for v in prices.values():
         ok &= _finite(v)
     out["Epoch"] = start // NS // width * width
+    daily = width == TIMEFRAME_S["1D"]
+    if daily.any():
+        ok &= ~(daily & on_january_first(out["Epoch"]))
     out["Open"], out["High"] = prices["open"], prices["high"]
     out["Low"], out["Close"], out["Volume"] = prices["low"], prices["close"], volume
     out["VWAP"] = _opt_float(cols["vwap"])
