@@ -6,6 +6,7 @@ Kafka and the simulator (its REST API serves the model's truth for any past wind
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
@@ -243,3 +244,58 @@ def test_failed_repair_stays_pending_and_is_logged(
     assert read_gaps(config.producer.gaps_file, pending=True) == [gap]
     assert "gap repair failed; the gap stays pending" in caplog.text
     assert "REST is down" in caplog.text
+
+
+def test_live_gap_is_marked_and_a_repair_cut_off_by_stop_stays_pending(
+        sim: SimulatorServer, sim_symbols: list[str], tmp_path: Path,
+        kafka_bootstrap: str) -> None:
+    config = make_config(kafka_bootstrap, sim, sim_symbols, tmp_path)
+    ensure_topics(config)
+    repaired: list[Gap] = []
+    block = True
+    started = threading.Event()
+
+    async def repair(g: Gap) -> int:
+        started.set()
+        while block:  # a repair still running when the producer stops
+            await asyncio.sleep(0.05)
+        repaired.append(g)
+        return 42
+
+    # run 1: a live disconnect; the repair finishes and is marked in the file
+    block = False
+    prod = InProcessProducer(config)
+    prod.session.set_gap_repair(repair)
+    with prod:
+        wait_until(lambda: prod.events() >= 20, what="events before the disconnect")
+        assert sim.force_disconnect()
+        wait_until(lambda: prod.session.gaps_repaired == 1, what="the live gap repaired")
+        assert prod.stop() == 0
+    (live_gap,) = prod.session.gaps
+    assert repaired == [live_gap]
+    gap_log = read_gap_log(config.producer.gaps_file)
+    assert gap_log.pending == [] and gap_log.repaired[live_gap.id]["records"] == 42
+
+    # run 2: an old pending gap whose repair is still running at the stop stays pending
+    now = time.time_ns()
+    old = Gap(start_ns=now - 30 * S, end_ns=now - 29 * S, disconnected_ns=now - 30 * S,
+              symbols=(sim_symbols[0],), data_types=("trades",), reason="test")
+    write_pending_gap(config, old)
+    block, started = True, threading.Event()
+    prod = InProcessProducer(config)
+    prod.session.set_gap_repair(repair)
+    with prod:
+        assert started.wait(20), "the pending gap was not picked up"
+        wait_until(lambda: prod.events() > 0, what="live events beside the repair")
+        assert prod.stop() == 0
+    assert read_gaps(config.producer.gaps_file, pending=True) == [old]
+
+    # run 3: picked up again and finished
+    block = False
+    prod = InProcessProducer(config)
+    prod.session.set_gap_repair(repair)
+    with prod:
+        wait_until(lambda: prod.session.gaps_repaired == 1, what="the resumed repair")
+        assert prod.stop() == 0
+    assert repaired == [live_gap, old]
+    assert read_gaps(config.producer.gaps_file, pending=True) == []
