@@ -118,7 +118,8 @@ async def repair_gap(config: Config, publisher: Any, gap: Any) -> int:
     overlapping it that are complete by now (the live stream delivers the current one).
     Wildcard symbols cannot be repaired (logged and skipped). Raises
     :class:`RestError` / :class:`FatalBackfillError` when the repair is incomplete, so the
-    caller can keep the gap for a later attempt; returns only after Kafka acknowledged
+    producer leaves the gap pending in its gaps file (no "repaired" marker) and repairs it
+    again at its next start; returns only after Kafka acknowledged
     every record (``publisher.flush`` returned 0).
     """
     m = config.massive
