@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -238,6 +239,10 @@ def _report(run: Run, expected: int) -> None:
         print(f"  busiest member wrote {busiest:.0%} of the events (even: "
               f"{1 / run.members:.0%}): the assignor balances partition counts over all "
               f"topics, not events (the bars topic holds few)")
+        idle = [m for m, rows in run.rows_by_member.items() if not rows]
+        if idle:
+            print(f"  WARNING: {', '.join(idle)} wrote nothing (joined after the work was "
+                  f"done): this is not a {run.members}-member figure; use more --events")
     if run.t_first_assign is not None:
         print(f"  group settled {run.t_settled - run.t_first_assign:.2f} s after the first "
               f"assignment; from then on: {run.rows_settled:,} events in "
@@ -278,15 +283,16 @@ def main() -> None:
           f"{args.partitions} partitions, batch {args.batch:,}: published in "
           f"{time.perf_counter() - t:.1f} s")
     results = []
-    with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
-        for members, config, events in sets:
-            run = measure(config, members, len(events), Path(tmp), args.timeout)
-            # a time range keeps MarketStore from scanning every year file (seconds, not 20)
-            stored = MarketStoreWriter(url).query(expected_buckets(events),
-                                                  BASE_NS - DAY_NS, BASE_NS + DAY_NS)
-            run.stored = sum(len(rows) for rows in stored.values())
-            _report(run, len(events))
-            results.append(run)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-scaling-"))  # kept when a run fails
+    for members, config, events in sets:
+        run = measure(config, members, len(events), workdir, args.timeout)
+        # a time range keeps MarketStore from scanning every year file (seconds, not 20)
+        stored = MarketStoreWriter(url).query(expected_buckets(events),
+                                              BASE_NS - DAY_NS, BASE_NS + DAY_NS)
+        run.stored = sum(len(rows) for rows in stored.values())
+        _report(run, len(events))
+        results.append(run)
+    shutil.rmtree(workdir)
     one, two = results
     print(f"ratio 2 consumers / 1 consumer: {two.rate / one.rate:.2f} (whole run, the "
           f"join included); {two.settled_rate / one.settled_rate:.2f} (settled group)")
@@ -295,6 +301,10 @@ def main() -> None:
           f"scaling a second machine would give")
     if one.overlaps or one.write_overlaps or two.overlaps or two.write_overlaps:
         raise SystemExit("ownership overlap: a partition was owned/written by two members")
+    wrong = [r.members for r, (_, _, ev) in zip(results, sets, strict=True)
+             if r.stored != len(ev)]
+    if wrong:
+        raise SystemExit(f"MarketStore does not hold exactly the events published: {wrong}")
 
 
 if __name__ == "__main__":
