@@ -6,7 +6,8 @@ metrics, then the session. The in-process backfill (``massive.query_start``) and
 repair (``producer.gap_repair``) come from ``backfill.inprocess`` when that module
 exists: ``run_inprocess_backfill(config, publisher, stop_event)`` runs as a background
 task of the session and ``repair_gap(config, publisher, gap)`` is called for every
-recorded gap; both share the event loop and must never block the live read loop.
+recorded gap (and, at start, for every gap earlier runs left unrepaired); both share
+the event loop and must never block the live read loop.
 """
 
 from __future__ import annotations
