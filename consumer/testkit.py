@@ -6,12 +6,18 @@ Not used by the consumer itself; kept in the package so tests and ``bench.consum
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
+import orjson
+import yaml
 from confluent_kafka import Producer
 from numpy.lib import recfunctions as rfn
 
@@ -21,6 +27,8 @@ from consumer.dedupe import first_occurrences
 from consumer.writer import MarketStoreWriter
 from schemas.codec import make_codec
 from schemas.topics import ensure_topics
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 BASE_NS = 1_764_000_000 * 1_000_000_000  # 2025-11-24T16:00:00Z
 
@@ -227,3 +235,53 @@ class ThreadedConsumer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def consumer_process(config_path: Path, name: str, log_path: Path) -> subprocess.Popen:
+    """``massive-fetcher consumer`` as a child process logging DEBUG JSON lines to log_path."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "massive_fetcher", "consumer", "--config", str(config_path),
+         "--log-level", "DEBUG", "--client-id", name],
+        cwd=_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("ab"))
+
+
+def write_config(config: Config, path: Path) -> None:
+    """The YAML file a consumer process reads, for this test Config."""
+    k, c = config.kafka, config.consumer
+    path.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
+                  "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
+                             "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter},
+                  "consumer": k.consumer},
+        "marketstore": {"url": config.marketstore.url},
+        "consumer": {"group_id": c.group_id, "batch_max_ms": c.batch_max_ms,
+                     "batch_max_events": c.batch_max_events, "commit_delay_ms": c.commit_delay_ms,
+                     "retry_initial_s": c.retry_initial_s, "retry_max_s": c.retry_max_s},
+        "metrics": {"enabled": False},
+    }))
+
+
+def ownership_violations(logs: dict[str, Path]) -> list[str]:
+    """Partitions written by two members at overlapping times (from the DEBUG batch log)."""
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    for member, path in logs.items():
+        for line in path.read_bytes().splitlines():
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if event.get("msg") == "batch written" and event.get("rows"):
+                for part in event["partitions"]:
+                    spans.setdefault(part, []).append(
+                        (event["t_start"], event["t_end"], member))
+    bad = []
+    for part, items in spans.items():
+        items.sort()
+        end, owner = items[0][1], items[0][2]
+        for start, stop, member in items[1:]:
+            if member != owner and start < end:
+                bad.append(f"{part}: {owner} and {member} at {start}")
+            if stop > end:
+                end, owner = stop, member
+    return bad

@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import orjson
 import pytest
-import yaml
 
 from consumer.testkit import (
     BASE_NS,
     ThreadedConsumer,
     assert_buckets_equal,
+    consumer_process,
     create_topics,
     expected_buckets,
     make_config,
+    ownership_violations,
     publish,
     quotes_stream,
     row_count,
     trades_stream,
     unique,
     wait_for,
+    write_config,
 )
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _chunk(symbols: list[str], i: int, n: int) -> list[tuple[str, dict]]:
@@ -80,63 +78,16 @@ def test_kill_9_of_marketstore_mid_stream(kafka_bootstrap: str, marketstore_cont
     _eventually_equal(url, expected, 5)
 
 
-def _consumer_proc(config_path: Path, name: str, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "massive_fetcher", "consumer", "--config", str(config_path),
-         "--log-level", "DEBUG", "--client-id", name],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("ab"))
-
-
-def _write_config(config, path: Path) -> None:
-    k, c = config.kafka, config.consumer
-    path.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
-                  "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
-                             "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter},
-                  "consumer": k.consumer},
-        "marketstore": {"url": config.marketstore.url},
-        "consumer": {"group_id": c.group_id, "batch_max_ms": c.batch_max_ms,
-                     "batch_max_events": 2000, "commit_delay_ms": c.commit_delay_ms,
-                     "retry_initial_s": c.retry_initial_s, "retry_max_s": c.retry_max_s},
-        "metrics": {"enabled": False},
-    }))
-
-
-def _ownership_violations(logs: dict[str, Path]) -> list[str]:
-    """Partitions written by two members at overlapping times (from the DEBUG batch log)."""
-    spans: dict[str, list[tuple[float, float, str]]] = {}
-    for member, path in logs.items():
-        for line in path.read_bytes().splitlines():
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if event.get("msg") == "batch written" and event.get("rows"):
-                for part in event["partitions"]:
-                    spans.setdefault(part, []).append(
-                        (event["t_start"], event["t_end"], member))
-    bad = []
-    for part, items in spans.items():
-        items.sort()
-        end, owner = items[0][1], items[0][2]
-        for start, stop, member in items[1:]:
-            if member != owner and start < end:
-                bad.append(f"{part}: {owner} and {member} at {start}")
-            if stop > end:
-                end, owner = stop, member
-    return bad
-
-
 def test_three_consumers_one_killed_then_restarted(kafka_bootstrap: str, marketstore_url: str,
                                                    tmp_path: Path) -> None:
-    config = make_config(kafka_bootstrap, marketstore_url, partitions=6)
+    config = make_config(kafka_bootstrap, marketstore_url, partitions=6,
+                         batch_max_events=2000)
     create_topics(config)
     config_path = tmp_path / "config.yml"
-    _write_config(config, config_path)
+    write_config(config, config_path)
     symbols = [unique("GR") for _ in range(6)]
     logs = {f"m{i}": tmp_path / f"m{i}.log" for i in range(3)}
-    procs = {m: _consumer_proc(config_path, m, p) for m, p in logs.items()}
+    procs = {m: consumer_process(config_path, m, p) for m, p in logs.items()}
     sent: list[tuple[str, dict]] = []
     stop = threading.Event()
     try:
@@ -149,7 +100,7 @@ def test_three_consumers_one_killed_then_restarted(kafka_bootstrap: str, markets
                 procs["m1"].send_signal(signal.SIGKILL)  # mid-stream, likely mid-batch
                 procs["m1"].wait(10)
             if i == 6:
-                procs["m1"] = _consumer_proc(config_path, "m1", logs["m1"])
+                procs["m1"] = consumer_process(config_path, "m1", logs["m1"])
             time.sleep(0.5)
         expected = expected_buckets(sent)
         _eventually_equal(marketstore_url, expected, 120)
@@ -166,7 +117,7 @@ def test_three_consumers_one_killed_then_restarted(kafka_bootstrap: str, markets
                 p.wait(5)
     assert all(p.returncode == 0 for m, p in procs.items()), {
         m: p.returncode for m, p in procs.items()}
-    assert _ownership_violations(logs) == []
+    assert ownership_violations(logs) == []
     _eventually_equal(marketstore_url, expected, 5)
     written = sum(1 for p in logs.values() for line in p.read_bytes().splitlines()
                   if b'"batch written"' in line)
@@ -176,10 +127,10 @@ def test_three_consumers_one_killed_then_restarted(kafka_bootstrap: str, markets
 def test_kill_9_of_the_consumer_mid_batch_then_restart(kafka_bootstrap: str,
                                                        marketstore_url: str,
                                                        tmp_path: Path) -> None:
-    config = make_config(kafka_bootstrap, marketstore_url)
+    config = make_config(kafka_bootstrap, marketstore_url, batch_max_events=2000)
     create_topics(config)
     config_path = tmp_path / "config.yml"
-    _write_config(config, config_path)  # batches of 2000 events
+    write_config(config, config_path)
     symbols = [unique("KC") for _ in range(2)]
     sent: list[tuple[str, dict]] = []
     for i in range(20):
@@ -187,7 +138,7 @@ def test_kill_9_of_the_consumer_mid_batch_then_restart(kafka_bootstrap: str,
     publish(config, sent)
     expected = expected_buckets(sent)
     log = tmp_path / "c.log"
-    proc = _consumer_proc(config_path, "k1", log)
+    proc = consumer_process(config_path, "k1", log)
     try:
         # some batches written, most not: the kill lands in the middle of the stream
         wait_for(lambda: log.exists() and log.read_bytes().count(b'"batch written"') >= 2,
@@ -196,7 +147,7 @@ def test_kill_9_of_the_consumer_mid_batch_then_restart(kafka_bootstrap: str,
         proc.wait(10)
         stored = sum(row_count(marketstore_url, t) for t in expected)
         assert 0 < stored < sum(len(e) for e in expected.values())
-        proc = _consumer_proc(config_path, "k1", log)
+        proc = consumer_process(config_path, "k1", log)
         _eventually_equal(marketstore_url, expected, 90)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

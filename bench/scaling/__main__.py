@@ -18,7 +18,7 @@ from that change to the last write.
 Ownership: a bucket is fed by exactly one topic partition (key = symbol, one topic per
 attribute group), so no bucket is written by two members at once when no partition is:
 checked twice, with the owned intervals from the assign/revoke log lines and with
-``tests.test_consumer_crashes._ownership_violations`` over the write spans. The rows stored
+``consumer.testkit.ownership_violations`` over the write spans. The rows stored
 are counted back from MarketStore.
 
 The consumers share the machine's cores with Kafka and MarketStore (and this script): on
@@ -43,14 +43,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-import yaml
 
 from bench.consumer.__main__ import _events, _publish
 from common.config import Config
-from consumer.testkit import BASE_NS, expected_buckets, make_config
+from consumer.testkit import (
+    BASE_NS,
+    consumer_process,
+    expected_buckets,
+    make_config,
+    ownership_violations,
+    write_config,
+)
 from consumer.writer import MarketStoreWriter
 from schemas.topics import ensure_topics
-from tests.test_consumer_crashes import _consumer_proc, _ownership_violations, _write_config
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DAY_NS = 86_400 * 10**9
@@ -178,13 +183,10 @@ def _scan(run: Run, logs: dict[str, Path]) -> None:
 def measure(config: Config, members: int, expected: int, workdir: Path,
             timeout: float) -> Run:
     config_path = workdir / f"scaling-{members}.yml"
-    _write_config(config, config_path)  # the crash tests' file; batch settings of this bench
-    data = yaml.safe_load(config_path.read_text())
-    data["consumer"]["batch_max_events"] = config.consumer.batch_max_events
-    config_path.write_text(yaml.safe_dump(data))
+    write_config(config, config_path)
     logs = {f"n{members}-m{i}": workdir / f"n{members}-m{i}.log" for i in range(members)}
     run = Run(members)
-    procs = {m: _consumer_proc(config_path, m, p) for m, p in logs.items()}
+    procs = {m: consumer_process(config_path, m, p) for m, p in logs.items()}
     cpu0: dict[str, float] = {}
     held: dict[str, list[str]] = {}
     busy0 = (0, 0)
@@ -220,7 +222,7 @@ def measure(config: Config, members: int, expected: int, workdir: Path,
     _scan(run, logs)
     run.assignments = held
     run.overlaps = ownership_overlaps(logs)
-    run.write_overlaps = _ownership_violations(logs)
+    run.write_overlaps = ownership_violations(logs)
     return run
 
 
