@@ -34,6 +34,7 @@ from rich.table import Table
 from common.config import Config
 from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
 from services.containers import docker_available
+from services.native import NativeServices
 
 SIMULATOR_KEY = "demo-key"  # the simulator accepts any non-empty key
 
@@ -226,17 +227,18 @@ def local_services(args: argparse.Namespace, config: Config,
     services = config.services
     env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{services.kafka_port}"
     env["MARKETSTORE_URL"] = f"http://127.0.0.1:{services.marketstore_port}/rpc"
-    argv = [sys.executable, "-m", "massive_fetcher", "services"]
-    if args.config:
-        argv += ["--config", args.config]
-    up = subprocess.run([*argv[:4], "up", *argv[4:]], env=env)
-    if up.returncode != 0:
+    # Servers the user started before this run are theirs: left running on exit.
+    already = {s.name for s in NativeServices(services).status() if s.running}
+    command = [sys.executable, "-m", "massive_fetcher", "services"]
+    options = ["--config", args.config] if args.config else []
+    if subprocess.run([*command, "up", *options], env=env).returncode != 0:
         raise UsageError("could not start the local services (see the lines above)")
     try:
         yield env["MARKETSTORE_URL"]
     finally:
-        if not args.keep_services:
-            subprocess.run([*argv[:4], "down", *argv[4:]], env=env)
+        started = sorted({"kafka", "marketstore"} - already)
+        if started and not args.keep_services:
+            subprocess.run([*command, "down", *started, *options], env=env)
 
 
 def choose_runner(requested: str, java_on_path: bool, docker_reachable: bool) -> str:
@@ -276,10 +278,10 @@ def run(args: argparse.Namespace) -> int:
         console.print("[bold]No API key configured: streaming from the bundled Massive "
                       "simulator.[/bold]")
     config_path = effective_config(config, args.config, use_simulator, directory)
-    # The children read addresses from the file; env overrides would bypass the simulator.
-    for var in ("MASSIVE_WS_SERVER", "MASSIVE_BASE_URL"):
-        if use_simulator:
-            env.pop(var, None)
+    if use_simulator:
+        # The children read the simulator's address from the file; env overrides would win.
+        env.pop("MASSIVE_WS_SERVER", None)
+        env.pop("MASSIVE_BASE_URL", None)
     children = Children(directory)
     with local_services(args, config, env) as marketstore_url:
         stop = {"now": False}
