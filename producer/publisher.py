@@ -132,6 +132,8 @@ class Publisher:
             self._producer.produce(topic, value, symbol)
         except BufferError:
             self._wait_for_room(topic, value, symbol)
+        except KafkaException as exc:
+            self._refused(topic, symbol, value, exc)
         with self._count_lock:
             self.produced += 1
             self.produced_by_kind[kind] += 1
@@ -148,11 +150,29 @@ class Publisher:
                 produce(topic, value, symbol)
             except BufferError:
                 self._wait_for_room(topic, value, symbol)
+            except KafkaException as exc:
+                self._refused(topic, symbol, value, exc)
             by_kind[kind] += 1
         with self._count_lock:
             self.produced += len(items)
             for kind, n in by_kind.items():
                 self.produced_by_kind[kind] += n
+
+    def _refused(self, topic: str, key: str, value: bytes, exc: KafkaException) -> None:
+        """librdkafka refused one record outright. A record too large for
+        ``message.max.bytes`` is bad input (a huge event): it is counted and logged like a
+        failed delivery, so the rest of the frame or page and the stream carry on. Any
+        other refusal means the producer itself is unusable and is raised."""
+        err = exc.args[0] if exc.args else None
+        if not isinstance(err, KafkaError) or err.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+            raise exc
+        with self._count_lock:
+            self.failed += 1
+        self.last_error = err.str()
+        if self.failed <= _FAILURE_LOG_FIRST or self.failed % _FAILURE_LOG_EVERY == 0:
+            log.error("Kafka refused a record larger than message.max.bytes; skipped",
+                      extra={"topic": topic, "key": key, "bytes": len(value),
+                             "error": err.str(), "failed_total": self.failed})
 
     def _wait_for_room(self, topic: str, value: bytes, key: str) -> None:
         started = time.monotonic()

@@ -120,3 +120,22 @@ def test_delivery_failures_are_counted_not_silent(caplog: pytest.LogCaptureFixtu
     assert pub.flush(10) == 0
     assert pub.failed == 5 and pub.delivered == 0
     assert any("delivery failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_record_too_large_for_kafka_is_counted_and_skipped(
+        kafka_bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
+    """librdkafka refuses an oversized record in produce() itself; that must not raise out
+    of the live hot path (it would end the producer) nor cost the rest of the frame."""
+    config = _config(kafka_bootstrap, partitions=1)
+    pub = Publisher(config, properties={"message.max.bytes": 2000})
+    codec = make_codec(config)
+    big = _trade(1)
+    big["conditions"] = [1] * 3000  # about 3 kB encoded
+    items = [("trade", r["symbol"], codec.encode("trade", r))
+             for r in (_trade(0), big, _trade(2))]
+    pub.produce_many(items)
+    pub.produce_encoded(*items[1])
+    pub.publish("trade", _trade(3))
+    assert pub.flush(30) == 0
+    assert pub.produced == 5 and pub.failed == 2 and pub.delivered == 3
+    assert any("larger than message.max.bytes" in r.getMessage() for r in caplog.records)
