@@ -214,3 +214,15 @@ if __name__ == "__main__":
     for name, content in samples().items():
         (DATA / name).write_text(json.dumps(content, indent=1) + "\n")
         print("wrote", DATA / name)
+
+
+def test_trade_only_generation_equals_the_trades_of_the_full_event_stream() -> None:
+    # Day minute aggregates skip the quotes; they must see exactly the same trades.
+    for tps, qps in ((30, 30), (2.5, 7.3), (0.01, 0.01), (1000, 1), (1, 1000), (3, 0)):
+        m = MarketModel(seed=5, trades_per_second=tps, quotes_per_second=qps, symbols=["IBM"])
+        for start in (DAY, DAY + 12_345_678_901, DAY + 86_399 * NS):
+            end = start + 300 * NS + 7
+            ekey, sip, _seq, is_trade = m._events("IBM", start, end)
+            tkey, tsip = m._trade_events("IBM", start, end)
+            assert np.array_equal(ekey[is_trade], tkey) and np.array_equal(sip[is_trade], tsip)
+            assert tps < 1 or len(tsip) > 0
