@@ -21,6 +21,7 @@ from backfill.checkpoint import Checkpoint
 from backfill.client import MassiveRestClient, RestError
 from backfill.mapping import MappingError, bar_from_rest, quote_from_rest, trade_from_rest
 from backfill.plan import Window, request_for
+from schemas.codec import EncodeError
 
 log = logging.getLogger("backfill.engine")
 
@@ -53,7 +54,7 @@ class Progress:
     windows_checkpointed: int = 0
     pages: int = 0
     records: int = 0
-    bad_results: int = 0  # REST results that could not be mapped (logged, skipped)
+    bad_results: int = 0  # REST results that could not be mapped or encoded (logged, skipped)
     partial_bars: int = 0  # bars not over yet when fetched (skipped)
     started: float = field(default_factory=time.monotonic)
     map_s: float = 0.0  # CPU seconds (thread time) of each stage
@@ -282,10 +283,7 @@ class BackfillEngine:
             try:
                 records.append(mapper(result))
             except MappingError as exc:
-                self.progress.bad_results += 1
-                if self.progress.bad_results <= 20:
-                    log.warning("skipping a REST result that cannot be mapped",
-                                extra={"window": window.id, "error": str(exc)})
+                self._bad_result(window, exc)
         if window.kind == "bar" and window.end_ns > (now := self.now_ns()):
             # a bar still running (today's minute or day) would be stored incomplete; the
             # live stream or a later run (today is never checkpointed) brings it whole
@@ -294,7 +292,12 @@ class BackfillEngine:
             records = complete
         t1 = time.thread_time()
         encode = self.encoder.encode
-        values = [encode(kind, r) for r in records]
+        values = []
+        for record in records:
+            try:
+                values.append(encode(kind, record))
+            except EncodeError as exc:  # a value outside the schema (e.g. an int > 2**63)
+                self._bad_result(window, exc)
         t2 = time.thread_time()
         produce = self.sink.produce_encoded
         for value in values:
@@ -306,6 +309,12 @@ class BackfillEngine:
         p.produce_s += t3 - t2
         p.records += len(values)
         return len(values)
+
+    def _bad_result(self, window: Window, exc: Exception) -> None:
+        self.progress.bad_results += 1
+        if self.progress.bad_results <= 20:
+            log.warning("skipping a REST result that cannot be mapped or encoded",
+                        extra={"window": window.id, "error": str(exc)})
 
     # -- checkpointing -----------------------------------------------------------------
 

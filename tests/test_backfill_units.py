@@ -199,3 +199,46 @@ def test_engine_skips_bars_still_running() -> None:
     progress = asyncio.run(engine.run(window))
     assert progress.records == 10 and progress.partial_bars == 1
     assert sink.values[-1] == str((first + 9 * 60_000) * 10**6).encode()
+
+
+def test_engine_skips_a_result_the_codec_cannot_encode() -> None:
+    """A REST value outside the schema (a timestamp beyond a long) is one bad result,
+    counted and skipped like an unmappable one, not the end of the whole backfill."""
+    import asyncio
+    from typing import Any
+
+    from backfill.engine import BackfillEngine
+    from common.config import Config
+    from schemas.codec import make_codec
+
+    def trade(seq: int, sip: int) -> dict[str, Any]:
+        return {"sip_timestamp": sip, "price": 1.5, "size": 10, "exchange": 4,
+                "id": str(seq), "sequence_number": seq}
+
+    day = day_start_ns(dt.date(2024, 1, 2))
+    results = [trade(1, day + 1), trade(2, 2**64 - 1), trade(3, day + 3)]
+
+    class Pages:
+        async def pages(self, path: str, params: Any):
+            yield {"results": results}
+
+    class Sink:
+        failed = 0
+
+        def __init__(self) -> None:
+            self.values: list[bytes] = []
+
+        def produce_encoded(self, kind: str, symbol: str, value: bytes) -> None:
+            self.values.append(value)
+
+        def flush(self, timeout_s: float = 30.0) -> int:
+            return 0
+
+    codec = make_codec(Config())
+    sink = Sink()
+    windows = plan_windows("AAPL", "trades", dt.date(2024, 1, 2), dt.date(2024, 1, 2))
+    engine = BackfillEngine(Pages(), sink, codec, None)  # type: ignore[arg-type]
+    progress = asyncio.run(engine.run(windows))
+    assert progress.records == 2 and progress.bad_results == 1
+    assert progress.windows_done == 1 and progress.windows_failed == 0
+    assert [codec.decode(v)[1]["sequence_number"] for v in sink.values] == [1, 3]
