@@ -105,7 +105,7 @@ def bar_from_rest(result: Mapping[str, Any], symbol: str, timeframe: str) -> dic
             "source": "backfill",
             "received_ns": None,
         }
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:  # AttributeError: not an object
         if isinstance(exc, MappingError):
             raise
         raise MappingError(f"bad bar result for {symbol}: {exc}") from None
@@ -134,7 +134,7 @@ def trade_from_rest(result: Mapping[str, Any], symbol: str) -> dict[str, Any]:
             "source": "backfill",
             "received_ns": None,
         }
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:  # AttributeError: not an object
         if isinstance(exc, MappingError):
             raise
         raise MappingError(f"bad trade result for {symbol}: {exc}") from None
@@ -161,7 +161,7 @@ def quote_from_rest(result: Mapping[str, Any], symbol: str) -> dict[str, Any]:
             "source": "backfill",
             "received_ns": None,
         }
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:  # AttributeError: not an object
         if isinstance(exc, MappingError):
             raise
         raise MappingError(f"bad quote result for {symbol}: {exc}") from None

@@ -242,3 +242,14 @@ def test_engine_skips_a_result_the_codec_cannot_encode() -> None:
     assert progress.records == 2 and progress.bad_results == 1
     assert progress.windows_done == 1 and progress.windows_failed == 0
     assert [codec.decode(v)[1]["sequence_number"] for v in sink.values] == [1, 3]
+
+
+@pytest.mark.parametrize("item", [None, 7, "AAPL", [1, 2]])
+def test_a_results_item_that_is_not_an_object_is_a_mapping_error(item: object) -> None:
+    """The engine skips MappingError only; anything else stops the whole backfill."""
+    with pytest.raises(MappingError, match="bad trade result"):
+        trade_from_rest(item, "AAPL")  # type: ignore[arg-type]
+    with pytest.raises(MappingError, match="bad quote result"):
+        quote_from_rest(item, "AAPL")  # type: ignore[arg-type]
+    with pytest.raises(MappingError, match="bad bar result"):
+        bar_from_rest(item, "AAPL", "1Min")  # type: ignore[arg-type]
