@@ -250,9 +250,15 @@ class MassiveRestClient:
         query: Mapping[str, str] | None = params
         while target is not None:
             page = await self.get_json(target, query)
+            results, next_url = page.get("results"), page.get("next_url")
+            if not isinstance(results, list | None) or not isinstance(next_url, str | None):
+                # a RestError fails this listing only; a TypeError further on would be
+                # taken for a bug and stop the whole backfill
+                raise RestError(self._redact(
+                    f"malformed page for {target}: 'results' must be a list and 'next_url' "
+                    f"a string, got {type(results).__name__} and {type(next_url).__name__}"))
             self.stats.pages += 1
             yield page
-            next_url = page.get("next_url")
             target = path_and_query(next_url) if next_url else None
             query = None
 

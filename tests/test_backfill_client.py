@@ -223,3 +223,23 @@ def test_cli_never_logs_the_key_even_when_next_url_carries_it(
     assert "cursor=2" in proc.stderr and "retrying" in proc.stderr
     assert "records   40 published" in proc.stdout
     assert KEY not in proc.stdout and KEY not in proc.stderr
+
+
+@pytest.mark.parametrize("page", [{"results": {"a": 1}}, {"results": [], "next_url": 5},
+                                  {"results": "x", "next_url": None}])
+def test_a_malformed_page_is_a_rest_error(page: dict[str, Any]) -> None:
+    """The engine fails one window on a RestError; any other exception stops the run."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"status": "OK", **page})
+
+    async def main() -> None:
+        runner, base = await _serve(handler)
+        try:
+            async with MassiveRestClient(KEY, base, retry=FAST) as client:
+                with pytest.raises(RestError, match="malformed page for /v3/trades/AAPL"):
+                    async for _ in client.pages("/v3/trades/AAPL"):
+                        pass
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
