@@ -185,15 +185,18 @@ class Publisher:
                 self._producer.produce(topic, value, key)
                 break
             except BufferError:
-                now = time.monotonic()
-                if now - self._last_backpressure_log >= _BACKPRESSURE_LOG_INTERVAL_S:
-                    self._last_backpressure_log = now
-                    log.warning("Kafka local queue full; waiting for deliveries "
-                                "(back-pressure, nothing is dropped)",
-                                extra={"queue_depth": len(self._producer),
-                                       "waiting_s": round(now - started, 3),
-                                       "last_error": self.last_error})
+                self._log_backpressure("Kafka local queue full; waiting for deliveries "
+                                       "(back-pressure, nothing is dropped)", started)
         self.backpressure_seconds += time.monotonic() - started
+
+    def _log_backpressure(self, message: str, started: float) -> None:
+        """``message`` at most once per interval while a wait lasts."""
+        now = time.monotonic()
+        if now - self._last_backpressure_log >= _BACKPRESSURE_LOG_INTERVAL_S:
+            self._last_backpressure_log = now
+            log.warning(message, extra={"queue_depth": len(self._producer),
+                                        "waiting_s": round(now - started, 3),
+                                        "last_error": self.last_error})
 
     async def wait_for_room(self, high: float = 0.8, low: float = 0.5) -> float:
         """For asyncio callers: while the local queue is above ``high`` x its capacity,
@@ -209,14 +212,8 @@ class Publisher:
             self._producer.poll(0)
             if self.fatal_error:
                 raise PublisherError(f"Kafka producer failed: {self.fatal_error}")
-            now = time.monotonic()
-            if now - self._last_backpressure_log >= _BACKPRESSURE_LOG_INTERVAL_S:
-                self._last_backpressure_log = now
-                log.warning("Kafka local queue nearly full; pausing reads until it drains "
-                            "(back-pressure, nothing is dropped)",
-                            extra={"queue_depth": len(self._producer),
-                                   "waiting_s": round(now - started, 3),
-                                   "last_error": self.last_error})
+            self._log_backpressure("Kafka local queue nearly full; pausing reads until it "
+                                   "drains (back-pressure, nothing is dropped)", started)
             await asyncio.sleep(0.01)
         waited = time.monotonic() - started
         self.backpressure_seconds += waited
