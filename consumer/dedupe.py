@@ -63,14 +63,7 @@ class Tail:
 
 def first_occurrences(ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
     """Keep-mask dropping later copies (in arrival order) of one event within a batch."""
-    keep = np.ones(len(seq), dtype=bool)
-    if len(seq) < 2:
-        return keep
-    order = np.argsort(seq, kind="stable")  # equal sequence numbers stay in arrival order
-    s, t = seq[order], ts[order]
-    dup = (s[1:] == s[:-1]) & (np.abs(t[1:] - t[:-1]) <= WINDOW_NS)
-    keep[order[1:][dup]] = False
-    return keep
+    return first_occurrences_grouped(np.zeros(len(seq), dtype=np.int64), ts, seq)
 
 
 def missing_mask(ts: np.ndarray, seq: np.ndarray, stored_ts: np.ndarray,
@@ -155,8 +148,13 @@ def first_occurrences_grouped(ids: np.ndarray, ts: np.ndarray, seq: np.ndarray) 
     keep = np.ones(len(seq), dtype=bool)
     if len(seq) < 2:
         return keep
-    order = np.lexsort((seq, ids))  # stable: equal (id, seq) stay in arrival order
+    # Sorted by time within (bucket, sequence number), the copies of one event are adjacent
+    # even when the same number of another day arrived between them (a replay or a backfill
+    # spanning days beside live data); of each run of copies the first to arrive is kept.
+    order = np.lexsort((ts, seq, ids))
     i, s, t = ids[order], seq[order], ts[order]
-    dup = (i[1:] == i[:-1]) & (s[1:] == s[:-1]) & (np.abs(t[1:] - t[:-1]) <= WINDOW_NS)
-    keep[order[1:][dup]] = False
+    copy = (i[1:] == i[:-1]) & (s[1:] == s[:-1]) & (t[1:] - t[:-1] <= WINDOW_NS)
+    starts = np.flatnonzero(np.concatenate(([True], ~copy)))
+    keep[:] = False
+    keep[np.minimum.reduceat(order, starts)] = True
     return keep

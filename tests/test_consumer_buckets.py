@@ -9,7 +9,13 @@ import pytest
 
 from consumer import buckets
 from consumer.buckets import RecordError, bucket_key, bucket_symbol, pack_codes, unpack_codes
-from consumer.dedupe import WINDOW_NS, Tail, first_occurrences, missing_mask
+from consumer.dedupe import (
+    WINDOW_NS,
+    Tail,
+    first_occurrences,
+    first_occurrences_grouped,
+    missing_mask,
+)
 from consumer.testkit import BASE_NS, bar, quote, trade
 from consumer.writer import build_write_requests, group_buckets
 
@@ -80,6 +86,19 @@ def test_first_occurrences_keeps_arrival_order_and_same_timestamp_events() -> No
     # the same sequence number on another day is another event
     ts2 = np.array([BASE_NS, BASE_NS + 86_400 * 10**9])
     assert first_occurrences(ts2, np.array([5, 5])).tolist() == [True, True]
+
+
+def test_first_occurrences_finds_copies_with_another_days_event_between() -> None:
+    # a replay batch: today's live print seq 5, then a two-day backfill's seq 5 of yesterday
+    # and of today (the REST shape of the same print)
+    day = 86_400 * 10**9
+    ts = np.array([BASE_NS + day + 5_000_000, BASE_NS, BASE_NS + day + 5_123_456])
+    seq = np.array([5, 5, 5])
+    assert first_occurrences(ts, seq).tolist() == [True, True, False]
+    ids = np.array([0, 1, 0, 1, 0])
+    ts5 = np.array([ts[0], ts[0], ts[1], ts[2], ts[2]])
+    assert first_occurrences_grouped(ids, ts5, np.full(5, 5)).tolist() == \
+        [True, True, True, False, False]
 
 
 def test_missing_mask() -> None:
