@@ -312,7 +312,8 @@ class ColumnDecoder:
                 sized = cur.sub(neg)
                 sized.varint()
                 cur.merge(neg, sized)
-            wrong = n > (cur.end - cur.pos)
+            # n < 0 still: a count of -2**63, whose absolute value does not fit int64
+            wrong = (n < 0) | (n > (cur.end - cur.pos))
             cur.bad |= wrong
             n[wrong] = 0
             rows.merge(active, cur)

@@ -118,6 +118,18 @@ def test_bad_messages_are_errors_and_the_rest_decodes() -> None:
         assert result.count(kind) >= 2
 
 
+def test_array_block_count_of_min_int64_is_an_error() -> None:
+    codec = Codec()
+    good = codec.encode("trade", {**sample("trade"), "conditions": []})
+    one = codec.encode("trade", {**sample("trade"), "conditions": [7]})
+    start = next(i for i, (a, b) in enumerate(zip(good, one, strict=False)) if a != b)
+    assert good[start] == 0  # the empty array: one block count of 0
+    # block count zigzag(-2**63) (its absolute value overflows int64), block size 0
+    bad = good[:start] + b"\xff" * 9 + b"\x01" + b"\x00" + good[start + 1:]
+    result = check_against_codec(codec, [good, bad])
+    assert [i for i, _ in result.errors] == [1]
+
+
 def test_fuzzed_batches_agree_with_the_codec() -> None:
     """Corrupted, truncated and extended messages mixed with good ones, several rounds."""
     codec = Codec()
