@@ -58,14 +58,14 @@ class SchemaRegistryClient:
     def register(self, subject: str, schema: dict[str, Any] | str) -> int:
         """Register ``schema`` under ``subject`` (idempotent) and return its global id."""
         text = schema if isinstance(schema, str) else json.dumps(schema)
-        body = self._request("POST", f"/subjects/{quote(subject, safe='')}/versions",
-                             {"schema": text})
-        return int(body["id"])
+        path = f"/subjects/{quote(subject, safe='')}/versions"
+        body = self._request("POST", path, {"schema": text})
+        return int(_answer(body, "id", path))
 
     def schema_by_id(self, schema_id: int) -> str:
         """The schema text registered under ``schema_id``; UnknownSchemaId if there is none."""
-        body = self._request("GET", f"/schemas/ids/{int(schema_id)}")
-        return str(body["schema"])
+        path = f"/schemas/ids/{int(schema_id)}"
+        return str(_answer(self._request("GET", path), "schema", path))
 
     def _request(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
         try:
@@ -77,14 +77,23 @@ class SchemaRegistryClient:
                                 f"{type(exc).__name__}: {exc}") from None
         try:
             body = resp.json()
-        except ValueError:
-            body = {}
-        if resp.status_code == 404 and body.get("error_code") in (40401, 40403, 40408):
-            raise UnknownSchemaId(body.get("message") or f"not found: {path}")
+        except ValueError:  # a proxy's HTML page, say: not an answer either way
+            body = None
+        info = body if isinstance(body, dict) else {}
+        if resp.status_code == 404 and info.get("error_code") in (40401, 40403, 40408):
+            raise UnknownSchemaId(info.get("message") or f"not found: {path}")
         if resp.status_code >= 400:
-            message = body.get("message") or resp.text[:200]
+            message = info.get("message") or resp.text[:200]
             raise RegistryError(f"schema registry {method} {path}: HTTP {resp.status_code}: "
                                 f"{message}")
         if not isinstance(body, dict):
-            raise RegistryError(f"schema registry {method} {path}: unexpected reply {body!r:.200}")
+            raise RegistryError(f"schema registry {method} {path}: unexpected reply "
+                                f"{resp.text!r:.200}")
         return body
+
+
+def _answer(body: dict[str, Any], key: str, path: str) -> Any:
+    """``body[key]``; a reply without it is the registry's fault (retried), not a crash."""
+    if key not in body:
+        raise RegistryError(f"schema registry {path}: reply without {key!r}: {body!r:.200}")
+    return body[key]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import json
 import random
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +254,42 @@ def test_registry_unreachable_is_not_a_decode_error() -> None:
         reader.decode(b"\x00\x00\x00\x00\x01" + body)
     with pytest.raises(RegistryError):
         reader.encode("trade", sample("trade"))
+
+
+class _NotARegistry(BaseHTTPRequestHandler):
+    """Answers 200 with a page (a proxy, say), or JSON without the expected fields."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        html = self.path.startswith("/schemas/ids/1")
+        body = b"<html>maintenance</html>" if html else b"{}"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = _answer
+
+
+@pytest.mark.parametrize("schema_id", [1, 2], ids=["html", "json-without-schema"])
+def test_registry_nonsense_answer_is_a_registry_error(schema_id: int) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotARegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        reader = make_codec(registry_config(f"http://127.0.0.1:{server.server_port}"))
+        body = fastavro_body(load_schema("trade"), sample("trade"))
+        with pytest.raises(RegistryError, match="reply"):
+            reader.decode(b"\x00" + schema_id.to_bytes(4, "big") + body)
+        with pytest.raises(RegistryError, match="reply"):
+            reader.encode("trade", sample("trade"))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def test_registry_schema_evolution(registry: RegistryStandIn) -> None:
