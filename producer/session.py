@@ -200,6 +200,10 @@ class ProducerSession:
         self._gap_listeners: list[GapListener] = [on_gap] if on_gap else []
         self._gap_repair: GapRepair | None = None
         self._repairing: set[str] = set()  # gap ids whose repair started in this run
+        # One repair at a time: a flapping connection (e.g. dropped as a slow consumer)
+        # records a gap per drop, and parallel repairs would add REST and Kafka load
+        # exactly when the live stream is already behind.
+        self._repair_lock = asyncio.Lock()
         self._resumed = False  # pending gaps of earlier runs were picked up
         self.gaps_repaired = 0
         self.gap_repairs_failed = 0
@@ -531,7 +535,6 @@ class ProducerSession:
         self.start_task(self._repair_in_turn(pending), name="gap-repair-pending")
 
     async def _repair_in_turn(self, gaps: list[Gap]) -> None:
-        # One after the other: a long outage history must not flood REST or Kafka's queue.
         for gap in gaps:
             if self.stop_event.is_set():
                 return
@@ -542,7 +545,10 @@ class ProducerSession:
         where = {"gap_id": gap.id, "gap_start_ns": gap.start_ns, "gap_end_ns": gap.end_ns,
                  "gaps_file": str(self.gaps_file)}
         try:
-            records = await self._gap_repair(gap)
+            async with self._repair_lock:
+                if self.stop_event.is_set():
+                    return  # stays pending for the next start
+                records = await self._gap_repair(gap)
         except asyncio.CancelledError:
             log.warning("gap repair cut off by the stop; the gap stays pending in %s and is "
                         "repaired at the next start", self.gaps_file, extra=where)

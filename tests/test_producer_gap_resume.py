@@ -30,7 +30,14 @@ from common.config import (
     TopicsConfig,
 )
 from producer.cli import _attach_inprocess
-from producer.session import Gap, gap_id, parse_gap_log, read_gap_log, read_gaps
+from producer.session import (
+    Gap,
+    ProducerSession,
+    gap_id,
+    parse_gap_log,
+    read_gap_log,
+    read_gaps,
+)
 from schemas.topics import ensure_topics
 from simulator.server import SimulatorServer
 from tests.test_backfill_e2e import key_of, read_topics, truth_trades
@@ -87,6 +94,43 @@ def test_read_gaps_pending_and_missing_file(tmp_path: Path) -> None:
                     + "\n")
     assert [g.id for g in read_gaps(path)] == ["1-2", "3-4"]
     assert [g.id for g in read_gaps(path, pending=True)] == ["1-2"]
+
+
+def test_gap_repairs_run_one_at_a_time(tmp_path: Path) -> None:
+    """A flapping connection records a gap per drop; their repairs must not pile up in
+    parallel (each is REST and Kafka load while the live stream is already behind).
+    Drives the session's gap bookkeeping directly, without a network."""
+    config = Config(massive=MassiveConfig(api_key=KEY, symbols=["ZGRONE"],
+                                          data_types=["trades"]),  # type: ignore[arg-type]
+                    producer=ProducerConfig(gaps_file=str(tmp_path / "gaps.jsonl")))
+    session = ProducerSession(config, publisher=None)  # type: ignore[arg-type]
+    running = most = 0
+    done: list[str] = []
+
+    async def repair(g: Gap) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        done.append(g.id)
+        return 1
+
+    async def main() -> None:
+        session.set_gap_repair(repair)
+        for _ in range(3):
+            session._open_gap("flap")
+            await asyncio.sleep(0.002)
+            session._close_gap(time.time_ns())
+        deadline = time.monotonic() + 10
+        while len(done) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await session._stop_tasks()
+
+    asyncio.run(main())
+    assert sorted(done) == sorted(g.id for g in session.gaps) and len(done) == 3
+    assert most == 1
+    assert read_gap_log(config.producer.gaps_file).pending == []
 
 
 # -- against Kafka and the simulator --------------------------------------------------
