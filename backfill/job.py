@@ -61,11 +61,11 @@ async def run_job(config: Config, options: Options, publisher: Any, encoder: Any
                   on_engine: Callable[[BackfillEngine], None] | None = None) -> JobResult:
     api_key = config.require_api_key()
     state_dir = options.state_dir or str(default_state_dir(config) / "backfill")
-    checkpoint = Checkpoint(state_dir, checkpoint_key(config, options.adjusted))
+    key = checkpoint_key(config, options.adjusted)
     if not options.resume:
         # a new key suffix: earlier lines stay in the file but no longer count
-        checkpoint = Checkpoint(state_dir, checkpoint.key + "-" + dt.datetime.now(
-            dt.UTC).strftime("%Y%m%dT%H%M%S%f"))
+        key += "-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    checkpoint = Checkpoint(state_dir, key)
     try:
         async with MassiveRestClient(api_key, config.massive.base_url,
                                      concurrency=options.parallelism,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -253,3 +254,41 @@ def test_a_results_item_that_is_not_an_object_is_a_mapping_error(item: object) -
         quote_from_rest(item, "AAPL")  # type: ignore[arg-type]
     with pytest.raises(MappingError, match="bad bar result"):
         bar_from_rest(item, "AAPL", "1Min")  # type: ignore[arg-type]
+
+
+def test_run_job_without_resume_opens_one_checkpoint(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-resume used to open (and read) the checkpoint file twice and leave the first
+    file descriptor open."""
+    import asyncio
+
+    from backfill import job
+    from backfill.checkpoint import Checkpoint
+    from backfill.options import Options
+    from common.config import Config, MassiveConfig
+
+    opened: list[Checkpoint] = []
+
+    class Recording(Checkpoint):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)  # type: ignore[arg-type]
+            opened.append(self)
+
+    class Sink:
+        failed = 0
+
+        def produce_encoded(self, kind: str, symbol: str, value: bytes) -> None:
+            raise AssertionError("nothing to publish")
+
+        def flush(self, timeout_s: float = 30.0) -> int:
+            return 0
+
+    monkeypatch.setattr(job, "Checkpoint", Recording)
+    config = Config(massive=MassiveConfig(api_key="k", base_url="http://127.0.0.1:9"))
+    options = Options(data_types=["trades"], bar_frequencies=[], starts={},
+                      end=dt.date(2024, 1, 2), symbols=[], parallelism=1, batch_size=10,
+                      adjusted=True, state_dir=str(tmp_path), resume=False)
+    result = asyncio.run(job.run_job(config, options, Sink(), None, asyncio.Event()))
+    assert result.symbols == [] and len(opened) == 1
+    assert opened[0].key.startswith(job.checkpoint_key(config, True) + "-")
+    assert opened[0]._fd == -1  # closed at the end
