@@ -53,7 +53,7 @@ from consumer import columns
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
 from consumer.sink import FlushResult, MarketStoreSink, Probe
 from consumer.writer import MarketStoreError, MarketStoreWriter, ServerWatch
-from schemas.codec import DecodeError, RegistryError, make_codec
+from schemas.codec import DATA_TYPE_OF_KIND, DecodeError, RegistryError, make_codec
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ TP = tuple[str, int]
 # round trip; doing it per 20 ms batch would add that to every event's latency). Rebalances
 # and shutdown commit at once.
 COMMIT_INTERVAL_S = 1.0
-KIND_TYPES = {"bar": "bars", "trade": "trades", "quote": "quotes"}
 
 
 class DeadLetterError(Exception):
@@ -297,7 +296,7 @@ class ConsumerService:
         result = self.codec.decode_batch([m.value() or b"" for m in good])
         slow = sorted([i for i, _ in result.errors] + [i for i, _k, _r in result.records])
         for kind, cols in result.columns.items():
-            if KIND_TYPES[kind] not in self.options.data_types:
+            if DATA_TYPE_OF_KIND[kind] not in self.options.data_types:
                 continue
             index = result.rows[kind]
             rows, ids, ok = columns.build(kind, cols, self.sink.ids)
@@ -339,7 +338,7 @@ class ConsumerService:
             self._batch_offsets[tp] = msg.offset() + 1
         try:
             kind, record = self.codec.decode(msg.value() or b"")
-            if KIND_TYPES.get(kind) not in self.options.data_types:
+            if DATA_TYPE_OF_KIND.get(kind) not in self.options.data_types:
                 return
             if self.options.symbols is not None and record.get("symbol") not in \
                     self.options.symbols:
@@ -435,7 +434,7 @@ class ConsumerService:
             self.metrics.batch.observe(events)
             self.metrics.write_latency.observe(result.seconds)
             for kind, n in result.rows_written.items():
-                self.metrics.written.labels(KIND_TYPES[kind]).inc(n)
+                self.metrics.written.labels(DATA_TYPE_OF_KIND[kind]).inc(n)
             self.metrics.duplicates.inc(result.duplicates_dropped)
         log.debug("batch written", extra={
             "group": self.options.group_id, "client": self.options.client_id,

@@ -25,7 +25,7 @@ from common.config import Config, ConsumerConfig, KafkaConfig, MarketStoreConfig
 from consumer import buckets
 from consumer.dedupe import first_occurrences
 from consumer.writer import MarketStoreWriter
-from schemas.codec import make_codec
+from schemas.codec import DATA_TYPE_OF_KIND, make_codec
 from schemas.topics import ensure_topics
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def publish(config: Config, records: Iterable[tuple[str, dict]],
     topics = config.kafka.topics
     n = 0
     for kind, record in records:
-        topic = topics.for_type({"bar": "bars", "trade": "trades", "quote": "quotes"}[kind])
+        topic = topics.for_type(DATA_TYPE_OF_KIND[kind])
         while True:
             try:
                 producer.produce(topic, key=record["symbol"].encode(),
