@@ -27,6 +27,7 @@ from consumer.testkit import (
     wait_for,
     write_config,
 )
+from consumer.writer import MarketStoreError
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def _eventually_equal(url: str, expected: dict, timeout: float) -> None:
         try:
             assert_buckets_equal(url, expected)
             return
-        except AssertionError:
+        except (AssertionError, MarketStoreError):  # a restarted server may still refuse reads
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
