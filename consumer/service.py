@@ -504,11 +504,8 @@ class ConsumerService:
         self.metrics.store_errors.inc()
         log.warning("batch failed; pausing and rewinding to the last committed offsets",
                     extra={"error": str(exc), "retry_in_s": self._backoff})
+        self._drop_batch()
         self.sink.reset()
-        self._pending.clear()
-        self._batch_offsets.clear()
-        self._batch_received.clear()
-        self._batch_started = None
         if self._paused_since is None:
             self._paused_since = time.monotonic()
             self._backoff = self.config.consumer.retry_initial_s
@@ -583,10 +580,20 @@ class ConsumerService:
         tps = {(p.topic, p.partition) for p in partitions}
         # Someone else may own them already: never commit or write for them again.
         self._abandon_inflight()
-        self.sink.clear()
-        self._batch_offsets.clear()
-        self._pending.clear()
+        self._drop_batch()
         self._give_up(tps, "lost")
+
+    def _drop_batch(self) -> None:
+        """Forget the unflushed batch and the uncommitted offsets (their events are re-read).
+
+        ``_batch_started`` goes too: left set, it would make every later poll wait 0 s
+        (a busy loop) until the next message arrives.
+        """
+        self.sink.clear()
+        self._pending.clear()
+        self._batch_offsets.clear()
+        self._batch_received.clear()
+        self._batch_started = None
 
     def _give_up(self, tps: set[TP], how: str) -> None:
         self._assigned -= tps

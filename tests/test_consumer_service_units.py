@@ -1,0 +1,25 @@
+"""ConsumerService state handling without a broker (callbacks called directly)."""
+
+from __future__ import annotations
+
+from confluent_kafka import TopicPartition
+
+from common.config import Config, MarketStoreConfig
+from consumer.service import ConsumerService, Options
+
+
+def test_a_lost_assignment_drops_the_whole_unflushed_batch() -> None:
+    # no request is made: the writers only create HTTP sessions
+    config = Config(marketstore=MarketStoreConfig(url="http://127.0.0.1:9/rpc"))
+    service = ConsumerService(config, Options(group_id="unit"))
+    try:
+        service._batch_offsets[("t", 0)] = 5
+        service._batch_received.append(1)
+        service._batch_started = 123.0
+        service._on_lost(None, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+        assert service._batch_offsets == {} and service._batch_received == []
+        # a stale start would make every later poll wait 0 s: a busy loop while idle
+        assert service._batch_started is None
+        assert service.sink.pending == 0 and not service._pending
+    finally:
+        service.close()
