@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from backfill.mapping import MARKET_TZ, NS_PER_MS, NS_PER_S, TIMEFRAME_REST
+from producer.mapping import KIND_BY_DATA_TYPE as KIND_OF
 
-KIND_OF: dict[str, str] = {"bars": "bar", "trades": "trade", "quotes": "quote"}
 # Upper bound of bars per day: extended hours are included and a simulator may trade
 # around the clock, so count the whole day.
 BARS_PER_DAY: dict[str, int] = {"1Min": 1440, "5Min": 288, "1H": 24, "1D": 1}

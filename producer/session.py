@@ -41,7 +41,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from common.config import Config
 from producer.liveencode import LiveEncoder
-from producer.mapping import MappingError, event_timestamp_ns, record_from_ws_event
+from producer.mapping import (
+    KIND_BY_DATA_TYPE,
+    MappingError,
+    event_timestamp_ns,
+    record_from_ws_event,
+)
 from producer.protocol import (
     AuthFailed,
     MassiveProtocol,
@@ -58,7 +63,7 @@ EXIT_AUTH_FAILED = 3
 EXIT_GAVE_UP = 4
 EXIT_KAFKA_FAILED = 5
 
-DATA_TYPE_BY_KIND = {"bar": "bars", "trade": "trades", "quote": "quotes"}
+DATA_TYPE_BY_KIND = {kind: data_type for data_type, kind in KIND_BY_DATA_TYPE.items()}
 # Errors the codec may raise for a record that does not fit the schema.
 _ENCODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
 
