@@ -62,6 +62,7 @@ TP = tuple[str, int]
 # round trip; doing it per 20 ms batch would add that to every event's latency). Rebalances
 # and shutdown commit at once.
 COMMIT_INTERVAL_S = 1.0
+MAX_LATENCY_SAMPLES = 1_000_000  # receive-time latencies kept for the bench (8 MB)
 
 
 class DeadLetterError(Exception):
@@ -153,7 +154,8 @@ class ConsumerService:
         self.consumer: Consumer | None = None
         self.dlq: Producer | None = None
         self.last_flush: FlushResult | None = None
-        self.latencies_ns: list[np.ndarray] = []  # e2e samples (bench); bounded below
+        self.latencies_ns: deque[np.ndarray] = deque()  # e2e samples (bench), bounded
+        self._latency_samples = 0
         self._end_offsets: dict[TP, int] | None = None
         self._last_commit = 0.0
         self.on_written: Callable[[FlushResult], None] | None = None  # hook (bench)
@@ -421,14 +423,8 @@ class ConsumerService:
         except MarketStoreError as exc:
             self._fail(exc)
             return False
-        now_ns = time.time_ns()
         if received:
-            lat = now_ns - np.asarray(received, dtype=np.int64)
-            self.latencies_ns.append(lat)
-            if len(self.latencies_ns) > 10_000:
-                del self.latencies_ns[:5_000]
-            for v in lat[:: max(1, len(lat) // 20)]:
-                self.metrics.e2e.observe(v / 1e9)
+            self._sample_latencies(received)
         events = sum(result.rows_written.values()) + result.duplicates_dropped
         if result.rows_written or result.duplicates_dropped:
             self.metrics.batch.observe(events)
@@ -447,6 +443,19 @@ class ConsumerService:
         if self.on_written is not None:
             self.on_written(result)
         return True
+
+    def _sample_latencies(self, received: list[int]) -> None:
+        """End-to-end latencies of a written batch: metric samples and the bench's arrays.
+
+        The arrays are bounded by samples, not batches: a replay writes batches of up to
+        ``batch_max_events`` receive times each, and thousands of those were kept."""
+        lat = time.time_ns() - np.asarray(received, dtype=np.int64)
+        self.latencies_ns.append(lat)
+        self._latency_samples += len(lat)
+        while self._latency_samples > MAX_LATENCY_SAMPLES and len(self.latencies_ns) > 1:
+            self._latency_samples -= len(self.latencies_ns.popleft())
+        for v in lat[:: max(1, len(lat) // 20)]:
+            self.metrics.e2e.observe(v / 1e9)
 
     def _abandon_inflight(self) -> None:
         """Wait for a write in progress and drop its outcome (its events will be re-read)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from confluent_kafka import TopicPartition
 
 from common.config import Config, MarketStoreConfig
-from consumer.service import ConsumerService, Options
+from consumer.service import MAX_LATENCY_SAMPLES, ConsumerService, Options
 
 
 def test_a_lost_assignment_drops_the_whole_unflushed_batch() -> None:
@@ -21,5 +21,19 @@ def test_a_lost_assignment_drops_the_whole_unflushed_batch() -> None:
         # a stale start would make every later poll wait 0 s: a busy loop while idle
         assert service._batch_started is None
         assert service.sink.pending == 0 and not service._pending
+    finally:
+        service.close()
+
+
+def test_latency_samples_are_bounded_by_count_not_by_batches() -> None:
+    config = Config(marketstore=MarketStoreConfig(url="http://127.0.0.1:9/rpc"))
+    service = ConsumerService(config, Options(group_id="unit"))
+    try:
+        batch = list(range(1, 50_001))  # a replay batch of batch_max_events receive times
+        for _ in range(40):
+            service._sample_latencies(batch)
+        kept = sum(len(a) for a in service.latencies_ns)
+        assert 0 < kept <= MAX_LATENCY_SAMPLES
+        assert len(service.latencies_ns[-1]) == len(batch)  # the newest batch is kept
     finally:
         service.close()
