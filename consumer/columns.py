@@ -9,6 +9,7 @@ dead-letter treatment either way).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ class BucketIds:
         self.names: list[str] = []
         self._ids: dict[str, int] = {}
         self._by_symbol: dict[str, dict[str, int]] = {}  # kind -> symbol -> id (-1: unkeyable)
+        self._by_bar: dict[tuple[str, str, str], int] = {}  # (symbol, timeframe, source) -> id
 
     def id_of(self, tbk: str) -> int:
         got = self._ids.get(tbk)
@@ -49,32 +51,32 @@ class BucketIds:
 
     def for_symbols(self, kind: str, symbols: np.ndarray) -> np.ndarray:
         """Bucket id per row for trades/quotes (-1 where the symbol cannot be keyed)."""
-        cache = self._by_symbol.setdefault(kind, {})
-        get = cache.get
-        out = np.fromiter([get(s, -2) for s in symbols.tolist()], dtype=np.int64,
-                          count=len(symbols))
-        misses = np.flatnonzero(out == -2)
-        for i in misses.tolist():
-            s = symbols[i]
-            got = cache.get(s)
-            if got is None:
-                try:
-                    got = self.id_of(bucket_key(kind, {"symbol": s}))
-                except RecordError:
-                    got = -1
-                cache[s] = got
-            out[i] = got
-        return out
+        return self._cached(self._by_symbol.setdefault(kind, {}), symbols.tolist(),
+                            lambda s: {"symbol": s}, kind)
 
     def for_bars(self, cols: Columns) -> np.ndarray:
-        out = np.empty(len(cols["symbol"]), dtype=np.int64)
-        for i, (s, tf, src) in enumerate(zip(cols["symbol"].tolist(), cols["timeframe"].tolist(),
-                                             cols["source"].tolist(), strict=True)):
-            try:
-                out[i] = self.id_of(bucket_key("bar", {"symbol": s, "timeframe": tf,
-                                                       "source": src}))
-            except RecordError:
-                out[i] = -1
+        """Bucket id per row for bars (-1 where symbol or timeframe cannot be keyed)."""
+        keys = list(zip(cols["symbol"].tolist(), cols["timeframe"].tolist(),
+                        cols["source"].tolist(), strict=True))
+        return self._cached(self._by_bar, keys,
+                            lambda k: {"symbol": k[0], "timeframe": k[1], "source": k[2]},
+                            "bar")
+
+    def _cached(self, cache: dict[Any, int], keys: list[Any],
+                record: Callable[[Any], dict[str, Any]], kind: str) -> np.ndarray:
+        """Ids of ``keys`` through ``cache``; a miss is keyed once (``bucket_key``)."""
+        get = cache.get
+        out = np.fromiter([get(k, -2) for k in keys], dtype=np.int64, count=len(keys))
+        for i in np.flatnonzero(out == -2).tolist():
+            k = keys[i]
+            got = cache.get(k)
+            if got is None:
+                try:
+                    got = self.id_of(bucket_key(kind, record(k)))
+                except RecordError:
+                    got = -1
+                cache[k] = got
+            out[i] = got
         return out
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from consumer import buckets
 from consumer.buckets import RecordError, bucket_key, bucket_symbol, pack_codes, unpack_codes
+from consumer.columns import BucketIds
 from consumer.dedupe import (
     WINDOW_NS,
     Tail,
@@ -201,3 +202,15 @@ def test_columnar_fast_path_equals_the_per_record_reference() -> None:
             assert rows[j:j + 1].tobytes() == want.tobytes(), (rec, rows[j], want)
             checked += 1
     assert checked == 180
+
+
+def test_bucket_ids_of_bars_agree_with_bucket_key() -> None:
+    cols = {"symbol": np.array(["A", "A", "B/C", "bad sym", "A", "A"], dtype=object),
+            "timeframe": np.array(["1Min", "5Min", "1D", "1Min", "7Min", "7Min"], dtype=object),
+            "source": np.array(["backfill", "backfill", "backfill", "live", "live", "backfill"],
+                               dtype=object)}
+    ids = BucketIds()
+    for _ in range(2):  # the second call is served from the cache
+        got = ids.for_bars(cols)
+        assert [ids.names[i] if i >= 0 else None for i in got.tolist()] == \
+            ["A/1Min/OHLCV", "A/5Min/OHLCV", "B.C/1D/OHLCV", None, "A/1Min/OHLCV", None]
