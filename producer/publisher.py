@@ -198,10 +198,13 @@ class Publisher:
                                         "waiting_s": round(now - started, 3),
                                         "last_error": self.last_error})
 
-    async def wait_for_room(self, high: float = 0.8, low: float = 0.5) -> float:
+    async def wait_for_room(self, high: float = 0.8, low: float = 0.5,
+                            stop: asyncio.Event | None = None) -> float:
         """For asyncio callers: while the local queue is above ``high`` x its capacity,
         serve deliveries and sleep (never blocking the event loop) until it is below
-        ``low`` x capacity. Returns the seconds waited (0.0 when there was room)."""
+        ``low`` x capacity, or until ``stop`` is set (a stop must not wait for a Kafka
+        outage to end; what is queued is then up to the final flush). Returns the seconds
+        waited (0.0 when there was room)."""
         limit = self.max_queue_messages
         if len(self._producer) < high * limit:
             return 0.0
@@ -209,6 +212,8 @@ class Publisher:
         self.backpressure_waits += 1
         target = low * limit
         while len(self._producer) > target:
+            if stop is not None and stop.is_set():
+                break
             self._producer.poll(0)
             if self.fatal_error:
                 raise PublisherError(f"Kafka producer failed: {self.fatal_error}")

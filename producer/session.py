@@ -432,7 +432,7 @@ class ProducerSession:
             handle(proto, frame)
             poll(0)
             if pub.queue_depth > high:
-                await pub.wait_for_room()
+                await pub.wait_for_room(stop=self.stop_event)
             if pub.fatal_error:
                 raise PublisherError(f"Kafka producer failed: {pub.fatal_error}")
 

@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
@@ -139,3 +140,44 @@ def test_a_record_too_large_for_kafka_is_counted_and_skipped(
     assert pub.flush(30) == 0
     assert pub.produced == 5 and pub.failed == 2 and pub.delivered == 3
     assert any("larger than message.max.bytes" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stop_during_a_kafka_outage_does_not_wait_for_kafka(tmp_path: Any) -> None:
+    """The live read loop pauses while the local queue is nearly full; a stop requested
+    then must end the loop (the final flush reports what Kafka never took), not hang
+    until the brokers come back."""
+    from websockets.exceptions import ConnectionClosedOK
+
+    from common.config import MassiveConfig, ProducerConfig
+    from producer.protocol import MassiveProtocol
+    from producer.session import ProducerSession
+
+    config = _config(f"127.0.0.1:{_unused_port()}").replace(
+        massive=MassiveConfig(api_key="k", symbols=["AAPL"], data_types=["trades"]),
+        producer=ProducerConfig(gaps_file=str(tmp_path / "gaps.jsonl")))
+    pub = Publisher(config, properties={"queue.buffering.max.messages": 100})
+    session = ProducerSession(config, pub)
+    frame = orjson.dumps([{"ev": "T", "sym": "AAPL", "i": str(i), "x": 4, "p": 10.5,
+                           "s": 100, "t": 1704205800000 + i, "q": i} for i in range(5)])
+
+    class FakeSocket:
+        async def recv(self, decode: bool) -> bytes:
+            if session.stop_event.is_set():
+                raise ConnectionClosedOK(None, None)
+            await asyncio.sleep(0)
+            return frame
+
+    async def main() -> None:
+        proto = MassiveProtocol("k", session.channels)
+        task = asyncio.create_task(session._stream(FakeSocket(), proto))  # type: ignore
+        deadline = time.monotonic() + 10
+        while pub.backpressure_waits == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert pub.backpressure_waits == 1  # paused: nothing can be delivered
+        session.request_stop()
+        with pytest.raises(ConnectionClosedOK):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    assert pub.produced == pub.queue_depth > 80  # nothing dropped, all still queued
+    pub.close(0.1)
