@@ -257,6 +257,8 @@ class ConsumerService:
             self.dlq = None
         self.watch.close()
         self._executor.shutdown(wait=True)
+        self.writer.close()
+        self.sink.writer.close()
 
     def _shutdown_flush(self) -> None:
         if self._paused_since is not None:

@@ -136,7 +136,11 @@ def publish(config: Config, records: Iterable[tuple[str, dict]],
 
 
 def read_bucket(url: str, tbk: str) -> np.ndarray | None:
-    rows = MarketStoreWriter(url).query([tbk]).get(tbk)
+    writer = MarketStoreWriter(url)
+    try:
+        rows = writer.query([tbk]).get(tbk)
+    finally:
+        writer.close()
     if rows is None:
         return None
     return buckets.aligned(rows, buckets.DTYPES[buckets.attr_group(tbk)])

@@ -182,6 +182,10 @@ class MarketStoreWriter:
         reply = self._call("DataService.ListSymbols", format="tbk")
         return list(reply.get("Results") or [])
 
+    def close(self) -> None:
+        """Close the HTTP connections (the writer reconnects if used again)."""
+        self._rpc._session.close()
+
     def ping(self) -> None:
         """Raises MarketStoreError unless the server answers (a query of a bucket never made)."""
         self.query(["PING-0/1Min/OHLCV"], limit=1)

@@ -1,4 +1,4 @@
-"""ConsumerService state handling without a broker (callbacks called directly)."""
+"""ConsumerService state and resources without Kafka (callbacks called directly)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from confluent_kafka import TopicPartition
 
 from common.config import Config, MarketStoreConfig
 from consumer.service import MAX_LATENCY_SAMPLES, ConsumerService, Options
+from consumer.writer import MarketStoreWriter
 
 
 def test_a_lost_assignment_drops_the_whole_unflushed_batch() -> None:
@@ -37,3 +38,17 @@ def test_latency_samples_are_bounded_by_count_not_by_batches() -> None:
         assert len(service.latencies_ns[-1]) == len(batch)  # the newest batch is kept
     finally:
         service.close()
+
+
+def test_close_releases_the_marketstore_connections(marketstore_url: str) -> None:
+    config = Config(marketstore=MarketStoreConfig(url=marketstore_url))
+    service = ConsumerService(config, Options(group_id="unit"))
+
+    def pools(writer: MarketStoreWriter) -> int:
+        return sum(len(a.poolmanager.pools) for a in writer._rpc._session.adapters.values())
+
+    service.writer.ping()
+    service.sink.writer.ping()
+    assert pools(service.writer) == 1 and pools(service.sink.writer) == 1
+    service.close()
+    assert pools(service.writer) == 0 and pools(service.sink.writer) == 0
