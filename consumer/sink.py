@@ -218,17 +218,21 @@ class MarketStoreSink:
         new = self._tails.certainly_new(ids, ts, seq)
         keep = first & new
         check = first & ~new
-        if check.any():
-            for b in np.unique(ids[check]).tolist():
-                mine = check & (ids == b)
-                tbk = self.ids.names[b]
-                lo, hi = int(ts[mine].min()), int(ts[mine].max())
-                stored = self.writer.query([tbk], lo - WINDOW_NS, hi + WINDOW_NS).get(tbk)
+        todo = np.flatnonzero(check)
+        if len(todo):
+            # grouped by bucket, each compared with its own stored rows only
+            todo = todo[np.argsort(ids[todo], kind="stable")]
+            _, starts = np.unique(ids[todo], return_index=True)
+            for mine in np.split(todo, starts[1:]):
+                tbk = self.ids.names[int(ids[mine[0]])]
+                t, q = ts[mine], seq[mine]
+                stored = self.writer.query([tbk], int(t.min()) - WINDOW_NS,
+                                           int(t.max()) + WINDOW_NS).get(tbk)
                 if stored is None or not len(stored):
-                    keep |= mine
+                    keep[mine] = True
                 else:
-                    keep |= mine & missing_mask(ts, seq, stored["SipTimestamp"],
-                                                stored["SequenceNumber"])
+                    keep[mine] = missing_mask(t, q, stored["SipTimestamp"],
+                                              stored["SequenceNumber"])
         return keep
 
     def verify(self, probe: Probe, writer: MarketStoreWriter | None = None) -> bool:

@@ -214,3 +214,24 @@ def test_bucket_ids_of_bars_agree_with_bucket_key() -> None:
         got = ids.for_bars(cols)
         assert [ids.names[i] if i >= 0 else None for i in got.tolist()] == \
             ["A/1Min/OHLCV", "A/5Min/OHLCV", "B.C/1D/OHLCV", None, "A/1Min/OHLCV", None]
+
+
+def test_sink_dedupe_compares_each_bucket_with_its_own_stored_rows() -> None:
+    from consumer.sink import MarketStoreSink
+
+    stored = np.zeros(2, dtype=buckets.DTYPES["TRADE"])
+    stored["SipTimestamp"], stored["SequenceNumber"] = [BASE_NS, BASE_NS + 10], [1, 2]
+
+    class StoredA:  # a fake of the writer's query: bucket A holds seq 1 and 2, B nothing
+        def query(self, tbks: list[str], *_: object, **__: object) -> dict[str, np.ndarray]:
+            return {t: stored for t in tbks if t == "A/1Sec/TRADE"}
+
+    sink = MarketStoreSink(StoredA())  # type: ignore[arg-type]
+    a, b = sink.ids.id_of("A/1Sec/TRADE"), sink.ids.id_of("B/1Sec/TRADE")
+    for bid in (a, b):  # tails above the rows: every row needs the stored-rows check
+        sink._tails.set(bid, Tail(BASE_NS + 10, 2, 0))
+    rows = np.zeros(5, dtype=buckets.DTYPES["TRADE"])
+    rows["SipTimestamp"] = [BASE_NS, BASE_NS + 10, BASE_NS, BASE_NS + 5, BASE_NS + 10]
+    rows["SequenceNumber"] = [1, 2, 1, 0, 2]
+    ids = np.array([a, a, b, a, b])
+    assert sink._dedupe(ids, rows).tolist() == [False, False, True, True, True]
