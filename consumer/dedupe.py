@@ -41,25 +41,6 @@ class Tail:
         floor = 0 if complete else int(ts.min()) + 1
         return cls(int(ts.max()), int(seq.max()), floor)
 
-    def certainly_new(self, ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
-        after = ts > self.max_ts + WINDOW_NS
-        above = (ts - WINDOW_NS >= self.seq_floor_ts) & (seq > self.max_seq)
-        return after | above
-
-    def update(self, ts: np.ndarray, seq: np.ndarray) -> None:
-        """Account for rows just appended."""
-        if len(ts) == 0:
-            return
-        lo, hi = int(ts.min()), int(ts.max())
-        if lo > self.max_ts + WINDOW_NS or (lo > self.max_ts and int(seq.min()) < self.max_seq):
-            # every stored row later than the old max_ts is one we just wrote: restart the
-            # sequence range there (a new day resets sequence numbers; keeps the live path fast)
-            self.seq_floor_ts = self.max_ts + 1
-            self.max_seq = int(seq.max())
-        else:
-            self.max_seq = max(self.max_seq, int(seq.max()))
-        self.max_ts = max(self.max_ts, hi)
-
 
 def first_occurrences(ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
     """Keep-mask dropping later copies (in arrival order) of one event within a batch."""

@@ -13,6 +13,7 @@ from consumer.columns import BucketIds
 from consumer.dedupe import (
     WINDOW_NS,
     Tail,
+    TailTable,
     first_occurrences,
     first_occurrences_grouped,
     missing_mask,
@@ -111,19 +112,30 @@ def test_missing_mask() -> None:
 
 
 def test_tail_fast_path() -> None:
-    tail = Tail.from_rows(np.array([BASE_NS, BASE_NS + 10]), np.array([5, 6]), complete=True)
+    table = TailTable()  # the sink's per-bucket tails, bucket 0 here
+
+    def new(ts: np.ndarray, seq: np.ndarray, bucket: int = 0) -> list[bool]:
+        return table.certainly_new(np.full(len(ts), bucket), ts, seq).tolist()
+
+    def update(ts: np.ndarray, seq: np.ndarray) -> None:
+        table.update(np.array([0]), ts.min(keepdims=True), ts.max(keepdims=True),
+                     seq.min(keepdims=True), seq.max(keepdims=True))
+
+    table.set(0, Tail.from_rows(np.array([BASE_NS, BASE_NS + 10]), np.array([5, 6]),
+                                complete=True))
     ts = np.array([BASE_NS + 20, BASE_NS + 5, BASE_NS + 2 * WINDOW_NS, BASE_NS + 30])
     seq = np.array([7, 3, 1, 6])
-    assert tail.certainly_new(ts, seq).tolist() == [True, False, True, False]
-    tail.update(np.array([BASE_NS + 20]), np.array([7]))
-    assert (tail.max_ts, tail.max_seq) == (BASE_NS + 20, 7)
+    assert new(ts, seq) == [True, False, True, False]
+    update(np.array([BASE_NS + 20]), np.array([7]))
+    assert (table.get(0).max_ts, table.get(0).max_seq) == (BASE_NS + 20, 7)
     # a new day after a gap restarts the sequence range
     day2 = BASE_NS + 86_400 * 10**9
-    tail.update(np.array([day2]), np.array([1]))
-    assert tail.certainly_new(np.array([day2 + 5]), np.array([2])).tolist() == [True]
+    update(np.array([day2]), np.array([1]))
+    assert new(np.array([day2 + 5]), np.array([2])) == [True]
     # a partial tail only vouches for rows after its oldest timestamp
-    partial = Tail.from_rows(np.array([BASE_NS + 5 * WINDOW_NS]), np.array([50]), complete=False)
-    assert partial.certainly_new(np.array([BASE_NS]), np.array([60])).tolist() == [False]
+    table.set(1, Tail.from_rows(np.array([BASE_NS + 5 * WINDOW_NS]), np.array([50]),
+                                complete=False))
+    assert new(np.array([BASE_NS]), np.array([60]), bucket=1) == [False]
 
 
 def test_one_request_per_layout_many_buckets() -> None:
