@@ -201,13 +201,13 @@ class ConsumerService:
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def run(self) -> int:
-        if self.consumer is None:
-            self.open()
-        assert self.consumer is not None
         max_events = self.config.consumer.batch_max_events
         max_s = self.config.consumer.batch_max_ms / 1000
         last_caught_up_check = 0.0
         try:
+            if self.consumer is None:
+                self.open()  # inside the try: a half-opened service is closed too
+            assert self.consumer is not None
             while not self._stop.is_set():
                 if self._paused_since is not None:
                     self._recover()

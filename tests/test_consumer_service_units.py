@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from confluent_kafka import TopicPartition
+from dataclasses import replace
+
+import pytest
+from confluent_kafka import KafkaException, TopicPartition
 
 from common.config import Config, MarketStoreConfig
 from consumer.service import MAX_LATENCY_SAMPLES, ConsumerService, Options
@@ -52,3 +55,13 @@ def test_close_releases_the_marketstore_connections(marketstore_url: str) -> Non
     assert pools(service.writer) == 1 and pools(service.sink.writer) == 1
     service.close()
     assert pools(service.writer) == 0 and pools(service.sink.writer) == 0
+
+
+def test_a_failed_open_closes_what_it_opened() -> None:
+    base = Config(marketstore=MarketStoreConfig(url="http://127.0.0.1:9/rpc"))
+    # the group consumer is created, then the dead-letter producer refuses its settings
+    config = replace(base, kafka=replace(base.kafka, producer={"no.such.property": "1"}))
+    service = ConsumerService(config, Options(group_id="unit"))
+    with pytest.raises(KafkaException):
+        service.run()
+    assert service.consumer is None  # closed, not left open in the group
