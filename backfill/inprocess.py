@@ -35,6 +35,21 @@ def _encoder(config: Config) -> Any:
     return make_codec(config)
 
 
+def _rest_client(config: Config) -> MassiveRestClient:
+    m = config.massive
+    return MassiveRestClient(m.api_key or "", m.base_url, concurrency=INPROCESS_PARALLELISM,
+                             rate_per_s=m.backfill_requests_per_second)
+
+
+def _engine(config: Config, client: MassiveRestClient, publisher: Any,
+            checkpoint: Checkpoint | None, **options: Any) -> BackfillEngine:
+    """The polite engine shared by the in-process backfill and gap repair."""
+    m = config.massive
+    return BackfillEngine(client, publisher, _encoder(config), checkpoint,
+                          parallelism=INPROCESS_PARALLELISM, limit=m.backfill_batch_size,
+                          adjusted=m.backfill_adjusted, chunk=1000, room=LIVE_ROOM, **options)
+
+
 def inprocess_windows(config: Config) -> list[Window]:
     """Windows from each ``massive.query_start`` date to today for the explicit symbols."""
     m = config.massive
@@ -86,13 +101,8 @@ async def run_inprocess_backfill(config: Config, publisher: Any, stop: asyncio.E
              extra={"windows": len(windows), "symbols": len(m.symbols),
                     "already_done": sum(1 for w in windows if w.id in checkpoint)})
     try:
-        async with MassiveRestClient(m.api_key, m.base_url,
-                                     concurrency=INPROCESS_PARALLELISM,
-                                     rate_per_s=m.backfill_requests_per_second) as client:
-            engine = BackfillEngine(client, publisher, _encoder(config), checkpoint,
-                                    parallelism=INPROCESS_PARALLELISM,
-                                    limit=m.backfill_batch_size, adjusted=m.backfill_adjusted,
-                                    stop=stop, chunk=1000, room=LIVE_ROOM)
+        async with _rest_client(config) as client:
+            engine = _engine(config, client, publisher, checkpoint, stop=stop)
             progress = await engine.run(windows)
         log.info("in-process backfill finished", extra=progress.as_dict())
         for failure in progress.failures:
@@ -138,14 +148,8 @@ async def repair_gap(config: Config, publisher: Any, gap: Any) -> int:
         return 0
     if not m.api_key:
         raise FatalBackfillError("gap repair needs massive.api_key")
-    async with MassiveRestClient(m.api_key, m.base_url,
-                                 concurrency=INPROCESS_PARALLELISM,
-                                 rate_per_s=m.backfill_requests_per_second) as client:
-        engine = BackfillEngine(client, publisher, _encoder(config), None,
-                                parallelism=INPROCESS_PARALLELISM,
-                                limit=m.backfill_batch_size, adjusted=m.backfill_adjusted,
-                                chunk=1000, commit_interval_s=3600.0,
-                                room=LIVE_ROOM)
+    async with _rest_client(config) as client:
+        engine = _engine(config, client, publisher, None, commit_interval_s=3600.0)
         progress = await engine.run(windows)
     if progress.windows_failed:
         raise RestError(f"gap repair incomplete: {progress.windows_failed} of "
