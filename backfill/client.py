@@ -206,7 +206,8 @@ class MassiveRestClient:
                 self.stats.json_s += time.thread_time() - started
                 if isinstance(data, dict) and data.get("status") != "ERROR":
                     return data
-                status, reason = 0, "invalid JSON body"
+                status, reason = 0, ("HTTP 200 with status ERROR: " + _error_message(body)
+                                     if isinstance(data, dict) else "invalid JSON body")
             elif status:
                 message = _error_message(body)
                 if status not in RETRY_STATUSES:

@@ -243,3 +243,19 @@ def test_a_malformed_page_is_a_rest_error(page: dict[str, Any]) -> None:
             await runner.cleanup()
 
     asyncio.run(main())
+
+
+def test_an_error_status_in_a_200_answer_is_named_when_giving_up() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ERROR", "error": "upstream timeout"})
+
+    async def main() -> None:
+        runner, base = await _serve(handler)
+        try:
+            async with MassiveRestClient(KEY, base, retry=FAST) as client:
+                with pytest.raises(RestError, match="status ERROR: upstream timeout"):
+                    await client.get_json("/v3/trades/AAPL")
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
