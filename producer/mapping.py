@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from schemas.codec import DATA_TYPE_OF_KIND
+
 Record = dict[str, Any]
 
 NS_PER_MS = 1_000_000
@@ -22,7 +24,7 @@ LIVE = "live"
 KIND_BY_EV: dict[str, str] = {"AM": "bar", "T": "trade", "Q": "quote"}
 # record kind -> WS channel prefix, and config data type -> kind
 EV_BY_KIND: dict[str, str] = {v: k for k, v in KIND_BY_EV.items()}
-KIND_BY_DATA_TYPE: dict[str, str] = {"bars": "bar", "trades": "trade", "quotes": "quote"}
+KIND_BY_DATA_TYPE: dict[str, str] = {v: k for k, v in DATA_TYPE_OF_KIND.items()}
 
 _NUMBER = (int, float)
 

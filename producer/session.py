@@ -41,12 +41,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from common.config import Config
 from producer.liveencode import LiveEncoder
-from producer.mapping import (
-    KIND_BY_DATA_TYPE,
-    MappingError,
-    event_timestamp_ns,
-    record_from_ws_event,
-)
+from producer.mapping import MappingError, event_timestamp_ns, record_from_ws_event
 from producer.protocol import (
     AuthFailed,
     MassiveProtocol,
@@ -55,6 +50,7 @@ from producer.protocol import (
     subscription_channels,
 )
 from producer.publisher import Publisher, PublisherError
+from schemas.codec import DATA_TYPE_OF_KIND
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +59,6 @@ EXIT_AUTH_FAILED = 3
 EXIT_GAVE_UP = 4
 EXIT_KAFKA_FAILED = 5
 
-DATA_TYPE_BY_KIND = {kind: data_type for data_type, kind in KIND_BY_DATA_TYPE.items()}
 # Errors the codec may raise for a record that does not fit the schema.
 _ENCODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
 
@@ -608,7 +603,7 @@ class _SessionCollector(Collector):
         events = CounterMetricFamily("producer_events", "Events received and queued for "
                                      "Kafka, by type", labels=["type"])
         for kind, n in s.events_by_kind.items():
-            events.add_metric([DATA_TYPE_BY_KIND[kind]], n)
+            events.add_metric([DATA_TYPE_OF_KIND[kind]], n)
         yield events
         yield CounterMetricFamily("producer_frames", "WebSocket frames received",
                                   value=s.stats.frames)
