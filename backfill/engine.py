@@ -31,7 +31,7 @@ class Sink(Protocol):
 
     failed: int
 
-    def produce_encoded(self, kind: str, symbol: str, value: bytes) -> None: ...
+    def produce_many(self, items: list[tuple[str, str, bytes]]) -> None: ...
     def flush(self, timeout_s: float = 30.0) -> int: ...
 
 
@@ -299,9 +299,8 @@ class BackfillEngine:
             except EncodeError as exc:  # a value outside the schema (e.g. an int > 2**63)
                 self._bad_result(window, exc)
         t2 = time.thread_time()
-        produce = self.sink.produce_encoded
-        for value in values:
-            produce(kind, symbol, value)
+        # one call per chunk: the publisher counts (under its lock) once, not per record
+        self.sink.produce_many([(kind, symbol, value) for value in values])
         t3 = time.thread_time()
         p = self.progress
         p.map_s += t1 - t0

@@ -183,8 +183,8 @@ def test_engine_skips_bars_still_running() -> None:
         def __init__(self) -> None:
             self.values: list[bytes] = []
 
-        def produce_encoded(self, kind: str, symbol: str, value: bytes) -> None:
-            self.values.append(value)
+        def produce_many(self, items: list[tuple[str, str, bytes]]) -> None:
+            self.values.extend(value for _, _, value in items)
 
         def flush(self, timeout_s: float = 30.0) -> int:
             return 0
@@ -229,8 +229,8 @@ def test_engine_skips_a_result_the_codec_cannot_encode() -> None:
         def __init__(self) -> None:
             self.values: list[bytes] = []
 
-        def produce_encoded(self, kind: str, symbol: str, value: bytes) -> None:
-            self.values.append(value)
+        def produce_many(self, items: list[tuple[str, str, bytes]]) -> None:
+            self.values.extend(value for _, _, value in items)
 
         def flush(self, timeout_s: float = 30.0) -> int:
             return 0
@@ -277,7 +277,7 @@ def test_run_job_without_resume_opens_one_checkpoint(tmp_path: Path,
     class Sink:
         failed = 0
 
-        def produce_encoded(self, kind: str, symbol: str, value: bytes) -> None:
+        def produce_many(self, items: list[tuple[str, str, bytes]]) -> None:
             raise AssertionError("nothing to publish")
 
         def flush(self, timeout_s: float = 30.0) -> int:
