@@ -228,6 +228,7 @@ class ProducerSession:
         # start, disconnected, why, reconnects before it
         self._pending_gap: tuple[int, int, str, int] | None = None
         self._subscribed = False  # the current/last connection reached SUBSCRIBED
+        self._subscribed_at = 0.0  # monotonic time the current connection subscribed
         if registry is not None:
             registry.register(_SessionCollector(self))
 
@@ -314,7 +315,12 @@ class ProducerSession:
                     subscribed = self._subscribed
                     if self.stop_event.is_set():
                         break
-                    failures = 0 if subscribed else failures + 1
+                    # Only a connection that streamed for as long as the longest backoff
+                    # resets the count: a server that subscribes us and drops us at once
+                    # must still meet a growing delay (and max_reconnects), not a loop.
+                    stable = subscribed and (time.monotonic() - self._subscribed_at
+                                             >= self._pcfg.reconnect_max_s)
+                    failures = 0 if stable else failures + 1
                     log.warning("websocket disconnected: %s", exc.reason,
                                 extra={"url": self.url, "reason": exc.reason,
                                        "failed_attempts": failures})
@@ -374,6 +380,7 @@ class ProducerSession:
                 await ws.close()
             await self._handshake(ws, proto)
             self._subscribed = True
+            self._subscribed_at = time.monotonic()
             self.state = "subscribed"
             if self._pending_gap is not None:
                 self._close_gap(time.time_ns())

@@ -8,6 +8,7 @@ through ``producer.mapping``, must be in the topics exactly once with equal cont
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -467,3 +468,37 @@ def test_gives_up_after_max_reconnects_with_backoff(kafka_bootstrap: str,
     # 0.05 + 0.1 + 0.2 (capped), i.e. 0.175 s, was waited
     assert elapsed >= 0.17
     assert not session.gaps  # never subscribed: nothing was missed
+
+
+def test_a_server_that_drops_us_right_after_subscribing_meets_growing_backoff(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Subscribed-then-dropped at once counts as a failed attempt: the delay grows and
+    max_reconnects ends it, instead of a reconnect every few hundred milliseconds forever."""
+    from websockets.asyncio.server import serve
+
+    connections: list[float] = []
+
+    async def handler(ws: Any) -> None:
+        connections.append(time.monotonic())
+        await ws.send('[{"ev":"status","status":"connected","message":"Connected Successfully"}]')
+        await ws.recv()  # auth
+        await ws.send('[{"ev":"status","status":"auth_success","message":"authenticated"}]')
+        subscribe = json.loads(await ws.recv())
+        for channel in subscribe["params"].split(","):
+            await ws.send(json.dumps([{"ev": "status", "status": "success",
+                                       "message": f"subscribed to: {channel}"}]))
+        await ws.close(1011, "going away")
+
+    async def scenario() -> int:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            config = make_config(kafka_bootstrap, f"ws://127.0.0.1:{port}", tmp_path,
+                                 max_reconnects=3, reconnect_initial_s=0.05,
+                                 reconnect_max_s=0.4)
+            session = ProducerSession(config, Publisher(config))
+            return await asyncio.wait_for(session.run(), 30)
+
+    assert asyncio.run(scenario()) == EXIT_GAVE_UP
+    assert len(connections) == 4
+    waits = [b - a for a, b in itertools.pairwise(connections)]
+    assert waits[-1] > waits[0]  # the delay grew
