@@ -26,53 +26,23 @@ from collections.abc import Callable
 from typing import Any
 
 from producer.mapping import NS_PER_MS, record_from_ws_event
+from schemas import fastpath
 
 log = logging.getLogger(__name__)
 
 _SMALL_LIMIT = 1 << 13
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _slow_long(v: int) -> bytes:
-    if not -(1 << 63) <= v < (1 << 63):
-        raise OverflowError(v)
-    return _varint((v << 1) ^ (v >> 63))
-
-
-# 14-bit chunk -> its two varint bytes with continuation bits / the final one or two bytes
-_CHUNK = tuple(bytes(((c & 0x7F) | 0x80, ((c >> 7) & 0x7F) | 0x80)) for c in range(1 << 14))
-_LAST = tuple(_varint(c) for c in range(1 << 14))
-
-
-def _long(v: int) -> bytes:
-    """Zigzag varint of a signed 64-bit int, 14 bits per table lookup."""
-    n = (v << 1) ^ (v >> 63)
-    if n < 0 or n >> 64:
-        raise OverflowError(v)
-    if n < 16384:
-        return _LAST[n]
-    if n < 268435456:
-        return _CHUNK[n & 0x3FFF] + _LAST[n >> 14]
-    if n < 4398046511104:
-        return _CHUNK[n & 0x3FFF] + _CHUNK[(n >> 14) & 0x3FFF] + _LAST[n >> 28]
-    if n < 72057594037927936:
-        return (_CHUNK[n & 0x3FFF] + _CHUNK[(n >> 14) & 0x3FFF] + _CHUNK[(n >> 28) & 0x3FFF]
-                + _LAST[n >> 42])
-    return (_CHUNK[n & 0x3FFF] + _CHUNK[(n >> 14) & 0x3FFF] + _CHUNK[(n >> 28) & 0x3FFF]
-            + _CHUNK[(n >> 42) & 0x3FFF] + _LAST[n >> 56])
+# The codec's table-driven varint pieces (14 bits per lookup), shared rather than copied.
+_CHUNK = fastpath._CHUNK
+_LAST = fastpath._LAST
+_varint = fastpath._varint_bytes
+_long = fastpath.encode_long
 
 
 # zigzag varint of every small int; keys are ints only (a float key would also match a
 # dict lookup, so callers check the class first)
-SMALL: dict[int, bytes] = {v: _slow_long(v) for v in range(-_SMALL_LIMIT, _SMALL_LIMIT)}
+SMALL: dict[int, bytes] = {v: _long(v) for v in range(-_SMALL_LIMIT, _SMALL_LIMIT)}
 NULL = b"\x00"  # union branch 0 (null), also an empty array and enum symbol 0 ("live")
 SOME = b"\x02"  # union branch 1
 # [null, int] union holding a small int: branch 1 + the value
