@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -248,6 +249,21 @@ def consumer_process(config_path: Path, name: str, log_path: Path) -> subprocess
         [sys.executable, "-m", "massive_fetcher", "consumer", "--config", str(config_path),
          "--log-level", "DEBUG", "--client-id", name],
         cwd=_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("ab"))
+
+
+def stop_processes(procs: Iterable[subprocess.Popen]) -> None:
+    """SIGTERM every process still running (they flush and commit), then wait; SIGKILL one
+    that has not exited within 30 s."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
 
 
 def write_config(config: Config, path: Path) -> None:

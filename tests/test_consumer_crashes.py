@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from consumer.testkit import (
     publish,
     quotes_stream,
     row_count,
+    stop_processes,
     trades_stream,
     unique,
     wait_for,
@@ -107,15 +107,7 @@ def test_three_consumers_one_killed_then_restarted(kafka_bootstrap: str, markets
         _eventually_equal(marketstore_url, expected, 120)
     finally:
         stop.set()
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_processes(procs.values())
     assert all(p.returncode == 0 for m, p in procs.items()), {
         m: p.returncode for m, p in procs.items()}
     assert ownership_violations(logs) == []

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 import uuid
@@ -52,6 +50,7 @@ from consumer.testkit import (
     expected_buckets,
     make_config,
     ownership_violations,
+    stop_processes,
     write_config,
 )
 from consumer.writer import MarketStoreWriter
@@ -210,15 +209,7 @@ def measure(config: Config, members: int, expected: int, workdir: Path,
         busy1 = _machine_cpu()
         run.machine_busy = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_processes(procs.values())
     _scan(run, logs)
     run.assignments = held
     run.overlaps = ownership_overlaps(logs)
