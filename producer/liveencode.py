@@ -25,8 +25,15 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from producer.mapping import NS_PER_MS, record_from_ws_event
 from schemas import fastpath
+
+try:  # the compiled frame encoder; optional (no C compiler at install -> Python only)
+    from schemas._native import FrameEncoder
+except ImportError:  # pragma: no cover - depends on the build
+    FrameEncoder = None
 
 log = logging.getLogger(__name__)
 
@@ -308,3 +315,64 @@ class LiveEncoder:
             self._quote_header, symb, self._times.get(t) or self._time(t), NULL, NULL,
             _DD(bp, bs), bxb, _DD(ap, as_), axb, conds, inds, seq, tape, NULL, recv))
         return "quote", sym, value, t * NS_PER_MS
+
+
+NativeResult = tuple[list[tuple[str, bytes, str]], int, int, int]
+
+# what the native encoder takes beyond the fused one's shape: a fractional size ("ds"),
+# integral prices and sizes, explicit nulls
+NATIVE_SAMPLES: tuple[dict[str, Any], ...] = (*SAMPLES,
+    {"ev": "T", "sym": "AAPL", "i": "77", "x": 4, "p": 168.66, "s": 4, "ds": "4.6856",
+     "t": 1704205800001, "q": 5220000068, "z": 3, "c": None},
+    {"ev": "Q", "sym": "SPY", "bx": None, "bp": 470, "bs": 1.5, "ax": 12, "ap": 470.01,
+     "as": 2, "c": 1, "i": [], "t": 1704205800002, "q": 2**40, "z": None},
+)
+
+
+class NativeFrames:
+    """The compiled whole-frame encoder (``schemas/_native.c``) bound to this codec.
+
+    ``encode(frame, received_ns)`` -> (records, trades, quotes, last_event_ns) where records
+    are ``(topic, value, symbol)`` ready for ``produce``, or None when the frame is anything
+    but a well-formed array of T/Q events (the caller then runs the Python path on it).
+    It takes its framing from a :class:`LiveEncoder` (which derived it from the codec) and
+    checks its own bytes against the codec on the sample events at start; if the module was
+    not built, or any byte differs, ``enabled`` is False.
+    """
+
+    def __init__(self, live: LiveEncoder, topics: dict[str, str]) -> None:
+        self.enabled = False
+        self.encode: Callable[[bytes, int], NativeResult | None] = _none
+        if FrameEncoder is None or not live.enabled:
+            return
+        try:
+            encoder = FrameEncoder(live._trade_header, live._quote_header,
+                                   topics["trade"], topics["quote"])
+            ok = all(self._check(encoder, live, topics, received_ns)
+                     for received_ns in (1, 1_795_581_905_157_190_423))
+        except Exception as exc:  # any surprise means: do not use it
+            log.warning("native frame encoder disabled: %s", exc)
+            return
+        if not ok:
+            log.warning("native frame encoder disabled: its bytes differ from the codec's")
+            return
+        self.enabled = True
+        self.encode = encoder.encode
+
+    @staticmethod
+    def _check(encoder: Any, live: LiveEncoder, topics: dict[str, str],
+               received_ns: int) -> bool:
+        got = encoder.encode(orjson.dumps(NATIVE_SAMPLES), received_ns)
+        if got is None:
+            return False
+        records, trades, quotes, last_ns = got
+        want = []
+        for ev in NATIVE_SAMPLES:
+            kind, record = record_from_ws_event(ev, received_ns)
+            want.append((topics[kind], live._codec.encode(kind, record), record["symbol"]))
+        return (records == want and trades + quotes == len(NATIVE_SAMPLES)
+                and last_ns == NATIVE_SAMPLES[-1]["t"] * NS_PER_MS)
+
+
+def _none(frame: bytes, received_ns: int) -> None:
+    return None

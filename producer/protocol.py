@@ -200,6 +200,12 @@ class MassiveProtocol:
                 self.state = State.SUBSCRIBED
         return events
 
+    def count_data_frame(self, events: int) -> None:
+        """Account for a frame of data events that was parsed elsewhere (the native frame
+        encoder), as :meth:`feed` would have; only valid once SUBSCRIBED."""
+        self.stats.frames += 1
+        self.stats.events += events
+
     def reject(self, raw: Any, reason: str, detail: str) -> None:
         """Count and log one malformed frame or item (also used for mapping errors)."""
         self.stats.malformed[reason] += 1

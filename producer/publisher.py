@@ -158,6 +158,23 @@ class Publisher:
             for kind, n in by_kind.items():
                 self.produced_by_kind[kind] += n
 
+    def produce_routed(self, records: list[tuple[str, bytes, str]], trades: int,
+                       quotes: int) -> None:
+        """``produce_many`` for records already routed to their topic: (topic, value,
+        symbol), as the native frame encoder returns them, with their counts by kind."""
+        produce = self._producer.produce
+        for topic, value, symbol in records:
+            try:
+                produce(topic, value, symbol)
+            except BufferError:
+                self._wait_for_room(topic, value, symbol)
+            except KafkaException as exc:
+                self._refused(topic, symbol, value, exc)
+        with self._count_lock:
+            self.produced += len(records)
+            self.produced_by_kind["trade"] += trades
+            self.produced_by_kind["quote"] += quotes
+
     def _refused(self, topic: str, key: str, value: bytes, exc: KafkaException) -> None:
         """librdkafka refused one record outright. A record too large for
         ``message.max.bytes`` is bad input (a huge event): it is counted and logged like a

@@ -40,7 +40,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from common.config import Config
-from producer.liveencode import LiveEncoder
+from producer.liveencode import LiveEncoder, NativeFrames
 from producer.mapping import MappingError, event_timestamp_ns, record_from_ws_event
 from producer.protocol import (
     AuthFailed,
@@ -194,6 +194,10 @@ class ProducerSession:
         live = LiveEncoder(codec)
         self._fast_encode = live.encode if live.enabled else None
         self._received = live.received
+        topics = config.kafka.topics
+        native = NativeFrames(live, {"trade": topics.trades, "quote": topics.quotes})
+        self._native_encode = native.encode if native.enabled else None
+        self.native_frames = 0  # frames the compiled encoder took whole
         self._pcfg = config.producer
         self.gaps_file = Path(config.producer.gaps_file)
         self.handshake_timeout_s = handshake_timeout_s
@@ -441,12 +445,29 @@ class ProducerSession:
     def _handle_frame(self, proto: MassiveProtocol, frame: bytes | str) -> None:
         """The hot path: one frame -> records -> librdkafka's queue.
 
-        The fused encoder (producer.liveencode) takes well-formed T/Q events straight to
+        The native frame encoder (schemas/_native.c, when built) takes a whole frame of
+        well-formed T/Q events straight to routed records. Any other frame is parsed here:
+        the fused encoder (producer.liveencode) takes well-formed T/Q events straight to
         bytes; everything else (bars, odd shapes, bad events) goes through the mapping and
         the codec, which encode it identically or reject it with a clear error.
         """
         received_ns = time.time_ns()
         self.last_receipt_ns = received_ns
+        native = self._native_encode
+        if native is not None and proto.state is State.SUBSCRIBED and type(frame) is bytes:
+            out = native(frame, received_ns)
+            if out is not None:  # a well-formed frame of T/Q events only, encoded in C
+                records, trades, quotes, ts = out
+                self.native_frames += 1
+                proto.count_data_frame(trades + quotes)
+                counts = self.events_by_kind
+                counts["trade"] += trades
+                counts["quote"] += quotes
+                self.publisher.produce_routed(records, trades, quotes)
+                if ts > self.newest_event_ns:
+                    self.newest_event_ns = ts
+                self.lag_ns = received_ns - ts
+                return
         events = proto.feed(frame)
         if not events:
             return
@@ -614,6 +635,9 @@ class _SessionCollector(Collector):
         yield events
         yield CounterMetricFamily("producer_frames", "WebSocket frames received",
                                   value=s.stats.frames)
+        yield CounterMetricFamily("producer_frames_native", "WebSocket frames parsed and "
+                                  "encoded whole by the compiled encoder (schemas._native)",
+                                  value=s.native_frames)
         yield CounterMetricFamily("producer_reconnects", "Reconnection attempts",
                                   value=s.reconnects)
         errors = CounterMetricFamily("producer_parse_errors", "Malformed frames or events "

@@ -4,12 +4,14 @@ What is timed (the same run, the same broker, the same librdkafka settings, uniq
 
 * pipeline: the producer's real read loop (``ProducerSession._stream``) fed pre-built
   frames by an in-memory socket (the simulator's wire format, ``max_frame_events`` events
-  per frame), i.e. orjson parse -> protocol -> mapping -> codec -> produce, plus the final
-  flush: events / second until Kafka acknowledged the last one;
+  per frame), i.e. the native frame encoder (C: parse + encode; or, without it, orjson
+  parse -> protocol -> fused encoder) -> produce, plus the final flush: events / second
+  until Kafka acknowledged the last one;
 * ceiling: confluent-kafka producing the very same records pre-encoded (bytes + key), with a
   counting delivery callback, plus the final flush;
-* per stage (no Kafka): parse+protocol, the fused live encoder (what the loop runs), and
-  for reference mapping + codec.encode (the path it replaces), in microseconds per event.
+* per stage (no Kafka): the native frame encoder (what the loop runs), the Python path
+  (parse+protocol, the fused live encoder) and for reference mapping + codec.encode, in
+  microseconds per event.
 
 "per core" divides by the main Python thread's CPU time (the loop is single-threaded;
 librdkafka's own threads and the broker run beside it on the other core), and the process
@@ -265,7 +267,7 @@ def _warm(publisher: Publisher, config: Config) -> None:
 
 def stages(frames: list[bytes], codec: Any, n_events: int) -> dict[str, float]:
     """Microseconds per event of each stage on its own (best of 3), without Kafka."""
-    from producer.liveencode import LiveEncoder
+    from producer.liveencode import LiveEncoder, NativeFrames
 
     proto = MassiveProtocol("bench", ["T.*", "Q.*"])
     proto.state = State.SUBSCRIBED
@@ -296,9 +298,20 @@ def stages(frames: list[bytes], codec: Any, n_events: int) -> dict[str, float]:
             for kind, rec in recs:
                 encode(kind, rec)
 
+    native = NativeFrames(live, {"trade": "t", "quote": "q"})
+
+    def t_native() -> None:
+        encode = native.encode
+        for f in frames:
+            if encode(f, time.time_ns()) is None:
+                raise AssertionError("the native encoder refused a simulator frame")
+
+    runs = [("parse+protocol", t_parse), ("fused live encode", t_live),
+            ("[reference: mapping", t_map), ("codec.encode]", t_encode)]
+    if native.enabled:  # what the loop runs when the C extension is built
+        runs.insert(0, ("native frame encode (parse+encode, C)", t_native))
     out = {}
-    for name, fn in (("parse+protocol", t_parse), ("fused live encode", t_live),
-                     ("[reference: mapping", t_map), ("codec.encode]", t_encode)):
+    for name, fn in runs:
         times = []
         for _ in range(3):
             t = time.thread_time()
@@ -359,10 +372,17 @@ def main(argv: list[str] | None = None) -> int:
           f"(target >= {TARGET_PER_CORE:,})")
     print(f"runs: pipeline {', '.join(f'{r.rate:,.0f}' for r in pipelines)}; "
           f"ceiling {', '.join(f'{r.rate:,.0f}' for r in ceilings)}")
-    total = st["parse+protocol"] + st["fused live encode"]
+    python_path = st["parse+protocol"] + st["fused live encode"]
     print("per event, stages alone, main-thread CPU (us): "
           + ", ".join(f"{k} {v:.2f}" for k, v in st.items()))
-    print(f"parse + fused encode: {total:.2f} us -> {1e6 / total:,.0f} events/s before Kafka")
+    native_us = st.get("native frame encode (parse+encode, C)")
+    if native_us is None:
+        print("the C extension schemas._native is not built: the loop runs the Python path")
+    else:
+        print(f"native parse + encode: {native_us:.2f} us -> {1e6 / native_us:,.0f} "
+              "events/s before Kafka (the loop's path)")
+    print(f"Python path (parse + fused encode): {python_path:.2f} us -> "
+          f"{1e6 / python_path:,.0f} events/s before Kafka")
     if args.ws:
         ws_run = run_ws(config, symbols, n, args.frame_events)
         print(ws_run.line("websocket") + f"  (ratio to ceiling {ws_run.rate / best_c.rate:.2f};"

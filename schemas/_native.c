@@ -1,0 +1,764 @@
+/*
+ * schemas._native: the compiled hot paths of the Avro contract.
+ *
+ * FrameEncoder turns one Massive WebSocket frame (a JSON array of T and Q events) into
+ * framed Avro records in one pass over the frame's bytes, without building a Python dict,
+ * str or float per field. It is an accelerator, never the definition: the definition is
+ * producer.mapping + schemas.codec (and producer.liveencode, which gives the same bytes).
+ * It takes only the common, well-formed shape; for anything else (a status message, a
+ * bar, an escape in a string, a non-ASCII byte, an unexpected type, a number out of
+ * range, a duplicate key, malformed JSON) it returns None and the caller hands the whole
+ * frame to the Python path, which encodes it identically or rejects it with a clear
+ * error. Python checks it against the codec at start (producer.liveencode.NativeFrames)
+ * and the tests fuzz it against the Python path byte for byte.
+ *
+ * Field order follows schemas/trade.avsc and schemas/quote.avsc.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "Avro doubles are little-endian; this module assumes a little-endian host"
+#endif
+
+#define MAX_DEPTH 32
+#define MAX_ITEMS 64      /* int arrays (conditions, indicators) longer than this bail */
+#define MAX_TEXT 256      /* symbols and trade ids longer than this bail */
+#define NS_PER_MS 1000000LL
+#define MAX_MS (INT64_MAX / NS_PER_MS)
+
+/* ---- JSON values of the fields we read ------------------------------------------- */
+
+enum { V_ABSENT = 0, V_NULL, V_INT, V_FLOAT, V_STR, V_INTS, V_OTHER };
+
+typedef struct {
+    int type;
+    int64_t i;          /* V_INT */
+    double f;           /* V_FLOAT (V_INT keeps its exact value in i) */
+    const char *s;      /* V_STR: ASCII, no escapes */
+    Py_ssize_t n;       /* V_STR length, V_INTS count */
+    int32_t items[MAX_ITEMS];
+} Value;
+
+/* The keys of T and Q events we read; anything else is skipped. */
+enum { K_EV, K_SYM, K_T, K_P, K_S, K_X, K_I, K_Q, K_Z, K_C, K_TRFI, K_TRFT, K_DS,
+       K_BP, K_BS, K_AP, K_AS, K_BX, K_AX, K_COUNT };
+
+typedef struct {
+    const char *p;
+    const char *end;
+} Cursor;
+
+static inline void skip_ws(Cursor *c) {
+    while (c->p < c->end) {
+        char ch = *c->p;
+        if (ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t')
+            c->p++;
+        else
+            break;
+    }
+}
+
+/* A string without escapes and with printable ASCII only; c->p is at the opening quote. */
+static int parse_string(Cursor *c, const char **out, Py_ssize_t *len) {
+    const char *start = ++c->p;
+    while (c->p < c->end) {
+        unsigned char ch = (unsigned char)*c->p;
+        if (ch == '"') {
+            *out = start;
+            *len = c->p - start;
+            c->p++;
+            return 0;
+        }
+        if (ch == '\\' || ch < 0x20 || ch >= 0x80)
+            return -1;
+        c->p++;
+    }
+    return -1;
+}
+
+/* A JSON number (strict grammar). Integers must fit int64 (else V_OTHER); a number with
+ * a fraction or exponent is parsed by CPython's correctly rounded dtoa, as float() does. */
+static int parse_number(Cursor *c, Value *v) {
+    const char *start = c->p;
+    const char *p = c->p;
+    const char *end = c->end;
+    int neg = 0, is_float = 0, has_exp = 0;
+    uint64_t acc = 0;       /* the integer part, then (fast path) every digit */
+    int overflow = 0;
+    int frac_digits = 0;
+    if (p < end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= end)
+        return -1;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') {
+            unsigned d = (unsigned)(*p - '0');
+            if (acc > (UINT64_MAX - d) / 10)
+                overflow = 1;
+            else
+                acc = acc * 10 + d;
+            p++;
+        }
+    } else {
+        return -1;
+    }
+    if (p < end && *p == '.') {
+        is_float = 1;
+        p++;
+        if (p >= end || !(*p >= '0' && *p <= '9'))
+            return -1;
+        while (p < end && *p >= '0' && *p <= '9') {
+            unsigned d = (unsigned)(*p - '0');
+            if (acc > (UINT64_MAX - d) / 10)
+                overflow = 1;
+            else
+                acc = acc * 10 + d;
+            frac_digits++;
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        is_float = 1;
+        has_exp = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || !(*p >= '0' && *p <= '9'))
+            return -1;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    c->p = p;
+    if (!is_float) {
+        if (overflow || (!neg && acc > (uint64_t)INT64_MAX) ||
+            (neg && acc > (uint64_t)INT64_MAX + 1u)) {
+            v->type = V_OTHER;
+            return 0;
+        }
+        v->type = V_INT;
+        v->i = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+        return 0;
+    }
+    /* Clinger's fast path: a mantissa below 2^53 divided by an exact power of ten is
+     * one correctly rounded IEEE operation, i.e. the very double dtoa would give. */
+    static const double pow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
+                                   1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+                                   1e19, 1e20, 1e21, 1e22};
+    if (!has_exp && !overflow && acc <= (1ULL << 53) && frac_digits <= 22) {
+        double d = (double)acc / pow10[frac_digits];
+        v->type = V_FLOAT;
+        v->f = neg ? -d : d;
+        return 0;
+    }
+    char buf[64];
+    Py_ssize_t n = p - start;
+    if (n >= (Py_ssize_t)sizeof(buf)) {
+        v->type = V_OTHER;
+        return 0;
+    }
+    memcpy(buf, start, (size_t)n);
+    buf[n] = '\0';
+    char *stop = NULL;
+    double d = PyOS_string_to_double(buf, &stop, NULL);
+    if (d == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (stop != buf + n || !isfinite(d)) {
+        v->type = V_OTHER;
+        return 0;
+    }
+    v->type = V_FLOAT;
+    v->f = d;
+    return 0;
+}
+
+static int literal(Cursor *c, const char *word, Py_ssize_t n) {
+    if (c->end - c->p < n || memcmp(c->p, word, (size_t)n) != 0)
+        return -1;
+    c->p += n;
+    return 0;
+}
+
+/* Any JSON value, validated and skipped (the fields we do not read). */
+static int skip_value(Cursor *c, int depth) {
+    if (depth > MAX_DEPTH || c->p >= c->end)
+        return -1;
+    char ch = *c->p;
+    if (ch == '"') {
+        const char *s;
+        Py_ssize_t n;
+        return parse_string(c, &s, &n);
+    }
+    if (ch == '-' || (ch >= '0' && ch <= '9')) {
+        Value v;
+        return parse_number(c, &v);
+    }
+    if (ch == 't')
+        return literal(c, "true", 4);
+    if (ch == 'f')
+        return literal(c, "false", 5);
+    if (ch == 'n')
+        return literal(c, "null", 4);
+    if (ch == '[' || ch == '{') {
+        char close = ch == '[' ? ']' : '}';
+        c->p++;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == close) {
+            c->p++;
+            return 0;
+        }
+        for (;;) {
+            if (ch == '{') {
+                const char *k;
+                Py_ssize_t kn;
+                if (c->p >= c->end || *c->p != '"' || parse_string(c, &k, &kn) < 0)
+                    return -1;
+                skip_ws(c);
+                if (c->p >= c->end || *c->p != ':')
+                    return -1;
+                c->p++;
+                skip_ws(c);
+            }
+            if (skip_value(c, depth + 1) < 0)
+                return -1;
+            skip_ws(c);
+            if (c->p >= c->end)
+                return -1;
+            if (*c->p == ',') {
+                c->p++;
+                skip_ws(c);
+                continue;
+            }
+            if (*c->p == close) {
+                c->p++;
+                return 0;
+            }
+            return -1;
+        }
+    }
+    return -1;
+}
+
+/* The value of a field we read: null, an int, a float, a plain string, an array of
+ * int32 (anything else is V_OTHER, after validating and skipping it). */
+static int parse_value(Cursor *c, Value *v) {
+    if (c->p >= c->end)
+        return -1;
+    char ch = *c->p;
+    if (ch == '"') {
+        v->type = V_STR;
+        if (parse_string(c, &v->s, &v->n) == 0)
+            return 0;
+        /* an escape or non-ASCII text: valid JSON perhaps, but not ours to decode */
+        return -1;
+    }
+    if (ch == '-' || (ch >= '0' && ch <= '9'))
+        return parse_number(c, v);
+    if (ch == 'n') {
+        v->type = V_NULL;
+        return literal(c, "null", 4);
+    }
+    if (ch == '[') {
+        const char *save = c->p;
+        c->p++;
+        skip_ws(c);
+        v->type = V_INTS;
+        v->n = 0;
+        if (c->p < c->end && *c->p == ']') {
+            c->p++;
+            return 0;
+        }
+        for (;;) {
+            Value item;
+            if (c->p >= c->end || !(*c->p == '-' || (*c->p >= '0' && *c->p <= '9')))
+                break;
+            if (parse_number(c, &item) < 0)
+                return -1;
+            if (item.type != V_INT || item.i < INT32_MIN || item.i > INT32_MAX ||
+                v->n >= MAX_ITEMS)
+                break;
+            v->items[v->n++] = (int32_t)item.i;
+            skip_ws(c);
+            if (c->p < c->end && *c->p == ',') {
+                c->p++;
+                skip_ws(c);
+                continue;
+            }
+            if (c->p < c->end && *c->p == ']') {
+                c->p++;
+                return 0;
+            }
+            return -1;
+        }
+        c->p = save;  /* not a short list of int32: validate it, but do not use it */
+        v->type = V_OTHER;
+        return skip_value(c, 1);
+    }
+    v->type = V_OTHER;
+    return skip_value(c, 1);
+}
+
+static int key_of(const char *k, Py_ssize_t n) {
+    switch (n) {
+    case 1:
+        switch (k[0]) {
+        case 't': return K_T;
+        case 'p': return K_P;
+        case 's': return K_S;
+        case 'x': return K_X;
+        case 'i': return K_I;
+        case 'q': return K_Q;
+        case 'z': return K_Z;
+        case 'c': return K_C;
+        }
+        return -1;
+    case 2:
+        if (k[0] == 'e' && k[1] == 'v') return K_EV;
+        if (k[0] == 'd' && k[1] == 's') return K_DS;
+        if (k[0] == 'b' && k[1] == 'p') return K_BP;
+        if (k[0] == 'b' && k[1] == 's') return K_BS;
+        if (k[0] == 'a' && k[1] == 'p') return K_AP;
+        if (k[0] == 'a' && k[1] == 's') return K_AS;
+        if (k[0] == 'b' && k[1] == 'x') return K_BX;
+        if (k[0] == 'a' && k[1] == 'x') return K_AX;
+        return -1;
+    case 3:
+        return memcmp(k, "sym", 3) == 0 ? K_SYM : -1;
+    case 4:
+        if (memcmp(k, "trfi", 4) == 0) return K_TRFI;
+        if (memcmp(k, "trft", 4) == 0) return K_TRFT;
+        return -1;
+    }
+    return -1;
+}
+
+/* ---- Avro encoding --------------------------------------------------------------- */
+
+typedef struct {
+    char buf[2048];
+    Py_ssize_t n;
+} Out;
+
+static inline void put_byte(Out *o, unsigned char b) { o->buf[o->n++] = (char)b; }
+
+static inline void put_bytes(Out *o, const void *src, Py_ssize_t n) {
+    memcpy(o->buf + o->n, src, (size_t)n);
+    o->n += n;
+}
+
+static inline void put_long(Out *o, int64_t v) {
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    while (z >= 0x80) {
+        put_byte(o, (unsigned char)(z | 0x80));
+        z >>= 7;
+    }
+    put_byte(o, (unsigned char)z);
+}
+
+static inline void put_double(Out *o, double d) { put_bytes(o, &d, 8); }
+
+static inline void put_text(Out *o, const char *s, Py_ssize_t n) {
+    put_long(o, n);
+    put_bytes(o, s, n);
+}
+
+static inline void put_ints(Out *o, const int32_t *items, Py_ssize_t n) {
+    if (n) {
+        put_long(o, n);
+        for (Py_ssize_t k = 0; k < n; k++)
+            put_long(o, items[k]);
+    }
+    put_byte(o, 0);
+}
+
+static inline int is_int32(const Value *v) {
+    return v->type == V_INT && v->i >= INT32_MIN && v->i <= INT32_MAX;
+}
+
+static inline int is_number(const Value *v) { return v->type == V_INT || v->type == V_FLOAT; }
+
+static inline double number(const Value *v) {
+    return v->type == V_INT ? (double)v->i : v->f;
+}
+
+static inline int is_absent(const Value *v) { return v->type == V_ABSENT || v->type == V_NULL; }
+
+/* A decimal-string field (``ds``: fractional size) as float() reads it, for the strict
+ * JSON number grammar only (float() also takes spaces, "_", "inf"...: those bail). A
+ * number where a string was expected is taken as it is, as the Python mapping does. */
+static int decimal(const Value *v, double *out) {
+    if (is_number(v)) {
+        *out = number(v);
+        return 0;
+    }
+    if (v->type != V_STR || v->n == 0 || v->n >= 64)
+        return -1;
+    Cursor c = {v->s, v->s + v->n};
+    Value parsed;
+    if (parse_number(&c, &parsed) < 0 || c.p != c.end)
+        return -1;
+    if (parsed.type == V_FLOAT) {
+        *out = parsed.f;
+        return 0;
+    }
+    if (parsed.type != V_INT)
+        return -1;
+    /* float("-0") is -0.0, which (double)0 is not */
+    *out = (parsed.i == 0 && v->s[0] == '-') ? -0.0 : (double)parsed.i;
+    return 0;
+}
+
+/* ["null", "int"] from an optional int32 field; -1 when it is not one */
+static inline int put_opt_int(Out *o, const Value *v) {
+    if (is_absent(v)) {
+        put_byte(o, 0);
+        return 0;
+    }
+    if (!is_int32(v))
+        return -1;
+    put_byte(o, 2);
+    put_long(o, v->i);
+    return 0;
+}
+
+static inline int is_ms(const Value *v) {
+    return v->type == V_INT && v->i <= MAX_MS && v->i >= -MAX_MS;
+}
+
+static inline int is_text(const Value *v) {
+    return v->type == V_STR && v->n > 0 && v->n <= MAX_TEXT;
+}
+
+/* trade.avsc: symbol, sip_timestamp_ns, participant_timestamp_ns, trf_timestamp_ns,
+ * price, size, exchange, tape, conditions, id, sequence_number, trf_id, correction,
+ * source, received_ns */
+static int encode_trade(Out *o, const Value *f, const char *head, Py_ssize_t head_n,
+                        const char *recv, Py_ssize_t recv_n) {
+    const Value *sym = &f[K_SYM], *t = &f[K_T], *p = &f[K_P], *s = &f[K_S], *x = &f[K_X],
+                *i = &f[K_I], *q = &f[K_Q], *c = &f[K_C], *trft = &f[K_TRFT];
+    double size;
+    if (!is_text(sym) || !is_ms(t) || !is_number(p) || !is_int32(x) || !is_text(i) ||
+        q->type != V_INT)
+        return -1;
+    if (is_absent(&f[K_DS])) {  /* a fractional size in "ds" replaces the whole "s" */
+        if (!is_number(s))
+            return -1;
+        size = number(s);
+    } else if (decimal(&f[K_DS], &size) < 0) {
+        return -1;
+    }
+    if (!(is_absent(c) || c->type == V_INTS) || !(is_absent(trft) || is_ms(trft)))
+        return -1;
+    o->n = 0;
+    put_bytes(o, head, head_n);
+    put_text(o, sym->s, sym->n);
+    put_long(o, t->i * NS_PER_MS);
+    put_byte(o, 0);
+    if (is_absent(trft)) {
+        put_byte(o, 0);
+    } else {
+        put_byte(o, 2);
+        put_long(o, trft->i * NS_PER_MS);
+    }
+    put_double(o, number(p));
+    put_double(o, size);
+    put_long(o, x->i);
+    if (put_opt_int(o, &f[K_Z]) < 0)
+        return -1;
+    put_ints(o, c->items, c->type == V_INTS ? c->n : 0);
+    put_text(o, i->s, i->n);
+    put_long(o, q->i);
+    if (put_opt_int(o, &f[K_TRFI]) < 0)
+        return -1;
+    put_byte(o, 0);  /* correction: null */
+    put_byte(o, 0);  /* source: live */
+    put_bytes(o, recv, recv_n);
+    return 0;
+}
+
+/* quote.avsc: symbol, sip_timestamp_ns, participant_timestamp_ns, trf_timestamp_ns,
+ * bid_price, bid_size, bid_exchange, ask_price, ask_size, ask_exchange, conditions,
+ * indicators, sequence_number, tape, source, received_ns */
+static int encode_quote(Out *o, const Value *f, const char *head, Py_ssize_t head_n,
+                        const char *recv, Py_ssize_t recv_n) {
+    const Value *sym = &f[K_SYM], *t = &f[K_T], *bp = &f[K_BP], *bs = &f[K_BS],
+                *ap = &f[K_AP], *as = &f[K_AS], *q = &f[K_Q], *c = &f[K_C], *ind = &f[K_I];
+    if (!is_text(sym) || !is_ms(t) || !is_number(bp) || !is_number(bs) ||
+        !is_number(ap) || !is_number(as) || q->type != V_INT)
+        return -1;
+    if (!(is_absent(c) || is_int32(c)) || !(is_absent(ind) || ind->type == V_INTS))
+        return -1;
+    o->n = 0;
+    put_bytes(o, head, head_n);
+    put_text(o, sym->s, sym->n);
+    put_long(o, t->i * NS_PER_MS);
+    put_byte(o, 0);
+    put_byte(o, 0);
+    put_double(o, number(bp));
+    put_double(o, number(bs));
+    if (put_opt_int(o, &f[K_BX]) < 0)
+        return -1;
+    put_double(o, number(ap));
+    put_double(o, number(as));
+    if (put_opt_int(o, &f[K_AX]) < 0)
+        return -1;
+    if (is_absent(c)) {
+        put_byte(o, 0);
+    } else {
+        int32_t one = (int32_t)c->i;
+        put_ints(o, &one, 1);
+    }
+    put_ints(o, ind->items, ind->type == V_INTS ? ind->n : 0);
+    put_long(o, q->i);
+    if (put_opt_int(o, &f[K_Z]) < 0)
+        return -1;
+    put_byte(o, 0);  /* source: live */
+    put_bytes(o, recv, recv_n);
+    return 0;
+}
+
+/* ---- FrameEncoder ---------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *trade_header;  /* bytes: the codec's framing prefix of a trade record */
+    PyObject *quote_header;
+    PyObject *trade_topic;   /* whatever the caller wants back with each record */
+    PyObject *quote_topic;
+} FrameEncoder;
+
+static int FrameEncoder_init(FrameEncoder *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"trade_header", "quote_header", "trade_topic", "quote_topic",
+                             NULL};
+    PyObject *th, *qh, *tt, *qt;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SSOO", kwlist, &th, &qh, &tt, &qt))
+        return -1;
+    if (PyBytes_GET_SIZE(th) > 64 || PyBytes_GET_SIZE(qh) > 64) {
+        PyErr_SetString(PyExc_ValueError, "record headers longer than 64 bytes");
+        return -1;
+    }
+    Py_INCREF(th);
+    Py_INCREF(qh);
+    Py_INCREF(tt);
+    Py_INCREF(qt);
+    Py_XSETREF(self->trade_header, th);
+    Py_XSETREF(self->quote_header, qh);
+    Py_XSETREF(self->trade_topic, tt);
+    Py_XSETREF(self->quote_topic, qt);
+    return 0;
+}
+
+static void FrameEncoder_dealloc(FrameEncoder *self) {
+    Py_XDECREF(self->trade_header);
+    Py_XDECREF(self->quote_header);
+    Py_XDECREF(self->trade_topic);
+    Py_XDECREF(self->quote_topic);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* One object of the frame: its fields in f (c->p at '{'). Returns 'T', 'Q' or -1. */
+static int parse_event(Cursor *c, Value *f) {
+    unsigned seen = 0;
+    for (int k = 0; k < K_COUNT; k++)
+        f[k].type = V_ABSENT;
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}')
+        return -1;
+    for (;;) {
+        const char *k;
+        Py_ssize_t kn;
+        if (c->p >= c->end || *c->p != '"' || parse_string(c, &k, &kn) < 0)
+            return -1;
+        skip_ws(c);
+        if (c->p >= c->end || *c->p != ':')
+            return -1;
+        c->p++;
+        skip_ws(c);
+        int key = key_of(k, kn);
+        if (key < 0) {
+            if (skip_value(c, 1) < 0)
+                return -1;
+        } else {
+            if (seen & (1u << key))
+                return -1;  /* a duplicate key: leave "last one wins" to the Python path */
+            seen |= 1u << key;
+            if (parse_value(c, &f[key]) < 0)
+                return -1;
+        }
+        skip_ws(c);
+        if (c->p >= c->end)
+            return -1;
+        if (*c->p == ',') {
+            c->p++;
+            skip_ws(c);
+            continue;
+        }
+        if (*c->p == '}') {
+            c->p++;
+            break;
+        }
+        return -1;
+    }
+    const Value *ev = &f[K_EV];
+    if (ev->type != V_STR || ev->n != 1 || (ev->s[0] != 'T' && ev->s[0] != 'Q'))
+        return -1;
+    return ev->s[0];
+}
+
+PyDoc_STRVAR(encode_doc,
+"encode(frame, received_ns) -> (records, trades, quotes, last_event_ns) or None\n\n"
+"records: a list of (topic, value, symbol) in frame order, topic being trade_topic or\n"
+"quote_topic and value the framed Avro record. None: the frame is not a well-formed\n"
+"array of T and Q events only; use the Python path for the whole frame.");
+
+static PyObject *FrameEncoder_encode(FrameEncoder *self, PyObject *args) {
+    Py_buffer frame;
+    long long received_ns;
+    if (!PyArg_ParseTuple(args, "y*L", &frame, &received_ns))
+        return NULL;
+    Cursor cur = {(const char *)frame.buf, (const char *)frame.buf + frame.len};
+    Cursor *c = &cur;
+    Value *fields = PyMem_Malloc(sizeof(Value) * K_COUNT);
+    Out *out = PyMem_Malloc(sizeof(Out));
+    PyObject *records = NULL, *result = NULL;
+    if (fields == NULL || out == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    char recv[11];
+    Py_ssize_t recv_n;
+    {
+        Out r;
+        r.n = 0;
+        put_byte(&r, 2);
+        put_long(&r, received_ns);
+        memcpy(recv, r.buf, (size_t)r.n);
+        recv_n = r.n;
+    }
+    const char *th = PyBytes_AS_STRING(self->trade_header);
+    Py_ssize_t th_n = PyBytes_GET_SIZE(self->trade_header);
+    const char *qh = PyBytes_AS_STRING(self->quote_header);
+    Py_ssize_t qh_n = PyBytes_GET_SIZE(self->quote_header);
+    long trades = 0, quotes = 0;
+    long long last_ns = 0;
+
+    records = PyList_New(0);
+    if (records == NULL)
+        goto done;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != '[')
+        goto fallback;
+    c->p++;
+    skip_ws(c);
+    for (;;) {
+        if (c->p >= c->end || *c->p != '{')
+            goto fallback;
+        int ev = parse_event(c, fields);
+        if (ev < 0)
+            goto fallback;
+        PyObject *topic;
+        if (ev == 'T') {
+            if (encode_trade(out, fields, th, th_n, recv, recv_n) < 0)
+                goto fallback;
+            topic = self->trade_topic;
+            trades++;
+        } else {
+            if (encode_quote(out, fields, qh, qh_n, recv, recv_n) < 0)
+                goto fallback;
+            topic = self->quote_topic;
+            quotes++;
+        }
+        last_ns = fields[K_T].i * NS_PER_MS;
+        PyObject *value = PyBytes_FromStringAndSize(out->buf, out->n);
+        PyObject *key = value ? PyUnicode_FromStringAndSize(fields[K_SYM].s,
+                                                            fields[K_SYM].n) : NULL;
+        PyObject *item = key ? PyTuple_New(3) : NULL;
+        if (item == NULL) {
+            Py_XDECREF(value);
+            Py_XDECREF(key);
+            goto done;
+        }
+        Py_INCREF(topic);
+        PyTuple_SET_ITEM(item, 0, topic);
+        PyTuple_SET_ITEM(item, 1, value);
+        PyTuple_SET_ITEM(item, 2, key);
+        int rc = PyList_Append(records, item);
+        Py_DECREF(item);
+        if (rc < 0)
+            goto done;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ',') {
+            c->p++;
+            skip_ws(c);
+            continue;
+        }
+        if (c->p < c->end && *c->p == ']') {
+            c->p++;
+            break;
+        }
+        goto fallback;
+    }
+    skip_ws(c);
+    if (c->p != c->end)
+        goto fallback;
+    result = Py_BuildValue("(OllL)", records, trades, quotes, last_ns);
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(records);
+    PyMem_Free(fields);
+    PyMem_Free(out);
+    PyBuffer_Release(&frame);
+    return result;
+}
+
+static PyMethodDef FrameEncoder_methods[] = {
+    {"encode", (PyCFunction)FrameEncoder_encode, METH_VARARGS, encode_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(FrameEncoder_doc,
+"FrameEncoder(trade_header, quote_header, trade_topic, quote_topic)\n\n"
+"Massive WS frames of T/Q events -> framed Avro records, or None for the Python path.");
+
+static PyTypeObject FrameEncoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "schemas._native.FrameEncoder",
+    .tp_basicsize = sizeof(FrameEncoder),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = FrameEncoder_doc,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FrameEncoder_init,
+    .tp_dealloc = (destructor)FrameEncoder_dealloc,
+    .tp_methods = FrameEncoder_methods,
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "schemas._native",
+    .m_doc = "Compiled hot paths of the Avro contract (optional; Python fallbacks exist).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    if (PyType_Ready(&FrameEncoderType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&native_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "FrameEncoder", (PyObject *)&FrameEncoderType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

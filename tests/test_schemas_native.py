@@ -1,0 +1,169 @@
+"""schemas._native.FrameEncoder (via producer.liveencode.NativeFrames) gives, for a whole
+frame, exactly what the Python path gives (orjson -> mapping -> codec), or None.
+
+None is always allowed (the caller then runs the Python path on the frame); a result that
+differs by one byte, or a result for a frame the Python path would reject in any part, is
+a bug. The frames here are the simulator's, then the same mutated field by field and byte
+by byte.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from common.config import Config
+from producer.liveencode import LiveEncoder, NativeFrames
+from producer.mapping import MappingError, record_from_ws_event
+from schemas.codec import make_codec
+
+native = pytest.importorskip("schemas._native", reason="the C extension was not built")
+
+TOPICS = {"trade": "t-topic", "quote": "q-topic"}
+RECEIVED = (1_795_581_905_157_190_423, 0, -5)
+
+
+@pytest.fixture(scope="module")
+def codec() -> Any:
+    return make_codec(Config())
+
+
+@pytest.fixture(scope="module")
+def frames_encoder(codec: Any) -> NativeFrames:
+    enc = NativeFrames(LiveEncoder(codec), TOPICS)
+    assert enc.enabled
+    return enc
+
+
+def _reference(codec: Any, frame: bytes, received_ns: int) -> Any:
+    """The Python path's records for a frame, or None if it rejects any part of it."""
+    try:
+        items = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return None
+    if type(items) is not list or not items:
+        return None
+    records, trades, quotes = [], 0, 0
+    for ev in items:
+        if type(ev) is not dict or ev.get("ev") not in ("T", "Q"):
+            return None
+        try:
+            kind, record = record_from_ws_event(ev, received_ns)
+            value = codec.encode(kind, record)
+        except (MappingError, ValueError, TypeError, KeyError, OverflowError):
+            return None
+        records.append((TOPICS[kind], value, record["symbol"]))
+        trades += kind == "trade"
+        quotes += kind == "quote"
+    return records, trades, quotes, record["sip_timestamp_ns"]
+
+
+def _simulator_events() -> list[dict[str, Any]]:
+    from simulator import wire
+    from simulator.model import MarketModel
+
+    model = MarketModel(seed=3, trades_per_second=2000, quotes_per_second=2000,
+                        symbols=["AAPL", "BRK.A", "SPY"])
+    start = 1704205800 * 10**9
+    events: list[dict[str, Any]] = []
+    for sym in model.symbols:
+        events += wire.ws_trades(model.trades(sym, start, start + 10**9))
+        events += wire.ws_quotes(model.quotes(sym, start, start + 10**9))
+    events.sort(key=lambda e: e["t"])
+    return events
+
+
+def _check(enc: NativeFrames, codec: Any, frame: bytes) -> bool:
+    """True when the native encoder took the frame (and then gave the reference bytes)."""
+    for received_ns in RECEIVED:
+        got = enc.encode(frame, received_ns)
+        if got is None:
+            return False
+        want = _reference(codec, frame, received_ns)
+        assert want is not None, f"native accepted a frame the Python path rejects: {frame!r}"
+        assert got == want, frame
+    return True
+
+
+def test_simulator_frames_take_the_native_path(frames_encoder: NativeFrames,
+                                               codec: Any) -> None:
+    events = _simulator_events()
+    assert len(events) > 5000
+    # the simulator sends fractional sizes as "ds" strings: they must not force a fallback
+    assert any("ds" in ev for ev in events)
+    for i in range(0, len(events), 500):
+        assert _check(frames_encoder, codec, orjson.dumps(events[i:i + 500]))
+
+
+def test_odd_values_never_differ(frames_encoder: NativeFrames, codec: Any) -> None:
+    weird = [None, True, False, 0, -0.0, -1, 1.5, 2.0, 1e300, 1e-300, 8191, 8192, -8193,
+             2**31 - 1, 2**31, -(2**31), 2**53 + 1, 2**63 - 1, -(2**63), 2**64 - 1,
+             "", "x", "1.5", "-0", "0.1e2", " 1", "1_0", "nan", "inf", "4.", ".5",
+             [], [1], [1, 2**31], [1.0], [True], [None], {}, {"a": [1, {"b": None}]},
+             "\u00e9\u4e2d", 'a"b', "a\\b", "\n"]
+    rng = random.Random(7)
+    events = _simulator_events()[:300]
+    taken = 0
+    for ev in events:
+        for key in [*ev, "ds", "zz", "trft", "trfi", "c"]:
+            for value in rng.sample(weird, 8):
+                frame = orjson.dumps([ev, {**ev, key: value}])
+                taken += _check(frames_encoder, codec, frame)
+            frame = orjson.dumps([{k: v for k, v in ev.items() if k != key}])
+            taken += _check(frames_encoder, codec, frame)
+    assert taken > 1000  # the odd but valid shapes are taken, not all thrown back
+
+
+def test_hand_written_json_never_differs(frames_encoder: NativeFrames, codec: Any) -> None:
+    base = (b'{"ev":"T","sym":"AAPL","i":"12","x":4,"p":%s,"s":%s,"t":1704205800001,'
+            b'"q":77,"z":3%s}')
+    numbers = [b"1", b"-0", b"0.0", b"-0.0", b"1e2", b"1E+2", b"1.5e-3", b"123456789.123456789",
+               b"0.30000000000000004", b"9007199254740993", b"9007199254740993.0",
+               b"1.7976931348623157e308", b"2e308", b"4.9e-324", b"01", b"1.", b".5", b"+1",
+               b"-", b"1e", b"0x10", b"NaN", b"Infinity", b"18446744073709551616"]
+    extras = [b"", b',"c":[]', b',"c":[ 1 , 2 ]', b',"c":null', b',"ds":"0.5"', b',"ds":1',
+              b',"ds":null', b',"zz":{"a":[1,2,{"b":"c"}]}', b',"zz":"\\u00e9"',
+              b',"zz":[[[[[]]]]]', b',"x":5', b',"ev":"T"', b',"sym":"MSFT"', b',"zz":tru',
+              b',"zz":true', b',"zz":nul', b',', b',"c":[1,]', b',"zz":{"a":1,}']
+    for price in numbers:
+        for size in (b"100", b"0.5", b"1e3"):
+            for extra in extras:
+                one = base % (price, size, extra)
+                for frame in (b"[" + one + b"]", b" [ " + one + b" , " + one + b" ] ",
+                              b"[" + one + b"]x", b"[" + one, b"[" + one + b",]"):
+                    _check(frames_encoder, codec, frame)
+
+
+def test_byte_level_corruption_never_differs(frames_encoder: NativeFrames, codec: Any) -> None:
+    rng = random.Random(11)
+    events = _simulator_events()
+    frame = orjson.dumps(events[:20])
+    alphabet = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzTQ\xc3\xa9\x00\x7f'
+    for _ in range(3000):
+        data = bytearray(frame)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(data))
+            op = rng.random()
+            if op < 0.4:
+                data[pos] = rng.choice(alphabet)
+            elif op < 0.7:
+                del data[pos]
+            else:
+                data.insert(pos, rng.choice(alphabet))
+        _check(frames_encoder, codec, bytes(data))
+
+
+def test_other_frames_are_left_to_the_python_path(frames_encoder: NativeFrames) -> None:
+    am = {"ev": "AM", "sym": "AAPL", "v": 1, "o": 1.0, "c": 1.0, "h": 1.0, "l": 1.0,
+          "s": 1, "e": 2}
+    status = {"ev": "status", "status": "auth_success", "message": "authenticated"}
+    trade = _simulator_events()[0]
+    for frame in ([], [am], [status], [trade, am], [trade, status], [trade, {"ev": "XX"}],
+                  [trade, [1]], {"ev": "T"}, "T", None):
+        for received_ns in RECEIVED:
+            assert frames_encoder.encode(orjson.dumps(frame), received_ns) is None
+    assert frames_encoder.encode(b"", 1) is None
+    assert frames_encoder.encode(b"\xff\xfe", 1) is None
