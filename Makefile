@@ -7,7 +7,8 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: run test lint
 
-$(INSTALLED): pyproject.toml
+# schemas/_native.c is compiled by the install (an optional C extension)
+$(INSTALLED): pyproject.toml schemas/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(INSTALLED)
