@@ -525,6 +525,394 @@ static int encode_quote(Out *o, const Value *f, const char *head, Py_ssize_t hea
     return 0;
 }
 
+/* ---- decode_rows: Avro bodies -> column buffers ------------------------------------ */
+
+/* Field program codes (schemas.batch builds the program from the schema). */
+enum { F_LONG = 'l', F_INT = 'i', F_DOUBLE = 'd', F_FLOAT = 'f', F_BOOL = 'b',
+       F_STRING = 's', F_BYTES = 'y', F_ENUM = 'e', F_NULL = '0' };
+
+typedef struct {
+    int code;         /* F_* of the value (the item, for arrays) */
+    int nullable;     /* 0: plain, 1: ["null", T], 2: [T, "null"] */
+    int array;        /* an array of code */
+    long n_symbols;   /* enums */
+    Py_ssize_t width; /* bytes per value in the output buffer */
+    PyObject *values; /* bytearray (numbers) or list (strings, bytes) */
+    PyObject *mask;   /* bytearray, 1 = null (nullable only) */
+    PyObject *offsets;/* bytearray of int64 (arrays only) */
+    char *items;      /* arrays: growable item buffer */
+    Py_ssize_t n_items, cap_items;
+} Column;
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+    int bad;
+} Reader;
+
+static inline int64_t read_long(Reader *r) {
+    uint64_t n = 0;
+    int shift = 0;
+    for (;;) {
+        if (r->p >= r->end || shift > 63) {
+            r->bad = 1;
+            return 0;
+        }
+        unsigned char b = *r->p++;
+        if (shift == 63 && (b & 0x7E)) {  /* beyond 64 bits */
+            r->bad = 1;
+            return 0;
+        }
+        n |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80))
+            break;
+        shift += 7;
+    }
+    return (int64_t)(n >> 1) ^ -(int64_t)(n & 1);
+}
+
+#define STR_CACHE 256
+typedef struct {
+    Py_ssize_t n;
+    char text[16];
+    PyObject *value;
+} CachedText;
+
+static PyObject *read_text(Reader *r, int is_bytes, CachedText *cache) {
+    int64_t n = read_long(r);
+    if (r->bad || n < 0 || n > r->end - r->p) {
+        r->bad = 1;
+        return NULL;
+    }
+    const char *s = (const char *)r->p;
+    r->p += n;
+    if (is_bytes)
+        return PyBytes_FromStringAndSize(s, (Py_ssize_t)n);
+    CachedText *slot = NULL;
+    if (n <= 16) {  /* symbols repeat: one str per distinct value and call */
+        uint32_t h = 2166136261u;
+        for (int64_t k = 0; k < n; k++)
+            h = (h ^ (unsigned char)s[k]) * 16777619u;
+        slot = &cache[h % STR_CACHE];
+        if (slot->value && slot->n == n && memcmp(slot->text, s, (size_t)n) == 0)
+            return Py_NewRef(slot->value);
+    }
+    PyObject *v = PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "strict");
+    if (v == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return NULL;
+        PyErr_Clear();
+        r->bad = 1;
+        return NULL;
+    }
+    if (slot) {
+        Py_XSETREF(slot->value, Py_NewRef(v));
+        slot->n = (Py_ssize_t)n;
+        memcpy(slot->text, s, (size_t)n);
+    }
+    return v;
+}
+
+/* One value of code into dst (numbers) or *obj (strings); r->bad on a malformed value. */
+static int read_scalar(Reader *r, const Column *col, char *dst, PyObject **obj,
+                       CachedText *cache) {
+    switch (col->code) {
+    case F_LONG: {
+        int64_t v = read_long(r);
+        memcpy(dst, &v, 8);
+        return 0;
+    }
+    case F_INT: {
+        int64_t v = read_long(r);
+        if (v < INT32_MIN || v > INT32_MAX)
+            r->bad = 1;
+        memcpy(dst, &v, 8);
+        return 0;
+    }
+    case F_DOUBLE:
+        if (r->end - r->p < 8) {
+            r->bad = 1;
+            return 0;
+        }
+        memcpy(dst, r->p, 8);
+        r->p += 8;
+        return 0;
+    case F_FLOAT:
+        if (r->end - r->p < 4) {
+            r->bad = 1;
+            return 0;
+        }
+        memcpy(dst, r->p, 4);
+        r->p += 4;
+        return 0;
+    case F_BOOL:
+        if (r->p >= r->end || *r->p > 1) {
+            r->bad = 1;
+            return 0;
+        }
+        *dst = (char)*r->p++;
+        return 0;
+    case F_ENUM: {
+        int64_t v = read_long(r);
+        if (v < 0 || v >= col->n_symbols)
+            r->bad = 1;
+        memcpy(dst, &v, 8);
+        return 0;
+    }
+    case F_STRING:
+    case F_BYTES: {
+        PyObject *v = read_text(r, col->code == F_BYTES, cache);
+        if (v == NULL && !r->bad)
+            return -1;  /* a Python error (memory) */
+        *obj = v;
+        return 0;
+    }
+    case F_NULL:
+        return 0;
+    }
+    r->bad = 1;
+    return 0;
+}
+
+static int push_item(Column *col, const char *v) {
+    if (col->n_items == col->cap_items) {
+        Py_ssize_t cap = col->cap_items ? col->cap_items * 2 : 1024;
+        char *grown = PyMem_Realloc(col->items, (size_t)(cap * col->width));
+        if (grown == NULL)
+            return -1;
+        col->items = grown;
+        col->cap_items = cap;
+    }
+    memcpy(col->items + col->n_items * col->width, v, (size_t)col->width);
+    col->n_items++;
+    return 0;
+}
+
+static void free_columns(Column *cols, Py_ssize_t n) {
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_XDECREF(cols[k].values);
+        Py_XDECREF(cols[k].mask);
+        Py_XDECREF(cols[k].offsets);
+        PyMem_Free(cols[k].items);
+    }
+    PyMem_Free(cols);
+}
+
+static Py_ssize_t width_of(int code) {
+    switch (code) {
+    case F_DOUBLE: case F_LONG: case F_INT: case F_ENUM: return 8;
+    case F_FLOAT: return 4;
+    case F_BOOL: return 1;
+    }
+    return 0;  /* strings and bytes: list items */
+}
+
+PyDoc_STRVAR(decode_rows_doc,
+"decode_rows(data, starts, ends, program) -> (columns, bad)\n\n"
+"Decode the Avro record bodies data[starts[i]:ends[i]] (int64 buffers) with program, a\n"
+"list of (code, nullable, array, n_symbols) per field, code one of l i d f b s y e 0.\n"
+"columns: per field (values, mask, offsets): values a bytearray of little-endian numbers\n"
+"(int/long/enum as int64) or a list of str/bytes (None where null or bad), mask a\n"
+"bytearray (1 = null) for nullable fields, offsets a bytearray of int64 (rows + 1) for\n"
+"arrays. bad: a bytearray, 1 where a row is malformed or does not end where it should\n"
+"(its values are zero/None; the caller decodes it one by one for the error).");
+
+static PyObject *decode_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer data, starts, ends;
+    PyObject *program;
+    if (!PyArg_ParseTuple(args, "y*y*y*O!", &data, &starts, &ends, &PyList_Type, &program))
+        return NULL;
+    PyObject *result = NULL, *bad = NULL, *out = NULL;
+    Column *cols = NULL;
+    CachedText *cache = NULL;
+    Py_ssize_t n_fields = PyList_GET_SIZE(program);
+    Py_ssize_t rows = starts.len / 8;
+    if (ends.len != starts.len) {
+        PyErr_SetString(PyExc_ValueError, "starts and ends differ in length");
+        goto done;
+    }
+    cols = PyMem_Calloc((size_t)(n_fields ? n_fields : 1), sizeof(Column));
+    cache = PyMem_Calloc(STR_CACHE, sizeof(CachedText));
+    bad = PyByteArray_FromStringAndSize(NULL, rows);
+    if (cols == NULL || cache == NULL || bad == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memset(PyByteArray_AS_STRING(bad), 0, (size_t)rows);
+    for (Py_ssize_t k = 0; k < n_fields; k++) {
+        Column *col = &cols[k];
+        int code, nullable, array;
+        long n_symbols;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(program, k), "Ciil", &code, &nullable, &array,
+                              &n_symbols))
+            goto done;
+        col->code = code;
+        col->nullable = nullable;
+        col->array = array;
+        col->n_symbols = n_symbols;
+        col->width = width_of(code);
+        int is_list = col->width == 0 && code != F_NULL;
+        if (array && (is_list || code == F_NULL || nullable)) {
+            PyErr_SetString(PyExc_ValueError, "arrays of numbers only");
+            goto done;
+        }
+        if (array) {
+            col->offsets = PyByteArray_FromStringAndSize(NULL, (rows + 1) * 8);
+            if (col->offsets == NULL)
+                goto done;
+        } else if (is_list) {
+            col->values = PyList_New(rows);
+            if (col->values == NULL)
+                goto done;
+            for (Py_ssize_t i = 0; i < rows; i++)
+                PyList_SET_ITEM(col->values, i, Py_NewRef(Py_None));
+        } else {
+            col->values = PyByteArray_FromStringAndSize(NULL, rows * col->width);
+            if (col->values == NULL)
+                goto done;
+            memset(PyByteArray_AS_STRING(col->values), 0, (size_t)(rows * col->width));
+        }
+        if (nullable) {
+            col->mask = PyByteArray_FromStringAndSize(NULL, rows);
+            if (col->mask == NULL)
+                goto done;
+            memset(PyByteArray_AS_STRING(col->mask), 1, (size_t)rows);
+        }
+    }
+    const int64_t *s = starts.buf, *e = ends.buf;
+    const unsigned char *base = data.buf;
+    char *bad_rows = PyByteArray_AS_STRING(bad);
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        if (s[i] < 0 || e[i] < s[i] || e[i] > data.len) {
+            bad_rows[i] = 1;
+            for (Py_ssize_t k = 0; k < n_fields; k++)
+                if (cols[k].array)
+                    ((int64_t *)PyByteArray_AS_STRING(cols[k].offsets))[i] = cols[k].n_items;
+            continue;
+        }
+        for (Py_ssize_t k = 0; k < n_fields; k++)
+            if (cols[k].array)
+                ((int64_t *)PyByteArray_AS_STRING(cols[k].offsets))[i] = cols[k].n_items;
+        Reader r = {base + s[i], base + e[i], 0};
+        for (Py_ssize_t k = 0; k < n_fields && !r.bad; k++) {
+            Column *col = &cols[k];
+            if (col->nullable) {
+                if (r.p >= r.end) {
+                    r.bad = 1;
+                    break;
+                }
+                unsigned char tag = *r.p++;
+                int null_tag = col->nullable == 1 ? 0 : 2;
+                if (tag == null_tag)
+                    continue;  /* mask stays 1, value 0 / None */
+                if (tag != (null_tag ^ 2)) {
+                    r.bad = 1;
+                    break;
+                }
+                PyByteArray_AS_STRING(col->mask)[i] = 0;
+            }
+            if (col->array) {
+                for (;;) {
+                    int64_t n = read_long(&r);
+                    if (r.bad)
+                        break;
+                    if (n == 0)
+                        break;
+                    if (n < 0) {  /* a block with its byte size */
+                        read_long(&r);
+                        if (n == INT64_MIN)
+                            r.bad = 1;
+                        n = -n;
+                    }
+                    if (r.bad || n > r.end - r.p) {
+                        r.bad = 1;
+                        break;
+                    }
+                    for (int64_t j = 0; j < n && !r.bad; j++) {
+                        char v[8] = {0};
+                        read_scalar(&r, col, v, NULL, cache);
+                        if (!r.bad && push_item(col, v) < 0) {
+                            PyErr_NoMemory();
+                            goto done;
+                        }
+                    }
+                    if (r.bad)
+                        break;
+                }
+                continue;
+            }
+            if (col->width) {
+                char *dst = PyByteArray_AS_STRING(col->values) + i * col->width;
+                read_scalar(&r, col, dst, NULL, cache);
+            } else if (col->code != F_NULL) {
+                PyObject *v = NULL;
+                if (read_scalar(&r, col, NULL, &v, cache) < 0)
+                    goto done;
+                if (v != NULL)
+                    Py_SETREF(PyList_GET_ITEM(col->values, i), v);
+            }
+        }
+        if (r.bad || r.p != r.end) {
+            bad_rows[i] = 1;
+            /* zero the row again: a half-read row must not look like data */
+            for (Py_ssize_t k = 0; k < n_fields; k++) {
+                Column *col = &cols[k];
+                if (col->mask)
+                    PyByteArray_AS_STRING(col->mask)[i] = 1;
+                if (col->array) {
+                    int64_t *off = (int64_t *)PyByteArray_AS_STRING(col->offsets);
+                    col->n_items = off[i];
+                } else if (col->width) {
+                    memset(PyByteArray_AS_STRING(col->values) + i * col->width, 0,
+                           (size_t)col->width);
+                } else if (col->values) {
+                    Py_SETREF(PyList_GET_ITEM(col->values, i), Py_NewRef(Py_None));
+                }
+            }
+        }
+    }
+    out = PyList_New(n_fields);
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < n_fields; k++) {
+        Column *col = &cols[k];
+        if (col->array) {
+            ((int64_t *)PyByteArray_AS_STRING(col->offsets))[rows] = col->n_items;
+            col->values = PyByteArray_FromStringAndSize(col->items,
+                                                        col->n_items * col->width);
+            if (col->values == NULL)
+                goto done;
+        }
+        PyObject *item = Py_BuildValue("(OOO)", col->values ? col->values : Py_None,
+                                       col->mask ? col->mask : Py_None,
+                                       col->offsets ? col->offsets : Py_None);
+        if (item == NULL)
+            goto done;
+        PyList_SET_ITEM(out, k, item);
+    }
+    result = PyTuple_Pack(2, out, bad);
+done:
+    if (cache) {
+        for (int k = 0; k < STR_CACHE; k++)
+            Py_XDECREF(cache[k].value);
+        PyMem_Free(cache);
+    }
+    if (cols)
+        free_columns(cols, n_fields);
+    Py_XDECREF(out);
+    Py_XDECREF(bad);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&ends);
+    return result;
+}
+
+static PyMethodDef native_functions[] = {
+    {"decode_rows", decode_rows, METH_VARARGS, decode_rows_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 /* ---- FrameEncoder ---------------------------------------------------------------- */
 
 typedef struct {
@@ -748,6 +1136,7 @@ static struct PyModuleDef native_module = {
     .m_name = "schemas._native",
     .m_doc = "Compiled hot paths of the Avro contract (optional; Python fallbacks exist).",
     .m_size = -1,
+    .m_methods = native_functions,
 };
 
 PyMODINIT_FUNC PyInit__native(void) {

@@ -21,6 +21,26 @@ from tests.test_schemas_support import random_record, sample
 TRADE_V2 = json.loads((Path(__file__).parent / "data" / "schemas" / "trade_v2.avsc").read_text())
 
 
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def decoder_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on the compiled decoder (schemas/_native.c) and on the numpy
+    fallback: both must equal the per-record codec."""
+    import schemas.batch as batch
+
+    if request.param == "native":
+        if batch._native is None:
+            pytest.skip("the C extension schemas._native was not built")
+    else:
+        monkeypatch.setattr(batch, "_native", None)
+    return str(request.param)
+
+
+def test_the_native_decoder_is_used_when_built(decoder_path: str) -> None:
+    decoders = Codec().column_decoders()
+    assert {k: d.native for k, d in decoders.items()} == \
+        dict.fromkeys(decoders, decoder_path == "native")
+
+
 def row(result: BatchResult, kind: str, j: int) -> dict[str, Any]:
     """Row j of a kind's columns as a record dict (None for masked, lists for ListColumn)."""
     out: dict[str, Any] = {}
