@@ -908,8 +908,141 @@ done:
     return result;
 }
 
+/* ---- scan_messages: a poll of Kafka messages -> joined values + offsets ----------- */
+
+PyDoc_STRVAR(scan_messages_doc,
+"scan_messages(messages, pad) -> (data, lengths, last_offsets) or None\n\n"
+"For a list of confluent_kafka Messages that all have error() None: data is every\n"
+"value joined (None as empty) plus pad zero bytes, lengths a bytearray of int64, and\n"
+"last_offsets {(topic, partition): offset of the last message}. None when any message\n"
+"has an error or a value that is not bytes (the caller then takes the Python path).");
+
+static PyObject *scan_messages(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *msgs;
+    Py_ssize_t pad;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &msgs, &pad))
+        return NULL;
+    if (pad < 0)
+        pad = 0;
+    Py_ssize_t n = PyList_GET_SIZE(msgs);
+    PyObject **values = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *));
+    PyObject *lengths = PyByteArray_FromStringAndSize(NULL, n * 8);
+    PyObject *last = PyDict_New();
+    PyObject *data = NULL, *result = NULL, *topic = NULL;
+    PyObject *s_error = PyUnicode_InternFromString("error");
+    PyObject *s_value = PyUnicode_InternFromString("value");
+    PyObject *s_topic = PyUnicode_InternFromString("topic");
+    PyObject *s_partition = PyUnicode_InternFromString("partition");
+    PyObject *s_offset = PyUnicode_InternFromString("offset");
+    Py_ssize_t filled = 0;
+    if (!values || !lengths || !last || !s_error || !s_value || !s_topic || !s_partition ||
+        !s_offset) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    int64_t *len = (int64_t *)PyByteArray_AS_STRING(lengths);
+    Py_ssize_t total = 0;
+    long partition = -1;
+    PyObject *offset = NULL;  /* the pending run's last offset (owned) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(msgs, i);
+        PyObject *err = PyObject_CallMethodNoArgs(m, s_error);
+        if (err == NULL)
+            goto fail_run;
+        int has_error = err != Py_None;
+        Py_DECREF(err);
+        if (has_error)
+            goto fallback_run;
+        PyObject *v = PyObject_CallMethodNoArgs(m, s_value);
+        if (v == NULL)
+            goto fail_run;
+        if (v == Py_None) {
+            Py_DECREF(v);
+            v = PyBytes_FromStringAndSize(NULL, 0);
+            if (v == NULL)
+                goto fail_run;
+        } else if (!PyBytes_Check(v)) {
+            Py_DECREF(v);
+            goto fallback_run;
+        }
+        values[filled++] = v;
+        len[i] = PyBytes_GET_SIZE(v);
+        total += len[i];
+        PyObject *t = PyObject_CallMethodNoArgs(m, s_topic);
+        PyObject *pobj = t ? PyObject_CallMethodNoArgs(m, s_partition) : NULL;
+        PyObject *o = pobj ? PyObject_CallMethodNoArgs(m, s_offset) : NULL;
+        long part = pobj ? PyLong_AsLong(pobj) : -1;
+        Py_XDECREF(pobj);
+        if (o == NULL || (part == -1 && PyErr_Occurred())) {
+            Py_XDECREF(t);
+            Py_XDECREF(o);
+            goto fail_run;
+        }
+        int same = topic != NULL && part == partition &&
+                   (t == topic || PyObject_RichCompareBool(t, topic, Py_EQ) == 1);
+        if (!same && topic != NULL) {  /* a run of one partition ended: note its last */
+            PyObject *key = Py_BuildValue("(Ol)", topic, partition);
+            if (key == NULL || PyDict_SetItem(last, key, offset) < 0) {
+                Py_XDECREF(key);
+                Py_DECREF(t);
+                Py_DECREF(o);
+                goto fail_run;
+            }
+            Py_DECREF(key);
+        }
+        Py_XSETREF(topic, t);
+        Py_XSETREF(offset, o);
+        partition = part;
+    }
+    if (topic != NULL) {
+        PyObject *key = Py_BuildValue("(Ol)", topic, partition);
+        if (key == NULL || PyDict_SetItem(last, key, offset) < 0) {
+            Py_XDECREF(key);
+            goto fail_run;
+        }
+        Py_DECREF(key);
+    }
+    Py_CLEAR(offset);
+    data = PyBytes_FromStringAndSize(NULL, total + pad);
+    if (data == NULL)
+        goto done;
+    {
+        char *dst = PyBytes_AS_STRING(data);
+        for (Py_ssize_t k = 0; k < filled; k++) {
+            memcpy(dst, PyBytes_AS_STRING(values[k]), (size_t)PyBytes_GET_SIZE(values[k]));
+            dst += PyBytes_GET_SIZE(values[k]);
+        }
+        memset(dst, 0, (size_t)pad);
+    }
+    result = PyTuple_Pack(3, data, lengths, last);
+    goto done;
+fallback_run:
+    Py_CLEAR(offset);
+    result = Py_NewRef(Py_None);
+    goto done;
+fail_run:
+    Py_CLEAR(offset);
+done:
+    for (Py_ssize_t k = 0; k < filled; k++)
+        Py_DECREF(values[k]);
+    PyMem_Free(values);
+    Py_XDECREF(topic);
+    Py_XDECREF(data);
+    Py_XDECREF(lengths);
+    Py_XDECREF(last);
+    Py_XDECREF(s_error);
+    Py_XDECREF(s_value);
+    Py_XDECREF(s_topic);
+    Py_XDECREF(s_partition);
+    Py_XDECREF(s_offset);
+    return result;
+}
+
 static PyMethodDef native_functions[] = {
     {"decode_rows", decode_rows, METH_VARARGS, decode_rows_doc},
+    {"scan_messages", scan_messages, METH_VARARGS, scan_messages_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -22,7 +22,7 @@ raise. Every message of the input appears in exactly one of the three.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -436,17 +436,49 @@ def _take(column: Any, index: np.ndarray) -> Any:
     return column[index]
 
 
+def _padding(codec: Codec) -> int:
+    """Zero bytes after the last message: the numpy gathers may look past it."""
+    return max((d.max_fixed for d in codec.column_decoders().values()), default=16) + 80
+
+
 def decode_batch(codec: Codec, messages: Sequence[bytes]) -> BatchResult:
     """Decode ``messages`` (framed as :meth:`Codec.encode` writes them) into columns."""
+    count = len(messages)
+    if count == 0:
+        return BatchResult()
+    lengths = np.fromiter(map(len, messages), dtype=np.int64, count=count)
+    data = b"".join(messages) + bytes(_padding(codec))
+    return _decode_joined(codec, data, lengths, messages.__getitem__)
+
+
+def decode_messages(codec: Codec, messages: list[Any]
+                    ) -> tuple[BatchResult, dict[tuple[str, int], int]] | None:
+    """:func:`decode_batch` of a poll's confluent-kafka Messages, their values gathered in
+    C (``schemas._native.scan_messages``) instead of a Python loop per message, plus the
+    last offset of every (topic, partition). None when the compiled module is missing or a
+    message carries an error: the caller then takes the general path."""
+    if _native is None or not messages:
+        return None
+    scanned = _native.scan_messages(messages, _padding(codec))
+    if scanned is None:
+        return None
+    data, raw_lengths, last = scanned
+    lengths = np.frombuffer(raw_lengths, dtype=np.int64)
+    ends = np.cumsum(lengths).tolist()
+
+    def message_at(i: int) -> bytes:
+        return data[ends[i] - int(lengths[i]):ends[i]]
+
+    return _decode_joined(codec, data, lengths, message_at), last
+
+
+def _decode_joined(codec: Codec, data: bytes, lengths: np.ndarray,
+                   message_at: Callable[[int], bytes]) -> BatchResult:
+    """The messages laid end to end in ``data`` (then padding), ``lengths`` long."""
     from schemas.codec import DecodeError
 
     result = BatchResult()
-    count = len(messages)
-    if count == 0:
-        return result
-    lengths = np.fromiter(map(len, messages), dtype=np.int64, count=count)
-    pad = max((d.max_fixed for d in codec.column_decoders().values()), default=16)
-    data = b"".join(messages) + bytes(pad + 80)  # gathers may look past the last message
+    count = len(lengths)
     arr = np.frombuffer(data, dtype=np.uint8)
     ends = np.cumsum(lengths)
     starts = ends - lengths
@@ -491,7 +523,7 @@ def decode_batch(codec: Codec, messages: Sequence[bytes]) -> BatchResult:
         result.rows[kind] = index
     for i in np.flatnonzero(kind_of_row == -1).tolist():
         try:
-            kind, record = codec.decode(messages[i])
+            kind, record = codec.decode(message_at(i))
         except DecodeError as exc:
             result.errors.append((i, exc))
         else:

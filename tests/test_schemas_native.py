@@ -167,3 +167,111 @@ def test_other_frames_are_left_to_the_python_path(frames_encoder: NativeFrames) 
             assert frames_encoder.encode(orjson.dumps(frame), received_ns) is None
     assert frames_encoder.encode(b"", 1) is None
     assert frames_encoder.encode(b"\xff\xfe", 1) is None
+
+
+class _Message:
+    """Stands in for confluent_kafka.Message in the pure tests of scan_messages."""
+
+    def __init__(self, topic: str, partition: int, offset: int, value: Any,
+                 error: Any = None) -> None:
+        self._t, self._p, self._o, self._v, self._e = topic, partition, offset, value, error
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def value(self) -> Any:
+        return self._v
+
+    def error(self) -> Any:
+        return self._e
+
+
+def _python_scan(msgs: list[Any]) -> tuple[bytes, list[int], dict[tuple[str, int], int]]:
+    values = [m.value() or b"" for m in msgs]
+    return (b"".join(values), [len(v) for v in values],
+            {(m.topic(), m.partition()): m.offset() for m in msgs})
+
+
+def test_scan_messages_equals_the_python_loop() -> None:
+    rng = random.Random(3)
+    msgs = [_Message(rng.choice(["a", "b"]), rng.randrange(3), i, rng.choice(
+        [None, b"", b"x" * rng.randrange(50)])) for i in range(500)]
+    data, lengths, last = native.scan_messages(msgs, 7)
+    want_data, want_lengths, want_last = _python_scan(msgs)
+    assert data == want_data + bytes(7)
+    assert list(memoryview(lengths).cast("q")) == want_lengths
+    assert last == want_last
+    assert native.scan_messages([], 0) == (b"", bytearray(), {})
+
+
+def test_scan_messages_leaves_errors_and_odd_values_to_python() -> None:
+    ok = _Message("a", 0, 1, b"v")
+    assert native.scan_messages([ok, _Message("a", 0, 2, None, error="EOF")], 0) is None
+    assert native.scan_messages([ok, _Message("a", 0, 2, "text")], 0) is None
+
+    class Broken(_Message):
+        def offset(self) -> int:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        native.scan_messages([ok, Broken("a", 0, 2, b"v")], 0)
+
+
+@pytest.mark.integration
+def test_decode_messages_on_a_real_poll(kafka_bootstrap: str) -> None:
+    """Messages consumed from the real broker: decode_messages gives what decode_batch of
+    their values gives, and the last offset of every partition."""
+    import uuid
+
+    from confluent_kafka import Consumer, Producer
+
+    from common.config import KafkaConfig, TopicsConfig
+    from schemas.batch import decode_batch, decode_messages
+    from schemas.topics import ensure_topics
+    from tests.test_schemas_batch import row
+
+    suffix = uuid.uuid4().hex[:8]
+    topics = TopicsConfig(**{name: f"native-{name}-{suffix}"
+                             for name in ("bars", "trades", "quotes", "dead_letter")})
+    config = Config(kafka=KafkaConfig(bootstrap_servers=kafka_bootstrap, topics=topics,
+                                      partitions=3))
+    ensure_topics(config)
+    codec = make_codec(config)
+    events = _simulator_events()[:3000]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for ev in events:
+        kind, record = record_from_ws_event(ev, 1)
+        topic = config.kafka.topics.trades if kind == "trade" else config.kafka.topics.quotes
+        producer.produce(topic, codec.encode(kind, record), record["symbol"])
+    producer.produce(config.kafka.topics.trades, b"\x00garbage", b"X")  # a poison message
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"native-{suffix}",
+                         "auto.offset.reset": "earliest", "enable.partition.eof": False})
+    consumer.subscribe([config.kafka.topics.trades, config.kafka.topics.quotes])
+    msgs: list[Any] = []
+    try:
+        for _ in range(60):
+            msgs += consumer.consume(5000, 1.0)
+            if len(msgs) >= len(events) + 1:
+                break
+    finally:
+        consumer.close()
+    assert len(msgs) == len(events) + 1
+    got = decode_messages(codec, msgs)
+    assert got is not None
+    result, last = got
+    want = decode_batch(codec, [m.value() or b"" for m in msgs])
+    assert last == {(m.topic(), m.partition()): m.offset() for m in msgs}
+    assert {k: v.tolist() for k, v in result.rows.items()} == \
+        {k: v.tolist() for k, v in want.rows.items()}
+    for kind, index in result.rows.items():
+        for j in range(len(index)):
+            assert row(result, kind, j) == row(want, kind, j)
+    assert [(i, str(e)) for i, e in result.errors] == [(i, str(e)) for i, e in want.errors]
+    assert len(result.errors) == 1
