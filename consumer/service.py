@@ -146,6 +146,7 @@ class ConsumerService:
         self._batch_offsets: dict[TP, int] = {}
         self._batch_received: list[int] = []
         self._batch_started: float | None = None
+        self._poll_started = 0.0  # when the current poll began (a batch's age counts from it)
         self._paused_since: float | None = None
         self._backoff = config.consumer.retry_initial_s
         self._assigned: set[TP] = set()
@@ -215,24 +216,28 @@ class ConsumerService:
                 if self.watch.restarted():
                     self._fail(MarketStoreError("MarketStore restarted (connection closed)"))
                     continue
-                timeout = max_s
-                if self._batch_started is not None:
+                due = self._batch_offsets and (
+                    self.sink.pending >= max_events
+                    or time.monotonic() - (self._batch_started or 0) >= max_s)
+                if due and self._inflight is not None:
+                    # The batch is ready but the writer is busy: wait for the write itself
+                    # (not a poll timeout), then take what Kafka fetched meanwhile into it.
+                    if not self._wait_inflight(max_s):
+                        continue
+                    if self._paused_since is not None:
+                        continue
+                    timeout = 0.0
+                elif self._batch_started is not None:
                     timeout = max(0.0, self._batch_started + max_s - time.monotonic())
-                room = max(1, min(max_events - self.sink.pending, 100_000))
-                msgs = self.consumer.consume(num_messages=room, timeout=timeout)
-                if self._paused_since is not None:
-                    continue  # an error in a callback: these are re-read after the rewind
-                try:
-                    self._handle_many(msgs)
-                except RegistryError as exc:
-                    # The registry being unreachable says nothing about the message: retry
-                    # it like a MarketStore outage instead of dead-lettering good data.
-                    self._fail(exc)
+                else:
+                    timeout = max_s
+                room = max_events - self.sink.pending
+                if room > 0 and not self._poll(min(room, 100_000), timeout):
                     continue
                 self._complete_inflight(block=False)
                 if self._paused_since is not None:
                     continue
-                if self._batch_offsets and (
+                if self._batch_offsets and self._inflight is None and (
                         self.sink.pending >= max_events
                         or time.monotonic() - (self._batch_started or 0) >= max_s):
                     self._checkpoint()
@@ -246,6 +251,40 @@ class ConsumerService:
         finally:
             self.close()
         return 0
+
+    def _poll(self, room: int, timeout: float) -> bool:
+        """Consume and decode one poll into the batch; False when the loop must start over.
+
+        A batch's age counts from the start of the poll that brought its first message (that
+        message may have waited in librdkafka's queue for the whole poll), so
+        ``batch_max_ms`` bounds the time from fetched to handed to the writer.
+        """
+        assert self.consumer is not None
+        self._poll_started = time.monotonic()
+        msgs = self.consumer.consume(num_messages=room, timeout=timeout)
+        if self._paused_since is not None:
+            return False  # an error in a callback: these are re-read after the rewind
+        try:
+            self._handle_many(msgs)
+        except RegistryError as exc:
+            # The registry being unreachable says nothing about the message: retry
+            # it like a MarketStore outage instead of dead-lettering good data.
+            self._fail(exc)
+            return False
+        return True
+
+    def _wait_inflight(self, cap_s: float) -> bool:
+        """Wait (at most about a second at a time, to keep stop and callbacks responsive)
+        for the write in flight; True once it is accounted for."""
+        assert self._inflight is not None
+        future = self._inflight[0]
+        deadline = time.monotonic() + max(cap_s, 1.0)
+        while not future.done():
+            with contextlib.suppress(TimeoutError):
+                future.exception(timeout=max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline or self._stop.is_set():
+                break
+        return future.done() and self._complete_inflight(block=True)
 
     def close(self) -> None:
         if self.consumer is not None:
@@ -296,7 +335,7 @@ class ConsumerService:
         for tp, offset in last.items():
             self._batch_offsets[tp] = offset + 1
         if self._batch_started is None:
-            self._batch_started = time.monotonic()
+            self._batch_started = self._poll_started or time.monotonic()
         result = self.codec.decode_batch([m.value() or b"" for m in good])
         slow = sorted([i for i, _ in result.errors] + [i for i, _k, _r in result.records])
         for kind, cols in result.columns.items():
@@ -337,7 +376,7 @@ class ConsumerService:
             return
         tp = (msg.topic(), msg.partition())
         if self._batch_started is None:
-            self._batch_started = time.monotonic()
+            self._batch_started = self._poll_started or time.monotonic()
         if not offsets_done:
             self._batch_offsets[tp] = msg.offset() + 1
         try:
