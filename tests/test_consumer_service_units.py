@@ -65,3 +65,51 @@ def test_a_failed_open_closes_what_it_opened() -> None:
     with pytest.raises(KafkaException):
         service.run()
     assert service.consumer is None  # closed, not left open in the group
+
+
+class _FakeConsumer:
+    def __init__(self) -> None:
+        self.commits: list[list[TopicPartition]] = []
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append(offsets)
+
+
+def test_the_commit_read_back_runs_off_the_loop_and_commits_only_what_it_verified() -> None:
+    import threading
+    import time
+
+    from consumer.service import PendingCommit
+    from consumer.sink import Probe
+
+    config = Config(marketstore=MarketStoreConfig(url="http://127.0.0.1:9/rpc"))
+    config = replace(config, consumer=replace(config.consumer, commit_delay_ms=0))
+    service = ConsumerService(config, Options(group_id="unit"))
+    fake = _FakeConsumer()
+    release = threading.Event()
+    service.consumer = fake  # type: ignore[assignment]
+    service.sink.verify = lambda probe, writer=None: release.wait(5)  # type: ignore[method-assign]
+    try:
+        service._assigned = {("t", 0)}
+        probe = Probe("X/1Sec/TRADE", 1, 1, 1)
+        service._pending.append(PendingCommit(time.monotonic() - 1, {("t", 0): 10}, probe))
+        service._maybe_commit()  # starts the read-back and returns at once
+        assert service._verifying is not None and not fake.commits
+        # the batch state is dropped meanwhile (a failure, a lost assignment): nothing commits
+        service._drop_batch()
+        service._pending.append(PendingCommit(time.monotonic() - 1, {("t", 0): 20}, probe))
+        release.set()
+        service._verifying[0].result(5)
+        service._maybe_commit()
+        assert not fake.commits and len(service._pending) == 1
+        # the next read-back covers the new write and commits it
+        service._last_commit = 0.0
+        service._maybe_commit()
+        assert service._verifying is not None
+        service._verifying[0].result(5)
+        service._maybe_commit()
+        assert [(tp.topic, tp.partition, tp.offset) for tp in fake.commits[0]] == [("t", 0, 20)]
+        assert not service._pending
+    finally:
+        service.consumer = None
+        service.close()
