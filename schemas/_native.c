@@ -613,6 +613,17 @@ static PyObject *read_text(Reader *r, int is_bytes, CachedText *cache) {
     return v;
 }
 
+/* An IEEE float or double, little-endian on the wire as in memory. */
+static inline int read_fixed(Reader *r, char *dst, Py_ssize_t size) {
+    if (r->end - r->p < size) {
+        r->bad = 1;
+        return 0;
+    }
+    memcpy(dst, r->p, (size_t)size);
+    r->p += size;
+    return 0;
+}
+
 /* One value of code into dst (numbers) or *obj (strings); r->bad on a malformed value. */
 static int read_scalar(Reader *r, const Column *col, char *dst, PyObject **obj,
                        CachedText *cache) {
@@ -630,21 +641,9 @@ static int read_scalar(Reader *r, const Column *col, char *dst, PyObject **obj,
         return 0;
     }
     case F_DOUBLE:
-        if (r->end - r->p < 8) {
-            r->bad = 1;
-            return 0;
-        }
-        memcpy(dst, r->p, 8);
-        r->p += 8;
-        return 0;
+        return read_fixed(r, dst, 8);
     case F_FLOAT:
-        if (r->end - r->p < 4) {
-            r->bad = 1;
-            return 0;
-        }
-        memcpy(dst, r->p, 4);
-        r->p += 4;
-        return 0;
+        return read_fixed(r, dst, 4);
     case F_BOOL:
         if (r->p >= r->end || *r->p > 1) {
             r->bad = 1;

@@ -19,6 +19,7 @@ from common.config import Config
 from producer.liveencode import LiveEncoder, NativeFrames
 from producer.mapping import MappingError, record_from_ws_event
 from schemas.codec import make_codec
+from tests.test_producer_liveencode import _simulator_events as simulator_events
 
 native = pytest.importorskip("schemas._native", reason="the C extension was not built")
 
@@ -62,18 +63,7 @@ def _reference(codec: Any, frame: bytes, received_ns: int) -> Any:
 
 
 def _simulator_events() -> list[dict[str, Any]]:
-    from simulator import wire
-    from simulator.model import MarketModel
-
-    model = MarketModel(seed=3, trades_per_second=2000, quotes_per_second=2000,
-                        symbols=["AAPL", "BRK.A", "SPY"])
-    start = 1704205800 * 10**9
-    events: list[dict[str, Any]] = []
-    for sym in model.symbols:
-        events += wire.ws_trades(model.trades(sym, start, start + 10**9))
-        events += wire.ws_quotes(model.quotes(sym, start, start + 10**9))
-    events.sort(key=lambda e: e["t"])
-    return events
+    return sorted(simulator_events(), key=lambda e: e["t"])
 
 
 def _check(enc: NativeFrames, codec: Any, frame: bytes) -> bool:
