@@ -2,8 +2,9 @@
 
 Both run on the producer's event loop with their own aiohttp session; mapping, encoding
 and producing happen on worker threads in chunks (see backfill.engine), so the WebSocket
-reader is never starved. Records go through the producer's own Publisher onto the same
-topics with ``source="backfill"``.
+reader is never starved. Records go onto the same topics with ``source="backfill"``
+through the Publisher the caller passes: the producer gives them one of their own, so a
+flush here waits for backfill records only, never for the live stream's queue.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from common.config import BAR_FREQUENCIES, Config
 
 log = logging.getLogger("backfill.inprocess")
 
-# In-process work is polite: it shares the loop and the Kafka queue with the live stream.
+# In-process work is polite: it shares the loop, the CPU and the broker with the live stream.
 INPROCESS_PARALLELISM = 2
-# Keep the shared Kafka queue at most 30 % full from backfill, so live records always fit.
+# Keep its Kafka queue at most 30 % full, so it never floods the broker the live stream uses
+# (and works the same when a caller hands it the live Publisher itself).
 LIVE_ROOM = (0.3, 0.2)
 
 

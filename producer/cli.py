@@ -7,7 +7,9 @@ repair (``producer.gap_repair``) come from ``backfill.inprocess`` when that modu
 exists: ``run_inprocess_backfill(config, publisher, stop_event)`` runs as a background
 task of the session and ``repair_gap(config, publisher, gap)`` is called for every
 recorded gap (and, at start, for every gap earlier runs left unrepaired); both share
-the event loop and must never block the live read loop.
+the event loop and must never block the live read loop, and both produce through a
+Kafka producer of their own, so that waiting for their acknowledgements never waits for
+the live stream's queue.
 """
 
 from __future__ import annotations
@@ -82,6 +84,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"massive-fetcher producer: error: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
     session = ProducerSession(config, publisher, registry=registry)
+    # In-process backfill and gap repair produce through a Kafka producer of their own:
+    # waiting for *their* records (flush before a checkpoint or a "repaired" marker) must
+    # not mean waiting for the live stream's queue to drain, which under steady live load
+    # it never does.
+    wanted = bool(config.massive.query_start) or config.producer.gap_repair
+    side_publisher = Publisher(config, client_id="producer-backfill") if wanted else None
     metrics = None
     if config.metrics.enabled:
         try:
@@ -93,13 +101,20 @@ def run(args: argparse.Namespace) -> int:
                   f"{config.metrics.host}:{config.metrics.producer_port}: {exc.strerror} "
                   "(set metrics.producer_port or --metrics-port)", file=sys.stderr)
             publisher.close(5)
+            if side_publisher is not None:
+                side_publisher.close(5)
             return EXIT_STARTUP_FAILED
         log.info("metrics at http://%s:%d/metrics", config.metrics.host, metrics.port,
                  extra={"metrics_port": metrics.port})
     try:
-        code = asyncio.run(_main(session, config, publisher))
+        code = asyncio.run(_main(session, config, side_publisher or publisher))
     finally:
         remaining = publisher.close(FLUSH_TIMEOUT_S)
+        if side_publisher is not None and side_publisher.close(FLUSH_TIMEOUT_S):
+            # nothing is lost: what was not acknowledged was never checkpointed or marked
+            # repaired, so the next run fetches it again
+            log.warning("some backfill / gap-repair records were not acknowledged by Kafka; "
+                        "their windows and gaps stay pending for the next run")
         if metrics is not None:
             metrics.stop()
     if code == 0 and remaining:
@@ -125,16 +140,17 @@ def _ensure_topics(config: Config) -> None:
         raise PublisherError(f"cannot create or check the Kafka topics: {exc}") from exc
 
 
-async def _main(session: ProducerSession, config: Config, publisher: Publisher) -> int:
+async def _main(session: ProducerSession, config: Config, side_publisher: Publisher) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, session.request_stop)
-    _attach_inprocess(session, config, publisher)
+    _attach_inprocess(session, config, side_publisher)
     return await session.run()
 
 
 def _attach_inprocess(session: ProducerSession, config: Config, publisher: Publisher) -> None:
-    """Start the in-process backfill and register gap repair, if ``backfill`` has them."""
+    """Start the in-process backfill and register gap repair, if ``backfill`` has them;
+    both produce through ``publisher`` (the producer's side publisher, see main)."""
     wanted = bool(config.massive.query_start) or config.producer.gap_repair
     if not wanted:
         return
