@@ -53,6 +53,7 @@ from consumer import columns
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
 from consumer.sink import FlushResult, MarketStoreSink, Probe
 from consumer.writer import MarketStoreError, MarketStoreWriter, ServerWatch
+from schemas.batch import decode_messages
 from schemas.codec import DATA_TYPE_OF_KIND, DecodeError, RegistryError, make_codec
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class ConsumerService:
         self._stop = threading.Event()
         self._pending: deque[PendingCommit] = deque()
         self._batch_offsets: dict[TP, int] = {}
-        self._batch_received: list[int] = []
+        self._batch_received: list[np.ndarray] = []  # received_ns of the batch's rows
         self._batch_started: float | None = None
         self._poll_started = 0.0  # when the current poll began (a batch's age counts from it)
         self._paused_since: float | None = None
@@ -333,21 +334,27 @@ class ConsumerService:
             for msg in msgs:
                 self._handle(msg)
             return
-        good = [m for m in msgs if m.error() is None]
-        if len(good) != len(msgs):
-            for msg in msgs:
-                err = msg.error()
-                if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", extra={"error": str(err)})
-        if not good:
-            return
-        # the last message per partition wins in a dict: its offset + 1 is what to commit
-        last = {(m.topic(), m.partition()): m.offset() for m in good}
+        # the common poll (no error message) is gathered and decoded in C
+        fast = decode_messages(self.codec, msgs)
+        if fast is not None:
+            good = msgs
+            result, last = fast
+        else:
+            good = [m for m in msgs if m.error() is None]
+            if len(good) != len(msgs):
+                for msg in msgs:
+                    err = msg.error()
+                    if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consumer error", extra={"error": str(err)})
+            if not good:
+                return
+            # the last message per partition wins in a dict: its offset + 1 is to commit
+            last = {(m.topic(), m.partition()): m.offset() for m in good}
+            result = self.codec.decode_batch([m.value() or b"" for m in good])
         for tp, offset in last.items():
             self._batch_offsets[tp] = offset + 1
         if self._batch_started is None:
             self._batch_started = self._poll_started or time.monotonic()
-        result = self.codec.decode_batch([m.value() or b"" for m in good])
         slow = sorted([i for i, _ in result.errors] + [i for i, _k, _r in result.records])
         for kind, cols in result.columns.items():
             if DATA_TYPE_OF_KIND[kind] not in self.options.data_types:
@@ -374,7 +381,7 @@ class ConsumerService:
             if isinstance(received, np.ma.MaskedArray):
                 got = received[ok].compressed() if len(ok) != len(rows) else received.compressed()
                 if len(got):
-                    self._batch_received.extend(got.tolist())
+                    self._batch_received.append(got)
         for i in sorted(slow):
             self._handle(good[i], offsets_done=True)
 
@@ -400,7 +407,7 @@ class ConsumerService:
             self.sink.add(kind, record, tp)
             received = record.get("received_ns")
             if received:
-                self._batch_received.append(received)
+                self._batch_received.append(np.array([received], dtype=np.int64))
         except DecodeError as exc:
             self._dead_letter(msg, "decode", exc)
         except RecordError as exc:
@@ -496,12 +503,12 @@ class ConsumerService:
             self.on_written(result)
         return True
 
-    def _sample_latencies(self, received: list[int]) -> None:
+    def _sample_latencies(self, received: list[np.ndarray]) -> None:
         """End-to-end latencies of a written batch: metric samples and the bench's arrays.
 
         The arrays are bounded by samples, not batches: a replay writes batches of up to
         ``batch_max_events`` receive times each, and thousands of those were kept."""
-        lat = time.time_ns() - np.asarray(received, dtype=np.int64)
+        lat = time.time_ns() - np.concatenate(received)
         self.latencies_ns.append(lat)
         self._latency_samples += len(lat)
         while self._latency_samples > MAX_LATENCY_SAMPLES and len(self.latencies_ns) > 1:

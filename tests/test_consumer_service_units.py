@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
 
@@ -33,12 +34,13 @@ def test_latency_samples_are_bounded_by_count_not_by_batches() -> None:
     config = Config(marketstore=MarketStoreConfig(url="http://127.0.0.1:9/rpc"))
     service = ConsumerService(config, Options(group_id="unit"))
     try:
-        batch = list(range(1, 50_001))  # a replay batch of batch_max_events receive times
+        # a replay batch of batch_max_events receive times (as the poll loop collects them)
+        batch = [np.arange(1, 25_001, dtype=np.int64), np.arange(25_001, 50_001, dtype=np.int64)]
         for _ in range(40):
             service._sample_latencies(batch)
         kept = sum(len(a) for a in service.latencies_ns)
         assert 0 < kept <= MAX_LATENCY_SAMPLES
-        assert len(service.latencies_ns[-1]) == len(batch)  # the newest batch is kept
+        assert len(service.latencies_ns[-1]) == 50_000  # the newest batch is kept
     finally:
         service.close()
 
