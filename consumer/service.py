@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from common.config import Config
 from consumer import columns
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
+from consumer.dedupe import take_rows
 from consumer.sink import FlushResult, MarketStoreSink, Probe
 from consumer.writer import MarketStoreError, MarketStoreWriter, ServerWatch
 from schemas.batch import decode_messages
@@ -369,7 +370,7 @@ class ConsumerService:
                 bad = ~ok
             slow.extend(index[bad].tolist())
             if not ok.all():
-                rows, ids, index = rows[ok], ids[ok], index[ok]
+                rows, ids, index = take_rows(rows, np.flatnonzero(ok)), ids[ok], index[ok]
             if not len(rows):
                 continue
             uniq, first = np.unique(ids, return_index=True)

@@ -42,10 +42,14 @@ from consumer.dedupe import (
     WINDOW_NS,
     Tail,
     TailTable,
+    bucket_time_order,
+    by_bucket,
+    concat_rows,
     duplicate_count,
     first_occurrences,
     first_occurrences_grouped,
     missing_mask,
+    take_rows,
 )
 from consumer.writer import MarketStoreError, MarketStoreWriter
 
@@ -158,12 +162,17 @@ class MarketStoreSink:
         written: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         for attr, chunks in taken.items():
             ids = np.concatenate([c[0] for c in chunks])
-            rows = np.concatenate([c[1] for c in chunks])
+            rows = concat_rows([c[1] for c in chunks])
             if VARIABLE[attr]:
-                keep = self._dedupe(ids, rows)
-                result.duplicates_dropped += int(len(rows) - keep.sum())
-                ids, rows = ids[keep], rows[keep]
-                order = np.lexsort((rows["SipTimestamp"], ids))
+                grouped = by_bucket(ids)
+                keep = self._dedupe(ids, rows, grouped)
+                kept = int(keep.sum())
+                result.duplicates_dropped += len(rows) - kept
+                if kept != len(rows):
+                    ids, rows = ids[keep], take_rows(rows, np.flatnonzero(keep))
+                    grouped = by_bucket(ids)
+                # one gather of the wide rows, straight into (bucket, time) order
+                order = bucket_time_order(ids, rows["SipTimestamp"], grouped)
             else:
                 self._check_fixed_layouts(ids)
                 # the same bar twice in a batch: the later one wins, as a later write would
@@ -172,7 +181,7 @@ class MarketStoreSink:
                 last = np.ones(len(order), dtype=bool)
                 last[:-1] = (i[1:] != i[:-1]) | (e[1:] != e[:-1])
                 order = order[last]
-            ids, rows = ids[order], rows[order]
+            ids, rows = ids[order], take_rows(rows, order)
             if not len(rows):
                 continue
             uniq, starts, counts = np.unique(ids, return_index=True, return_counts=True)
@@ -210,11 +219,13 @@ class MarketStoreSink:
         result.seconds = time.perf_counter() - t0
         return result
 
-    def _dedupe(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Keep-mask of rows neither repeated in the batch nor already in MarketStore."""
+    def _dedupe(self, ids: np.ndarray, rows: np.ndarray,
+                grouped: np.ndarray | None = None) -> np.ndarray:
+        """Keep-mask of rows neither repeated in the batch nor already in MarketStore
+        (``grouped``: :func:`by_bucket` of ``ids``, when the caller has it)."""
         ts, seq = rows["SipTimestamp"], rows["SequenceNumber"]
         self._load_tails(self._tails.missing(ids))
-        first = first_occurrences_grouped(ids, ts, seq)
+        first = first_occurrences_grouped(ids, ts, seq, grouped)
         new = self._tails.certainly_new(ids, ts, seq)
         keep = first & new
         check = first & ~new

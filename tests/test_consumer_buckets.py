@@ -14,6 +14,8 @@ from consumer.dedupe import (
     WINDOW_NS,
     Tail,
     TailTable,
+    bucket_time_order,
+    by_bucket,
     first_occurrences,
     first_occurrences_grouped,
     missing_mask,
@@ -247,3 +249,25 @@ def test_sink_dedupe_compares_each_bucket_with_its_own_stored_rows() -> None:
     rows["SequenceNumber"] = [1, 2, 1, 0, 2]
     ids = np.array([a, a, b, a, b])
     assert sink._dedupe(ids, rows).tolist() == [False, False, True, True, True]
+
+
+def test_grouped_shortcuts_equal_the_full_sorts() -> None:
+    """by_bucket + bucket_time_order == lexsort((ts, ids)), and first_occurrences_grouped
+    gives the same mask with or without the grouped shortcut, on ordered and shuffled
+    batches with and without copies."""
+    rng = np.random.default_rng(4)
+    for trial in range(200):
+        n = int(rng.integers(1, 400))
+        ids = rng.integers(0, 8, n)
+        ts = np.sort(rng.integers(0, 5 * WINDOW_NS, n))
+        seq = np.arange(n) * 3
+        if trial % 2:  # copies of events, late arrivals, equal times
+            pick = rng.integers(0, n, n // 4)
+            ids[-len(pick):], ts[-len(pick):], seq[-len(pick):] = ids[pick], ts[pick], seq[pick]
+        if trial % 3 == 0:
+            perm = rng.permutation(n)
+            ids, ts, seq = ids[perm], ts[perm], seq[perm]
+        grouped = by_bucket(ids)
+        assert bucket_time_order(ids, ts, grouped).tolist() == np.lexsort((ts, ids)).tolist()
+        assert first_occurrences_grouped(ids, ts, seq, grouped).tolist() == \
+            first_occurrences_grouped(ids, ts, seq).tolist()
