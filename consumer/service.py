@@ -373,8 +373,11 @@ class ConsumerService:
                 rows, ids, index = take_rows(rows, np.flatnonzero(ok)), ids[ok], index[ok]
             if not len(rows):
                 continue
-            uniq, first = np.unique(ids, return_index=True)
-            for bid, i in zip(uniq.tolist(), first.tolist(), strict=True):
+            # each bucket's first row (bucket ids are small: a scatter, not a sort)
+            first_of = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
+            first_of[ids[::-1]] = np.arange(len(ids) - 1, -1, -1)
+            uniq = np.flatnonzero(first_of >= 0)
+            for bid, i in zip(uniq.tolist(), first_of[uniq].tolist(), strict=True):
                 m = good[int(index[i])]
                 self.sink.set_owner(bid, (m.topic(), m.partition()))
             self.sink.add_rows(ATTR_GROUP[kind], ids, rows)

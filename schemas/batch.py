@@ -493,11 +493,11 @@ def _decode_joined(codec: Codec, data: bytes, lengths: np.ndarray,
     if single.any():
         idx = np.flatnonzero(single)
         fps = arr[starts[idx, None] + 2 + np.arange(8)]
-        fp_keys = np.ascontiguousarray(fps).view("V8").ravel()
-        uniq, inverse = np.unique(fp_keys, return_inverse=True)
-        mapped = np.array([kinds.index(fast_fps[u.tobytes()]) if u.tobytes() in fast_fps
-                           else -1 for u in uniq], dtype=np.int64)
-        kind_of_row[idx] = mapped[inverse.ravel()]
+        fp = np.ascontiguousarray(fps).view("<u8").ravel()
+        # a compare per known fingerprint (a few) instead of sorting them all; any other
+        # fingerprint stays -1: the per-record path resolves or rejects it
+        for known, kind in fast_fps.items():
+            kind_of_row[idx[fp == int.from_bytes(known, "little")]] = kinds.index(kind)
     if confluent.any():
         idx = np.flatnonzero(confluent)
         ids = arr[starts[idx, None] + 1 + np.arange(4)].astype(np.int64)
