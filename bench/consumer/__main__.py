@@ -7,7 +7,9 @@
    fresh topics; one ``ConsumerService`` (the real one: decode, dead-letter checks, dedupe,
    write, delayed verified commits) consumes them into fresh buckets; the clock runs from
    the first message to the last flush. Events/s per core divides by the consumer process's
-   CPU seconds (the broker and MarketStore run beside it on the same cores).
+   CPU seconds, all threads (the broker and MarketStore run beside it on the same cores);
+   the loop thread's own CPU (poll, decode, rows) is shown too, the figure comparable to
+   bench.producer's main-thread "per core".
 3. Latency: a publisher process sends trades at a fixed rate (default 50k events/s) with
    ``received_ns`` = its clock at send; the latency of an event is (time its batch's write
    returned, which is when it is queryable) - received_ns. Kafka's own share is included
@@ -100,7 +102,7 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def throughput(config: Config, n: int) -> tuple[float, float, int]:
+def throughput(config: Config, n: int) -> tuple[float, float, int, float]:
     service = ConsumerService(config, Options(group_id=config.consumer.group_id))
     first: list[float] = []
     orig_handle = service._handle_many
@@ -121,14 +123,23 @@ def throughput(config: Config, n: int) -> tuple[float, float, int]:
             service.stop()
 
     service.on_written = on_written
+    loop_cpu = [0.0]
+
+    def run() -> None:  # the consumer's own loop thread: poll, decode, build rows
+        t = time.thread_time()
+        try:
+            service.run()
+        finally:
+            loop_cpu[0] = time.thread_time() - t
+
     cpu0 = _cpu()
     service.open()
-    runner = threading.Thread(target=service.run)
+    runner = threading.Thread(target=run)
     runner.start()
     runner.join(600)
     cpu = _cpu() - cpu0
     elapsed = last[0] - first[0]
-    return written[0] / elapsed, written[0] / cpu, written[0]
+    return written[0] / elapsed, written[0] / cpu, written[0], written[0] / loop_cpu[0]
 
 
 def latency(config: Config, rate: int, seconds: float, symbols: list[str]) -> np.ndarray:
@@ -174,9 +185,11 @@ def main() -> None:
     ceil = ceiling(url, _events(args.events, [f"BX{run}{i}" for i in range(args.symbols)]),
                    args.batch)
     print(f"ceiling (raw multi-bucket write of prebuilt arrays): {ceil:,.0f} events/s")
-    rate, per_cpu, n = throughput(config, len(events))
+    rate, per_cpu, n, per_loop_cpu = throughput(config, len(events))
     print(f"consumer: {n:,} events in MarketStore at {rate:,.0f} events/s wall, "
-          f"{per_cpu:,.0f} events per CPU-second of the consumer process")
+          f"{per_cpu:,.0f} events per CPU-second of the consumer process (all its threads: "
+          f"loop, writer, read-back, librdkafka), {per_loop_cpu:,.0f} per CPU-second of its "
+          "loop thread")
     print(f"ratio consumer/ceiling: {rate / ceil:.2f}")
     lconf = make_config(bootstrap, url, name=f"benchlat-{run.lower()}", partitions=6,
                         batch_max_events=args.batch, batch_max_ms=args.latency_batch_ms,
