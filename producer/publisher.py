@@ -161,7 +161,9 @@ class Publisher:
     def produce_routed(self, records: list[tuple[str, bytes, str]], trades: int,
                        quotes: int) -> None:
         """``produce_many`` for records already routed to their topic: (topic, value,
-        symbol), as the native frame encoder returns them, with their counts by kind."""
+        symbol), as the native frame encoder returns them, with their counts by kind.
+        (The loop is ``produce_many``'s on purpose, not shared through a generator or a
+        per-record call: it is the live hot path, and either costs ~10% of it.)"""
         produce = self._producer.produce
         for topic, value, symbol in records:
             try:

@@ -180,6 +180,18 @@ static int parse_number(Cursor *c, Value *v) {
     return 0;
 }
 
+/* An object member's key and its colon; c->p ends at the value. */
+static int parse_key(Cursor *c, const char **key, Py_ssize_t *len) {
+    if (c->p >= c->end || *c->p != '"' || parse_string(c, key, len) < 0)
+        return -1;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != ':')
+        return -1;
+    c->p++;
+    skip_ws(c);
+    return 0;
+}
+
 static int literal(Cursor *c, const char *word, Py_ssize_t n) {
     if (c->end - c->p < n || memcmp(c->p, word, (size_t)n) != 0)
         return -1;
@@ -216,17 +228,10 @@ static int skip_value(Cursor *c, int depth) {
             return 0;
         }
         for (;;) {
-            if (ch == '{') {
-                const char *k;
-                Py_ssize_t kn;
-                if (c->p >= c->end || *c->p != '"' || parse_string(c, &k, &kn) < 0)
-                    return -1;
-                skip_ws(c);
-                if (c->p >= c->end || *c->p != ':')
-                    return -1;
-                c->p++;
-                skip_ws(c);
-            }
+            const char *k;
+            Py_ssize_t kn;
+            if (ch == '{' && parse_key(c, &k, &kn) < 0)
+                return -1;
             if (skip_value(c, depth + 1) < 0)
                 return -1;
             skip_ws(c);
@@ -1096,13 +1101,8 @@ static int parse_event(Cursor *c, Value *f) {
     for (;;) {
         const char *k;
         Py_ssize_t kn;
-        if (c->p >= c->end || *c->p != '"' || parse_string(c, &k, &kn) < 0)
+        if (parse_key(c, &k, &kn) < 0)
             return -1;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != ':')
-            return -1;
-        c->p++;
-        skip_ws(c);
         int key = key_of(k, kn);
         if (key < 0) {
             if (skip_value(c, 1) < 0)
