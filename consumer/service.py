@@ -146,7 +146,9 @@ class ConsumerService:
         # the commit's read-back (``self.writer``'s session; never used by two threads at once)
         self._verify_executor = ThreadPoolExecutor(1, thread_name_prefix="marketstore-verify")
         self._verifying: tuple[Future[bool], list[PendingCommit], Probe] | None = None
-        self._inflight: tuple[Future[FlushResult], dict[TP, int], list[int], float] | None = None
+        # the write on the writer thread: (its future, offsets, receive times, started)
+        self._inflight: tuple[Future[FlushResult], dict[TP, int], list[np.ndarray],
+                              float] | None = None
         self.watch = ServerWatch(config.marketstore.url)
         self.fast_path = True  # columnar decode (schemas.batch); False: per-record reference
         topics = config.kafka.topics
