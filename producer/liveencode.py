@@ -29,11 +29,10 @@ import orjson
 
 from producer.mapping import NS_PER_MS, record_from_ws_event
 from schemas import fastpath
+from schemas.native import native
 
-try:  # the compiled frame encoder; optional (no C compiler at install -> Python only)
-    from schemas._native import FrameEncoder
-except ImportError:  # pragma: no cover - depends on the build
-    FrameEncoder = None
+# the compiled frame encoder; optional (None: the Python path only)
+FrameEncoder = native.FrameEncoder if native is not None else None
 
 log = logging.getLogger(__name__)
 

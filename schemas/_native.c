@@ -1277,7 +1277,9 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "FrameEncoder", (PyObject *)&FrameEncoderType) < 0) {
+    /* schemas/native.py refuses a module whose API_VERSION is not its own */
+    if (PyModule_AddIntConstant(m, "API_VERSION", 1) < 0 ||
+        PyModule_AddObjectRef(m, "FrameEncoder", (PyObject *)&FrameEncoderType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

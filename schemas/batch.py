@@ -28,10 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-try:  # the compiled decoder; optional (no C compiler at install -> numpy path only)
-    from schemas import _native
-except ImportError:  # pragma: no cover - depends on the build
-    _native = None  # type: ignore[assignment]
+from schemas.native import native as _native  # None: the numpy path only
 
 if TYPE_CHECKING:
     from schemas.codec import Codec, DecodeError

@@ -265,3 +265,12 @@ def test_decode_messages_on_a_real_poll(kafka_bootstrap: str) -> None:
             assert row(result, kind, j) == row(want, kind, j)
     assert [(i, str(e)) for i, e in result.errors] == [(i, str(e)) for i, e in want.errors]
     assert len(result.errors) == 1
+
+
+def test_the_built_module_is_the_one_the_code_expects() -> None:
+    """An outdated build would be skipped (slow, silently but for a warning): the build
+    the tests run against must be current."""
+    from schemas import native as loader
+
+    assert native.API_VERSION == loader.API_VERSION
+    assert loader.native is native
