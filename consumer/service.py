@@ -279,9 +279,9 @@ class ConsumerService:
             return False  # an error in a callback: these are re-read after the rewind
         try:
             self._handle_many(msgs)
-        except RegistryError as exc:
-            # The registry being unreachable says nothing about the message: retry
-            # it like a MarketStore outage instead of dead-lettering good data.
+        except (RegistryError, DeadLetterError) as exc:
+            # The registry or the dead-letter topic being unusable says nothing about the
+            # message: retry it like a MarketStore outage instead of losing or crashing.
             self._fail(exc)
             return False
         return True
@@ -435,13 +435,25 @@ class ConsumerService:
             if err is not None:
                 self._dlq_failed += 1
 
+        value = msg.value()
         while True:
             try:
-                self.dlq.produce(self.config.kafka.topics.dead_letter, value=msg.value(),
+                self.dlq.produce(self.config.kafka.topics.dead_letter, value=value,
                                  key=msg.key(), headers=headers, on_delivery=delivered)
                 break
             except BufferError:
                 self.dlq.poll(0.1)
+            except KafkaException as kexc:
+                err = kexc.args[0] if kexc.args else None
+                if (value is not None and isinstance(err, KafkaError)
+                        and err.code() == KafkaError.MSG_SIZE_TOO_LARGE):
+                    # Too large once our headers are added: the dead letter points at the
+                    # original instead (source topic/partition/offset; topics keep their
+                    # data forever), so nothing is lost and the stream goes on.
+                    headers.append(("value.omitted.bytes", str(len(value)).encode()))
+                    value = None
+                    continue
+                raise DeadLetterError(f"dead-letter produce failed: {kexc}") from kexc
         self.dead_letters += 1
         self.metrics.dead_letter.labels(reason).inc()
         log.warning("message sent to the dead-letter topic", extra={

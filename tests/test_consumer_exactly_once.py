@@ -106,3 +106,42 @@ def test_poison_messages_go_to_dead_letter_and_the_rest_lands(kafka_bootstrap: s
         assert headers["error"]
     reasons = sorted(dict(m.headers())["error.reason"].decode() for m in got)
     assert reasons == ["decode", "invalid", "invalid", "invalid"]
+
+
+def test_a_poison_message_too_large_for_the_dead_letter_topic_is_pointed_at(
+        kafka_bootstrap: str, marketstore_url: str) -> None:
+    """Its copy with our headers would exceed message.max.bytes: the dead letter carries
+    the source coordinates and the size instead of the value, and the stream goes on."""
+    import dataclasses
+
+    config = make_config(kafka_bootstrap, marketstore_url)
+    config = config.replace(kafka=dataclasses.replace(
+        config.kafka, producer={"message.max.bytes": 3000}))  # the dead-letter producer's
+    create_topics(config)
+    sym = unique("DB")
+    good = [("trade", t) for t in trades_stream(sym, 30)]
+    publish(config, good, raw=[(config.kafka.topics.trades, sym.encode(),
+                                b"\xc3\x01" + bytes(5000))])
+    with ThreadedConsumer(config) as running:
+        wait_for(lambda: running.service.dead_letters >= 1 and
+                 row_count(marketstore_url, f"{sym}/1Sec/TRADE") >= 30, 60,
+                 what="the dead letter and the rows")
+    assert_buckets_equal(marketstore_url, expected_buckets(good))
+    reader = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": unique("dlq"),
+                       "auto.offset.reset": "earliest"})
+    reader.subscribe([config.kafka.topics.dead_letter])
+    got = []
+    try:
+        for _ in range(60):
+            m = reader.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m)
+                break
+    finally:
+        reader.close()
+    assert len(got) == 1
+    headers = dict(got[0].headers())
+    assert got[0].value() is None
+    assert headers["value.omitted.bytes"] == b"5002"
+    assert headers["source.topic"].decode() == config.kafka.topics.trades
+    assert headers["error.reason"] == b"decode"
