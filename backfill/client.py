@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import random
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -23,6 +22,7 @@ import orjson
 import yarl
 
 from backfill.symbols import glob_prefix, match_glob
+from common.backoff import backoff_s
 
 log = logging.getLogger("backfill.client")
 
@@ -120,8 +120,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: a random point in the upper half of the step."""
-        step = min(self.max_s, self.initial_s * (2 ** attempt))
-        return random.uniform(step / 2, step)
+        return backoff_s(attempt, self.initial_s, self.max_s)
 
 
 class MassiveRestClient:

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -39,6 +38,7 @@ from prometheus_client.registry import Collector
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from common.backoff import backoff_s
 from common.config import Config
 from producer.liveencode import LiveEncoder, NativeFrames
 from producer.mapping import MappingError, event_timestamp_ns, record_from_ws_event
@@ -357,9 +357,7 @@ class ProducerSession:
             await self._stop_tasks()
 
     def _backoff(self, attempt: int) -> float:
-        cap = self._pcfg.reconnect_max_s
-        delay = min(cap, self._pcfg.reconnect_initial_s * (2 ** min(attempt - 1, 30)))
-        return random.uniform(delay / 2, delay)  # equal jitter: spread, never near zero
+        return backoff_s(attempt - 1, self._pcfg.reconnect_initial_s, self._pcfg.reconnect_max_s)
 
     async def _connection(self) -> bool:
         """One connection's life. Returns only when stopped; otherwise raises."""
