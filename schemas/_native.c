@@ -1143,6 +1143,10 @@ PyDoc_STRVAR(encode_doc,
 static PyObject *FrameEncoder_encode(FrameEncoder *self, PyObject *args) {
     Py_buffer frame;
     long long received_ns;
+    if (self->trade_header == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FrameEncoder.__init__ was not called");
+        return NULL;
+    }
     if (!PyArg_ParseTuple(args, "y*L", &frame, &received_ns))
         return NULL;
     Cursor cur = {(const char *)frame.buf, (const char *)frame.buf + frame.len};

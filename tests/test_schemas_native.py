@@ -274,3 +274,14 @@ def test_the_built_module_is_the_one_the_code_expects() -> None:
 
     assert native.API_VERSION == loader.API_VERSION
     assert loader.native is native
+
+
+def test_misuse_is_an_error_not_a_crash() -> None:
+    with pytest.raises(RuntimeError, match="__init__"):
+        native.FrameEncoder.__new__(native.FrameEncoder).encode(b"[]", 1)
+    with pytest.raises(TypeError):
+        native.FrameEncoder(b"h", b"h", "t", "q").encode("[]", 1)  # str, not bytes
+    with pytest.raises(ValueError):
+        native.FrameEncoder(bytes(65), b"h", "t", "q")
+    with pytest.raises(ValueError, match="differ in length"):
+        native.decode_rows(b"", bytes(8), bytes(16), [])
