@@ -137,9 +137,10 @@ static int parse_number(Cursor *c, Value *v) {
     }
     c->p = p;
     if (!is_float) {
-        if (overflow || (!neg && acc > (uint64_t)INT64_MAX) ||
-            (neg && acc > (uint64_t)INT64_MAX + 1u)) {
-            v->type = V_OTHER;
+        if (overflow)
+            return -1;  /* orjson makes such an integer a float, or refuses it as infinite */
+        if ((!neg && acc > (uint64_t)INT64_MAX) || (neg && acc > (uint64_t)INT64_MAX + 1u)) {
+            v->type = V_OTHER;  /* valid JSON (a uint64) that no field of ours takes */
             return 0;
         }
         v->type = V_INT;
@@ -159,10 +160,8 @@ static int parse_number(Cursor *c, Value *v) {
     }
     char buf[64];
     Py_ssize_t n = p - start;
-    if (n >= (Py_ssize_t)sizeof(buf)) {
-        v->type = V_OTHER;
-        return 0;
-    }
+    if (n >= (Py_ssize_t)sizeof(buf))
+        return -1;  /* not worth a bigger buffer: the Python path decides */
     memcpy(buf, start, (size_t)n);
     buf[n] = '\0';
     char *stop = NULL;
@@ -171,10 +170,8 @@ static int parse_number(Cursor *c, Value *v) {
         PyErr_Clear();
         return -1;
     }
-    if (stop != buf + n || !isfinite(d)) {
-        v->type = V_OTHER;
-        return 0;
-    }
+    if (stop != buf + n || !isfinite(d))
+        return -1;  /* orjson refuses a number that is infinite as a double */
     v->type = V_FLOAT;
     v->f = d;
     return 0;
