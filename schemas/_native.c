@@ -177,6 +177,22 @@ static int parse_number(Cursor *c, Value *v) {
     return 0;
 }
 
+/* After an array item or object member: 1 when a comma follows (consumed, with the space
+ * after it: another item comes), 0 when ``close`` does (consumed), -1 otherwise. */
+static int next_item(Cursor *c, char close) {
+    skip_ws(c);
+    if (c->p < c->end && *c->p == ',') {
+        c->p++;
+        skip_ws(c);
+        return 1;
+    }
+    if (c->p < c->end && *c->p == close) {
+        c->p++;
+        return 0;
+    }
+    return -1;
+}
+
 /* An object member's key and its colon; c->p ends at the value. */
 static int parse_key(Cursor *c, const char **key, Py_ssize_t *len) {
     if (c->p >= c->end || *c->p != '"' || parse_string(c, key, len) < 0)
@@ -231,19 +247,9 @@ static int skip_value(Cursor *c, int depth) {
                 return -1;
             if (skip_value(c, depth + 1) < 0)
                 return -1;
-            skip_ws(c);
-            if (c->p >= c->end)
-                return -1;
-            if (*c->p == ',') {
-                c->p++;
-                skip_ws(c);
-                continue;
-            }
-            if (*c->p == close) {
-                c->p++;
-                return 0;
-            }
-            return -1;
+            int more = next_item(c, close);
+            if (more <= 0)
+                return more;
         }
     }
     return -1;
@@ -288,17 +294,9 @@ static int parse_value(Cursor *c, Value *v) {
                 v->n >= MAX_ITEMS)
                 break;
             v->items[v->n++] = (int32_t)item.i;
-            skip_ws(c);
-            if (c->p < c->end && *c->p == ',') {
-                c->p++;
-                skip_ws(c);
-                continue;
-            }
-            if (c->p < c->end && *c->p == ']') {
-                c->p++;
-                return 0;
-            }
-            return -1;
+            int more = next_item(c, ']');
+            if (more <= 0)
+                return more;
         }
         c->p = save;  /* not a short list of int32: validate it, but do not use it */
         v->type = V_OTHER;
@@ -1111,19 +1109,11 @@ static int parse_event(Cursor *c, Value *f) {
             if (parse_value(c, &f[key]) < 0)
                 return -1;
         }
-        skip_ws(c);
-        if (c->p >= c->end)
+        int more = next_item(c, '}');
+        if (more < 0)
             return -1;
-        if (*c->p == ',') {
-            c->p++;
-            skip_ws(c);
-            continue;
-        }
-        if (*c->p == '}') {
-            c->p++;
+        if (more == 0)
             break;
-        }
-        return -1;
     }
     const Value *ev = &f[K_EV];
     if (ev->type != V_STR || ev->n != 1 || (ev->s[0] != 'T' && ev->s[0] != 'Q'))
@@ -1216,17 +1206,11 @@ static PyObject *FrameEncoder_encode(FrameEncoder *self, PyObject *args) {
         Py_DECREF(item);
         if (rc < 0)
             goto done;
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ',') {
-            c->p++;
-            skip_ws(c);
-            continue;
-        }
-        if (c->p < c->end && *c->p == ']') {
-            c->p++;
+        int more = next_item(c, ']');
+        if (more < 0)
+            goto fallback;
+        if (more == 0)
             break;
-        }
-        goto fallback;
     }
     skip_ws(c);
     if (c->p != c->end)
