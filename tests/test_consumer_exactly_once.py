@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 
+from common.config import Config
 from consumer.testkit import (
     BASE_NS,
     ThreadedConsumer,
@@ -68,6 +69,24 @@ def test_everything_lands_once_and_replay_changes_nothing(kafka_bootstrap: str,
     assert_buckets_equal(marketstore_url, expected)
 
 
+def read_dead_letters(config: Config, n: int) -> list[Message]:
+    """Up to ``n`` records of the dead-letter topic (polling for at most ~30 s)."""
+    reader = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
+                       "group.id": unique("dlq"), "auto.offset.reset": "earliest"})
+    reader.subscribe([config.kafka.topics.dead_letter])
+    got: list[Message] = []
+    try:
+        for _ in range(60):
+            if len(got) >= n:
+                break
+            m = reader.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m)
+    finally:
+        reader.close()
+    return got
+
+
 def test_poison_messages_go_to_dead_letter_and_the_rest_lands(kafka_bootstrap: str,
                                                               marketstore_url: str) -> None:
     config = make_config(kafka_bootstrap, marketstore_url)
@@ -85,19 +104,7 @@ def test_poison_messages_go_to_dead_letter_and_the_rest_lands(kafka_bootstrap: s
                  row_count(marketstore_url, f"{sym}/1Sec/TRADE") >= 50, 60,
                  what="dead letters and rows")
     assert_buckets_equal(marketstore_url, expected_buckets(good))
-    reader = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": unique("dlq"),
-                       "auto.offset.reset": "earliest"})
-    reader.subscribe([config.kafka.topics.dead_letter])
-    got = []
-    try:
-        deadline_polls = 60
-        while len(got) < 4 and deadline_polls:
-            m = reader.poll(0.5)
-            deadline_polls -= 1
-            if m is not None and m.error() is None:
-                got.append(m)
-    finally:
-        reader.close()
+    got = read_dead_letters(config, 4)
     assert len(got) == 4
     for m in got:
         headers = dict(m.headers())
@@ -127,18 +134,7 @@ def test_a_poison_message_too_large_for_the_dead_letter_topic_is_pointed_at(
                  row_count(marketstore_url, f"{sym}/1Sec/TRADE") >= 30, 60,
                  what="the dead letter and the rows")
     assert_buckets_equal(marketstore_url, expected_buckets(good))
-    reader = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": unique("dlq"),
-                       "auto.offset.reset": "earliest"})
-    reader.subscribe([config.kafka.topics.dead_letter])
-    got = []
-    try:
-        for _ in range(60):
-            m = reader.poll(0.5)
-            if m is not None and m.error() is None:
-                got.append(m)
-                break
-    finally:
-        reader.close()
+    got = read_dead_letters(config, 1)
     assert len(got) == 1
     headers = dict(got[0].headers())
     assert got[0].value() is None
