@@ -8,6 +8,7 @@ through ``producer.mapping``, must be in the topics exactly once with equal cont
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -209,14 +210,15 @@ def cli_env(kafka_bootstrap: str | None = None) -> dict[str, str]:
 def write_config(config: Config, path: Path) -> Path:
     raw = {
         "massive": {"api_key": config.massive.api_key, "ws_server": config.massive.ws_server,
-                    "symbols": config.massive.symbols,
+                    "base_url": config.massive.base_url, "symbols": config.massive.symbols,
                     "data_types": config.massive.data_types},
         "kafka": {"bootstrap_servers": config.kafka.bootstrap_servers, "partitions": 2,
                   "topics": {"bars": config.kafka.topics.bars,
                              "trades": config.kafka.topics.trades,
                              "quotes": config.kafka.topics.quotes,
                              "dead_letter": config.kafka.topics.dead_letter}},
-        "producer": {"gaps_file": config.producer.gaps_file, "gap_repair": False,
+        "producer": {"gaps_file": config.producer.gaps_file,
+                     "gap_repair": config.producer.gap_repair,
                      "reconnect_initial_s": 0.1, "reconnect_max_s": 1.0,
                      "kafka_wait_s": config.producer.kafka_wait_s},
         "metrics": {"producer_port": 0},
@@ -452,6 +454,55 @@ def test_sigterm_flushes_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path,
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     exit_line = next(x for x in lines if x["msg"] == "producer exiting")
     assert exit_line["delivered"] == len(consumed) and exit_line["failed"] == 0
+
+
+def test_the_cli_producer_repairs_a_gap_through_a_kafka_producer_of_its_own(
+        kafka_bootstrap: str, tmp_path: Path, simulator: SimulatorServer) -> None:
+    """The repair's records go through the side publisher ("producer-backfill"), so its
+    flush before the "repaired" marker never waits for the live queue; the marker's count
+    is what that publisher produced, and the live one produced only the live events."""
+    config = make_config(kafka_bootstrap, f"ws://127.0.0.1:{simulator.port}", tmp_path,
+                         data_types=("trades", "quotes"), gap_repair=True)
+    config = config.replace(massive=dataclasses.replace(config.massive,
+                                                         base_url=simulator.url))
+    path = write_config(config, tmp_path / "config.yaml")
+    gaps_file = Path(config.producer.gaps_file)
+    log_path = tmp_path / "producer.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "massive_fetcher", "producer", "--config", str(path)],
+            env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def streaming() -> bool:
+            conns = simulator.connections()
+            return bool(conns) and conns[-1]["counts"].get("T", 0) > 50
+        wait_until(streaming, timeout=60, what="the CLI producer to stream")
+        time.sleep(0.5)  # a few trades in the window the disconnect opens
+        assert simulator.force_disconnect()
+
+        def repaired() -> list[dict[str, Any]]:
+            if not gaps_file.exists():
+                return []
+            return [x for x in map(json.loads, gaps_file.read_text().splitlines())
+                    if "repaired" in x]
+        wait_until(lambda: bool(repaired()), timeout=60, what="the gap to be repaired")
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    output = log_path.read_text()
+    assert code == 0, output[-3000:]
+    marker = repaired()[0]
+    assert marker["records"] > 0  # ~80+ ms of 240 events/s: the window is never empty
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    closed = {x["client_id"]: x for x in lines if x["msg"] == "Kafka publisher closed"}
+    assert set(closed) == {"producer", "producer-backfill"}
+    assert closed["producer-backfill"]["produced"] == marker["records"]
+    assert closed["producer-backfill"]["unacknowledged"] == 0
+    live = next(x for x in lines if x["msg"] == "producer exiting")
+    assert closed["producer"]["produced"] == sum(live["events"].values())
 
 
 def test_gives_up_after_max_reconnects_with_backoff(kafka_bootstrap: str,
