@@ -332,12 +332,10 @@ def compile_encoder(schema: Mapping[str, Any], prefix: bytes = b"") -> Encoder |
     ``prefix`` (the message framing) is written in the same join as the body, so a framed
     message costs no extra copy.
     """
-    if not isinstance(schema, Mapping) or schema.get("type") != "record":
+    expanded = _expanded_record(schema)
+    if expanded is None:
         return None
-    try:
-        schema = _expand(schema)
-    except _Unsupported:
-        return None
+    schema = expanded
     g = _Gen()
     body: list[str] = []
     parts: list[str] = []
@@ -508,14 +506,23 @@ def _dec_stmts(g: _Gen, t: Any, out: str, ind: str, wide: bool = False) -> list[
     raise _Unsupported(repr(t))
 
 
-def compile_decoder(schema: Mapping[str, Any]) -> Decoder | None:
-    """A function (data, pos) -> (record, end) for bodies written with exactly ``schema``."""
+def _expanded_record(schema: Any) -> dict[str, Any] | None:
+    """``schema`` with its named types expanded, or None unless it is a record within
+    the generators' scope."""
     if not isinstance(schema, Mapping) or schema.get("type") != "record":
         return None
     try:
-        schema = _expand(schema)
+        return _expand(schema)
     except _Unsupported:
         return None
+
+
+def compile_decoder(schema: Mapping[str, Any]) -> Decoder | None:
+    """A function (data, pos) -> (record, end) for bodies written with exactly ``schema``."""
+    expanded = _expanded_record(schema)
+    if expanded is None:
+        return None
+    schema = expanded
     g = _Gen()
     body: list[str] = []
     names: list[tuple[str, str]] = []
