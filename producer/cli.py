@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     # waiting for *their* records (flush before a checkpoint or a "repaired" marker) must
     # not mean waiting for the live stream's queue to drain, which under steady live load
     # it never does.
-    wanted = bool(config.massive.query_start) or config.producer.gap_repair
-    side_publisher = Publisher(config, client_id="producer-backfill") if wanted else None
+    side_publisher = (Publisher(config, client_id="producer-backfill")
+                      if _wants_inprocess(config) else None)
     metrics = None
     if config.metrics.enabled:
         try:
@@ -148,11 +148,15 @@ async def _main(session: ProducerSession, config: Config, side_publisher: Publis
     return await session.run()
 
 
+def _wants_inprocess(config: Config) -> bool:
+    """The config asks for the in-process backfill or for gap repair."""
+    return bool(config.massive.query_start) or config.producer.gap_repair
+
+
 def _attach_inprocess(session: ProducerSession, config: Config, publisher: Publisher) -> None:
     """Start the in-process backfill and register gap repair, if ``backfill`` has them;
     both produce through ``publisher`` (the producer's side publisher, see main)."""
-    wanted = bool(config.massive.query_start) or config.producer.gap_repair
-    if not wanted:
+    if not _wants_inprocess(config):
         return
     inprocess: Any
     try:
