@@ -451,24 +451,40 @@ class ProducerSession:
         """
         received_ns = time.time_ns()
         self.last_receipt_ns = received_ns
+        ts = self._native_frame(proto, frame, received_ns)
+        if ts is None:
+            ts = self._python_frame(proto, frame, received_ns)
+        if ts:
+            if ts > self.newest_event_ns:
+                self.newest_event_ns = ts
+            self.lag_ns = received_ns - ts
+
+    def _native_frame(self, proto: MassiveProtocol, frame: bytes | str,
+                      received_ns: int) -> int | None:
+        """The frame through the native encoder: its last event's time, or None when the
+        encoder is not built or does not take this frame whole."""
         native = self._native_encode
-        if native is not None and proto.state is State.SUBSCRIBED and type(frame) is bytes:
-            out = native(frame, received_ns)
-            if out is not None:  # a well-formed frame of T/Q events only, encoded in C
-                records, trades, quotes, ts = out
-                self.native_frames += 1
-                proto.count_data_frame(trades + quotes)
-                counts = self.events_by_kind
-                counts["trade"] += trades
-                counts["quote"] += quotes
-                self.publisher.produce_routed(records, trades, quotes)
-                if ts > self.newest_event_ns:
-                    self.newest_event_ns = ts
-                self.lag_ns = received_ns - ts
-                return
+        if native is None or proto.state is not State.SUBSCRIBED or type(frame) is not bytes:
+            return None
+        out = native(frame, received_ns)
+        if out is None:
+            return None
+        records, trades, quotes, ts = out
+        self.native_frames += 1
+        proto.count_data_frame(trades + quotes)
+        counts = self.events_by_kind
+        counts["trade"] += trades
+        counts["quote"] += quotes
+        self.publisher.produce_routed(records, trades, quotes)
+        return int(ts)
+
+    def _python_frame(self, proto: MassiveProtocol, frame: bytes | str,
+                      received_ns: int) -> int:
+        """The frame through the protocol, the fused encoder and the reference path: its
+        last encoded event's time (0 when none)."""
         events = proto.feed(frame)
         if not events:
-            return
+            return 0
         fast = self._fast_encode
         recv = self._received(received_ns) if fast is not None else b""
         items: list[tuple[str, str, bytes]] = []
@@ -496,10 +512,7 @@ class ProducerSession:
             counts[kind] += 1
         if items:
             self.publisher.produce_many(items)
-        if ts:
-            if ts > self.newest_event_ns:
-                self.newest_event_ns = ts
-            self.lag_ns = received_ns - ts
+        return ts
 
     # -- gaps ---------------------------------------------------------------------------
 
