@@ -70,19 +70,28 @@ def post(url: str, body: dict[str, Any]) -> Any:
 
 
 def test_connect_auth_subscribe_acks_and_data_match_ground_truth(sim: SimulatorServer) -> None:
-    async def run() -> tuple[list[dict[str, Any]], list[Any]]:
+    async def run() -> tuple[list[dict[str, Any]], list[Any], int]:
         ws = await login(sim.ws_url)
         await ws.send(json.dumps({"action": "subscribe", "params": "T.AAPL,Q.MSFT"}))
         acks = [await recv_json(ws), await recv_json(ws)]
         events = await collect(ws, 1.0)
+        conn = conn_of(sim, "T.AAPL")
+        # Stop the stream and read what was already on its way (the server counts a frame
+        # as sent once queued): the unsubscribe acks come after it on the same socket.
+        await ws.send(json.dumps({"action": "unsubscribe", "params": "T.AAPL,Q.MSFT"}))
+        unsubscribed = []
+        while len(unsubscribed) < 2:
+            for item in await recv_json(ws):
+                (unsubscribed if item["ev"] == "status" else events).append(item)
         await ws.close()
-        return events, acks
+        assert [u["message"] for u in unsubscribed] == ["unsubscribed to: T.AAPL",
+                                                        "unsubscribed to: Q.MSFT"]
+        return events, acks, conn
 
-    events, acks = asyncio.run(run())
+    events, acks, conn = asyncio.run(run())
     assert acks == [status("success", "subscribed to: T.AAPL"),
                     status("success", "subscribed to: Q.MSFT")]
     assert {(e["ev"], e["sym"]) for e in events} == {("T", "AAPL"), ("Q", "MSFT")}
-    conn = conn_of(sim, "T.AAPL")
     time.sleep(0.1)
     expected = sim.sent_events(conn)
     with urllib.request.urlopen(f"{sim.url}/_sim/sent?conn={conn}") as resp:
