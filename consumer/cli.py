@@ -16,6 +16,7 @@ import time
 from common.config import DATA_TYPES, Config
 from common.logs import setup_logging
 from common.metrics import MetricsServer
+from common.runtime import tune_for_throughput
 from consumer.buckets import RecordError
 from consumer.service import ConsumerService, Options, consumed_symbols
 from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
@@ -92,6 +93,7 @@ def _run(config: Config, options: Options, level: str, metrics_port: int) -> int
     service = ConsumerService(config, options)
     service.install_signal_handlers()
     server = _serve(config, service, metrics_port)
+    tune_for_throughput()
     try:
         log.info("consumer starting", extra={"group": options.group_id,
                                              "types": list(options.data_types)})
