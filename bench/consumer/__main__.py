@@ -6,10 +6,13 @@
 2. Throughput: N events (trades and quotes over S symbols, plus some bars) pre-published to
    fresh topics; one ``ConsumerService`` (the real one: decode, dead-letter checks, dedupe,
    write, delayed verified commits) consumes them into fresh buckets; the clock runs from
-   the first message to the last flush. Events/s per core divides by the consumer process's
-   CPU seconds, all threads (the broker and MarketStore run beside it on the same cores);
-   the loop thread's own CPU (poll, decode, rows) is shown too, the figure comparable to
-   bench.producer's main-thread "per core".
+   the first message to the last flush. The consumer runs in a spawned process, tuned as
+   the CLI tunes it (``common.runtime``), so that its CPU is its own: events/s per core
+   divides by that process's CPU seconds, all threads (the broker and MarketStore run beside
+   it on the same cores), and the split by thread is printed (the loop thread's figure is the
+   one comparable to bench.producer's main-thread "per core"), with page faults and peak
+   resident memory. (Run in the benchmark's process, as before, the consumer's garbage
+   collector walked the benchmark's own N event dicts: a third of its CPU.)
 3. Latency: a publisher process sends trades at a fixed rate (default 50k events/s) with
    ``received_ns`` = its clock at send; the latency of an event is (time its batch's write
    returned, which is when it is queryable) - received_ns. Kafka's own share is included
@@ -26,7 +29,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
 import threading
 import time
 import uuid
@@ -34,8 +36,10 @@ import uuid
 import numpy as np
 from confluent_kafka import Producer
 
+from bench.consumer.measured import measure_consumer
 from bench.consumer.paced import paced_publisher
 from common.config import Config
+from common.runtime import tune_for_throughput
 from consumer import buckets
 from consumer.service import ConsumerService, Options
 from consumer.testkit import BASE_NS, bar, make_config, quote, trade
@@ -97,52 +101,25 @@ def ceiling(url: str, events: list[tuple[str, dict]], batch: int) -> float:
     return len(events) / (time.perf_counter() - t0)
 
 
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def throughput(config: Config, n: int) -> tuple[float, float, int, float]:
-    service = ConsumerService(config, Options(group_id=config.consumer.group_id))
-    first: list[float] = []
-    orig_handle = service._handle_many
-
-    def handle(msgs):  # type: ignore[no-untyped-def]
-        if msgs and not first:
-            first.append(time.perf_counter())
-        orig_handle(msgs)
-
-    service._handle_many = handle  # type: ignore[method-assign]
-    written = [0]
-    last = [0.0]
-
-    def on_written(result) -> None:  # type: ignore[no-untyped-def]
-        written[0] += sum(result.rows_written.values())
-        last[0] = time.perf_counter()
-        if written[0] >= n:
-            service.stop()
-
-    service.on_written = on_written
-    loop_cpu = [0.0]
-
-    def run() -> None:  # the consumer's own loop thread: poll, decode, build rows
-        t = time.thread_time()
-        try:
-            service.run()
-        finally:
-            loop_cpu[0] = time.thread_time() - t
-
-    cpu0 = _cpu()
-    service.open()
-    runner = threading.Thread(target=run)
-    runner.start()
-    runner.join(600)
-    cpu = _cpu() - cpu0
-    elapsed = last[0] - first[0]
-    return written[0] / elapsed, written[0] / cpu, written[0], written[0] / loop_cpu[0]
+def throughput(config: Config, n: int) -> tuple[float, int, float, float, dict[str, float], int,
+                                               int]:
+    """Runs one consumer in a spawned process (see :mod:`bench.consumer.measured`)."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=measure_consumer, args=(config, n, send))
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(600):
+            raise SystemExit("the consumer did not write every event within 600 s")
+        result = receive.recv()
+    finally:
+        child.join(60)
+    return result  # type: ignore[no-any-return]
 
 
 def latency(config: Config, rate: int, seconds: float, symbols: list[str]) -> np.ndarray:
+    tune_for_throughput()  # as the CLI does
     service = ConsumerService(config, Options(group_id=config.consumer.group_id))
     service.open()
     runner = threading.Thread(target=service.run)
@@ -185,11 +162,17 @@ def main() -> None:
     ceil = ceiling(url, _events(args.events, [f"BX{run}{i}" for i in range(args.symbols)]),
                    args.batch)
     print(f"ceiling (raw multi-bucket write of prebuilt arrays): {ceil:,.0f} events/s")
-    rate, per_cpu, n, per_loop_cpu = throughput(config, len(events))
+    count = len(events)
+    del events  # the consumer runs in its own process; this one only waits
+    rate, n, cpu, loop_cpu, per_thread, faults, rss_mib = throughput(config, count)
     print(f"consumer: {n:,} events in MarketStore at {rate:,.0f} events/s wall, "
-          f"{per_cpu:,.0f} events per CPU-second of the consumer process (all its threads: "
-          f"loop, writer, read-back, librdkafka), {per_loop_cpu:,.0f} per CPU-second of its "
-          "loop thread")
+          f"{n / cpu:,.0f} events per CPU-second of the consumer process (all its threads), "
+          f"{n / loop_cpu:,.0f} per CPU-second of its loop thread")
+    print("  CPU per event by thread: " + ", ".join(
+        f"{name} {sec / n * 1e6:.2f} µs" for name, sec in
+        sorted(per_thread.items(), key=lambda kv: -kv[1]) if sec / n * 1e6 >= 0.01)
+        + f"; total {cpu / n * 1e6:.2f} µs; {faults / n:.3f} page faults per event; "
+        f"peak resident {rss_mib} MiB")
     print(f"ratio consumer/ceiling: {rate / ceil:.2f}")
     lconf = make_config(bootstrap, url, name=f"benchlat-{run.lower()}", partitions=6,
                         batch_max_events=args.batch, batch_max_ms=args.latency_batch_ms,

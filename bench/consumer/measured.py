@@ -1,0 +1,99 @@
+"""One consumer measured in a process of its own (the throughput part of ``bench.consumer``).
+
+The consumer runs in a spawned process so that its CPU figure is the consumer's alone: not the
+benchmark's publisher (its librdkafka threads) and not the benchmark's own data, which the
+consumer's garbage collector would otherwise walk. The process is tuned as the CLI tunes it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from multiprocessing.connection import Connection
+
+from common.config import Config
+from common.runtime import tune_for_throughput
+from consumer.service import ConsumerService, Options
+
+
+def _process_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds per thread, by Python thread name or librdkafka's (Linux only)."""
+    names = {str(t.native_id): t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except FileNotFoundError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name = names.get(tid, comm)
+        # group librdkafka's per-broker threads and numbered Python pool threads
+        key = name.split("_")[0] if name.startswith("marketstore") else name
+        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def measure_consumer(config: Config, n: int, conn: Connection) -> None:
+    """Consumes until ``n`` events are written; sends (events/s wall, events written,
+    process CPU s, loop-thread CPU s, {thread: CPU s}, minor page faults, peak resident MiB)
+    down ``conn``."""
+    tune_for_throughput()
+    service = ConsumerService(config, Options(group_id=config.consumer.group_id))
+    first: list[float] = []
+    orig_handle = service._handle_many
+
+    def handle(msgs):  # type: ignore[no-untyped-def]
+        if msgs and not first:
+            first.append(time.perf_counter())
+        orig_handle(msgs)
+
+    service._handle_many = handle  # type: ignore[method-assign]
+    written = [0]
+    last = [0.0]
+    threads: dict[str, float] = {}
+
+    def on_written(result) -> None:  # type: ignore[no-untyped-def]
+        written[0] += sum(result.rows_written.values())
+        last[0] = time.perf_counter()
+        if written[0] >= n:
+            threads.update(_thread_cpu())  # before the threads end at close
+            service.stop()
+
+    service.on_written = on_written
+    loop_cpu = [0.0]
+
+    def run() -> None:  # the consumer's own loop thread: poll, decode, build rows
+        t = time.thread_time()
+        try:
+            service.run()
+        finally:
+            loop_cpu[0] = time.thread_time() - t
+
+    before = _thread_cpu()
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    cpu0 = _process_cpu()
+    service.open()
+    runner = threading.Thread(target=run, name="consumer-loop")
+    runner.start()
+    runner.join(600)
+    cpu = _process_cpu() - cpu0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    faults = usage.ru_minflt - faults0
+    per_thread = {k: v - before.get(k, 0.0) for k, v in threads.items()}
+    conn.send((written[0] / (last[0] - first[0]), written[0], cpu, loop_cpu[0], per_thread,
+               faults, usage.ru_maxrss // 1024))
+    conn.close()
