@@ -15,10 +15,10 @@
    collector walked the benchmark's own N event dicts: a third of its CPU.)
 3. Latency: a publisher process sends trades at a fixed rate (default 50k events/s) with
    ``received_ns`` = its clock at send; the latency of an event is (time its batch's write
-   returned, which is when it is queryable) - received_ns. Kafka's own share is included
-   (produce -> consumed about 11 ms p50 / 19 ms p99 at 50k/s here with the consumer's fetch
-   defaults, fetch.min.bytes 64 KiB / fetch.wait.max.ms 10; the publisher lingers 1 ms, the
-   real producer 20 ms, which this does not include).
+   returned, which is when it is queryable) - received_ns. The publisher produces with the
+   producer's own Kafka properties (``linger.ms`` 5 and all), so Kafka's whole share is
+   included: the wait for a batch, the broker, and the consumer's fetch defaults
+   (fetch.min.bytes 64 KiB / fetch.wait.max.ms 10).
 
 Kafka: $KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:19092); MarketStore: $MARKETSTORE_URL
 (default http://127.0.0.1:15993/rpc). Topics and symbols are unique per run.

@@ -8,15 +8,16 @@ from confluent_kafka import Producer
 
 from common.config import Config
 from consumer.testkit import trade
+from producer.publisher import producer_properties
 from schemas.codec import make_codec
 
 
 def paced_publisher(config: Config, rate: int, seconds: float, symbols: list[str]) -> None:
     """Publishes trades at ``rate``/s with received_ns = now (a separate process, like the
-    real producer, so it does not share the consumer's interpreter)."""
+    real producer, so it does not share the consumer's interpreter), with the producer's own
+    Kafka properties (``linger.ms`` and all), so its share of the latency is counted."""
     codec = make_codec(config)
-    producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers, "linger.ms": 1,
-                         "compression.type": "lz4"})
+    producer = Producer(producer_properties(config, "bench-paced-publisher"))
     topic = config.kafka.topics.trades
     seqs = dict.fromkeys(symbols, 0)
     t0 = time.perf_counter()
