@@ -109,7 +109,10 @@ class ProducerConfig:
 class ConsumerConfig:
     group_id: str = "massive-fetcher"
     batch_max_events: int = 50000
-    batch_max_ms: int = 200
+    # A batch is written once it is this old (or full). MarketStore rewrites a variable-length
+    # bucket's whole second on every append, so shorter means more server CPU per event; at
+    # 50k events/s a write takes ~15 ms anyway, so 20 ms costs no latency over 5 (bench.consumer).
+    batch_max_ms: int = 20
     # MarketStore acknowledges before its WAL is flushed; offsets are committed only once
     # a write is older than this (longer than the server's WAL flush interval).
     commit_delay_ms: int = 1500

@@ -38,7 +38,7 @@ from confluent_kafka import Producer
 
 from bench.consumer.measured import measure_consumer
 from bench.consumer.paced import paced_publisher
-from common.config import Config
+from common.config import Config, ConsumerConfig
 from common.runtime import tune_for_throughput
 from consumer import buckets
 from consumer.service import ConsumerService, Options
@@ -144,14 +144,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50_000)
     ap.add_argument("--rate", type=int, default=50_000)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--latency-batch-ms", type=int, default=5,
+    ap.add_argument("--batch-ms", type=int, default=ConsumerConfig().batch_max_ms,
+                    help="consumer.batch_max_ms for the throughput run (default: the default)")
+    ap.add_argument("--latency-batch-ms", type=int, default=ConsumerConfig().batch_max_ms,
                     help="consumer.batch_max_ms for the latency run (a latency setting)")
     args = ap.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     url = os.environ.get("MARKETSTORE_URL", "http://127.0.0.1:15993/rpc")
     run = uuid.uuid4().hex[:6].upper()
     config = make_config(bootstrap, url, name=f"bench-{run.lower()}", partitions=6,
-                         batch_max_events=args.batch, batch_max_ms=200, commit_delay_ms=1500)
+                         batch_max_events=args.batch, batch_max_ms=args.batch_ms,
+                         commit_delay_ms=1500)
     ensure_topics(config)
     syms = [f"BC{run}{i}" for i in range(args.symbols)]
     events = _events(args.events, syms)

@@ -47,6 +47,19 @@ def _thread_cpu() -> dict[str, float]:
     return out
 
 
+def _peak_resident_mib() -> int:
+    """This process's own high-water mark (ru_maxrss would include the parent's resident
+    size at fork: the kernel carries it across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) // 1024
+    except FileNotFoundError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def measure_consumer(config: Config, n: int, conn: Connection) -> None:
     """Consumes until ``n`` events are written; sends (events/s wall, events written,
     process CPU s, loop-thread CPU s, {thread: CPU s}, minor page faults, peak resident MiB)
@@ -95,5 +108,5 @@ def measure_consumer(config: Config, n: int, conn: Connection) -> None:
     faults = usage.ru_minflt - faults0
     per_thread = {k: v - before.get(k, 0.0) for k, v in threads.items()}
     conn.send((written[0] / (last[0] - first[0]), written[0], cpu, loop_cpu[0], per_thread,
-               faults, usage.ru_maxrss // 1024))
+               faults, _peak_resident_mib()))
     conn.close()
