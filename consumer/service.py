@@ -501,7 +501,7 @@ class ConsumerService:
             self._fail(exc)
             return False
         if received:
-            self._sample_latencies(received)
+            self._sample_latencies(received, result.written_ns or time.time_ns())
         events = sum(result.rows_written.values()) + result.duplicates_dropped
         if result.rows_written or result.duplicates_dropped:
             self.metrics.batch.observe(events)
@@ -521,12 +521,14 @@ class ConsumerService:
             self.on_written(result)
         return True
 
-    def _sample_latencies(self, received: list[np.ndarray]) -> None:
+    def _sample_latencies(self, received: list[np.ndarray], queryable_ns: int) -> None:
         """End-to-end latencies of a written batch: metric samples and the bench's arrays.
 
+        They end when MarketStore acknowledged the write (the writer thread's clock), not
+        when this loop noticed: that can be a poll later.
         The arrays are bounded by samples, not batches: a replay writes batches of up to
         ``batch_max_events`` receive times each, and thousands of those were kept."""
-        lat = time.time_ns() - np.concatenate(received)
+        lat = queryable_ns - np.concatenate(received)
         self.latencies_ns.append(lat)
         self._latency_samples += len(lat)
         while self._latency_samples > MAX_LATENCY_SAMPLES and len(self.latencies_ns) > 1:

@@ -75,6 +75,7 @@ class FlushResult:
     buckets: int = 0
     probe: Probe | None = None
     seconds: float = 0.0
+    written_ns: int = 0  # wall clock when MarketStore acknowledged: queryable from then
 
 
 KIND_OF_ATTR = {"OHLCV": "bar", "TRADE": "trade", "QUOTE": "quote"}
@@ -193,6 +194,7 @@ class MarketStoreSink:
             result.rows_written[kind] = result.rows_written.get(kind, 0) + len(rows)
             result.buckets += len(uniq)
         self.writer.write_groups(groups)
+        result.written_ns = time.time_ns()
         now = time.monotonic()
         for attr, rows, uniq, starts in written:
             if VARIABLE[attr]:

@@ -271,3 +271,31 @@ def test_grouped_shortcuts_equal_the_full_sorts() -> None:
         assert bucket_time_order(ids, ts, grouped).tolist() == np.lexsort((ts, ids)).tolist()
         assert first_occurrences_grouped(ids, ts, seq, grouped).tolist() == \
             first_occurrences_grouped(ids, ts, seq).tolist()
+
+
+def test_a_flush_records_when_marketstore_acknowledged_the_write() -> None:
+    """End-to-end latency ends there (queryable), not when the poll loop next looks."""
+    import time
+
+    from consumer.sink import MarketStoreSink
+    from consumer.testkit import trade
+
+    class SlowWriter:  # a fake: nothing stored yet, and a write that takes 50 ms
+        acked_ns = 0
+
+        def query(self, *_: object, **__: object) -> dict[str, np.ndarray]:
+            return {}
+
+        def write_groups(self, groups: list) -> int:
+            time.sleep(0.05)
+            self.acked_ns = time.time_ns()
+            return len(groups)
+
+    writer = SlowWriter()
+    sink = MarketStoreSink(writer)  # type: ignore[arg-type]
+    sink.add("trade", trade("LAT", 1, BASE_NS), ("trades", 0))
+    before = time.time_ns()
+    result = sink.flush()
+    assert result.rows_written == {"trade": 1}
+    assert writer.acked_ns <= result.written_ns <= time.time_ns()
+    assert result.written_ns - before >= 50_000_000

@@ -37,10 +37,13 @@ def test_latency_samples_are_bounded_by_count_not_by_batches() -> None:
         # a replay batch of batch_max_events receive times (as the poll loop collects them)
         batch = [np.arange(1, 25_001, dtype=np.int64), np.arange(25_001, 50_001, dtype=np.int64)]
         for _ in range(40):
-            service._sample_latencies(batch)
+            service._sample_latencies(batch, 60_000)
         kept = sum(len(a) for a in service.latencies_ns)
         assert 0 < kept <= MAX_LATENCY_SAMPLES
         assert len(service.latencies_ns[-1]) == 50_000  # the newest batch is kept
+        # each ends when MarketStore acknowledged the write, not when the loop noticed
+        assert service.latencies_ns[-1][0] == 60_000 - 1
+        assert service.latencies_ns[-1][-1] == 60_000 - 50_000
     finally:
         service.close()
 
