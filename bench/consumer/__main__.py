@@ -139,7 +139,7 @@ def latency(config: Config, rate: int, seconds: float, symbols: list[str]) -> np
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.consumer", description=__doc__)
-    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--events", type=int, default=500_000)
     ap.add_argument("--symbols", type=int, default=100)
     ap.add_argument("--batch", type=int, default=50_000)
     ap.add_argument("--rate", type=int, default=50_000)
