@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from common.config import ServicesConfig
 from services.base import ServiceError
-from services.marketstore import SERVER_ENVIRONMENT
 from services.probes import kafka_answers, marketstore_answers
 from services.process import free_port, poll_until
 
@@ -99,8 +98,7 @@ class ContainerServices:
             )
             self._kafka.start()
             self._marketstore = (DockerContainer(self.marketstore_image)
-                                 .with_bind_ports(5993, self._marketstore_port)
-                                 .with_envs(**SERVER_ENVIRONMENT))
+                                 .with_bind_ports(5993, self._marketstore_port))
             self._marketstore.start()
             self._wait("kafka", self._kafka, lambda: kafka_answers(self.kafka_bootstrap))
             self._wait_marketstore()

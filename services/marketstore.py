@@ -18,12 +18,6 @@ from services.probes import marketstore_answers
 
 MODULE = "github.com/alpacahq/marketstore/v4"
 
-# MarketStore keeps a small live heap and allocates a lot per write, so with Go's default
-# (collect when the heap doubles) about a quarter of its CPU went to the collector under
-# the consumer's write load; collecting at 5x takes ~15% less CPU per write load in
-# bench.consumer's latency run, for a few MiB. A GOGC in the environment wins.
-SERVER_ENVIRONMENT = {"GOGC": "400"}
-
 
 def mkts_config(root_directory: Path, port: int, grpc_port: int,
                 log_level: str = "info") -> str:
@@ -143,9 +137,6 @@ class MarketStoreService(Service):
 
     def argv(self) -> list[str]:
         return [str(self.binary), "start", "--config", str(self.config_file)]
-
-    def env(self) -> dict[str, str]:
-        return {**SERVER_ENVIRONMENT, **super().env()}
 
     def answers(self) -> bool:
         return marketstore_answers(self.url)

@@ -70,16 +70,6 @@ def test_cache_is_per_version_and_state_per_service(tmp_path: Path) -> None:
     assert "-Xmx512m" in kafka.java_options()
 
 
-def test_marketstore_collects_garbage_less_often_unless_told(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch
-                                                             ) -> None:
-    mkts = MarketStoreService(ServicesConfig(), tmp_path / "state", tmp_path / "cache")
-    monkeypatch.delenv("GOGC", raising=False)
-    assert mkts.env()["GOGC"] == "400"
-    monkeypatch.setenv("GOGC", "100")
-    assert mkts.env()["GOGC"] == "100"
-
-
 def test_bad_heap_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="kafka_heap"):
         KafkaService(ServicesConfig(kafka_heap="lots"), tmp_path, tmp_path)
