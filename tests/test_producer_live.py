@@ -8,6 +8,7 @@ through ``producer.mapping``, must be in the topics exactly once with equal cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib.util
 import itertools
@@ -205,6 +206,39 @@ def cli_env(kafka_bootstrap: str | None = None) -> dict[str, str]:
     if kafka_bootstrap:
         env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap
     return env
+
+
+@contextlib.contextmanager
+def cli_producer(config_path: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``massive-fetcher producer`` logging to ``log_path``; killed if the test leaves it
+    running (an assertion failed before it was stopped)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "massive_fetcher", "producer", "--config",
+             str(config_path)], env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_streaming(simulator: SimulatorServer, trades: int) -> None:
+    """Until the newest connection was sent more than ``trades`` trades."""
+    def streaming() -> bool:
+        conns = simulator.connections()
+        return bool(conns) and conns[-1]["counts"].get("T", 0) > trades
+    wait_until(streaming, timeout=60, what="the CLI producer to stream")
+
+
+def stop_cleanly(proc: subprocess.Popen[bytes], log_path: Path) -> list[dict[str, Any]]:
+    """SIGTERM; the producer exits 0; its JSON log lines."""
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(60)
+    output = log_path.read_text()
+    assert code == 0, output[-3000:]
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
 def write_config(config: Config, path: Path) -> Path:
@@ -422,15 +456,8 @@ def test_sigterm_flushes_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path,
     config = make_config(kafka_bootstrap, f"ws://127.0.0.1:{simulator.port}", tmp_path)
     path = write_config(config, tmp_path / "config.yaml")
     log_path = tmp_path / "producer.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "massive_fetcher", "producer", "--config", str(path)],
-            env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        def streaming() -> bool:
-            conns = simulator.connections()
-            return bool(conns) and conns[0]["counts"].get("T", 0) > 200
-        wait_until(streaming, timeout=60, what="the CLI producer to stream")
+    with cli_producer(path, log_path) as proc:
+        wait_streaming(simulator, trades=200)
         port = next(json.loads(line)["metrics_port"] for line in log_path.read_text()
                     .splitlines() if '"metrics_port"' in line)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
@@ -440,18 +467,10 @@ def test_sigterm_flushes_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path,
         assert 'producer_events_total{type="trades"}' in metrics
         assert "producer_connected 1.0" in metrics
         simulator.burst(5000)  # a lot in flight when the signal arrives
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    output = log_path.read_text()
-    assert code == 0, output[-3000:]
+        lines = stop_cleanly(proc, log_path)
     assert len(simulator.connections()) == 1
     consumed = consume_all(config)
     assert_exactly_once(consumed, simulator.sent_events())
-    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     exit_line = next(x for x in lines if x["msg"] == "producer exiting")
     assert exit_line["delivered"] == len(consumed) and exit_line["failed"] == 0
 
@@ -468,35 +487,21 @@ def test_the_cli_producer_repairs_a_gap_through_a_kafka_producer_of_its_own(
     path = write_config(config, tmp_path / "config.yaml")
     gaps_file = Path(config.producer.gaps_file)
     log_path = tmp_path / "producer.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "massive_fetcher", "producer", "--config", str(path)],
-            env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        def streaming() -> bool:
-            conns = simulator.connections()
-            return bool(conns) and conns[-1]["counts"].get("T", 0) > 50
-        wait_until(streaming, timeout=60, what="the CLI producer to stream")
+
+    def repaired() -> list[dict[str, Any]]:
+        if not gaps_file.exists():
+            return []
+        return [x for x in map(json.loads, gaps_file.read_text().splitlines())
+                if "repaired" in x]
+
+    with cli_producer(path, log_path) as proc:
+        wait_streaming(simulator, trades=50)
         time.sleep(0.5)  # a few trades in the window the disconnect opens
         assert simulator.force_disconnect()
-
-        def repaired() -> list[dict[str, Any]]:
-            if not gaps_file.exists():
-                return []
-            return [x for x in map(json.loads, gaps_file.read_text().splitlines())
-                    if "repaired" in x]
         wait_until(lambda: bool(repaired()), timeout=60, what="the gap to be repaired")
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    output = log_path.read_text()
-    assert code == 0, output[-3000:]
+        lines = stop_cleanly(proc, log_path)
     marker = repaired()[0]
     assert marker["records"] > 0  # ~80+ ms of 240 events/s: the window is never empty
-    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     closed = {x["client_id"]: x for x in lines if x["msg"] == "Kafka publisher closed"}
     assert set(closed) == {"producer", "producer-backfill"}
     assert closed["producer-backfill"]["produced"] == marker["records"]
