@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,11 +160,37 @@ def test_next_url_and_key_stripping() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0) == 0.0
 
 
+class _OnePage:
+    """A fake of the REST pager: one page holding ``results``."""
+
+    stats = None
+
+    def __init__(self, results: list[Any]) -> None:
+        self.results = results
+
+    async def pages(self, path: str, params: Any) -> AsyncIterator[dict[str, Any]]:
+        yield {"results": self.results}
+
+
+class _CollectingSink:
+    """A fake of the publisher: keeps the produced values, acknowledges everything."""
+
+    failed = 0
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def produce_many(self, items: list[tuple[str, str, bytes]]) -> None:
+        self.values.extend(value for _, _, value in items)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        return 0
+
+
 def test_engine_skips_bars_still_running() -> None:
     """A bar whose interval is not over at fetch time is not published (pure engine run
     with an in-memory client and sink: no network)."""
     import asyncio
-    from typing import Any
 
     from backfill.engine import BackfillEngine
 
@@ -171,31 +199,13 @@ def test_engine_skips_bars_still_running() -> None:
     results = [{"o": 1, "h": 1, "l": 1, "c": 1, "v": 1, "t": first + i * 60_000}
                for i in range(11)]  # 00:00 .. 00:10, the last one still running
 
-    class Pages:
-        stats = None
-
-        async def pages(self, path: str, params: Any):
-            yield {"results": results}
-
-    class Sink:
-        failed = 0
-
-        def __init__(self) -> None:
-            self.values: list[bytes] = []
-
-        def produce_many(self, items: list[tuple[str, str, bytes]]) -> None:
-            self.values.extend(value for _, _, value in items)
-
-        def flush(self, timeout_s: float = 30.0) -> int:
-            return 0
-
     class Encoder:
         def encode(self, kind: str, record: dict[str, Any]) -> bytes:
             return str(record["start_ns"]).encode()
 
-    sink = Sink()
+    sink = _CollectingSink()
     window = plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 1, 2), "1Min")
-    engine = BackfillEngine(Pages(), sink, Encoder(), None,  # type: ignore[arg-type]
+    engine = BackfillEngine(_OnePage(results), sink, Encoder(), None,  # type: ignore[arg-type]
                             now_ns=lambda: now)
     progress = asyncio.run(engine.run(window))
     assert progress.records == 10 and progress.partial_bars == 1
@@ -206,7 +216,6 @@ def test_engine_skips_a_result_the_codec_cannot_encode() -> None:
     """A REST value outside the schema (a timestamp beyond a long) is one bad result,
     counted and skipped like an unmappable one, not the end of the whole backfill."""
     import asyncio
-    from typing import Any
 
     from backfill.engine import BackfillEngine
     from common.config import Config
@@ -219,26 +228,10 @@ def test_engine_skips_a_result_the_codec_cannot_encode() -> None:
     day = day_start_ns(dt.date(2024, 1, 2))
     results = [trade(1, day + 1), trade(2, 2**64 - 1), trade(3, day + 3)]
 
-    class Pages:
-        async def pages(self, path: str, params: Any):
-            yield {"results": results}
-
-    class Sink:
-        failed = 0
-
-        def __init__(self) -> None:
-            self.values: list[bytes] = []
-
-        def produce_many(self, items: list[tuple[str, str, bytes]]) -> None:
-            self.values.extend(value for _, _, value in items)
-
-        def flush(self, timeout_s: float = 30.0) -> int:
-            return 0
-
     codec = make_codec(Config())
-    sink = Sink()
+    sink = _CollectingSink()
     windows = plan_windows("AAPL", "trades", dt.date(2024, 1, 2), dt.date(2024, 1, 2))
-    engine = BackfillEngine(Pages(), sink, codec, None)  # type: ignore[arg-type]
+    engine = BackfillEngine(_OnePage(results), sink, codec, None)  # type: ignore[arg-type]
     progress = asyncio.run(engine.run(windows))
     assert progress.records == 2 and progress.bad_results == 1
     assert progress.windows_done == 1 and progress.windows_failed == 0
