@@ -79,6 +79,25 @@ static int parse_string(Cursor *c, const char **out, Py_ssize_t *len) {
     return -1;
 }
 
+/* The decimal digits at *pp appended to *acc (*overflow set once they no longer fit 64
+ * bits; *acc then keeps its last value); *pp ends after them. Returns their count. */
+static inline int read_digits(const char **pp, const char *end, uint64_t *acc,
+                              int *overflow) {
+    const char *p = *pp;
+    int n = 0;
+    while (p < end && *p >= '0' && *p <= '9') {
+        unsigned d = (unsigned)(*p - '0');
+        if (*acc > (UINT64_MAX - d) / 10)
+            *overflow = 1;
+        else
+            *acc = *acc * 10 + d;
+        p++;
+        n++;
+    }
+    *pp = p;
+    return n;
+}
+
 /* A JSON number (strict grammar). Integers must fit int64 (else V_OTHER); a number with
  * a fraction or exponent is parsed by CPython's correctly rounded dtoa, as float() does. */
 static int parse_number(Cursor *c, Value *v) {
@@ -98,14 +117,7 @@ static int parse_number(Cursor *c, Value *v) {
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
-        while (p < end && *p >= '0' && *p <= '9') {
-            unsigned d = (unsigned)(*p - '0');
-            if (acc > (UINT64_MAX - d) / 10)
-                overflow = 1;
-            else
-                acc = acc * 10 + d;
-            p++;
-        }
+        read_digits(&p, end, &acc, &overflow);
     } else {
         return -1;
     }
@@ -114,15 +126,7 @@ static int parse_number(Cursor *c, Value *v) {
         p++;
         if (p >= end || !(*p >= '0' && *p <= '9'))
             return -1;
-        while (p < end && *p >= '0' && *p <= '9') {
-            unsigned d = (unsigned)(*p - '0');
-            if (acc > (UINT64_MAX - d) / 10)
-                overflow = 1;
-            else
-                acc = acc * 10 + d;
-            frac_digits++;
-            p++;
-        }
+        frac_digits = read_digits(&p, end, &acc, &overflow);
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         is_float = 1;
