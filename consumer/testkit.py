@@ -282,26 +282,47 @@ def write_config(config: Config, path: Path) -> None:
     }))
 
 
+Span = tuple[float, float, str]  # (start, end, member)
+
+
+def log_events(path: Path, missing_ok: bool = False) -> list[dict]:
+    """The JSON objects of a JSON-lines log (other lines skipped)."""
+    out: list[dict] = []
+    if missing_ok and not path.exists():
+        return out
+    for line in path.read_bytes().splitlines():
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out
+
+
+def overlapping_spans(spans: dict[str, list[Span]]) -> list[tuple[str, str, float, str, float]]:
+    """Per key, spans of two different members that overlap in time: (key, earlier member,
+    the time its span ends, later member, the time its span starts)."""
+    found = []
+    for key, items in spans.items():
+        items = sorted(items)
+        end, owner = items[0][1], items[0][2]
+        for start, stop, member in items[1:]:
+            if member != owner and start < end:
+                found.append((key, owner, end, member, start))
+            if stop > end:
+                end, owner = stop, member
+    return found
+
+
 def ownership_violations(logs: dict[str, Path]) -> list[str]:
     """Partitions written by two members at overlapping times (from the DEBUG batch log)."""
-    spans: dict[str, list[tuple[float, float, str]]] = {}
+    spans: dict[str, list[Span]] = {}
     for member, path in logs.items():
-        for line in path.read_bytes().splitlines():
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
+        for event in log_events(path):
             if event.get("msg") == "batch written" and event.get("rows"):
                 for part in event["partitions"]:
                     spans.setdefault(part, []).append(
                         (event["t_start"], event["t_end"], member))
-    bad = []
-    for part, items in spans.items():
-        items.sort()
-        end, owner = items[0][1], items[0][2]
-        for start, stop, member in items[1:]:
-            if member != owner and start < end:
-                bad.append(f"{part}: {owner} and {member} at {start}")
-            if stop > end:
-                end, owner = stop, member
-    return bad
+    return [f"{part}: {owner} and {member} at {start}"
+            for part, owner, _end, member, start in overlapping_spans(spans)]

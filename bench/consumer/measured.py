@@ -13,6 +13,7 @@ import threading
 import time
 from multiprocessing.connection import Connection
 
+from bench.procstat import cpu_seconds
 from common.config import Config
 from common.runtime import tune_for_throughput
 from consumer.service import ConsumerService, Options
@@ -26,7 +27,6 @@ def _process_cpu() -> float:
 def _thread_cpu() -> dict[str, float]:
     """CPU seconds per thread, by Python thread name or librdkafka's (Linux only)."""
     names = {str(t.native_id): t.name for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     try:
         tids = os.listdir("/proc/self/task")
@@ -36,14 +36,15 @@ def _thread_cpu() -> dict[str, float]:
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
                 comm = f.read().strip()
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
+        except OSError:
             continue
+        cpu = cpu_seconds(f"/proc/self/task/{tid}/stat")
+        if cpu is None:
+            continue  # the thread ended meanwhile
         name = names.get(tid, comm)
         # group librdkafka's per-broker threads and numbered Python pool threads
         key = name.split("_")[0] if name.startswith("marketstore") else name
-        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out[key] = out.get(key, 0.0) + cpu
     return out
 
 

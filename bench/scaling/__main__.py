@@ -40,15 +40,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
 from bench.consumer.__main__ import _events, _publish
+from bench.procstat import cpu_seconds
 from common.config import Config
 from consumer.testkit import (
     BASE_NS,
+    Span,
     consumer_process,
     expected_buckets,
+    log_events,
     make_config,
+    overlapping_spans,
     ownership_violations,
     stop_processes,
     write_config,
@@ -56,7 +58,6 @@ from consumer.testkit import (
 from consumer.writer import MarketStoreWriter
 from schemas.topics import ensure_topics
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 DAY_NS = 86_400 * 10**9
 
 
@@ -91,26 +92,8 @@ class Run:
         return self.rows_settled / span if span > 0 else 0.0
 
 
-def _log_events(path: Path) -> list[dict]:
-    out = []
-    if not path.exists():
-        return out
-    for line in path.read_bytes().splitlines():
-        try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(event, dict):
-            out.append(event)
-    return out
-
-
 def _proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return cpu_seconds(f"/proc/{pid}/stat") or 0.0
 
 
 def _machine_cpu() -> tuple[int, int]:
@@ -121,10 +104,10 @@ def _machine_cpu() -> tuple[int, int]:
 
 def ownership_overlaps(logs: dict[str, Path]) -> list[str]:
     """Partitions owned by two members over overlapping intervals (assign -> revoke/lost)."""
-    owned: dict[str, list[tuple[float, float, str]]] = {}
+    owned: dict[str, list[Span]] = {}
     for member, path in logs.items():
         since: dict[str, float] = {}
-        for event in _log_events(path):
+        for event in log_events(path, missing_ok=True):
             msg = event.get("msg")
             if msg == "partitions assigned":
                 for part in event["partitions"]:
@@ -135,16 +118,8 @@ def ownership_overlaps(logs: dict[str, Path]) -> list[str]:
                         owned.setdefault(part, []).append((since.pop(part), event["t"], member))
         for part, start in since.items():  # never given up in the log: owned to the end
             owned.setdefault(part, []).append((start, float("inf"), member))
-    bad = []
-    for part, spans in owned.items():
-        spans.sort()
-        end, owner = spans[0][1], spans[0][2]
-        for start, stop, member in spans[1:]:
-            if member != owner and start < end:
-                bad.append(f"{part}: {owner} until {end:.3f} and {member} from {start:.3f}")
-            if stop > end:
-                end, owner = stop, member
-    return bad
+    return [f"{part}: {owner} until {end:.3f} and {member} from {start:.3f}"
+            for part, owner, end, member, start in overlapping_spans(owned)]
 
 
 def _scan(run: Run, logs: dict[str, Path]) -> None:
@@ -153,7 +128,7 @@ def _scan(run: Run, logs: dict[str, Path]) -> None:
     for member, path in logs.items():
         rows = 0
         assigned: set[str] = set()
-        for event in _log_events(path):
+        for event in log_events(path, missing_ok=True):
             msg = event.get("msg")
             if msg == "batch written":
                 n = sum(event["rows"].values())
@@ -175,7 +150,7 @@ def _scan(run: Run, logs: dict[str, Path]) -> None:
     # the shutdown's revocations come after the last write
     run.t_settled = max((t for t in changes if t <= run.t_last_write), default=0.0)
     run.rows_settled = sum(sum(e["rows"].values()) for path in logs.values()
-                           for e in _log_events(path)
+                           for e in log_events(path, missing_ok=True)
                            if e.get("msg") == "batch written" and e["t_start"] >= run.t_settled)
 
 
