@@ -229,10 +229,7 @@ class ConsumerService:
                 if self.watch.restarted():
                     self._fail(MarketStoreError("MarketStore restarted (connection closed)"))
                     continue
-                due = self._batch_offsets and (
-                    self.sink.pending >= max_events
-                    or time.monotonic() - (self._batch_started or 0) >= max_s)
-                if due and self._inflight is not None:
+                if self._inflight is not None and self._batch_due(max_events, max_s):
                     # The batch is ready but the writer is busy: wait for the write itself
                     # (not a poll timeout), then take what Kafka fetched meanwhile into it.
                     if not self._wait_inflight(max_s):
@@ -250,9 +247,7 @@ class ConsumerService:
                 self._complete_inflight(block=False)
                 if self._paused_since is not None:
                     continue
-                if self._batch_offsets and self._inflight is None and (
-                        self.sink.pending >= max_events
-                        or time.monotonic() - (self._batch_started or 0) >= max_s):
+                if self._inflight is None and self._batch_due(max_events, max_s):
                     self._checkpoint()
                 self._maybe_commit()
                 if self._end_offsets is not None and time.monotonic() - last_caught_up_check > 1:
@@ -264,6 +259,12 @@ class ConsumerService:
         finally:
             self.close()
         return 0
+
+    def _batch_due(self, max_events: int, max_s: float) -> bool:
+        """The batch holds something and is full or ``batch_max_ms`` old."""
+        return bool(self._batch_offsets) and (
+            self.sink.pending >= max_events
+            or time.monotonic() - (self._batch_started or 0) >= max_s)
 
     def _poll(self, room: int, timeout: float) -> bool:
         """Consume and decode one poll into the batch; False when the loop must start over.
