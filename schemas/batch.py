@@ -22,7 +22,7 @@ raise. Every message of the input appears in exactly one of the three.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -445,7 +445,7 @@ def decode_batch(codec: Codec, messages: Sequence[bytes]) -> BatchResult:
         return BatchResult()
     lengths = np.fromiter(map(len, messages), dtype=np.int64, count=count)
     data = b"".join(messages) + bytes(_padding(codec))
-    return _decode_joined(codec, data, lengths, messages.__getitem__)
+    return _decode_joined(codec, data, lengths, messages)
 
 
 def decode_messages(codec: Codec, messages: list[Any]
@@ -460,18 +460,13 @@ def decode_messages(codec: Codec, messages: list[Any]
     if scanned is None:
         return None
     data, raw_lengths, last = scanned
-    lengths = np.frombuffer(raw_lengths, dtype=np.int64)
-    ends = np.cumsum(lengths).tolist()
-
-    def message_at(i: int) -> bytes:
-        return data[ends[i] - int(lengths[i]):ends[i]]
-
-    return _decode_joined(codec, data, lengths, message_at), last
+    return _decode_joined(codec, data, np.frombuffer(raw_lengths, dtype=np.int64)), last
 
 
 def _decode_joined(codec: Codec, data: bytes, lengths: np.ndarray,
-                   message_at: Callable[[int], bytes]) -> BatchResult:
-    """The messages laid end to end in ``data`` (then padding), ``lengths`` long."""
+                   originals: Sequence[bytes] | None = None) -> BatchResult:
+    """The messages laid end to end in ``data`` (then padding), ``lengths`` long;
+    ``originals``, when the caller has them, spare a copy for the one-by-one path."""
     from schemas.codec import DecodeError
 
     result = BatchResult()
@@ -479,6 +474,11 @@ def _decode_joined(codec: Codec, data: bytes, lengths: np.ndarray,
     arr = np.frombuffer(data, dtype=np.uint8)
     ends = np.cumsum(lengths)
     starts = ends - lengths
+
+    def message_at(i: int) -> bytes:
+        if originals is not None:
+            return originals[i]
+        return data[int(starts[i]):int(ends[i])]
     first = np.where(lengths > 0, arr[starts], 0xFF)
     second = np.where(lengths > 1, arr[np.minimum(starts + 1, len(arr) - 1)], 0xFF)
     single = (first == 0xC3) & (second == 0x01) & (lengths >= 10)
