@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from confluent_kafka import KafkaError, KafkaException
+
 from common.config import Config
 
 ClientKind = Literal["producer", "consumer", "admin"]
@@ -25,3 +27,10 @@ def kafka_client_config(config: Config, kind: ClientKind) -> dict[str, Any]:
     elif kind == "consumer":
         props.update(config.kafka.consumer)
     return props
+
+
+def refused_as_too_large(exc: KafkaException) -> bool:
+    """``produce()`` refused the record for exceeding ``message.max.bytes`` (bad input,
+    not a producer that is unusable)."""
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE

@@ -49,6 +49,7 @@ from confluent_kafka import (
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.config import Config
+from common.kafka import refused_as_too_large
 from consumer import columns
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
 from consumer.dedupe import take_rows
@@ -445,9 +446,7 @@ class ConsumerService:
             except BufferError:
                 self.dlq.poll(0.1)
             except KafkaException as kexc:
-                err = kexc.args[0] if kexc.args else None
-                if (value is not None and isinstance(err, KafkaError)
-                        and err.code() == KafkaError.MSG_SIZE_TOO_LARGE):
+                if value is not None and refused_as_too_large(kexc):
                     # Too large once our headers are added: the dead letter points at the
                     # original instead (source topic/partition/offset; topics keep their
                     # data forever), so nothing is lost and the stream goes on.

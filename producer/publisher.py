@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common.config import Config
+from common.kafka import refused_as_too_large
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +175,9 @@ class Publisher:
         ``message.max.bytes`` is bad input (a huge event): it is counted and logged like a
         failed delivery, so the rest of the frame or page and the stream carry on. Any
         other refusal means the producer itself is unusable and is raised."""
-        err = exc.args[0] if exc.args else None
-        if not isinstance(err, KafkaError) or err.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+        if not refused_as_too_large(exc):
             raise exc
+        err = exc.args[0]
         with self._count_lock:
             self.failed += 1
         self.last_error = err.str()
