@@ -26,7 +26,14 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
-async def stream(sim: SimulatorServer, params: str, seconds: float) -> list[dict[str, Any]]:
+async def stream(sim: SimulatorServer, params: str,
+                 seconds: float) -> tuple[list[dict[str, Any]], int]:
+    """Events of ``params`` for ``seconds``, and the connection's id.
+
+    The server counts a frame as sent once it is queued, so the stream is stopped by an
+    unsubscribe and read up to its acks (which come after any queued frame on the same
+    socket) before the caller compares with the server's ground truth.
+    """
     events: list[dict[str, Any]] = []
     async with websockets.connect(sim.ws_url) as ws:
         await ws.recv()
@@ -40,17 +47,26 @@ async def stream(sim: SimulatorServer, params: str, seconds: float) -> list[dict
             except TimeoutError:
                 break
             events.extend(e for e in frame if e["ev"] != "status")
-    return events
+        first = params.split(",")[0]
+        conn = max(c["conn"] for c in sim.connections() if first in c["subscriptions"])
+        await ws.send(json.dumps({"action": "unsubscribe", "params": params}))
+        acks = 0
+        while acks < len(params.split(",")):
+            for item in json.loads(await asyncio.wait_for(ws.recv(), 10)):
+                if item["ev"] != "status":
+                    events.append(item)
+                elif item["message"].startswith("unsubscribed to: "):
+                    acks += 1
+    return events, conn
 
 
 def test_rest_trades_of_a_streamed_window_equal_the_ws_trades(sim: SimulatorServer) -> None:
-    events = asyncio.run(stream(sim, "T.AAPL,T.HMBL,Q.AAPL", 1.5))
-    conn = max(c["conn"] for c in sim.connections() if "T.HMBL" in c["subscriptions"])
+    events, conn = asyncio.run(stream(sim, "T.AAPL,T.HMBL,Q.AAPL", 1.5))
     sent = sim.sent(conn)[0]
     client = RESTClient("k", base=sim.url)
     for sym in ("AAPL", "HMBL"):
         spans = next(w["spans"] for w in sent["windows"] if (w["ev"], w["sym"]) == ("T", sym))
-        assert len(spans) == 1  # one contiguous window from subscribe to close
+        assert len(spans) == 1  # one contiguous window from subscribe to unsubscribe
         lo, hi = spans[0]
         rest = list(client.list_trades(sym, timestamp_gte=lo, timestamp_lt=hi, order="asc",
                                        limit=50000))
