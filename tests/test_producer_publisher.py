@@ -179,5 +179,8 @@ def test_a_stop_during_a_kafka_outage_does_not_wait_for_kafka(tmp_path: Any) -> 
             await asyncio.wait_for(task, 5)
 
     asyncio.run(main())
-    assert pub.produced == pub.queue_depth > 80  # nothing dropped, all still queued
+    # Nothing dropped: every record is still queued. librdkafka's queue length also
+    # counts its own pending events (broker-down errors), so it may exceed produced.
+    assert pub.produced > 80 and pub.delivered == pub.failed == 0
+    assert pub.queue_depth >= pub.produced
     pub.close(0.1)
