@@ -3,8 +3,10 @@
 Accepts the seed backfiller's flags verbatim (``-apiKey``, ``-bars``, ``-from 1Min=...``,
 ``-adjusted=false`` ...) and kebab-case long options (``--api-key``, ``--from`` ...).
 ``-dir`` is accepted but ignored with a warning: nothing is written to disk directly any
-more, MarketStore is fed by the consumer. Exit codes: 0 done, 1 some windows failed or
-Kafka did not acknowledge everything, 2 bad input, 130 interrupted.
+more, MarketStore is fed by the consumer. A REST result that cannot become a record goes
+to the dead-letter topic with the reason and its window. Exit codes: 0 done, 1 some
+windows failed, Kafka did not acknowledge everything or a result was dead-lettered, 2 bad
+input, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from backfill.engine import BackfillEngine, FatalBackfillError, Progress
 from backfill.options import Options, OptionsError, build_options
 from backfill.plan import market_today
 from common.config import Config
+from common.deadletter import DeadLetterProducer
 from common.logs import setup_logging
 
 log = logging.getLogger("backfill.cli")
@@ -147,6 +150,7 @@ async def _main(config: Config, options: Options) -> int:
     except PublisherError as exc:
         print(f"massive-fetcher backfill: error: {exc}", file=sys.stderr)
         return 1
+    dead_letters = DeadLetterProducer(config, client_id="backfill-dlq")
     await asyncio.to_thread(_ensure_topics, config)
     holder: dict[str, BackfillEngine] = {}
     registry.register(_ProgressCollector(holder))
@@ -158,7 +162,8 @@ async def _main(config: Config, options: Options) -> int:
         from schemas.codec import make_codec
 
         result = await run_job(config, options, publisher, make_codec(config), stop,
-                               on_engine=lambda e: holder.setdefault("engine", e))
+                               on_engine=lambda e: holder.setdefault("engine", e),
+                               dead_letters=dead_letters)
     except FatalBackfillError as exc:
         print(f"massive-fetcher backfill: error: {exc}", file=sys.stderr)
         status = 1
@@ -168,11 +173,14 @@ async def _main(config: Config, options: Options) -> int:
         await asyncio.gather(display_task, return_exceptions=True)
         display.close()
         remaining = await asyncio.to_thread(publisher.close, 60.0)
+        remaining += await asyncio.to_thread(dead_letters.flush, 60.0)
         if metrics is not None:
             metrics.stop()
     if result is not None:
-        _summary(result.symbols, result.progress, result.client_stats, remaining)
-        if result.progress.windows_failed or result.progress.failures or remaining:
+        _summary(result.symbols, result.progress, result.client_stats, remaining,
+                 dead_letters.topic)
+        p = result.progress
+        if p.windows_failed or p.failures or p.dead_letters or remaining:
             status = 1
     if interrupted and status == 0:
         status = 130
@@ -201,7 +209,8 @@ def _start_metrics(config: Config, registry: Any) -> Any:
         return None
 
 
-def _summary(symbols: list[str], p: Progress, stats: Any, unacked: int) -> None:
+def _summary(symbols: list[str], p: Progress, stats: Any, unacked: int,
+             dead_letter_topic: str) -> None:
     rate = p.records / p.elapsed_s if p.elapsed_s else 0.0
     lines = [
         "backfill summary:",
@@ -211,9 +220,11 @@ def _summary(symbols: list[str], p: Progress, stats: Any, unacked: int) -> None:
         f"  pages     {p.pages}  requests {stats.requests}  retries {stats.retries} "
         f"(429: {stats.throttled}, errors: {stats.server_errors})",
         f"  records   {p.records} published in {p.elapsed_s:.1f}s ({rate:,.0f}/s)"
-        + (f", {p.bad_results} bad results skipped" if p.bad_results else "")
         + (f", {p.partial_bars} bars still running left out" if p.partial_bars else ""),
     ]
+    if p.dead_letters:
+        lines.append(f"  DEAD LETTERS: {p.dead_letters} REST result(s) could not become "
+                     f"records; sent to {dead_letter_topic} with the reason and the window")
     if unacked:
         lines.append(f"  KAFKA: {unacked} record(s) not acknowledged; rerun to redo them")
     for failure in p.failures[:20]:
@@ -251,6 +262,9 @@ class _ProgressCollector:
                                   value=p.pages)
         yield CounterMetricFamily("massive_backfill_records", "Records published",
                                   value=p.records)
+        yield CounterMetricFamily("massive_backfill_dead_letters",
+                                  "REST results sent to the dead-letter topic (they could "
+                                  "not become records)", value=p.dead_letters)
         yield CounterMetricFamily("massive_backfill_http_requests", "REST requests sent",
                                   value=stats.requests)
         yield CounterMetricFamily("massive_backfill_http_retries", "REST requests retried",

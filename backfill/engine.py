@@ -3,14 +3,24 @@
 Windows run ``parallelism`` at a time. Mapping, encoding and producing happen on a worker
 thread in chunks, so the event loop (which in the producer process also serves the live
 WebSocket) only ever waits for I/O. A window is checkpointed only once Kafka has
-acknowledged everything produced before it finished: a committer pauses publishing
-briefly, flushes, and if the flush returns 0 with no new delivery failures it records the
-finished windows. Windows that reach into the future (today) are never checkpointed.
+acknowledged everything produced before it finished, its dead letters included: a
+committer pauses publishing briefly, flushes, and if the flush returns 0 with no new
+delivery failures it records the finished windows. Windows that reach into the future
+(today) are never checkpointed.
+
+A REST result that cannot become a record (a field missing or mistyped, a value outside
+the schema) is never skipped silently. With a dead-letter producer it goes to the
+dead-letter topic as its JSON, with the reason and the window (``common.deadletter``), and
+is counted in ``Progress.dead_letters``; the window's other records are published and the
+window is checkpointed as usual. Without one (the caller gave none) the window's other
+records are still published, but the window fails: it is not checkpointed and the
+failure names the window and the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +49,17 @@ class Encoder(Protocol):
     def encode(self, kind: str, record: dict[str, Any]) -> bytes: ...
 
 
+class DeadLetters(Protocol):
+    """What the engine needs of ``common.deadletter.DeadLetterProducer``."""
+
+    topic: str
+    failed: int
+
+    def send(self, key: str, value: bytes, exc: BaseException, reason: str,
+             source: dict[str, object]) -> None: ...
+    def flush(self, timeout_s: float = 30.0) -> int: ...
+
+
 class FatalBackfillError(Exception):
     """Nothing more can succeed (bad API key, Kafka failure): the run stops."""
 
@@ -54,7 +75,8 @@ class Progress:
     windows_checkpointed: int = 0
     pages: int = 0
     records: int = 0
-    bad_results: int = 0  # REST results that could not be mapped or encoded (logged, skipped)
+    bad_results: int = 0  # REST results that could not be mapped or encoded
+    dead_letters: int = 0  # of those, sent to the dead-letter topic
     partial_bars: int = 0  # bars not over yet when fetched (skipped)
     started: float = field(default_factory=time.monotonic)
     map_s: float = 0.0  # CPU seconds (thread time) of each stage
@@ -90,6 +112,7 @@ class Progress:
             "windows_failed": self.windows_failed,
             "windows_checkpointed": self.windows_checkpointed,
             "pages": self.pages, "records": self.records, "bad_results": self.bad_results,
+            "dead_letters": self.dead_letters,
             "elapsed_s": round(self.elapsed_s, 3),
             "records_per_s": round(self.records / self.elapsed_s, 1) if self.elapsed_s else 0.0,
             "eta_s": None if eta is None else round(eta, 1),
@@ -112,9 +135,11 @@ class BackfillEngine:
                  adjusted: bool = True, stop: asyncio.Event | None = None,
                  commit_interval_s: float = 1.0, flush_timeout_s: float = 30.0,
                  chunk: int = 5000, now_ns: Callable[[], int] = time.time_ns,
-                 room: tuple[float, float] = (0.8, 0.5), stop_grace_s: float = 5.0) -> None:
+                 room: tuple[float, float] = (0.8, 0.5), stop_grace_s: float = 5.0,
+                 dead_letters: DeadLetters | None = None) -> None:
         self.client = client
         self.sink = sink
+        self.dead_letters = dead_letters
         self.encoder = encoder
         self.checkpoint = checkpoint
         self.parallelism = max(1, parallelism)
@@ -139,7 +164,8 @@ class BackfillEngine:
         self._pending: list[tuple[str, int]] = []  # finished, not yet acknowledged
         self._in_progress: set[str] = set()
         self._tainted: set[str] = set()  # windows with a record Kafka failed to deliver
-        self._failed_seen = getattr(sink, "failed", 0)
+        self._bad: dict[str, tuple[int, str]] = {}  # window -> (bad results, the first reason)
+        self._failed_seen = self._failed_total()
         self._symbol_left: dict[str, int] = {}
 
     # -- public ------------------------------------------------------------------------
@@ -180,7 +206,10 @@ class BackfillEngine:
             await asyncio.gather(*workers, return_exceptions=True)
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
-            await self._commit(final=True)
+            await self._commit()
+            if self._tainted:  # found by any commit, the final one included
+                self.progress.failures.append(
+                    f"{len(self._tainted)} window(s) had Kafka delivery failures")
         if self._fatal is not None:
             raise FatalBackfillError(str(self._fatal)) from self._fatal
         return self.progress
@@ -216,6 +245,15 @@ class BackfillEngine:
             self._in_progress.discard(window.id)
             if records is None:  # stopped midway
                 return
+            bad = self._bad.pop(window.id, None)
+            if bad is not None:
+                self.progress.windows_failed += 1
+                self.progress.failures.append(
+                    f"{window.id}: {bad[0]} bad REST result(s), first: {bad[1]}")
+                log.error("backfill window failed: bad REST results", extra={
+                    "window": window.id, "bad_results": bad[0], "error": bad[1]})
+                self._finish_symbol(window.symbol)
+                continue
             self.progress.windows_done += 1
             self._finish_symbol(window.symbol)
             if window.end_ns <= self.now_ns() and window.id not in self._tainted:
@@ -279,25 +317,29 @@ class BackfillEngine:
         # CPU time of this thread: other threads and processes share the cores
         t0 = time.thread_time()
         records = []
+        mapped = []  # the result each record came from, for a dead letter
         for result in results:
             try:
                 records.append(mapper(result))
+                mapped.append(result)
             except MappingError as exc:
-                self._bad_result(window, exc)
+                self._bad_result(window, result, exc, "mapping")
         if window.kind == "bar" and window.end_ns > (now := self.now_ns()):
             # a bar still running (today's minute or day) would be stored incomplete; the
             # live stream or a later run (today is never checkpointed) brings it whole
-            complete = [r for r in records if r["end_ns"] <= now]
+            complete = [(r, m) for r, m in zip(records, mapped, strict=True)
+                        if r["end_ns"] <= now]
             self.progress.partial_bars += len(records) - len(complete)
-            records = complete
+            records = [r for r, _ in complete]
+            mapped = [m for _, m in complete]
         t1 = time.thread_time()
         encode = self.encoder.encode
         values = []
-        for record in records:
+        for record, result in zip(records, mapped, strict=True):
             try:
                 values.append(encode(kind, record))
             except EncodeError as exc:  # a value outside the schema (e.g. an int > 2**63)
-                self._bad_result(window, exc)
+                self._bad_result(window, result, exc, "encode")
         t2 = time.thread_time()
         # one call per chunk: the publisher counts (under its lock) once, not per record
         self.sink.produce_many([(kind, symbol, value) for value in values])
@@ -309,11 +351,24 @@ class BackfillEngine:
         p.records += len(values)
         return len(values)
 
-    def _bad_result(self, window: Window, exc: Exception) -> None:
+    def _bad_result(self, window: Window, result: Any, exc: Exception, reason: str) -> None:
+        """Dead-letter ``result`` (its JSON, the reason, the window), or mark its window as
+        failed when there is no dead-letter producer. Runs on a publishing thread."""
         self.progress.bad_results += 1
-        if self.progress.bad_results <= 20:
-            log.warning("skipping a REST result that cannot be mapped or encoded",
-                        extra={"window": window.id, "error": str(exc)})
+        if self.dead_letters is None:
+            count, first = self._bad.get(window.id, (0, f"{reason}: {exc}"))
+            self._bad[window.id] = (count + 1, first)
+            return
+        # the standard library's encoder: orjson refuses integers beyond 64 bits, which is
+        # one of the ways a result goes bad
+        value = json.dumps(result, separators=(",", ":"), default=repr).encode()
+        self.dead_letters.send(window.symbol, value, exc, reason,
+                               {"window": window.id, "kind": window.kind})
+        self.progress.dead_letters += 1
+        if self.progress.dead_letters <= 20:
+            log.warning("REST result sent to the dead-letter topic", extra={
+                "window": window.id, "reason": reason, "error": str(exc),
+                "topic": self.dead_letters.topic})
 
     # -- checkpointing -----------------------------------------------------------------
 
@@ -323,7 +378,7 @@ class BackfillEngine:
             if self._pending:
                 await self._commit()
 
-    async def _commit(self, final: bool = False) -> None:
+    async def _commit(self) -> None:
         async with self._gate:
             self._flushing = True
             await self._gate.wait_for(lambda: self._publishing == 0)
@@ -331,13 +386,13 @@ class BackfillEngine:
             in_progress = set(self._in_progress)
         try:
             started = time.perf_counter()
-            remaining = await asyncio.to_thread(self.sink.flush, self.flush_timeout_s)
+            remaining = await asyncio.to_thread(self._flush_all)
             self.progress.flush_s += time.perf_counter() - started
         finally:
             async with self._gate:
                 self._flushing = False
                 self._gate.notify_all()
-        failed = getattr(self.sink, "failed", 0)
+        failed = self._failed_total()
         if failed != self._failed_seen:
             # some record produced before this flush was lost: any window that published
             # before now may be incomplete, so none of them is checkpointed
@@ -354,6 +409,16 @@ class BackfillEngine:
         if self.checkpoint is not None and batch:
             await asyncio.to_thread(self.checkpoint.mark_done, batch)
         self.progress.windows_checkpointed += len(batch)
-        if final and self._tainted:
-            self.progress.failures.append(
-                f"{len(self._tainted)} window(s) had Kafka delivery failures")
+
+    def _flush_all(self) -> int:
+        """Records and dead letters not yet acknowledged after flushing both."""
+        remaining = self.sink.flush(self.flush_timeout_s)
+        if self.dead_letters is not None:
+            remaining += self.dead_letters.flush(self.flush_timeout_s)
+        return remaining
+
+    def _failed_total(self) -> int:
+        failed = getattr(self.sink, "failed", 0)
+        if self.dead_letters is not None:
+            failed += self.dead_letters.failed
+        return failed

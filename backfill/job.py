@@ -11,7 +11,7 @@ from typing import Any
 
 from backfill.checkpoint import Checkpoint, checkpoint_key, default_state_dir
 from backfill.client import MassiveRestClient, RetryPolicy
-from backfill.engine import BackfillEngine, Progress
+from backfill.engine import BackfillEngine, DeadLetters, Progress
 from backfill.options import Options
 from backfill.plan import Window, plan_windows
 from backfill.symbols import is_glob
@@ -58,7 +58,10 @@ def plan_all(symbols: list[str], options: Options) -> list[Window]:
 
 async def run_job(config: Config, options: Options, publisher: Any, encoder: Any,
                   stop: asyncio.Event,
-                  on_engine: Callable[[BackfillEngine], None] | None = None) -> JobResult:
+                  on_engine: Callable[[BackfillEngine], None] | None = None,
+                  dead_letters: DeadLetters | None = None) -> JobResult:
+    """Run the backfill ``options`` describe. Bad REST results go to ``dead_letters``;
+    without it they fail their windows (see ``backfill.engine``)."""
     api_key = config.require_api_key()
     state_dir = options.state_dir or str(default_state_dir(config) / "backfill")
     key = checkpoint_key(config, options.adjusted)
@@ -82,7 +85,7 @@ async def run_job(config: Config, options: Options, publisher: Any, encoder: Any
             engine = BackfillEngine(client, publisher, encoder, checkpoint,
                                     parallelism=options.parallelism,
                                     limit=options.batch_size, adjusted=options.adjusted,
-                                    stop=stop)
+                                    stop=stop, dead_letters=dead_letters)
             if on_engine is not None:
                 on_engine(engine)
             progress = await engine.run(windows)

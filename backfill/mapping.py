@@ -7,6 +7,7 @@ milliseconds (``t``), v3 trades/quotes already carry nanoseconds and are kept ex
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -71,6 +72,16 @@ def _int(value: Any) -> int | None:
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _quote_price(value: Any) -> float:
+    """A quote side's price; a one-sided quote has none for the other side: NaN (stored as
+    NaN, never as a price of 0.0)."""
+    return math.nan if value is None else float(value)
+
+
+def _quote_size(value: Any) -> float:
+    return 0.0 if value is None else float(value)
 
 
 def _ints(value: Any) -> list[int]:
@@ -148,11 +159,11 @@ def quote_from_rest(result: Mapping[str, Any], symbol: str) -> dict[str, Any]:
             "sip_timestamp_ns": int(_req(result, "sip_timestamp")),
             "participant_timestamp_ns": _int(result.get("participant_timestamp")),
             "trf_timestamp_ns": _int(result.get("trf_timestamp")),
-            "bid_price": float(result.get("bid_price") or 0.0),
-            "bid_size": float(result.get("bid_size") or 0.0),
+            "bid_price": _quote_price(result.get("bid_price")),
+            "bid_size": _quote_size(result.get("bid_size")),
             "bid_exchange": _int(result.get("bid_exchange")),
-            "ask_price": float(result.get("ask_price") or 0.0),
-            "ask_size": float(result.get("ask_size") or 0.0),
+            "ask_price": _quote_price(result.get("ask_price")),
+            "ask_size": _quote_size(result.get("ask_size")),
             "ask_exchange": _int(result.get("ask_exchange")),
             "conditions": _ints(result.get("conditions")),
             "indicators": _ints(result.get("indicators")),

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from backfill.mapping import MARKET_TZ, NS_PER_MS, NS_PER_S, TIMEFRAME_REST
+from common.config import REST_MAX_LIMIT
 from producer.mapping import KIND_BY_DATA_TYPE as KIND_OF
 
 # Upper bound of bars per day: extended hours are included and a simulator may trade
 # around the clock, so count the whole day.
 BARS_PER_DAY: dict[str, int] = {"1Min": 1440, "5Min": 288, "1H": 24, "1D": 1}
-MAX_LIMIT = 50000
+MAX_LIMIT = REST_MAX_LIMIT
 NS_PER_MIN = 60 * NS_PER_S
 
 

@@ -2,21 +2,25 @@
 
 The YAML file has one section per concern (``massive``, ``kafka``, ``schema_registry``,
 ``marketstore``, ``producer``, ``consumer``, ``simulator``, ``services``, ``metrics``).
-Every key is checked against the dataclasses below: an unknown key or a value of the wrong
-type raises :class:`ConfigError` naming the file and the dotted key, so a typo never turns
-silently into a default. Environment variables override a few keys (see ``ENV_OVERRIDES``).
+Every key is checked against the dataclasses below: an unknown key, a value of the wrong
+type or a number outside its declared :class:`Range` (``Annotated[int, Range(min=1)]`` on
+the field; ``ORDERED`` pairs for rules between two fields) raises :class:`ConfigError`
+naming the file, the dotted key and what is allowed, so a typo never turns silently into a
+default and a 0 or a negative never into a busy loop or a reconnect storm. Environment
+variables override a few keys (see ``ENV_OVERRIDES``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 
@@ -28,10 +32,43 @@ KafkaProperty = str | int | float | bool
 
 BAR_FREQUENCIES: tuple[str, ...] = typing.get_args(BarFrequency)
 DATA_TYPES: tuple[str, ...] = typing.get_args(DataType)
+REST_MAX_LIMIT = 50000  # the largest page (``limit``) the Massive REST API serves
 
 
 class ConfigError(ValueError):
     """A configuration problem, with the file and key it is about."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: ``min`` and ``max`` included, ``above`` excluded.
+
+    Declared in a field's type hint, ``Annotated[float, Range(above=0)]``, and checked by
+    the loader after the type.
+    """
+
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None
+
+    def allows(self, value: float) -> bool:
+        return ((self.min is None or value >= self.min)
+                and (self.max is None or value <= self.max)
+                and (self.above is None or value > self.above))
+
+    def __str__(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"{self.min:g}..{self.max:g}"
+        parts = [f">= {self.min:g}" if self.min is not None else "",
+                 f"> {self.above:g}" if self.above is not None else "",
+                 f"<= {self.max:g}" if self.max is not None else ""]
+        return " and ".join(p for p in parts if p)
+
+
+PORT = Range(1, 65535)
+# a metrics port may be 0: any free port for the producer and consumer, not served for
+# the backfill
+METRICS_PORT = Range(0, 65535)
 
 
 @dataclass(frozen=True)
@@ -45,11 +82,11 @@ class MassiveConfig:
     symbols: list[str] = field(default_factory=lambda: ["*"])
     query_start: dict[QueryStartKey, dt.date] = field(default_factory=dict)
     bar_frequencies: list[BarFrequency] = field(default_factory=lambda: ["1Min"])
-    backfill_batch_size: int = 50000
+    backfill_batch_size: Annotated[int, Range(1, REST_MAX_LIMIT)] = REST_MAX_LIMIT
     backfill_adjusted: bool = True
     # REST requests per second for backfill and gap repair (0: unlimited); for plans with
     # low limits. The CLI's --rate overrides it.
-    backfill_requests_per_second: float = 0.0
+    backfill_requests_per_second: Annotated[float, Range(min=0)] = 0.0
 
     def __repr__(self) -> str:  # the key must never reach a log line through repr()
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -72,8 +109,8 @@ class TopicsConfig:
 class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: TopicsConfig = field(default_factory=TopicsConfig)
-    partitions: int = 12
-    replication_factor: int = 1
+    partitions: Annotated[int, Range(min=1)] = 12
+    replication_factor: Annotated[int, Range(min=1)] = 1
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     # Passed through to librdkafka: `properties` to every client, the others to one kind.
     properties: dict[str, KafkaProperty] = field(default_factory=dict)
@@ -89,63 +126,68 @@ class SchemaRegistryConfig:
 @dataclass(frozen=True)
 class MarketStoreConfig:
     url: str = "http://127.0.0.1:5993/rpc"
-    timeout_s: float = 30.0
+    timeout_s: Annotated[float, Range(above=0)] = 30.0
 
 
 @dataclass(frozen=True)
 class ProducerConfig:
-    reconnect_initial_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    ORDERED: ClassVar[tuple[tuple[str, str], ...]] = (("reconnect_initial_s", "reconnect_max_s"),)
+
+    reconnect_initial_s: Annotated[float, Range(above=0)] = 0.5
+    reconnect_max_s: Annotated[float, Range(above=0)] = 30.0
     # 0 = reconnect forever; the official client stops after 5.
-    max_reconnects: int = 0
+    max_reconnects: Annotated[int, Range(min=0)] = 0
     # Where disconnect windows are recorded for gap repair (JSON lines).
     gaps_file: str = "state/gaps.jsonl"
     gap_repair: bool = True
     # At start, wait this long for Kafka to answer, then exit with a clear error.
-    kafka_wait_s: float = 30.0
+    kafka_wait_s: Annotated[float, Range(above=0)] = 30.0
 
 
 @dataclass(frozen=True)
 class ConsumerConfig:
+    ORDERED: ClassVar[tuple[tuple[str, str], ...]] = (("retry_initial_s", "retry_max_s"),)
+
     group_id: str = "massive-fetcher"
-    batch_max_events: int = 50000
+    batch_max_events: Annotated[int, Range(min=1)] = 50000
     # A batch is written once it is this old (or full). MarketStore rewrites a variable-length
     # bucket's whole second on every append, so shorter means more server CPU per event; at
     # 50k events/s a write takes ~15 ms anyway, so 20 ms costs no latency over 5 (bench.consumer).
-    batch_max_ms: int = 20
+    batch_max_ms: Annotated[int, Range(min=1)] = 20
     # MarketStore acknowledges before its WAL is flushed; offsets are committed only once
     # a write is older than this (longer than the server's WAL flush interval).
-    commit_delay_ms: int = 1500
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 15.0
+    commit_delay_ms: Annotated[int, Range(min=0)] = 1500
+    retry_initial_s: Annotated[float, Range(above=0)] = 0.5
+    retry_max_s: Annotated[float, Range(above=0)] = 15.0
 
 
 @dataclass(frozen=True)
 class SimulatorConfig:
     host: str = "127.0.0.1"
-    port: int = 8765
-    seed: int = 42
+    port: Annotated[int, PORT] = 8765
+    seed: Annotated[int, Range(min=0)] = 42
     symbols: list[str] = field(default_factory=list)  # empty: the default universe
-    trades_per_second: float = 5.0  # per symbol
-    quotes_per_second: float = 5.0  # per symbol
+    trades_per_second: Annotated[float, Range(min=0)] = 5.0  # per symbol
+    quotes_per_second: Annotated[float, Range(min=0)] = 5.0  # per symbol
     api_keys: list[str] = field(default_factory=list)  # empty: any non-empty key
-    max_connections: int = 1
-    rest_requests_per_second: float = 0.0  # 0: no limit
+    max_connections: Annotated[int, Range(min=1)] = 1
+    rest_requests_per_second: Annotated[float, Range(min=0)] = 0.0  # 0: no limit
     unentitled_api_keys: list[str] = field(default_factory=list)  # accepted keys that get 403
-    slow_consumer_bytes: int = 32 * 1024 * 1024  # queued bytes before a client is dropped
-    tick_ms: int = 50  # how often live T/Q frames are generated and sent
-    max_frame_events: int = 2000  # events per WebSocket frame at most
+    # queued bytes before a client is dropped
+    slow_consumer_bytes: Annotated[int, Range(min=1)] = 32 * 1024 * 1024
+    tick_ms: Annotated[int, Range(min=1)] = 50  # how often live T/Q frames are generated and sent
+    max_frame_events: Annotated[int, Range(min=1)] = 2000  # events per WebSocket frame at most
 
 
 @dataclass(frozen=True)
 class ServicesConfig:
     kafka_version: str = "4.1.1"
-    kafka_port: int = 9092
-    kafka_controller_port: int = 9093
+    kafka_port: Annotated[int, PORT] = 9092
+    kafka_controller_port: Annotated[int, PORT] = 9093
     kafka_heap: str = "512m"
     marketstore_version: str = "v4.1.23"
-    marketstore_port: int = 5993
-    marketstore_grpc_port: int = 5995
+    marketstore_port: Annotated[int, PORT] = 5993
+    marketstore_grpc_port: Annotated[int, PORT] = 5995
     cache_dir: str | None = None  # default: $XDG_CACHE_HOME/massive-fetcher
     state_dir: str | None = None  # default: $XDG_STATE_HOME/massive-fetcher
 
@@ -154,9 +196,9 @@ class ServicesConfig:
 class MetricsConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
-    producer_port: int = 9101
-    consumer_port: int = 9102
-    backfill_port: int = 9103
+    producer_port: Annotated[int, METRICS_PORT] = 9101
+    consumer_port: Annotated[int, METRICS_PORT] = 9102
+    backfill_port: Annotated[int, METRICS_PORT] = 9103
 
 
 @dataclass(frozen=True)
@@ -229,7 +271,7 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {where or 'top level'}: expected a mapping, "
                           f"got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -238,12 +280,26 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
             known = ", ".join(sorted(names))
             raise ConfigError(f"{source}: unknown key '{dotted}' (known here: {known})")
         kwargs[key] = _convert(hints[key], value, dotted, source)
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    for low, high in getattr(cls, "ORDERED", ()):
+        if getattr(built, high) < getattr(built, low):
+            prefix = f"{where}." if where else ""
+            raise ConfigError(
+                f"{source}: {prefix}{high}: {getattr(built, high)!r} is below {prefix}{low} "
+                f"({getattr(built, low)!r}); it must be at least as large")
+    return built
 
 
 def _convert(tp: Any, value: Any, where: str, source: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Annotated:
+        converted = _convert(args[0], value, where, source)
+        for allowed in tp.__metadata__:
+            if isinstance(allowed, Range) and not allowed.allows(converted):
+                raise ConfigError(f"{source}: {where}: {value!r} is out of range "
+                                  f"(allowed: {allowed})")
+        return converted
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where, source)
     if origin in (typing.Union, types.UnionType):
@@ -287,9 +343,9 @@ def _convert(tp: Any, value: Any, where: str, source: str) -> Any:
             return value
         raise ConfigError(f"{source}: {where}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise ConfigError(f"{source}: {where}: expected a number, got {value!r}")
+        raise ConfigError(f"{source}: {where}: expected a finite number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value

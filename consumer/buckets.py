@@ -156,6 +156,14 @@ def _price(record: Record, name: str) -> float:
     return float(value)
 
 
+def _quote_price(record: Record, name: str) -> float:
+    """A quote side's price: finite, or NaN for the side a one-sided quote does not have."""
+    value = record.get(name)
+    if isinstance(value, float) and math.isnan(value):
+        return value
+    return _price(record, name)
+
+
 def _size(record: Record, name: str) -> float:
     value = _price(record, name)
     if value < 0:
@@ -244,7 +252,8 @@ def trade_row(record: Record) -> tuple:
 def quote_row(record: Record) -> tuple:
     sip = _ts(record, "sip_timestamp_ns")
     return (
-        sip // NS, sip % NS, _price(record, "bid_price"), _price(record, "ask_price"),
+        sip // NS, sip % NS, _quote_price(record, "bid_price"),
+        _quote_price(record, "ask_price"),
         _size(record, "bid_size"), _size(record, "ask_size"), _opt_int(record, "bid_exchange"),
         _opt_int(record, "ask_exchange"), pack_codes(record.get("conditions")),
         pack_codes(record.get("indicators")), _seq(record), _opt_int(record, "tape"), sip,

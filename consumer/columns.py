@@ -176,7 +176,8 @@ def quote_rows(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
     trft, ok_trft = _opt_ts(cols["trf_timestamp_ns"])
     cond, ok_cond = _codes(cols["conditions"])
     ind, ok_ind = _codes(cols["indicators"])
-    ok = (_ts_ok(sip) & _finite(bp) & _finite(ap) & _finite(bs) & _finite(asz) & (bs >= 0)
+    # a one-sided quote has a NaN price on its empty side (backfill.mapping)
+    ok = (_ts_ok(sip) & ~np.isinf(bp) & ~np.isinf(ap) & _finite(bs) & _finite(asz) & (bs >= 0)
           & (asz >= 0) & (seq >= 0) & ok_bx & ok_ax & ok_tape & ok_part & ok_trft & ok_cond
           & ok_ind)
     out["Epoch"], out["Nanoseconds"] = sip // NS, sip % NS

@@ -49,7 +49,7 @@ from confluent_kafka import (
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.config import Config
-from common.kafka import refused_as_too_large
+from common.deadletter import dead_letter_headers, dead_letter_properties, produce_dead_letter
 from consumer import columns
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
 from consumer.dedupe import take_rows
@@ -205,9 +205,8 @@ class ConsumerService:
             **self.options.extra,
         }
         self.consumer = Consumer(conf, logger=logging.getLogger("librdkafka.consumer"))
-        self.dlq = Producer({**self._kafka_conf(), "client.id": f"{self.options.client_id}-dlq",
-                             "enable.idempotence": True, "linger.ms": 5,
-                             **self.config.kafka.producer})
+        self.dlq = Producer(dead_letter_properties(self.config,
+                                                   f"{self.options.client_id}-dlq"))
         if self.options.start_timestamp_ms is not None:
             self._seed_group_offsets(self.options.start_timestamp_ms)
         if self.options.until_caught_up:
@@ -423,37 +422,21 @@ class ConsumerService:
 
     def _dead_letter(self, msg: Message, reason: str, exc: Exception) -> None:
         assert self.dlq is not None
-        headers = [
-            ("error", str(exc).encode()),
-            ("error.class", type(exc).__name__.encode()),
-            ("error.reason", reason.encode()),
-            ("source.topic", (msg.topic() or "").encode()),
-            ("source.partition", str(msg.partition()).encode()),
-            ("source.offset", str(msg.offset()).encode()),
-            ("source.timestamp", str(msg.timestamp()[1]).encode()),
-        ]
+        # A value too large to copy is left out: the dead letter points at the original
+        # (source topic/partition/offset; topics keep their data forever).
+        headers = dead_letter_headers(exc, reason, {
+            "topic": msg.topic() or "", "partition": msg.partition(),
+            "offset": msg.offset(), "timestamp": msg.timestamp()[1]})
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 self._dlq_failed += 1
 
-        value = msg.value()
-        while True:
-            try:
-                self.dlq.produce(self.config.kafka.topics.dead_letter, value=value,
-                                 key=msg.key(), headers=headers, on_delivery=delivered)
-                break
-            except BufferError:
-                self.dlq.poll(0.1)
-            except KafkaException as kexc:
-                if value is not None and refused_as_too_large(kexc):
-                    # Too large once our headers are added: the dead letter points at the
-                    # original instead (source topic/partition/offset; topics keep their
-                    # data forever), so nothing is lost and the stream goes on.
-                    headers.append(("value.omitted.bytes", str(len(value)).encode()))
-                    value = None
-                    continue
-                raise DeadLetterError(f"dead-letter produce failed: {kexc}") from kexc
+        try:
+            produce_dead_letter(self.dlq, self.config.kafka.topics.dead_letter, msg.key(),
+                                msg.value(), headers, delivered)
+        except KafkaException as kexc:
+            raise DeadLetterError(f"dead-letter produce failed: {kexc}") from kexc
         self.dead_letters += 1
         self.metrics.dead_letter.labels(reason).inc()
         log.warning("message sent to the dead-letter topic", extra={

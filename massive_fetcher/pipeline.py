@@ -32,6 +32,7 @@ from rich.live import Live
 from rich.table import Table
 
 from common.config import Config
+from common.files import write_private
 from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
 from services.containers import docker_available
 from services.native import NativeServices
@@ -179,7 +180,10 @@ def state_dir(config: Config) -> Path:
 
 def effective_config(config: Config, raw_file: str | None, use_simulator: bool,
                      directory: Path) -> Path:
-    """The config file handed to every child: the user's, plus the simulator's address."""
+    """The config file handed to every child: the user's, plus the simulator's address.
+
+    It may hold the API key, so only its owner can read it (mode 0600).
+    """
     raw: dict = {}
     if raw_file:
         raw = yaml.safe_load(Path(raw_file).read_text()) or {}
@@ -192,9 +196,7 @@ def effective_config(config: Config, raw_file: str | None, use_simulator: bool,
             massive["symbols"] = ["AAPL", "MSFT", "AMZN", "SPY"]
     producer = raw.setdefault("producer", {})
     producer.setdefault("gaps_file", str(directory / "gaps.jsonl"))
-    path = directory / "config.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    return write_private(directory / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
 
 
 def streamed_symbols(config_path: Path) -> list[str]:

@@ -10,6 +10,7 @@ pass as an int) and this code runs once per event on the hot path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,14 @@ def _opt_num(ev: dict[str, Any], name: str) -> float | None:
     if type(v) is int:
         return float(v)
     raise _ill_typed(ev, name, "a number")
+
+
+def _side(ev: dict[str, Any], price: str, size: str) -> tuple[float, float]:
+    """One side of a quote: (price, size). A one-sided quote has no price for the other
+    side: NaN (stored as NaN, never a price of 0.0); its size then counts 0 shares."""
+    p = _opt_num(ev, price)
+    s = _opt_num(ev, size)
+    return (math.nan if p is None else p), (0.0 if s is None else s)
 
 
 def _req_str(ev: dict[str, Any], name: str) -> str:
@@ -183,16 +192,18 @@ def _quote_checked(ev: dict[str, Any], received_ns: int | None) -> Record:
         conditions = [c]
     else:  # a list is accepted too, in case the feed ever sends several
         conditions = _int_list(ev, "c")
+    bid_price, bid_size = _side(ev, "bp", "bs")
+    ask_price, ask_size = _side(ev, "ap", "as")
     return {
         "symbol": _req_str(ev, "sym"),
         "sip_timestamp_ns": _req_int(ev, "t") * NS_PER_MS,
         "participant_timestamp_ns": None,
         "trf_timestamp_ns": None,
-        "bid_price": _req_num(ev, "bp"),
-        "bid_size": _req_num(ev, "bs"),
+        "bid_price": bid_price,
+        "bid_size": bid_size,
         "bid_exchange": _opt_int(ev, "bx"),
-        "ask_price": _req_num(ev, "ap"),
-        "ask_size": _req_num(ev, "as"),
+        "ask_price": ask_price,
+        "ask_size": ask_size,
         "ask_exchange": _opt_int(ev, "ax"),
         "conditions": conditions,
         "indicators": _int_list(ev, "i"),

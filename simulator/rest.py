@@ -3,7 +3,9 @@
 Requests pass, in order: injected errors (``POST /_sim/inject``), auth (``Authorization:
 Bearer KEY`` or ``apiKey=KEY``: 401 when missing or unknown, 403 for an unentitled key),
 the per-key request rate (429 with ``Retry-After``), then the route. Every error is JSON
-``{"status": "ERROR", "request_id": ..., "error": ...}``.
+``{"status": "ERROR", "request_id": ..., "error": ...}``. For tests of odd data, an
+injected alteration (``POST /_sim/inject`` with ``alter``) removes or replaces fields of
+the results that match it, in otherwise normal answers.
 
 Paging: a truncated answer carries ``next_url`` = the address the client used (its Host
 header) + the path + ``?cursor=<base64 of a query string>``, never the API key (a client
@@ -137,6 +139,29 @@ class _Injected:
     path: str | None
 
 
+@dataclass
+class _Alteration:
+    """Results under ``path`` whose fields equal ``where`` lose ``omit`` and get ``set``;
+    ``remaining`` results more."""
+
+    path: str
+    where: dict[str, Any]
+    omit: list[str]
+    set: dict[str, Any]
+    remaining: int
+
+    def apply(self, results: list[Any]) -> None:
+        for result in results:
+            if self.remaining <= 0:
+                return
+            if isinstance(result, dict) and all(
+                    result.get(k) == v for k, v in self.where.items()):
+                for name in self.omit:
+                    result.pop(name, None)
+                result.update(self.set)
+                self.remaining -= 1
+
+
 class RestApi:
     def __init__(self, model: MarketModel, settings: SimulatorConfig,
                  registry: CollectorRegistry, status: str = "OK") -> None:
@@ -145,6 +170,7 @@ class RestApi:
         self.status = status
         self.requests = 0
         self._injected: list[_Injected] = []
+        self._alterations: list[_Alteration] = []
         self._keys = frozenset(settings.api_keys)
         self._unentitled = frozenset(settings.unentitled_api_keys)
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
@@ -167,6 +193,14 @@ class RestApi:
         if count > 0:
             self._injected.append(_Injected(status, count, path))
 
+    def alter(self, path: str, where: Mapping[str, Any], omit: list[str] | None = None,
+              set_: Mapping[str, Any] | None = None, count: int = 1) -> None:
+        """The next ``count`` results served under ``path`` whose fields equal ``where``
+        lose the fields ``omit`` and get ``set_`` (the answer is otherwise unchanged)."""
+        if count > 0:
+            self._alterations.append(_Alteration(path, dict(where), list(omit or []),
+                                                 dict(set_ or {}), count))
+
     # ------------------------------------------------------------------ gatekeeping
     def _wrap(self, name: str, handler: Callable[[web.Request], Awaitable[dict[str, Any]]]
               ) -> Handler:
@@ -176,12 +210,22 @@ class RestApi:
                 response = self._gate(request)
                 if response is None:
                     body = await handler(request)
+                    self._alter(request.path, body)
                     response = json_response(body)
             except ApiError as exc:
                 response = error_response(exc.status, exc.message)
             self._counter.labels(name, str(response.status)).inc()
             return response
         return wrapped
+
+    def _alter(self, path: str, body: dict[str, Any]) -> None:
+        results = body.get("results")
+        if not self._alterations or not isinstance(results, list):
+            return
+        for alteration in self._alterations:
+            if path.startswith(alteration.path):
+                alteration.apply(results)
+        self._alterations = [a for a in self._alterations if a.remaining > 0]
 
     def _gate(self, request: web.Request) -> web.Response | None:
         for inj in self._injected:

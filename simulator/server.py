@@ -5,7 +5,10 @@ Control endpoints (no auth; bind to localhost):
 
 * ``POST /_sim/force_disconnect``  body ``{"conn": id}`` optional (default: every client)
 * ``POST /_sim/inject``            body ``{"status": 503, "count": 3, "path": "/v3/"}``:
-  the next ``count`` REST requests (whose path starts with ``path``, if given) fail
+  the next ``count`` REST requests (whose path starts with ``path``, if given) fail; with
+  ``{"path": "/v3/quotes/AAPL", "alter": {"where": {"sequence_number": 7}, "omit":
+  ["bid_price"], "set": {...}}, "count": 1}`` instead, the next ``count`` results under
+  ``path`` that match ``where`` are served without the ``omit`` fields and with ``set``
 * ``POST /_sim/burst``             body ``{"events": N, "conn": id}``: send ~N model events
   of the subscribed T/Q channels as fast as possible; answers when all were written
 * ``POST /_sim/minute``            body ``{"minute_ns": N}`` (default: the last whole
@@ -146,12 +149,25 @@ class Simulator:
 
     async def _inject(self, request: web.Request) -> web.Response:
         body = await self._body(request)
+        if "alter" in body:
+            return self._inject_alteration(body)
         status = int(body.get("status", 503))
         count = int(body.get("count", 1))
         if not 400 <= status <= 599 or count < 0:
             raise web.HTTPBadRequest(text="status must be 4xx/5xx, count >= 0")
         self.rest.inject(status, count, body.get("path"))
         return web.json_response({"status": status, "count": count})
+
+    def _inject_alteration(self, body: dict[str, Any]) -> web.Response:
+        alter, path, count = body["alter"], body.get("path"), int(body.get("count", 1))
+        if (not isinstance(path, str) or not isinstance(alter, dict) or count < 0
+                or not isinstance(alter.get("where"), dict)
+                or not isinstance(alter.get("omit", []), list)
+                or not isinstance(alter.get("set", {}), dict)):
+            raise web.HTTPBadRequest(text='alter needs "path", "alter": {"where": {...}, '
+                                          '"omit": [...], "set": {...}}, count >= 0')
+        self.rest.alter(path, alter["where"], alter.get("omit"), alter.get("set"), count)
+        return web.json_response({"path": path, "alter": alter, "count": count})
 
     async def _burst(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -315,6 +331,12 @@ class SimulatorServer:
 
     def inject(self, status: int, count: int = 1, path: str | None = None) -> None:
         self._on_loop(lambda: self.sim.rest.inject(status, count, path))
+
+    def alter(self, path: str, where: dict[str, Any], omit: list[str] | None = None,
+              set_: dict[str, Any] | None = None, count: int = 1) -> None:
+        """Serve the next ``count`` matching results under ``path`` altered (see
+        ``POST /_sim/inject`` with ``alter``)."""
+        self._on_loop(lambda: self.sim.rest.alter(path, where, omit, set_, count))
 
     def send_minute(self, minute_ns: int) -> int:
         """Send the AM events of that minute to AM subscribers now (see POST /_sim/minute)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,18 @@ def test_quote_from_rest() -> None:
     q2 = quote_from_rest({k: v for k, v in r.items() if k not in ("conditions", "indicators")},
                          "MSFT")
     assert q2["conditions"] == [] and q2["indicators"] == []
+    # a one-sided quote: the missing price is NaN (never 0.0), a missing size 0
+    for absent in ({"bid_price", "bid_size"}, {"bid_price"}):
+        for one_sided in ({k: v for k, v in r.items() if k not in absent},
+                          {**r, **dict.fromkeys(absent)}):
+            q3 = quote_from_rest(one_sided, "MSFT")
+            assert math.isnan(q3["bid_price"]) and q3["ask_price"] == 10.5
+            assert q3["bid_size"] == (0.0 if "bid_size" in absent else 200.0)
+    q4 = quote_from_rest({k: v for k, v in r.items() if k not in ("ask_price", "ask_size")},
+                         "MSFT")
+    assert math.isnan(q4["ask_price"]) and q4["ask_size"] == 0.0 and q4["bid_price"] == 10.4
+    with pytest.raises(MappingError):
+        quote_from_rest({**r, "bid_price": "n/a"}, "MSFT")
 
 
 def test_plan_bars_fit_the_limit_and_ids_are_stable() -> None:
@@ -212,30 +225,138 @@ def test_engine_skips_bars_still_running() -> None:
     assert sink.values[-1] == str((first + 9 * 60_000) * 10**6).encode()
 
 
-def test_engine_skips_a_result_the_codec_cannot_encode() -> None:
-    """A REST value outside the schema (a timestamp beyond a long) is one bad result,
-    counted and skipped like an unmappable one, not the end of the whole backfill."""
+class _CollectingDeadLetters:
+    """A fake of ``common.deadletter.DeadLetterProducer``: keeps what was sent; ``unacked``
+    dead letters stay unacknowledged for the first flushes."""
+
+    topic = "test.dead-letter"
+
+    def __init__(self, unacked: int = 0, failed: int = 0) -> None:
+        self.sent: list[tuple[str, bytes, BaseException, str, dict[str, object]]] = []
+        self.unacked = unacked
+        self.failed = failed
+        self.flushes = 0
+
+    def send(self, key: str, value: bytes, exc: BaseException, reason: str,
+             source: dict[str, object]) -> None:
+        self.sent.append((key, value, exc, reason, source))
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        self.flushes += 1
+        left, self.unacked = self.unacked, 0
+        return left
+
+
+class _Checkpoint:
+    def __init__(self) -> None:
+        self.done: list[tuple[str, int]] = []
+
+    def __contains__(self, window_id: str) -> bool:
+        return False
+
+    def mark_done(self, entries: list[tuple[str, int]]) -> None:
+        self.done += entries
+
+
+def _trade(seq: int, sip: int) -> dict[str, Any]:
+    return {"sip_timestamp": sip, "price": 1.5, "size": 10, "exchange": 4, "id": str(seq),
+            "sequence_number": seq}
+
+
+def _bad_trades() -> list[dict[str, Any]]:
+    """Four REST trades: one beyond the schema (a timestamp over a long), one without a
+    price, one with a price that is not a number; the others good."""
+    day = day_start_ns(dt.date(2024, 1, 2))
+    missing = _trade(4, day + 4)
+    del missing["price"]
+    return [_trade(1, day + 1), _trade(2, 2**64 - 1), _trade(3, day + 3), missing,
+            {**_trade(5, day + 5), "price": "n/a"}, _trade(6, day + 6)]
+
+
+def test_engine_dead_letters_bad_results_and_publishes_the_others() -> None:
+    """A result that cannot be mapped or encoded goes to the dead-letter topic as its JSON
+    with the reason and the window; the window's other records are published and the
+    window is checkpointed once the dead letters are acknowledged too."""
+    import asyncio
+    import json
+
+    from backfill.engine import BackfillEngine
+    from common.config import Config
+    from schemas.codec import make_codec
+
+    codec = make_codec(Config())
+    sink, dead, checkpoint = _CollectingSink(), _CollectingDeadLetters(), _Checkpoint()
+    windows = plan_windows("AAPL", "trades", dt.date(2024, 1, 2), dt.date(2024, 1, 2))
+    engine = BackfillEngine(_OnePage(_bad_trades()), sink, codec, checkpoint,  # type: ignore[arg-type]
+                            dead_letters=dead)
+    progress = asyncio.run(engine.run(windows))
+    assert [codec.decode(v)[1]["sequence_number"] for v in sink.values] == [1, 3, 6]
+    assert progress.records == 3 and progress.bad_results == 3 and progress.dead_letters == 3
+    assert progress.windows_done == 1 and progress.windows_failed == 0
+    assert checkpoint.done == [(windows[0].id, 3)]
+    assert [(key, reason, source) for key, _, _, reason, source in dead.sent] == [
+        ("AAPL", "mapping", {"window": windows[0].id, "kind": "trade"}),
+        ("AAPL", "mapping", {"window": windows[0].id, "kind": "trade"}),
+        ("AAPL", "encode", {"window": windows[0].id, "kind": "trade"})]
+    bad = _bad_trades()
+    assert [json.loads(value) for _, value, _, _, _ in dead.sent] == [bad[3], bad[4], bad[1]]
+    assert "'price'" in str(dead.sent[0][2]) and "n/a" in str(dead.sent[1][2])
+    assert "expected long" in str(dead.sent[2][2])
+
+
+def test_a_window_waits_for_its_dead_letters_before_the_checkpoint() -> None:
+    """A dead letter still unacknowledged at the final flush, or one Kafka failed to
+    deliver, keeps the window out of the checkpoint (a rerun redoes it)."""
     import asyncio
 
     from backfill.engine import BackfillEngine
     from common.config import Config
     from schemas.codec import make_codec
 
-    def trade(seq: int, sip: int) -> dict[str, Any]:
-        return {"sip_timestamp": sip, "price": 1.5, "size": 10, "exchange": 4,
-                "id": str(seq), "sequence_number": seq}
+    codec = make_codec(Config())
+    windows = plan_windows("AAPL", "trades", dt.date(2024, 1, 2), dt.date(2024, 1, 2))
 
-    day = day_start_ns(dt.date(2024, 1, 2))
-    results = [trade(1, day + 1), trade(2, 2**64 - 1), trade(3, day + 3)]
+    slow, checkpoint = _CollectingDeadLetters(unacked=1), _Checkpoint()
+    engine = BackfillEngine(_OnePage(_bad_trades()), _CollectingSink(), codec,  # type: ignore[arg-type]
+                            checkpoint, dead_letters=slow)
+    progress = asyncio.run(engine.run(windows))
+    assert slow.flushes == 1 and len(slow.sent) == 3
+    assert checkpoint.done == [] and progress.windows_checkpointed == 0
+
+    class Failing(_CollectingDeadLetters):
+        def send(self, *args: Any) -> None:
+            super().send(*args)
+            self.failed += 1  # as librdkafka's delivery report would count it
+
+    failing, checkpoint = Failing(), _Checkpoint()
+    engine = BackfillEngine(_OnePage(_bad_trades()), _CollectingSink(), codec,  # type: ignore[arg-type]
+                            checkpoint, dead_letters=failing)
+    progress = asyncio.run(engine.run(windows))
+    assert checkpoint.done == [] and progress.windows_checkpointed == 0
+    assert progress.failures == ["1 window(s) had Kafka delivery failures"]
+
+
+def test_without_a_dead_letter_producer_a_bad_result_fails_its_window() -> None:
+    """Never a silent skip: the good records are published, the window is not
+    checkpointed and its failure names the window and the first reason."""
+    import asyncio
+
+    from backfill.engine import BackfillEngine
+    from common.config import Config
+    from schemas.codec import make_codec
 
     codec = make_codec(Config())
-    sink = _CollectingSink()
+    sink, checkpoint = _CollectingSink(), _Checkpoint()
     windows = plan_windows("AAPL", "trades", dt.date(2024, 1, 2), dt.date(2024, 1, 2))
-    engine = BackfillEngine(_OnePage(results), sink, codec, None)  # type: ignore[arg-type]
+    engine = BackfillEngine(_OnePage(_bad_trades()), sink, codec, checkpoint)  # type: ignore[arg-type]
     progress = asyncio.run(engine.run(windows))
-    assert progress.records == 2 and progress.bad_results == 1
-    assert progress.windows_done == 1 and progress.windows_failed == 0
-    assert [codec.decode(v)[1]["sequence_number"] for v in sink.values] == [1, 3]
+    assert [codec.decode(v)[1]["sequence_number"] for v in sink.values] == [1, 3, 6]
+    assert progress.bad_results == 3 and progress.dead_letters == 0
+    assert progress.windows_done == 0 and progress.windows_failed == 1
+    assert checkpoint.done == [] and progress.windows_checkpointed == 0
+    assert len(progress.failures) == 1
+    assert progress.failures[0].startswith(f"{windows[0].id}: 3 bad REST result(s), first: "
+                                           "mapping: REST result without 'price'")
 
 
 @pytest.mark.parametrize("item", [None, 7, "AAPL", [1, 2]])

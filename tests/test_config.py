@@ -6,12 +6,13 @@ import dataclasses
 import datetime as dt
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from common.config import Config, ConfigError, load_config
+from common.config import Config, ConfigError, Range, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
@@ -155,3 +156,119 @@ def test_readme_config_reference_lists_every_key() -> None:
 
     missing = [k for k in keys(Config, "") if f"| `{k}` |" not in readme]
     assert not missing, f"README.md configuration table lacks {missing}"
+
+
+# -- ranges ------------------------------------------------------------------------------
+
+# dotted key: (the allowed range as the error states it, values refused, values accepted)
+RANGES: dict[str, tuple[str, list[object], list[object]]] = {
+    "massive.backfill_batch_size": ("1..50000", [0, -1, 50001], [1, 50000]),
+    "massive.backfill_requests_per_second": (">= 0", [-0.5], [0, 0.25]),
+    "kafka.partitions": (">= 1", [0, -3], [1, 64]),
+    "kafka.replication_factor": (">= 1", [0], [1, 3]),
+    "marketstore.timeout_s": ("> 0", [0, -1.5], [0.001, 600]),
+    "producer.reconnect_initial_s": ("> 0", [0, -0.5], [0.001, 30]),
+    "producer.reconnect_max_s": ("> 0", [0, -30], [0.5, 3600]),
+    "producer.max_reconnects": (">= 0", [-1], [0, 5]),
+    "producer.kafka_wait_s": ("> 0", [0, -1], [0.1]),
+    "consumer.batch_max_events": (">= 1", [0, -50000], [1, 1_000_000]),
+    "consumer.batch_max_ms": (">= 1", [0, -20], [1, 5000]),
+    "consumer.commit_delay_ms": (">= 0", [-1], [0, 1500]),
+    "consumer.retry_initial_s": ("> 0", [0, -0.5], [0.01, 15]),
+    "consumer.retry_max_s": ("> 0", [0, -15], [0.5, 120]),
+    "simulator.port": ("1..65535", [0, -1, 65536], [1, 65535]),
+    "simulator.seed": (">= 0", [-1], [0, 2**40]),
+    "simulator.trades_per_second": (">= 0", [-1], [0, 0.01, 1000]),
+    "simulator.quotes_per_second": (">= 0", [-0.01], [0, 1000]),
+    "simulator.max_connections": (">= 1", [0, -1], [1, 10]),
+    "simulator.rest_requests_per_second": (">= 0", [-5], [0, 5]),
+    "simulator.slow_consumer_bytes": (">= 1", [0, -1], [1, 2**30]),
+    "simulator.tick_ms": (">= 1", [0, -50], [1, 1000]),
+    "simulator.max_frame_events": (">= 1", [0], [1, 100_000]),
+    "services.kafka_port": ("1..65535", [0, 70000], [1, 65535]),
+    "services.kafka_controller_port": ("1..65535", [0, -9093], [9093]),
+    "services.marketstore_port": ("1..65535", [0, 65536], [5993]),
+    "services.marketstore_grpc_port": ("1..65535", [0, 65536], [5995]),
+    "metrics.producer_port": ("0..65535", [-1, 65536], [0, 9101]),
+    "metrics.consumer_port": ("0..65535", [-1, 65536], [0, 9102]),
+    "metrics.backfill_port": ("0..65535", [-1, 65536], [0, 9103]),
+}
+
+
+def _numeric_keys(cls: type, prefix: str = "") -> list[str]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        base = typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
+        if dataclasses.is_dataclass(base):
+            out += _numeric_keys(base, f"{prefix}{f.name}.")
+        elif base in (int, float):
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def _yaml_for(dotted: str, value: object) -> str:
+    section, key = dotted.split(".")
+    return yaml.safe_dump({section: {key: value}})
+
+
+def test_every_numeric_key_has_a_declared_range_and_a_row_here() -> None:
+    keys = _numeric_keys(Config)
+    assert sorted(keys) == sorted(RANGES)
+    for dotted in keys:
+        section, key = dotted.split(".")
+        hint = typing.get_type_hints(type(getattr(Config(), section)),
+                                     include_extras=True)[key]
+        ranges = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Range)]
+        assert ranges and str(ranges[0]) == RANGES[dotted][0], dotted
+
+
+@pytest.mark.parametrize("dotted", sorted(RANGES))
+def test_a_value_out_of_range_names_file_key_and_range(tmp_path: Path, dotted: str) -> None:
+    allowed, refused, accepted = RANGES[dotted]
+    for value in refused:
+        path = write(tmp_path, _yaml_for(dotted, value))
+        with pytest.raises(ConfigError) as info:
+            load_config(path, env={})
+        assert str(info.value) == (f"{path}: {dotted}: {value!r} is out of range "
+                                   f"(allowed: {allowed})")
+    for value in accepted:
+        section, key = dotted.split(".")
+        config = load_config(write(tmp_path, _yaml_for(dotted, value)), env={})
+        assert getattr(getattr(config, section), key) == value
+
+
+@pytest.mark.parametrize(("low", "high"), [("producer.reconnect_initial_s",
+                                            "producer.reconnect_max_s"),
+                                           ("consumer.retry_initial_s",
+                                            "consumer.retry_max_s")])
+def test_a_maximum_below_its_initial_value_is_refused(tmp_path: Path, low: str,
+                                                      high: str) -> None:
+    section = low.split(".")[0]
+    path = write(tmp_path, yaml.safe_dump({section: {low.split(".")[1]: 2.0,
+                                                     high.split(".")[1]: 1.0}}))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == (f"{path}: {high}: 1.0 is below {low} (2.0); it must be at "
+                               "least as large")
+    equal = write(tmp_path, yaml.safe_dump({section: {low.split(".")[1]: 2.0,
+                                                      high.split(".")[1]: 2}}))
+    config = getattr(load_config(equal, env={}), section)
+    assert getattr(config, high.split(".")[1]) == 2.0
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_a_float_must_be_finite(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"consumer:\n  retry_max_s: {value}\n")
+    with pytest.raises(ConfigError, match=r"consumer\.retry_max_s: expected a finite number"):
+        load_config(path, env={})
+
+
+def test_readme_states_every_range() -> None:
+    readme = (ROOT / "README.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line.split("|")[3].strip()
+            for line in readme.splitlines() if line.startswith("| `")}
+    wrong = {k: rows.get(k) for k, (allowed, _, _) in RANGES.items()
+             if not (rows.get(k) or "").startswith(allowed)}
+    assert not wrong, f"README.md configuration table states other ranges: {wrong}"

@@ -159,7 +159,10 @@ def test_one_request_per_layout_many_buckets() -> None:
 
 
 def _variants() -> list[tuple[str, dict]]:
-    recs: list[tuple[str, dict]] = []
+    # one-sided quotes: the empty side's price is NaN (stored as NaN)
+    recs: list[tuple[str, dict]] = [
+        ("quote", quote("Q", 1001, BASE_NS + 1001, bid_price=float("nan"), bid_size=0.0)),
+        ("quote", quote("Q", 1002, BASE_NS + 1002, ask_price=float("nan"), ask_size=0.0))]
     for i in range(60):
         t = trade("A" if i % 2 else "BRK/B", i, BASE_NS + i * 997, size=i / 3,
                   tape=None if i % 4 == 0 else 1 + i % 3,
@@ -183,6 +186,8 @@ def _variants() -> list[tuple[str, dict]]:
         ("trade", trade("A", 1, BASE_NS, size=-1.0)),
         ("quote", quote("Q", 1, 0)),
         ("quote", quote("Q", 1, BASE_NS, ask_size=float("inf"))),
+        ("quote", quote("Q", 1, BASE_NS, bid_price=float("inf"))),
+        ("quote", quote("Q", 1, BASE_NS, ask_price=float("-inf"))),
         ("bar", bar("B", BASE_NS, source="backfill", timeframe="1Min", volume=-5.0)),
         ("bar", {**bar("B", BASE_NS, source="backfill"), "timeframe": "2Min"}),
     ]
@@ -215,7 +220,7 @@ def test_columnar_fast_path_equals_the_per_record_reference() -> None:
             want = buckets.rows_to_array(buckets.attr_group(tbk), [row])
             assert rows[j:j + 1].tobytes() == want.tobytes(), (rec, rows[j], want)
             checked += 1
-    assert checked == 180
+    assert checked == 182
 
 
 def test_bucket_ids_of_bars_agree_with_bucket_key() -> None:
@@ -299,3 +304,13 @@ def test_a_flush_records_when_marketstore_acknowledged_the_write() -> None:
     assert result.rows_written == {"trade": 1}
     assert writer.acked_ns <= result.written_ns <= time.time_ns()
     assert result.written_ns - before >= 50_000_000
+
+
+def test_a_one_sided_quote_is_stored_with_a_nan_price() -> None:
+    _, row = buckets.to_row("quote", quote("Q", 5, BASE_NS, bid_price=float("nan"),
+                                           bid_size=0.0, ask_price=10.5))
+    q = buckets.rows_to_array("QUOTE", [row])[0]
+    assert math.isnan(q["BidPrice"]) and q["BidSize"] == 0.0 and q["AskPrice"] == 10.5
+    for price in (float("inf"), float("-inf"), None, "1.0"):
+        with pytest.raises(RecordError):
+            buckets.to_row("quote", quote("Q", 5, BASE_NS, bid_price=price))

@@ -46,8 +46,11 @@ def test_run_streams_simulator_data_into_marketstore(
     proc = subprocess.run(
         [sys.executable, "-m", "massive_fetcher", "run", "--config", str(path),
          "--duration", "15"],
-        capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
+        capture_output=True, text=True, timeout=180, env=env, cwd=ROOT,
+        preexec_fn=lambda: os.umask(0))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the children's config (it holds the API key when one is set) is private, umask or not
+    assert (tmp_path / "state" / "run" / "config.yaml").stat().st_mode & 0o777 == 0o600
     assert "streaming from the bundled Massive simulator" in proc.stdout
     assert "MarketStore buckets" in proc.stdout
     for symbol in symbols:
@@ -77,3 +80,25 @@ def test_runner_choice_prefers_native_and_falls_back_to_compose() -> None:
     assert choose_runner("auto", java_on_path=False, docker_reachable=True) == "compose"
     assert choose_runner("auto", java_on_path=False, docker_reachable=False) == "native"
     assert choose_runner("compose", java_on_path=True, docker_reachable=False) == "compose"
+
+
+def test_the_childrens_config_holding_the_key_is_private_even_with_umask_0(
+        tmp_path: Path) -> None:
+    from common.config import load_config
+    from massive_fetcher.pipeline import effective_config
+
+    user = tmp_path / "user.yaml"
+    user.write_text(yaml.safe_dump({"massive": {"api_key": "SEKRIT-KEY-0600"}}))
+    config = load_config(user, env={})
+    stale = tmp_path / "config.yaml"
+    stale.write_text("left by an older version\n")
+    stale.chmod(0o644)
+    previous = os.umask(0)
+    try:
+        path = effective_config(config, str(user), use_simulator=False, directory=tmp_path)
+    finally:
+        os.umask(previous)
+    assert path == stale
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert yaml.safe_load(path.read_text())["massive"]["api_key"] == "SEKRIT-KEY-0600"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "user.yaml"]

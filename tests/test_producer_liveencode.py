@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,29 @@ def test_disables_itself_when_the_codec_writes_other_bytes(codec: Any) -> None:
             return codec.encode(kind, {**record, "received_ns": None})
 
     assert not LiveEncoder(Other()).enabled
+
+
+ONE_SIDED_BASE = {"ev": "Q", "sym": "MSFT", "bx": 4, "bp": 114.125, "bs": 100, "ax": 7,
+                  "ap": 114.128, "as": 160, "c": 0, "i": [604], "t": 1536036818784,
+                  "q": 50385480, "z": 3}
+
+
+@pytest.mark.parametrize("absent", [("bp", "bs"), ("ap", "as"), ("bp",), ("ap",)])
+def test_a_one_sided_quote_gets_the_reference_bytes_with_a_nan_price(
+        codec: Any, absent: tuple[str, ...]) -> None:
+    """Absent or null, a missing price is NaN on every path; the fast encoder leaves the
+    shape to the reference path (None) or writes the very same bytes."""
+    enc = LiveEncoder(codec)
+    recv = enc.received(123)
+    for ev in ({k: v for k, v in ONE_SIDED_BASE.items() if k not in absent},
+               {**ONE_SIDED_BASE, **dict.fromkeys(absent)}):
+        want = _reference(codec, ev, 123)
+        assert want is not None
+        got = enc.encode(ev, recv)
+        assert got is None or got == want
+        _, record = codec.decode(want[2])
+        empty, full = ("bid", "ask") if "bp" in absent else ("ask", "bid")
+        assert math.isnan(record[f"{empty}_price"])
+        assert record[f"{full}_price"] == ONE_SIDED_BASE[f"{full[0]}p"]
+        assert record[f"{empty}_size"] == (0.0 if f"{empty[0]}s" in absent
+                                           else ONE_SIDED_BASE[f"{empty[0]}s"])

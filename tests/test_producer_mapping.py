@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -133,12 +134,32 @@ def test_missing_required_trade_field(field: str) -> None:
         record_from_ws_event(ev, 1)
 
 
-@pytest.mark.parametrize("field", ["sym", "bp", "bs", "ap", "as", "t", "q"])
+@pytest.mark.parametrize("field", ["sym", "t", "q"])
 def test_missing_required_quote_field(field: str) -> None:
     ev = {"ev": "Q", "sym": "A", "bp": 1.0, "bs": 1, "ap": 1.1, "as": 2, "t": 1, "q": 1}
     record_from_ws_event(ev, 1)
     with pytest.raises(MappingError, match=f"missing field '{field}'"):
         record_from_ws_event({k: v for k, v in ev.items() if k != field}, 1)
+
+
+@pytest.mark.parametrize(("absent", "bid", "ask"), [
+    (("bp", "bs"), (None, 0.0), (1.1, 2.0)),
+    (("bp",), (None, 5.0), (1.1, 2.0)),
+    (("ap", "as"), (1.0, 5.0), (None, 0.0)),
+    (("bp", "bs", "ap", "as"), (None, 0.0), (None, 0.0)),
+])
+def test_a_one_sided_quote_has_a_nan_price_not_zero(absent: tuple[str, ...],
+                                                    bid: tuple, ask: tuple) -> None:
+    ev = {"ev": "Q", "sym": "A", "bp": 1.0, "bs": 5, "ap": 1.1, "as": 2, "t": 1, "q": 1}
+    for variant in ({k: v for k, v in ev.items() if k not in absent},
+                    {**ev, **dict.fromkeys(absent)}):  # absent or explicitly null
+        _, q = record_from_ws_event(variant, 1)
+        for (price, size), (want_price, want_size) in (
+                ((q["bid_price"], q["bid_size"]), bid), ((q["ask_price"], q["ask_size"]), ask)):
+            assert math.isnan(price) if want_price is None else price == want_price
+            assert size == want_size
+    with pytest.raises(MappingError, match="field 'bp' must be a number"):
+        record_from_ws_event({**ev, "bp": "1.0"}, 1)
 
 
 @pytest.mark.parametrize("field", ["sym", "o", "h", "l", "c", "v", "s", "e"])

@@ -206,3 +206,16 @@ def test_registry_framed_messages_in_a_batch() -> None:
 def test_empty_batch() -> None:
     result = Codec().decode_batch([])
     assert result.columns == {} and result.errors == [] and result.records == []
+
+
+def test_a_nan_quote_price_decodes_as_nan() -> None:
+    """A one-sided quote (NaN on its empty side) among ordinary records."""
+    codec = Codec()
+    one_sided = {**sample("quote"), "bid_price": float("nan"), "bid_size": 0.0}
+    messages = [codec.encode("quote", sample("quote")), codec.encode("quote", one_sided),
+                codec.encode("trade", sample("trade"))]
+    result = check_against_codec(codec, messages)
+    assert not result.errors and not result.records
+    bids = result.columns["quote"]["bid_price"]
+    assert bids[0] == sample("quote")["bid_price"] and math.isnan(bids[1])
+    assert result.columns["quote"]["ask_price"][1] == one_sided["ask_price"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import random
 from typing import Any
 
@@ -174,3 +175,24 @@ def test_a_record_without_fields() -> None:
     framed = fastpath.compile_encoder(empty, prefix=b"\xc3\x01")
     assert encode is not None and decode is not None and framed is not None
     assert encode({}) == b"" and framed({}) == b"\xc3\x01" and decode(b"", 0) == ({}, 0)
+
+
+def test_a_nan_quote_price_equals_fastavro() -> None:
+    """A one-sided quote's empty side is NaN: the same bytes as fastavro, NaN back."""
+    schema = load_schema("quote")
+    parsed = parse_schema(schema, named_schemas={})
+    encode, decode = fastpath.compile_encoder(schema), fastpath.compile_decoder(schema)
+    assert encode is not None and decode is not None
+    for side in ("bid", "ask"):
+        record = {**sample("quote"), f"{side}_price": float("nan"), f"{side}_size": 0.0}
+        expected = fastavro_body(parsed, record)
+        assert encode(record) == expected
+        assert Codec().encode("quote", record)[10:] == expected
+        decoded, end = decode(expected, 0)
+        assert end == len(expected) and math.isnan(decoded[f"{side}_price"])
+        assert comparable_nan(decoded) == comparable_nan(record)
+
+
+def comparable_nan(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: "NaN" if isinstance(v, float) and math.isnan(v) else v
+            for k, v in record.items()}

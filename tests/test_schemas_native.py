@@ -9,6 +9,7 @@ by byte.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -290,3 +291,20 @@ def test_misuse_is_an_error_not_a_crash() -> None:
         native.FrameEncoder(bytes(65), b"h", "t", "q")
     with pytest.raises(ValueError, match="differ in length"):
         native.decode_rows(b"", bytes(8), bytes(16), [])
+
+
+def test_a_one_sided_quote_in_a_frame_gets_the_reference_bytes(frames_encoder: NativeFrames,
+                                                              codec: Any) -> None:
+    """A quote without a bid (or ask) price: the frame is left to the Python path, which
+    writes NaN; or, if the native encoder takes it, the very same bytes."""
+    quotes = [e for e in _simulator_events() if e["ev"] == "Q"][:20]
+    for absent in (("bp", "bs"), ("ap", "as"), ("bp",)):
+        one_sided = {k: v for k, v in quotes[7].items() if k not in absent}
+        frame = orjson.dumps([*quotes[:7], one_sided, *quotes[8:]])
+        _check(frames_encoder, codec, frame)
+        want = _reference(codec, frame, RECEIVED[0])
+        assert want is not None
+        _, record = codec.decode(want[0][7][1])
+        empty, full = ("bid", "ask") if "bp" in absent else ("ask", "bid")
+        assert math.isnan(record[f"{empty}_price"])
+        assert record[f"{full}_price"] == quotes[7][f"{full[0]}p"]

@@ -200,6 +200,34 @@ def test_injected_errors(sim: SimulatorServer) -> None:
     assert len(list(client.list_tickers())) == 4
 
 
+def test_injected_alteration_changes_only_the_matching_results(sim: SimulatorServer) -> None:
+    """A one-sided quote (no bid) and a malformed one, served inside normal answers."""
+    url = (f"{sim.url}/v3/quotes/MSFT?timestamp.gte={DAY_NS}&timestamp.lt={DAY_NS + 10 * NS}"
+           "&order=asc&limit=1000")
+    truth = get(url)[2]["results"]
+    one_sided, malformed = truth[3], truth[7]
+    body = json.dumps({"path": "/v3/quotes/MSFT", "count": 1, "alter": {
+        "where": {"sequence_number": one_sided["sequence_number"]},
+        "omit": ["bid_price", "bid_size"]}}).encode()
+    req = urllib.request.Request(f"{sim.url}/_sim/inject", data=body, method="POST")
+    with urllib.request.urlopen(req) as resp:
+        assert resp.status == 200
+    sim.alter("/v3/quotes/MSFT", {"sequence_number": malformed["sequence_number"]},
+              omit=["sip_timestamp"], set_={"ask_price": "n/a"}, count=1)
+    altered = get(url)[2]["results"]
+    expected = [dict(r) for r in truth]
+    del expected[3]["bid_price"], expected[3]["bid_size"]
+    del expected[7]["sip_timestamp"]
+    expected[7]["ask_price"] = "n/a"
+    assert altered == expected
+    assert get(url)[2]["results"] == truth  # each alteration was used up
+    bad = urllib.request.Request(f"{sim.url}/_sim/inject", method="POST",
+                                 data=json.dumps({"alter": {"omit": ["x"]}}).encode())
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(bad)
+    assert info.value.code == 400
+
+
 def test_official_client_pages_through_everything(sim: SimulatorServer) -> None:
     client = RESTClient("k", base=sim.url)
     lo, hi = DAY_NS, DAY_NS + 300 * NS
