@@ -17,6 +17,7 @@ from common.config import Config, KafkaConfig, TopicsConfig
 from producer.mapping import record_from_ws_event
 from producer.publisher import Publisher, PublisherError, producer_properties
 from schemas.codec import make_codec
+from schemas.topics import ensure_topics
 
 
 def _config(bootstrap: str, **kafka: Any) -> Config:
@@ -187,6 +188,7 @@ def test_one_bucket_is_one_key_and_one_partition(kafka_bootstrap: str) -> None:
     """``BRK/A`` and ``BRK.A`` share the bucket ``BRK.A/...``: every produce path keys both
     as ``BRK.A`` (one partition, one writer), and the records keep Massive's spelling."""
     config = _config(kafka_bootstrap, partitions=12)
+    ensure_topics(config)
     pub = Publisher(config)
     codec = make_codec(config)
     spellings = ("BRK/A", "BRK.A")
