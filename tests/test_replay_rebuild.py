@@ -1,4 +1,5 @@
-"""Issue 6A: replay rebuilds MarketStore from the topics (fresh group), bucket for bucket."""
+"""Issue 6A: replay rebuilds MarketStore from the topics (fresh group), bucket for bucket.
+Issue 12B: it never writes beside the live group on the live group's MarketStore."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from common.config import Config
+from consumer.replayguard import REFUSED_EXIT_CODE, live_members
 from consumer.testkit import (
     BASE_NS,
     ThreadedConsumer,
@@ -58,6 +60,13 @@ def empty_marketstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 def _replay(config: Config, url: str, tmp: Path, *extra: str) -> None:
+    done = _run_replay(config, url, tmp, *extra)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def _run_replay(config: Config, url: str, tmp: Path,
+                *extra: str) -> subprocess.CompletedProcess[bytes]:
+    """``massive-fetcher replay --until-caught-up`` with ``url`` as marketstore.url."""
     path = tmp / f"replay-{unique()}.yml"
     k = config.kafka
     path.write_text(yaml.safe_dump({
@@ -70,10 +79,9 @@ def _replay(config: Config, url: str, tmp: Path, *extra: str) -> None:
         "metrics": {"enabled": False},
     }))
     env = {k: v for k, v in os.environ.items() if k != "MARKETSTORE_URL"}
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "massive_fetcher", "replay", "--config", str(path),
          "--until-caught-up", *extra], cwd=ROOT, env=env, capture_output=True, timeout=120)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 def _snapshot(url: str, tbks: list[str]) -> dict[str, np.ndarray]:
@@ -128,3 +136,64 @@ def test_replay_rebuilds_an_empty_database_and_changes_nothing_in_a_full_one(
     after_a = _snapshot(marketstore_url, tbks)
     for t in tbks:
         assert after_a[t].tobytes() == before[t].tobytes(), t
+
+
+def _records(symbol: str) -> list[tuple[str, dict]]:
+    records = [("trade", t) for t in trades_stream(symbol, 500)]
+    records += [("quote", q) for q in quotes_stream(symbol, 300)]
+    return records + [("bar", bar(symbol, BASE_NS + i * 60 * 10**9)) for i in range(10)]
+
+
+def test_replay_beside_the_live_group_is_refused_and_writes_nothing(
+        kafka_bootstrap: str, marketstore_url: str, tmp_path: Path) -> None:
+    config = make_config(kafka_bootstrap, marketstore_url)
+    create_topics(config)
+    records = _records(unique("RG"))
+    publish(config, records)
+    expected = expected_buckets(records)
+    group = config.consumer.group_id
+    with ThreadedConsumer(config):
+        wait_for(lambda: all(row_count(marketstore_url, t) >= len(e)
+                             for t, e in expected.items()), 60, what="the live consumer")
+        wait_for(lambda: live_members(config, group, 5) == 1, 30, what="a live member")
+        for extra in ((), ("--group", group)):  # a fresh group, or the live group itself
+            done = _run_replay(config, marketstore_url, tmp_path, *extra)
+            err = done.stderr.decode()
+            assert done.returncode == REFUSED_EXIT_CODE, err[-2000:]
+            assert err.count("\n") == 1 and "Traceback" not in err
+            assert f"the live consumer group '{group}' has 1 member(s)" in err
+            assert "--target-marketstore" in err
+        # the live MarketStore given as the target is refused too, before Kafka is asked
+        done = _run_replay(config, marketstore_url, tmp_path,
+                           "--target-marketstore", marketstore_url + "/")
+        assert done.returncode == REFUSED_EXIT_CODE
+        assert "is the MarketStore the live consumer group" in done.stderr.decode()
+        bad = _run_replay(config, marketstore_url, tmp_path, "--target-marketstore", "db:5993")
+        assert bad.returncode == 2 and b"not an http(s):// URL" in bad.stderr
+        # nothing was written twice while the live group kept running
+        assert_buckets_equal(marketstore_url, expected)
+    assert_buckets_equal(marketstore_url, expected)
+
+
+def test_replay_into_another_marketstore_while_the_live_group_runs(
+        kafka_bootstrap: str, marketstore_url: str, empty_marketstore: str,
+        tmp_path: Path) -> None:
+    config = make_config(kafka_bootstrap, marketstore_url)
+    create_topics(config)
+    records = _records(unique("RT"))
+    publish(config, records)
+    expected = expected_buckets(records)
+    tbks = sorted(expected)
+    with ThreadedConsumer(config):
+        wait_for(lambda: all(row_count(marketstore_url, t) >= len(e)
+                             for t, e in expected.items()), 60, what="the live consumer")
+        wait_for(lambda: live_members(config, config.consumer.group_id, 5) == 1, 30,
+                 what="a live member")
+        # marketstore.url stays the live one; the flag aims the rebuild elsewhere
+        _replay(config, marketstore_url, tmp_path, "--target-marketstore", empty_marketstore)
+        assert_buckets_equal(empty_marketstore, expected)
+        assert_buckets_equal(marketstore_url, expected)  # no duplicates in the live one
+        live, rebuilt = _snapshot(marketstore_url, tbks), _snapshot(empty_marketstore, tbks)
+    for t in tbks:  # bitwise: NaN (absent) columns compare equal too
+        assert rebuilt[t].tobytes() == live[t].tobytes(), t
+    assert_buckets_equal(marketstore_url, expected)
