@@ -12,6 +12,7 @@ during a replay into its own MarketStore is not caught.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from confluent_kafka import KafkaError, KafkaException
@@ -29,26 +30,38 @@ class ReplayRefused(Exception):
 
 
 def live_members(config: Config, group_id: str, timeout_s: float) -> int:
-    """How many members the consumer group ``group_id`` has now (0: none, or no such group)."""
+    """How many members the consumer group ``group_id`` has now (0: none, or no such group).
+
+    A broker answers the first group request after its start with a coordinator still
+    loading (or a timeout), so errors are retried until ``timeout_s``; then
+    :class:`ReplayRefused` with the last one.
+    """
     admin = AdminClient(kafka_client_config(config, "admin"),
                         logger=silent_logger("consumer.replayguard.librdkafka"))
-    future = admin.describe_consumer_groups([group_id], request_timeout=timeout_s)[group_id]
-    try:
-        # librdkafka ends the request at request_timeout; the margin only guards a hang
-        return len(future.result(timeout=timeout_s + 5).members)
-    except KafkaException as exc:
-        err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
-            return 0
-        reason = err.str() if isinstance(err, KafkaError) else str(exc)
-    except TimeoutError:
-        reason = f"no answer from {config.kafka.bootstrap_servers} in {timeout_s:g}s"
-    raise ReplayRefused(f"cannot tell whether the live consumer group {group_id!r} is "
-                        f"running ({reason}); not replaying")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        attempt_s = max(1.0, min(5.0, deadline - time.monotonic()))
+        future = admin.describe_consumer_groups([group_id],
+                                                request_timeout=attempt_s)[group_id]
+        try:
+            # librdkafka ends the request at request_timeout; the margin only guards a hang
+            return len(future.result(timeout=attempt_s + 5).members)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return 0
+            reason = (f"{err.name()}: {err.str()}" if isinstance(err, KafkaError)
+                      else str(exc))
+        except TimeoutError:
+            reason = f"no answer from {config.kafka.bootstrap_servers}"
+        if time.monotonic() + 0.5 >= deadline:
+            raise ReplayRefused(f"cannot tell whether the live consumer group {group_id!r} "
+                                f"is running ({reason}, for {timeout_s:g}s); not replaying")
+        time.sleep(0.5)
 
 
 def replay_config(config: Config, target_marketstore: str | None,
-                  timeout_s: float = 10.0) -> Config:
+                  timeout_s: float = 30.0) -> Config:
     """The config a replay writes with: aimed at ``target_marketstore`` when given (it
     must be another MarketStore), else ``config`` once the live group is seen idle;
     :class:`ReplayRefused` otherwise."""
