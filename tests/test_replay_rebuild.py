@@ -8,12 +8,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from common.config import Config
 from consumer.replayguard import REFUSED_EXIT_CODE, live_members
@@ -34,6 +36,7 @@ from consumer.testkit import (
     unique,
     wait_for,
 )
+from schemas.codec import make_codec
 from services.base import ServiceError
 from services.native import NativeServices
 
@@ -197,3 +200,48 @@ def test_replay_into_another_marketstore_while_the_live_group_runs(
     for t in tbks:  # bitwise: NaN (absent) columns compare equal too
         assert rebuilt[t].tobytes() == live[t].tobytes(), t
     assert_buckets_equal(marketstore_url, expected)
+
+
+def test_replay_is_exact_for_a_bucket_under_its_old_and_new_keys(
+        kafka_bootstrap: str, marketstore_url: str, empty_marketstore: str,
+        tmp_path: Path) -> None:
+    """Records a producer keyed by the raw ``X/A`` before keys were normalised sit on
+    another partition than the same bucket's records keyed ``X.A``; a replay reads both
+    with one consumer, so the bucket still has one writer and every event lands once."""
+    config = make_config(kafka_bootstrap, marketstore_url, partitions=8)
+    create_topics(config)
+    # librdkafka's default partitioner is CRC32 of the key: pick a ticker whose two keys
+    # differ (checked on the messages below)
+    base = next(b for b in (unique("RK") for _ in range(50))
+                if zlib.crc32(f"{b}/A".encode()) % 8 != zlib.crc32(f"{b}.A".encode()) % 8)
+    trades = trades_stream(f"{base}/A", 500)
+    codec = make_codec(config)
+    topic = config.kafka.topics.trades
+    old = [(topic, f"{base}/A".encode(), codec.encode("trade", t)) for t in trades[:300]]
+    new = [(topic, f"{base}.A".encode(), codec.encode("trade", t)) for t in trades[200:]]
+    publish(config, [], raw=old + new)  # 100 events under both keys, as an overlap would
+    _replay(config, empty_marketstore, tmp_path, "--types", "trades")
+    expected = expected_buckets([("trade", t) for t in trades])
+    tbk = f"{base}.A/1Sec/TRADE"
+    assert list(expected) == [tbk] and len(expected[tbk]) == 500
+    assert_buckets_equal(empty_marketstore, expected)
+
+    partitions = _partitions_by_key(config, topic)
+    assert set(partitions) == {f"{base}/A".encode(), f"{base}.A".encode()}
+    assert len(set(partitions.values())) == 2, partitions
+
+
+def _partitions_by_key(config: Config, topic: str) -> dict[bytes, int]:
+    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
+                         "group.id": unique("probe")})
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                         for p in meta.topics[topic].partitions])
+        out: dict[bytes, int] = {}
+        for msg in consumer.consume(1000, timeout=5):
+            if msg.error() is None:
+                out[msg.key()] = msg.partition()
+        return out
+    finally:
+        consumer.close()
