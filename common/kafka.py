@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException
@@ -34,3 +35,12 @@ def refused_as_too_large(exc: KafkaException) -> bool:
     not a producer that is unusable)."""
     err = exc.args[0] if exc.args else None
     return isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def silent_logger(name: str) -> logging.Logger:
+    """A logger that drops librdkafka's reconnect chatter, for short-lived admin clients
+    whose caller reports the outcome itself in one line."""
+    quiet = logging.getLogger(name)
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    return quiet

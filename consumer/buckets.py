@@ -26,9 +26,10 @@ bits, each stored as ``code + 1`` so that 0 means "no more codes". Order and rep
 :func:`unpack_codes` inverts it. A record with more than 4 codes or a code outside 0..65534
 cannot be stored losslessly and is rejected (dead-letter topic), never truncated.
 
-Symbols: ``/`` becomes ``.`` (legacy plugin). A symbol MarketStore cannot key safely (empty,
-``:`` which splits a bucket key, ``,`` and ``*`` which mean "several"/"all" in a query, path
-components like ``..``, whitespace, non-ASCII, longer than 40) raises :class:`RecordError`.
+Symbols: ``/`` becomes ``.`` (legacy plugin; :mod:`schemas.keys`, shared with the Kafka key).
+A symbol MarketStore cannot key safely (empty, ``:`` which splits a bucket key, ``,`` and
+``*`` which mean "several"/"all" in a query, path components like ``..``, whitespace,
+non-ASCII, longer than 40) raises :class:`RecordError`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
+from schemas.keys import symbol_key
 
 Record = dict[str, Any]
 
@@ -86,10 +89,11 @@ class RecordError(ValueError):
 
 
 def bucket_symbol(symbol: str) -> str:
-    """The MarketStore symbol for a Massive ticker (``/`` -> ``.``), or RecordError."""
+    """The MarketStore symbol for a Massive ticker (:func:`schemas.keys.symbol_key`, so
+    a bucket's records share one Kafka key), or RecordError."""
     if not isinstance(symbol, str):
         raise RecordError(f"symbol is not a string: {symbol!r}")
-    mapped = symbol.replace("/", ".")
+    mapped = symbol_key(symbol)
     if not _SYMBOL_OK.fullmatch(mapped) or ".." in mapped:
         raise RecordError(f"symbol {symbol!r} cannot be a MarketStore key")
     return mapped

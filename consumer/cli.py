@@ -3,7 +3,8 @@
 ``consumer`` runs one member of the consumer group ``consumer.group_id`` (start N of them to
 share the partitions). ``replay`` rebuilds MarketStore from the topics with a fresh group: from
 the earliest offsets, or from ``--from-timestamp``, optionally only some data types and symbols;
-into an empty database or a populated one (exactly-once writes make the second a no-op).
+into an empty database or a populated one (exactly-once writes make the second a no-op), but
+never beside the live group on its MarketStore (``consumer.replayguard``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import sys
 import time
 
 from common.config import DATA_TYPES, Config
@@ -18,6 +20,7 @@ from common.logs import setup_logging
 from common.metrics import MetricsServer
 from common.runtime import tune_for_throughput
 from consumer.buckets import RecordError
+from consumer.replayguard import REFUSED_EXIT_CODE, ReplayRefused, replay_config
 from consumer.service import ConsumerService, Options, consumed_symbols
 from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
 
@@ -37,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "replay", help="rebuild MarketStore from the topics with a fresh consumer group",
         description="Replay the topics into MarketStore with a new consumer group (from the "
                     "earliest offsets or a timestamp); writes are exactly once, so replaying "
-                    "into a populated database changes nothing.")
+                    "into a populated database changes nothing. Refused (exit code "
+                    f"{REFUSED_EXIT_CODE}) while the live group consumer.group_id has members, "
+                    "unless --target-marketstore names another MarketStore.")
     add_config_argument(r)
     _common(r)
     r.add_argument("--group", help="consumer group id (default: <consumer.group_id>-replay-"
@@ -50,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     r.add_argument("--symbols", help="comma-separated tickers to replay (default: all)")
     r.add_argument("--until-caught-up", action="store_true",
                    help="exit once everything up to the end offsets at start is committed")
+    r.add_argument("--target-marketstore", metavar="URL",
+                   help="rebuild into this MarketStore (http://host:port/rpc), not "
+                        "marketstore.url; allowed while the live group runs (swap it in "
+                        "afterwards)")
     r.set_defaults(func=run_replay)
 
 
@@ -112,6 +121,13 @@ def run_consumer(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    target = args.target_marketstore
+    if target is not None and not target.startswith(("http://", "https://")):
+        raise UsageError(f"--target-marketstore {target!r} is not an http(s):// URL")
+    if target is not None and args.group == config.consumer.group_id:
+        # as a member of the live group it would take partitions and commit offsets for it
+        raise UsageError(f"--group {args.group} is the live group; a rebuild into "
+                         "--target-marketstore needs a group of its own")
     try:
         symbols = consumed_symbols(s.strip() for s in args.symbols.split(",")
                                    if s.strip()) if args.symbols else None
@@ -124,5 +140,10 @@ def run_replay(args: argparse.Namespace) -> int:
         if args.from_timestamp else None,
         until_caught_up=args.until_caught_up,
         client_id=args.client_id or "massive-fetcher-replay")
+    try:
+        config = replay_config(config, target)
+    except ReplayRefused as exc:
+        print(f"massive-fetcher replay: refused: {exc}", file=sys.stderr)
+        return REFUSED_EXIT_CODE
     # a replay usually runs beside the live consumer, which holds consumer_port
     return _run(config, options, args.log_level, 0)

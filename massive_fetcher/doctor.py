@@ -8,7 +8,6 @@ the schema registry when one is configured, and MarketStore's RPC endpoint.
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ import requests
 from confluent_kafka.admin import AdminClient
 
 from common.config import Config
-from common.kafka import kafka_client_config
+from common.kafka import kafka_client_config, silent_logger
 from massive_fetcher.cli import add_config_argument, config_from_args
 from schemas.topics import TopicsError, check_topics, describe_topics
 
@@ -35,7 +34,8 @@ class Check:
 def check_broker(config: Config, timeout_s: float) -> Check:
     props = kafka_client_config(config, "admin")
     props.setdefault("socket.connection.setup.timeout.ms", int(timeout_s * 1000))
-    admin = AdminClient(props, logger=_silent_logger())
+    # librdkafka's reconnect chatter would bury the one line per check
+    admin = AdminClient(props, logger=silent_logger("massive_fetcher.doctor.librdkafka"))
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except Exception as exc:  # librdkafka reports an unreachable broker as a KafkaException
@@ -98,14 +98,6 @@ def run_checks(config: Config, timeout_s: float = 5.0) -> list[Check]:
         checks.append(registry)
     checks.append(check_marketstore(config, timeout_s))
     return checks
-
-
-def _silent_logger() -> logging.Logger:
-    # librdkafka's reconnect chatter would bury the one line per check.
-    quiet = logging.getLogger("massive_fetcher.doctor.librdkafka")
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False
-    return quiet
 
 
 def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:

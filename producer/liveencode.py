@@ -29,6 +29,7 @@ import orjson
 
 from producer.mapping import NS_PER_MS, record_from_ws_event
 from schemas import fastpath
+from schemas.keys import symbol_key
 from schemas.native import native
 
 # the compiled frame encoder; optional (None: the Python path only)
@@ -325,6 +326,8 @@ NATIVE_SAMPLES: tuple[dict[str, Any], ...] = (*SAMPLES,
      "t": 1704205800001, "q": 5220000068, "z": 3, "c": None},
     {"ev": "Q", "sym": "SPY", "bx": None, "bp": 470, "bs": 1.5, "ax": 12, "ap": 470.01,
      "as": 2, "c": 1, "i": [], "t": 1704205800002, "q": 2**40, "z": None},
+    {"ev": "T", "sym": "BRK/A", "i": "9", "x": 4, "p": 612000.25, "s": 1,
+     "t": 1704205800003, "q": 5220000069},
 )
 
 
@@ -332,7 +335,8 @@ class NativeFrames:
     """The compiled whole-frame encoder (``schemas/_native.c``) bound to this codec.
 
     ``encode(frame, received_ns)`` -> (records, trades, quotes, last_event_ns) where records
-    are ``(topic, value, symbol)`` ready for ``produce``, or None when the frame is anything
+    are ``(topic, value, key)`` ready for ``produce`` (key: :func:`schemas.keys.symbol_key`
+    of the symbol, which the samples check with a ``BRK/A``), or None when the frame is anything
     but a well-formed array of T/Q events (the caller then runs the Python path on it).
     It takes its framing from a :class:`LiveEncoder` (which derived it from the codec) and
     checks its own bytes against the codec on the sample events at start; if the module was
@@ -368,7 +372,8 @@ class NativeFrames:
         want = []
         for ev in NATIVE_SAMPLES:
             kind, record = record_from_ws_event(ev, received_ns)
-            want.append((topics[kind], live._codec.encode(kind, record), record["symbol"]))
+            want.append((topics[kind], live._codec.encode(kind, record),
+                         symbol_key(record["symbol"])))
         return (records == want and trades + quotes == len(NATIVE_SAMPLES)
                 and last_ns == NATIVE_SAMPLES[-1]["t"] * NS_PER_MS)
 

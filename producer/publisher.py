@@ -2,8 +2,9 @@
 
 Used by the live producer and by backfill/gap repair alike. librdkafka does the batching,
 compression and retries on its own threads; this class only adds what the project needs
-on top: topic by kind, key = symbol, back-pressure instead of loss when the local queue
-is full, delivery accounting, and Prometheus metrics.
+on top: topic by kind, key = the symbol as its bucket spells it (:mod:`schemas.keys`: one
+bucket, one partition), back-pressure instead of loss when the local queue is full,
+delivery accounting, and Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from common.config import Config
 from common.kafka import refused_as_too_large
+from schemas.keys import symbol_key
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +128,20 @@ class Publisher:
         return self._topics[kind]
 
     def publish(self, kind: str, record: dict[str, Any]) -> None:
-        """Encode ``record`` and queue it on the topic of ``kind`` with key = symbol."""
+        """Encode ``record`` and queue it on the topic of ``kind``, keyed by its symbol."""
         self.produce_encoded(kind, record["symbol"], self._encode(kind, record))
 
     def produce_encoded(self, kind: str, symbol: str, value: bytes) -> None:
         """Queue an already encoded record; waits while the local queue is full."""
-        self._produce_all(((self._topics[kind], value, symbol),))
+        self._produce_all(((self._topics[kind], value, symbol_key(symbol)),))
         self._count(1, {kind: 1})
 
     def produce_many(self, items: list[tuple[str, str, bytes]]) -> None:
         """``produce_encoded`` for a list of (kind, symbol, value): one call per frame or
         chunk instead of one per record."""
         topics = self._topics
-        self._produce_all((topics[kind], value, symbol) for kind, symbol, value in items)
+        self._produce_all((topics[kind], value, symbol_key(symbol))
+                          for kind, symbol, value in items)
         by_kind = dict.fromkeys(topics, 0)
         for kind, _symbol, _value in items:
             by_kind[kind] += 1
@@ -146,9 +149,9 @@ class Publisher:
 
     def produce_routed(self, records: list[tuple[str, bytes, str]], trades: int,
                        quotes: int) -> None:
-        """``produce_many`` for records already routed to their topic: (topic, value,
-        symbol), as the native frame encoder returns them (the live hot path), with their
-        counts by kind."""
+        """``produce_many`` for records already routed to their topic and keyed: (topic,
+        value, key), as the native frame encoder returns them (the live hot path; its keys
+        are :func:`schemas.keys.symbol_key`'s, checked at start), with their counts by kind."""
         self._produce_all(records)
         self._count(len(records), {"trade": trades, "quote": quotes})
 

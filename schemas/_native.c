@@ -1125,11 +1125,23 @@ static int parse_event(Cursor *c, Value *f) {
     return ev->s[0];
 }
 
+/* The Kafka key of an event: its symbol as bucket names spell it, '/' -> '.'; the rule
+ * of schemas/keys.py (symbol_key), which NativeFrames checks this against at start. */
+static PyObject *symbol_key(const Value *sym) {
+    if (memchr(sym->s, '/', (size_t)sym->n) == NULL)
+        return PyUnicode_FromStringAndSize(sym->s, sym->n);
+    char key[MAX_TEXT];
+    for (Py_ssize_t j = 0; j < sym->n; j++)
+        key[j] = sym->s[j] == '/' ? '.' : sym->s[j];
+    return PyUnicode_FromStringAndSize(key, sym->n);
+}
+
 PyDoc_STRVAR(encode_doc,
 "encode(frame, received_ns) -> (records, trades, quotes, last_event_ns) or None\n\n"
-"records: a list of (topic, value, symbol) in frame order, topic being trade_topic or\n"
-"quote_topic and value the framed Avro record. None: the frame is not a well-formed\n"
-"array of T and Q events only; use the Python path for the whole frame.");
+"records: a list of (topic, value, key) in frame order, topic being trade_topic or\n"
+"quote_topic, value the framed Avro record and key its symbol as buckets spell it\n"
+"('/' -> '.'). None: the frame is not a well-formed array of T and Q events only; use\n"
+"the Python path for the whole frame.");
 
 static PyObject *FrameEncoder_encode(FrameEncoder *self, PyObject *args) {
     Py_buffer frame;
@@ -1194,8 +1206,7 @@ static PyObject *FrameEncoder_encode(FrameEncoder *self, PyObject *args) {
         }
         last_ns = fields[K_T].i * NS_PER_MS;
         PyObject *value = PyBytes_FromStringAndSize(out->buf, out->n);
-        PyObject *key = value ? PyUnicode_FromStringAndSize(fields[K_SYM].s,
-                                                            fields[K_SYM].n) : NULL;
+        PyObject *key = value ? symbol_key(&fields[K_SYM]) : NULL;
         PyObject *item = key ? PyTuple_New(3) : NULL;
         if (item == NULL) {
             Py_XDECREF(value);
@@ -1267,7 +1278,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (m == NULL)
         return NULL;
     /* schemas/native.py refuses a module whose API_VERSION is not its own */
-    if (PyModule_AddIntConstant(m, "API_VERSION", 1) < 0 ||
+    if (PyModule_AddIntConstant(m, "API_VERSION", 2) < 0 ||
         PyModule_AddObjectRef(m, "FrameEncoder", (PyObject *)&FrameEncoderType) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -14,7 +14,7 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-API_VERSION = 1  # bump with any change to the functions or types the module exports
+API_VERSION = 2  # bump with any change to the functions or types the module exports
 
 
 def _load() -> ModuleType | None:

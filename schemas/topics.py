@@ -9,21 +9,29 @@ altered: :func:`check_topics` reports where they differ from the config instead.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from common.config import Config
-from common.kafka import kafka_client_config
+from common.kafka import kafka_client_config, silent_logger
 
 # The topic settings this module manages (and reports).
 MANAGED_CONFIGS: tuple[str, ...] = ("retention.ms", "retention.bytes", "compression.type")
 
-_quiet = logging.getLogger("schemas.topics.librdkafka")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False  # librdkafka's connection chatter; failures surface as exceptions
+# librdkafka's connection chatter; failures surface as exceptions
+_quiet = silent_logger("schemas.topics.librdkafka")
+
+# A key's partition is its hash modulo the partition count: another count moves most
+# symbols, and for a while a bucket would get records from its old partition (not yet
+# consumed) and its new one, two writers where exactly once needs one.
+REPARTITION_ADVICE = (
+    "changing the partition count re-homes symbols to other partitions, and a bucket fed "
+    "from two partitions can get rows twice or lose them; either set kafka.partitions to "
+    "{current}, or: stop producers and backfills, let the consumers drain to zero lag "
+    "(consumer_lag), stop them, then `kafka-topics --alter --partitions {wanted}` and start "
+    "consumers before producers")
 
 
 class TopicsError(RuntimeError):
@@ -151,9 +159,10 @@ def check_topics(config: Config, timeout_s: float = 15.0,
                             "run `massive-fetcher topics create`")
             continue
         if info.partitions < config.kafka.partitions:
+            advice = REPARTITION_ADVICE.format(current=info.partitions,
+                                               wanted=config.kafka.partitions)
             problems.append(f"topic {info.name} has {info.partitions} partitions, the config "
-                            f"asks for {config.kafka.partitions} (kafka-topics --alter "
-                            "--partitions; note that keys move to other partitions)")
+                            f"asks for {config.kafka.partitions}: {advice}")
         for key, value in wanted.items():
             if info.configs.get(key) != value:
                 problems.append(f"topic {info.name} has {key}={info.configs.get(key)}, "

@@ -17,6 +17,9 @@ Documented choices
 * ``sequence_number = second_of_utc_day * SEQ_STRIDE + index_in_second + 1``: shared by the
   trades and quotes of a ticker, increasing within a day, reset at UTC midnight, and never
   repeated inside any 24-hour window (so (symbol, any day, sequence) is a unique key).
+* A ticker spelled with ``/`` (``BRK/A``) is the same security as its ``.`` spelling
+  (``BRK.A``, the spelling of bucket names, ``schemas.keys``): streaming both gives the same
+  events under each name, as one feed quoting a class share two ways would.
 * Prices follow a smooth deterministic path (a sum of sines of time on top of a per-symbol
   base price) plus small per-trade noise, rounded to cents (4 decimals below $1).
 * Second, minute and hour bars (any multiplier) are the exact aggregation of the model's
@@ -35,10 +38,11 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from schemas.keys import symbol_key
 from simulator.universe import DEFAULT_TICKERS, TickerInfo, ticker_info
 
 NS = 1_000_000_000
@@ -275,13 +279,18 @@ class MarketModel:
     def info(self, symbol: str) -> TickerInfo:
         info = self._infos.get(symbol)
         if info is None:
-            info = self._infos[symbol] = ticker_info(symbol)
+            security = symbol_key(symbol)
+            info = ticker_info(security)
+            if security != symbol:
+                info = replace(info, ticker=symbol)
+            self._infos[symbol] = info
         return info
 
     def _key(self, symbol: str) -> int:
         key = self._keys.get(symbol)
         if key is None:
-            digest = hashlib.blake2b(f"{self.seed}\x00{symbol}".encode(), digest_size=8)
+            digest = hashlib.blake2b(f"{self.seed}\x00{symbol_key(symbol)}".encode(),
+                                     digest_size=8)
             key = self._keys[symbol] = int.from_bytes(digest.digest(), "little")
         return key
 

@@ -95,6 +95,9 @@ def test_consumer_command_serves_metrics_and_commits_on_sigterm(
     (["replay", "--types", "bars,ticks"], "--types"),
     (["replay", "--from-timestamp", "yesterday"], "--from-timestamp"),
     (["replay", "--symbols", "A:B"], "--symbols"),
+    (["replay", "--target-marketstore", "db:5993"], "--target-marketstore"),
+    (["replay", "--target-marketstore", "http://db:5993/rpc", "--group", "massive-fetcher"],
+     "is the live group"),
 ])
 def test_replay_usage_errors_are_one_line(argv: list[str], needle: str) -> None:
     done = subprocess.run([sys.executable, "-m", "massive_fetcher", *argv], cwd=ROOT,
@@ -102,3 +105,16 @@ def test_replay_usage_errors_are_one_line(argv: list[str], needle: str) -> None:
     assert done.returncode == 2
     err = done.stderr.decode().strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_replay_that_cannot_see_the_live_group_is_refused(tmp_path: Path) -> None:
+    """No broker answers: whether the live group runs is unknown, so no replay (exit 3)."""
+    path = tmp_path / "r.yml"
+    path.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": f"127.0.0.1:{_free_port()}"},
+                                    "metrics": {"enabled": False}}))
+    done = subprocess.run([sys.executable, "-m", "massive_fetcher", "replay", "--config",
+                           str(path)], cwd=ROOT, capture_output=True, timeout=60)
+    err = done.stderr.decode().strip()
+    assert done.returncode == 3, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "cannot tell whether the live consumer group 'massive-fetcher' is running" in err

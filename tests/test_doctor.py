@@ -61,3 +61,20 @@ def test_unreachable_broker(marketstore_url: str, prefix: str) -> None:
     assert not checks["kafka"].ok and "no broker answers" in checks["kafka"].detail
     assert not checks["topics"].ok
     assert checks["marketstore"].ok
+
+
+def test_too_few_partitions_warns_that_changing_them_rehomes_symbols(
+        kafka_bootstrap: str, marketstore_url: str, prefix: str) -> None:
+    config = make_config(kafka_bootstrap, marketstore_url, prefix)
+    ensure_topics(config)  # 2 partitions
+    wants_more = config.replace(kafka=replace(config.kafka, partitions=6))
+    checks = {c.name: c for c in run_checks(wants_more)}
+    detail = checks["topic trades"].detail
+    assert not checks["topic trades"].ok
+    assert "has 2 partitions, the config asks for 6" in detail
+    assert "re-homes symbols to other partitions" in detail
+    # what to do: keep the count, or drain to zero lag with everything stopped, then alter
+    assert "set kafka.partitions to 2" in detail
+    assert "let the consumers drain to zero lag" in detail
+    assert "--partitions 6" in detail
+    assert checks["kafka"].ok and checks["marketstore"].ok

@@ -17,6 +17,7 @@ from common.config import Config, KafkaConfig, TopicsConfig
 from producer.mapping import record_from_ws_event
 from producer.publisher import Publisher, PublisherError, producer_properties
 from schemas.codec import make_codec
+from schemas.topics import ensure_topics
 
 
 def _config(bootstrap: str, **kafka: Any) -> Config:
@@ -184,3 +185,44 @@ def test_a_stop_during_a_kafka_outage_does_not_wait_for_kafka(tmp_path: Any) -> 
     assert pub.produced > 80 and pub.delivered == pub.failed == 0
     assert pub.queue_depth >= pub.produced
     pub.close(0.1)
+
+
+def test_one_bucket_is_one_key_and_one_partition(kafka_bootstrap: str) -> None:
+    """``BRK/A`` and ``BRK.A`` share the bucket ``BRK.A/...``: every produce path keys both
+    as ``BRK.A`` (one partition, one writer), and the records keep Massive's spelling."""
+    config = _config(kafka_bootstrap, partitions=12)
+    ensure_topics(config)
+    pub = Publisher(config)
+    codec = make_codec(config)
+    spellings = ("BRK/A", "BRK.A")
+    sent: list[tuple[str, int]] = []
+    for i in range(40):
+        record = _trade(i, sym=spellings[i % 2])
+        value = codec.encode("trade", record)
+        path = i % 4
+        if path == 0:
+            pub.publish("trade", record)
+        elif path == 1:
+            pub.produce_encoded("trade", record["symbol"], value)
+        else:  # produce_many is the fused live path's and every backfill's
+            pub.produce_many([("trade", record["symbol"], value)])
+        sent.append((record["symbol"], i))
+    assert pub.flush(30) == 0 and pub.delivered == 40
+
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": uuid.uuid4().hex})
+    try:
+        topic = config.kafka.topics.trades
+        meta = consumer.list_topics(topic, timeout=10)
+        assert len(meta.topics[topic].partitions) == 12
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                         for p in meta.topics[topic].partitions])
+        got: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 40 and time.monotonic() < deadline:
+            got += consumer.consume(100, timeout=1)
+    finally:
+        consumer.close()
+    assert {m.key() for m in got} == {b"BRK.A"}
+    assert len({m.partition() for m in got}) == 1
+    records = [codec.decode(m.value())[1] for m in got]
+    assert [(r["symbol"], r["sequence_number"]) for r in records] == sent  # in order, once

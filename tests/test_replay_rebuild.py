@@ -1,4 +1,5 @@
-"""Issue 6A: replay rebuilds MarketStore from the topics (fresh group), bucket for bucket."""
+"""Issue 6A: replay rebuilds MarketStore from the topics (fresh group), bucket for bucket.
+Issue 12B: it never writes beside the live group on the live group's MarketStore."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from common.config import Config
+from consumer.replayguard import REFUSED_EXIT_CODE, live_members
 from consumer.testkit import (
     BASE_NS,
     ThreadedConsumer,
@@ -32,6 +36,7 @@ from consumer.testkit import (
     unique,
     wait_for,
 )
+from schemas.codec import make_codec
 from services.base import ServiceError
 from services.native import NativeServices
 
@@ -58,6 +63,13 @@ def empty_marketstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 def _replay(config: Config, url: str, tmp: Path, *extra: str) -> None:
+    done = _run_replay(config, url, tmp, *extra)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def _run_replay(config: Config, url: str, tmp: Path,
+                *extra: str) -> subprocess.CompletedProcess[bytes]:
+    """``massive-fetcher replay --until-caught-up`` with ``url`` as marketstore.url."""
     path = tmp / f"replay-{unique()}.yml"
     k = config.kafka
     path.write_text(yaml.safe_dump({
@@ -70,10 +82,9 @@ def _replay(config: Config, url: str, tmp: Path, *extra: str) -> None:
         "metrics": {"enabled": False},
     }))
     env = {k: v for k, v in os.environ.items() if k != "MARKETSTORE_URL"}
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "massive_fetcher", "replay", "--config", str(path),
          "--until-caught-up", *extra], cwd=ROOT, env=env, capture_output=True, timeout=120)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 def _snapshot(url: str, tbks: list[str]) -> dict[str, np.ndarray]:
@@ -128,3 +139,109 @@ def test_replay_rebuilds_an_empty_database_and_changes_nothing_in_a_full_one(
     after_a = _snapshot(marketstore_url, tbks)
     for t in tbks:
         assert after_a[t].tobytes() == before[t].tobytes(), t
+
+
+def _records(symbol: str) -> list[tuple[str, dict]]:
+    records = [("trade", t) for t in trades_stream(symbol, 500)]
+    records += [("quote", q) for q in quotes_stream(symbol, 300)]
+    return records + [("bar", bar(symbol, BASE_NS + i * 60 * 10**9)) for i in range(10)]
+
+
+def test_replay_beside_the_live_group_is_refused_and_writes_nothing(
+        kafka_bootstrap: str, marketstore_url: str, tmp_path: Path) -> None:
+    config = make_config(kafka_bootstrap, marketstore_url)
+    create_topics(config)
+    records = _records(unique("RG"))
+    publish(config, records)
+    expected = expected_buckets(records)
+    group = config.consumer.group_id
+    with ThreadedConsumer(config):
+        wait_for(lambda: all(row_count(marketstore_url, t) >= len(e)
+                             for t, e in expected.items()), 60, what="the live consumer")
+        wait_for(lambda: live_members(config, group, 5) == 1, 30, what="a live member")
+        for extra in ((), ("--group", group)):  # a fresh group, or the live group itself
+            done = _run_replay(config, marketstore_url, tmp_path, *extra)
+            err = done.stderr.decode()
+            assert done.returncode == REFUSED_EXIT_CODE, err[-2000:]
+            assert err.count("\n") == 1 and "Traceback" not in err
+            assert f"the live consumer group '{group}' has 1 member(s)" in err
+            assert "--target-marketstore" in err
+        # the live MarketStore given as the target is refused too, before Kafka is asked
+        done = _run_replay(config, marketstore_url, tmp_path,
+                           "--target-marketstore", marketstore_url + "/")
+        assert done.returncode == REFUSED_EXIT_CODE
+        assert "is the MarketStore the live consumer group" in done.stderr.decode()
+        bad = _run_replay(config, marketstore_url, tmp_path, "--target-marketstore", "db:5993")
+        assert bad.returncode == 2 and b"not an http(s):// URL" in bad.stderr
+        # nothing was written twice while the live group kept running
+        assert_buckets_equal(marketstore_url, expected)
+    assert_buckets_equal(marketstore_url, expected)
+
+
+def test_replay_into_another_marketstore_while_the_live_group_runs(
+        kafka_bootstrap: str, marketstore_url: str, empty_marketstore: str,
+        tmp_path: Path) -> None:
+    config = make_config(kafka_bootstrap, marketstore_url)
+    create_topics(config)
+    records = _records(unique("RT"))
+    publish(config, records)
+    expected = expected_buckets(records)
+    tbks = sorted(expected)
+    with ThreadedConsumer(config):
+        wait_for(lambda: all(row_count(marketstore_url, t) >= len(e)
+                             for t, e in expected.items()), 60, what="the live consumer")
+        wait_for(lambda: live_members(config, config.consumer.group_id, 5) == 1, 30,
+                 what="a live member")
+        # marketstore.url stays the live one; the flag aims the rebuild elsewhere
+        _replay(config, marketstore_url, tmp_path, "--target-marketstore", empty_marketstore)
+        assert_buckets_equal(empty_marketstore, expected)
+        assert_buckets_equal(marketstore_url, expected)  # no duplicates in the live one
+        live, rebuilt = _snapshot(marketstore_url, tbks), _snapshot(empty_marketstore, tbks)
+    for t in tbks:  # bitwise: NaN (absent) columns compare equal too
+        assert rebuilt[t].tobytes() == live[t].tobytes(), t
+    assert_buckets_equal(marketstore_url, expected)
+
+
+def test_replay_is_exact_for_a_bucket_under_its_old_and_new_keys(
+        kafka_bootstrap: str, marketstore_url: str, empty_marketstore: str,
+        tmp_path: Path) -> None:
+    """Records a producer keyed by the raw ``X/A`` before keys were normalised sit on
+    another partition than the same bucket's records keyed ``X.A``; a replay reads both
+    with one consumer, so the bucket still has one writer and every event lands once."""
+    config = make_config(kafka_bootstrap, marketstore_url, partitions=8)
+    create_topics(config)
+    # librdkafka's default partitioner is CRC32 of the key: pick a ticker whose two keys
+    # differ (checked on the messages below)
+    base = next(b for b in (unique("RK") for _ in range(50))
+                if zlib.crc32(f"{b}/A".encode()) % 8 != zlib.crc32(f"{b}.A".encode()) % 8)
+    trades = trades_stream(f"{base}/A", 500)
+    codec = make_codec(config)
+    topic = config.kafka.topics.trades
+    old = [(topic, f"{base}/A".encode(), codec.encode("trade", t)) for t in trades[:300]]
+    new = [(topic, f"{base}.A".encode(), codec.encode("trade", t)) for t in trades[200:]]
+    publish(config, [], raw=old + new)  # 100 events under both keys, as an overlap would
+    _replay(config, empty_marketstore, tmp_path, "--types", "trades")
+    expected = expected_buckets([("trade", t) for t in trades])
+    tbk = f"{base}.A/1Sec/TRADE"
+    assert list(expected) == [tbk] and len(expected[tbk]) == 500
+    assert_buckets_equal(empty_marketstore, expected)
+
+    partitions = _partitions_by_key(config, topic)
+    assert set(partitions) == {f"{base}/A".encode(), f"{base}.A".encode()}
+    assert len(set(partitions.values())) == 2, partitions
+
+
+def _partitions_by_key(config: Config, topic: str) -> dict[bytes, int]:
+    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
+                         "group.id": unique("probe")})
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                         for p in meta.topics[topic].partitions])
+        out: dict[bytes, int] = {}
+        for msg in consumer.consume(1000, timeout=5):
+            if msg.error() is None:
+                out[msg.key()] = msg.partition()
+        return out
+    finally:
+        consumer.close()

@@ -20,6 +20,7 @@ from common.config import Config
 from producer.liveencode import LiveEncoder, NativeFrames
 from producer.mapping import MappingError, record_from_ws_event
 from schemas.codec import make_codec
+from schemas.keys import symbol_key
 from tests.test_producer_liveencode import _simulator_events as simulator_events
 
 native = pytest.importorskip("schemas._native", reason="the C extension was not built")
@@ -57,7 +58,7 @@ def _reference(codec: Any, frame: bytes, received_ns: int) -> Any:
             value = codec.encode(kind, record)
         except (MappingError, ValueError, TypeError, KeyError, OverflowError):
             return None
-        records.append((TOPICS[kind], value, record["symbol"]))
+        records.append((TOPICS[kind], value, symbol_key(record["symbol"])))
         trades += kind == "trade"
         quotes += kind == "quote"
     return records, trades, quotes, record["sip_timestamp_ns"]
@@ -94,7 +95,7 @@ def test_odd_values_never_differ(frames_encoder: NativeFrames, codec: Any) -> No
              2**31 - 1, 2**31, -(2**31), 2**53 + 1, 2**63 - 1, -(2**63), 2**64 - 1,
              "", "x", "1.5", "-0", "0.1e2", " 1", "1_0", "nan", "inf", "4.", ".5",
              [], [1], [1, 2**31], [1.0], [True], [None], {}, {"a": [1, {"b": None}]},
-             "\u00e9\u4e2d", 'a"b', "a\\b", "\n"]
+             "\u00e9\u4e2d", 'a"b', "a\\b", "\n", "BRK/A", "/", "A//B"]
     rng = random.Random(7)
     events = _simulator_events()[:300]
     taken = 0
@@ -106,6 +107,22 @@ def test_odd_values_never_differ(frames_encoder: NativeFrames, codec: Any) -> No
             frame = orjson.dumps([{k: v for k, v in ev.items() if k != key}])
             taken += _check(frames_encoder, codec, frame)
     assert taken > 1000  # the odd but valid shapes are taken, not all thrown back
+
+
+def test_symbols_with_a_slash_are_keyed_as_their_bucket(frames_encoder: NativeFrames,
+                                                        codec: Any) -> None:
+    """The key is the bucket's spelling (``BRK/A`` -> ``BRK.A``, schemas.keys), the value
+    keeps Massive's; _check compares both with the Python path."""
+    events = _simulator_events()[:300]
+    for sym in ("BRK/A", "BRK.A", "A/B/C", "/", "X/", "/X", "a" * 255 + "/"):
+        frame = orjson.dumps([{**ev, "sym": sym} if i % 3 == 0 else ev
+                              for i, ev in enumerate(events)])
+        assert _check(frames_encoder, codec, frame), sym
+        records = frames_encoder.encode(frame, 1)[0]  # type: ignore[index]
+        assert records[0][2] == symbol_key(sym) == sym.replace("/", ".")
+    # longer than the native encoder takes: the Python path's (no key of its own to check)
+    assert frames_encoder.encode(orjson.dumps([{**events[0], "sym": "a" * 256 + "/"}]),
+                                 1) is None
 
 
 def test_hand_written_json_never_differs(frames_encoder: NativeFrames, codec: Any) -> None:

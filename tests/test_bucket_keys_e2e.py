@@ -1,0 +1,150 @@
+"""Issue 12B: one bucket is one Kafka key and one partition, whatever the ticker's spelling.
+
+``BRK/A`` and ``BRK.A`` are one bucket (``BRK.A/...``). The simulator streams both (the same
+security under two names, simulator/model.py); the producer (CLI) keys both as ``BRK.A``;
+two consumers share the partitions, so a bucket fed from two partitions would have two
+writers. Kafka must hold every record of both spellings on one partition, and the bucket
+must equal the simulator's ground truth row by row: each event once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from common.config import Config
+from consumer.testkit import (
+    ThreadedConsumer,
+    assert_buckets_equal,
+    create_topics,
+    expected_buckets,
+    make_config,
+    row_count,
+    unique,
+    wait_for,
+)
+from producer.mapping import record_from_ws_event
+from simulator.server import SimulatorServer
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 8
+
+
+def _raw_partitions(config: Config, keys: list[str]) -> list[int]:
+    """The partitions Kafka gives these keys as they are (on the config's trades topic)."""
+    got: dict[str, int] = {}
+    producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers})
+    for key in keys:
+        producer.produce(config.kafka.topics.trades, b"probe", key,
+                         on_delivery=lambda err, msg: got.__setitem__(msg.key().decode(),
+                                                                      msg.partition()))
+    assert producer.flush(30) == 0
+    return [got[k] for k in keys]
+
+
+def _spellings_apart(kafka_bootstrap: str, marketstore_url: str) -> str:
+    """A base ticker whose ``/`` and ``.`` spellings hash to different partitions as raw
+    keys, so the test fails if the producer keys by the raw spelling."""
+    scratch = make_config(kafka_bootstrap, marketstore_url, partitions=PARTITIONS)
+    create_topics(scratch)
+    for _ in range(30):
+        base = unique("BK")
+        slash, dot = _raw_partitions(scratch, [f"{base}/A", f"{base}.A"])
+        if slash != dot:
+            return base
+    raise AssertionError("no ticker whose two spellings hash apart")
+
+
+def _all_messages(config: Config, topics: list[str], n: int) -> list[Any]:
+    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
+                         "group.id": uuid.uuid4().hex})
+    try:
+        parts = []
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=10)
+            parts += [TopicPartition(topic, p, OFFSET_BEGINNING)
+                      for p in meta.topics[topic].partitions]
+        consumer.assign(parts)
+        got: list[Any] = []
+        deadline = time.monotonic() + 60
+        while len(got) < n and time.monotonic() < deadline:
+            got += [m for m in consumer.consume(1000, timeout=1) if m.error() is None]
+        return got
+    finally:
+        consumer.close()
+
+
+def test_both_spellings_stream_into_one_bucket_from_one_partition(
+        kafka_bootstrap: str, marketstore_url: str, tmp_path: Path) -> None:
+    base = _spellings_apart(kafka_bootstrap, marketstore_url)
+    symbols = [f"{base}/A", f"{base}.A"]
+    config = make_config(kafka_bootstrap, marketstore_url, partitions=PARTITIONS)
+    create_topics(config)
+    k = config.kafka
+    with SimulatorServer(symbols=symbols, trades_per_second=30, quotes_per_second=30, seed=12,
+                         tick_ms=20) as sim:
+        path = tmp_path / "producer.yml"
+        path.write_text(yaml.safe_dump({
+            "massive": {"api_key": "e2e-key", "ws_server": f"ws://127.0.0.1:{sim.port}",
+                        "symbols": symbols, "data_types": ["bars", "trades", "quotes"]},
+            "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
+                      "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
+                                 "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter}},
+            "producer": {"gaps_file": str(tmp_path / "gaps.jsonl"), "gap_repair": False},
+            "metrics": {"producer_port": 0},
+        }))
+        env = {key: v for key, v in os.environ.items()
+               if key not in ("MASSIVE_API_KEY", "MASSIVE_WS_SERVER", "MASSIVE_FETCHER_CONFIG")}
+        # two members share the partitions: a bucket fed from two of them has two writers
+        with ThreadedConsumer(config) as one, ThreadedConsumer(config) as two:
+            log = (tmp_path / "producer.log").open("wb")
+            producer = subprocess.Popen(
+                [sys.executable, "-m", "massive_fetcher", "producer", "--config", str(path)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                wait_for(lambda: any(c["counts"].get("T", 0) > 200
+                                     for c in sim.connections()), 90, what="streaming")
+                sim.burst(2000)
+                minute = (time.time_ns() // 60_000_000_000 - 1) * 60_000_000_000
+                assert sim.send_minute(minute) >= 1  # frames with the minute's AM bars
+                time.sleep(1.0)
+                producer.send_signal(signal.SIGTERM)
+                assert producer.wait(60) == 0, (tmp_path / "producer.log").read_text()[-2000:]
+            finally:
+                if producer.poll() is None:
+                    producer.kill()
+                    producer.wait(10)
+            events = sim.sent_events()
+            sent = [record_from_ws_event(ev, None) for ev in events]
+            expected = expected_buckets(sent)
+            assert sorted(expected) == [f"{base}.A/1Min/OHLCV", f"{base}.A/1Min/QUOTE",
+                                        f"{base}.A/1Sec/TRADE"]
+            # the same security under two names: each event went out once per spelling
+            by_sym = {s: sum(ev["sym"] == s for ev in events if ev["ev"] == "T")
+                      for s in symbols}
+            assert min(by_sym.values()) > 200, by_sym
+            assert {ev["sym"] for ev in events if ev["ev"] == "AM"} == set(symbols)
+            wait_for(lambda: all(row_count(marketstore_url, t) >= len(e)
+                                 for t, e in expected.items()), 120, what="rows")
+            time.sleep(1.0)  # a duplicate written late would show in the comparison below
+            assert one.service.dead_letters == 0 and two.service.dead_letters == 0
+    assert_buckets_equal(marketstore_url, expected)
+    assert len(expected[f"{base}.A/1Sec/TRADE"]) >= max(by_sym.values())
+
+    messages = _all_messages(config, [k.topics.trades, k.topics.quotes, k.topics.bars],
+                             len(sent))
+    assert len(messages) == len(sent)
+    assert {m.key() for m in messages} == {f"{base}.A".encode()}
+    for topic in (k.topics.trades, k.topics.quotes, k.topics.bars):
+        assert len({m.partition() for m in messages if m.topic() == topic}) == 1, topic
