@@ -118,6 +118,9 @@ class ConsumerConfig:
     commit_delay_ms: int = 1500
     retry_initial_s: float = 0.5
     retry_max_s: float = 15.0
+    # A bucket whose own reads or writes fail this many times in a row, while the server
+    # answers, is quarantined: its records go to the dead-letter topic.
+    bucket_max_attempts: int = 5
 
 
 @dataclass(frozen=True)
