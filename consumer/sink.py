@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -464,9 +465,13 @@ class MarketStoreSink:
                 continue
             self._recent[b] = spans
             tbk = self.ids.names[b]
-            # disjoint, or rows read twice would look duplicated
-            lo, hi = merge_ranges(np.array([s[1] for s in spans]) - WINDOW_NS,
-                                  np.array([s[2] for s in spans]) + WINDOW_NS)
+            # Whole intervals, merged: the server trims a range inside an interval only by
+            # the rows' order there, so two ranges in one interval could both return a row,
+            # which would look duplicated.
+            iv = INTERVAL_NS[tbk.split("/")[1]]
+            lo, hi = merge_ranges((np.array([s[1] for s in spans]) - WINDOW_NS) // iv * iv,
+                                  (np.array([s[2] for s in spans]) + WINDOW_NS) // iv * iv
+                                  + iv - 1)
             ranges += [(tbk, a, z) for a, z in zip(lo.tolist(), hi.tolist(), strict=True)]
         if not ranges:
             return 0
@@ -486,40 +491,76 @@ class MarketStoreSink:
         MarketStore cannot delete rows, only whole buckets, so: (1) write the deduplicated rows
         to a shadow bucket ``SYMBOL/TF/<ATTR>REPAIR`` and check its row count, (2) write a
         marker ``SYMBOL/TF/<ATTR>REPAIRED`` (fixed length: the row count) saying the shadow is
-        complete, (3) destroy and rewrite the bucket and check its count, (4) destroy the
-        marker, then the shadow. A member that finds a marker when it first uses a bucket
+        complete, (3) destroy the bucket, copy the shadow back and check its count, (4) destroy
+        the marker, then the shadow. A member that finds a marker when it first uses a bucket
         (this one after a crash, or the partition's next owner) finishes step 3 from the shadow
         (:meth:`_finish_repairs`); a shadow without a marker is an unfinished step 1 (the
         bucket is intact) and is simply replaced by the next repair.
+
+        Every step goes :data:`REPAIR_PAGE_ROWS` rows at a time (:meth:`_pages`), so memory
+        stays bounded; the bucket is read once, the shadow once, and each is counted once
+        (the count reads one column).
         """
-        rows = self.writer.query([tbk]).get(tbk)
-        if rows is None:
-            return
+        shadow, marker = _shadow_keys(tbk)
         attr = attr_group(tbk)
-        rows = buckets.aligned(rows, DTYPES[attr])
-        keep = first_occurrences(rows["SipTimestamp"], rows["SequenceNumber"])
-        dropped = int(len(rows) - keep.sum())
+        self._destroy_if_present(shadow)
+        total = dropped = 0
+        for page in self._pages(tbk):
+            keep = first_occurrences(page["SipTimestamp"], page["SequenceNumber"])
+            dropped += int(len(page) - keep.sum())
+            clean = buckets.sort_rows(attr, buckets.aligned(page[keep], DTYPES[attr]))
+            self.writer.write({shadow: clean})
+            total += len(clean)
         if not dropped:
+            self._destroy_if_present(shadow)
             return
         log.warning("repairing bucket with duplicated rows", extra={
-            "bucket": tbk, "rows": len(rows), "duplicates": dropped})
-        clean = buckets.sort_rows(attr, rows[keep])
-        shadow, marker = _shadow_keys(tbk)
-        self._destroy_if_present(shadow)
-        self.writer.write({shadow: clean})
-        self._expect_rows(shadow, len(clean))
+            "bucket": tbk, "rows": total + dropped, "duplicates": dropped})
+        self._expect_rows(shadow, total)
         mark = np.zeros(1, dtype=MARKER_DTYPE)
-        mark["Epoch"], mark["Rows"] = 1_000_000_000, len(clean)  # any fixed time; 0 = hole
+        mark["Epoch"], mark["Rows"] = 1_000_000_000, total  # any fixed time; 0 = hole
         self.writer.write({marker: mark})
-        self._restore(tbk, clean)
+        self._restore(tbk, total)
         self._tails.drop([self.ids.id_of(tbk)])
         self.repairs += 1
 
-    def _restore(self, tbk: str, clean: np.ndarray) -> None:
+    def _pages(self, tbk: str, columns: tuple[str, ...] | None = None
+               ) -> Iterator[np.ndarray]:
+        """A bucket's rows, in time order, :data:`REPAIR_PAGE_ROWS` at a time (more when one
+        interval holds more). A page ends at an interval boundary, so the copies a WAL replay
+        appended (same time, same interval) are always in one page."""
+        interval_s = INTERVAL_NS[tbk.split("/")[1]] // NS
+        start = 0
+        while True:
+            rows = self.writer.query([tbk], start * NS, limit=REPAIR_PAGE_ROWS,
+                                     columns=columns).get(tbk)
+            if rows is None or not len(rows):
+                return
+            if len(rows) < REPAIR_PAGE_ROWS:
+                yield rows
+                return
+            # the server returns intervals in order (rows within one in writing order) and
+            # may end a page inside one: that interval starts the next page
+            interval = rows["Epoch"] // interval_s
+            cut = int(np.searchsorted(interval, interval[-1], side="left"))
+            start = int(interval[-1]) * interval_s
+            if cut == 0:  # one interval holds a page or more: all of it at once
+                rows = self.writer.query([tbk], start * NS, (start + interval_s) * NS - 1,
+                                         columns=columns)[tbk]
+                cut, start = len(rows), start + interval_s
+            yield rows[:cut]
+
+    def _restore(self, tbk: str, total: int) -> None:
+        """Step 3 and 4 of :meth:`repair`: the bucket again, from its shadow of ``total`` rows
+        (deduplicated again: a WAL replay may have doubled the shadow's last writes)."""
         shadow, marker = _shadow_keys(tbk)
+        attr = attr_group(tbk)
         self._destroy_if_present(tbk)
-        self.writer.write({tbk: clean})
-        self._expect_rows(tbk, len(clean))
+        for page in self._pages(shadow):
+            keep = first_occurrences(page["SipTimestamp"], page["SequenceNumber"])
+            self.writer.write({tbk: buckets.sort_rows(attr, buckets.aligned(page[keep],
+                                                                           DTYPES[attr]))})
+        self._expect_rows(tbk, total)
         self.writer.destroy(marker)
         self._destroy_if_present(shadow)
 
@@ -530,20 +571,15 @@ class MarketStoreSink:
         for marker, mark in found.items():
             tbk = markers[marker]
             shadow = _shadow_keys(tbk)[0]
+            want = int(mark["Rows"][0])
             try:
-                clean = self.writer.query([shadow]).get(shadow)
-                if clean is not None:
-                    # a WAL replay may have doubled the shadow's rows too
-                    clean = clean[first_occurrences(clean["SipTimestamp"],
-                                                    clean["SequenceNumber"])]
-                if clean is None or len(clean) != int(mark["Rows"][0]):
-                    raise BucketError(tbk, f"the repair shadow of {tbk} holds "
-                                      f"{0 if clean is None else len(clean)} rows, its marker "
-                                      f"says {int(mark['Rows'][0])}", permanent=True)
-                attr = attr_group(tbk)
-                clean = buckets.sort_rows(attr, buckets.aligned(clean, DTYPES[attr]))
+                have = sum(int(first_occurrences(p["SipTimestamp"], p["SequenceNumber"]).sum())
+                           for p in self._pages(shadow, KEY_COLUMNS))
+                if have != want:
+                    raise BucketError(tbk, f"the repair shadow of {tbk} holds {have} rows, "
+                                      f"its marker says {want}", permanent=True)
                 log.warning("finishing an interrupted bucket repair", extra={"bucket": tbk})
-                self._restore(tbk, clean)
+                self._restore(tbk, want)
             except MarketStoreError as exc:
                 raise self._blame(tbk, exc) from exc
 
@@ -552,10 +588,9 @@ class MarketStoreSink:
             self.writer.destroy(tbk)
 
     def _expect_rows(self, tbk: str, n: int) -> None:
-        got = self.writer.query([tbk], columns=KEY_COLUMNS[1:]).get(tbk)
-        if got is None or len(got) != n:
-            raise MarketStoreError(f"{tbk}: {0 if got is None else len(got)} rows after a "
-                                   f"rewrite of {n}")
+        got = sum(len(p) for p in self._pages(tbk, KEY_COLUMNS[1:]))
+        if got != n:
+            raise MarketStoreError(f"{tbk}: {got} rows after a rewrite of {n}")
 
 
 def _merged_spans(spans: list[list], horizon: float) -> list[list]:
@@ -583,6 +618,8 @@ def _check_layout(tbk: str, rows: np.ndarray) -> None:
 
 
 MARKER_DTYPE = np.dtype([("Epoch", "<i8"), ("Rows", "<i8")])
+REPAIR_PAGE_ROWS = 500_000  # rows a rebuild holds at once
+INTERVAL_NS = {"1Sec": NS, "1Min": 60 * NS}  # of the variable-length buckets' timeframes
 
 
 def _shadow_keys(tbk: str) -> tuple[str, str]:
