@@ -159,6 +159,9 @@ class ConsumerConfig:
     commit_delay_ms: Annotated[int, Range(min=0)] = 1500
     retry_initial_s: Annotated[float, Range(above=0)] = 0.5
     retry_max_s: Annotated[float, Range(above=0)] = 15.0
+    # A bucket whose own reads or writes fail this many times in a row, while the server
+    # answers, is quarantined: its records go to the dead-letter topic.
+    bucket_max_attempts: Annotated[int, Range(min=1)] = 5
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ first use after an assignment or an error: ``max_ts`` (latest SIP timestamp stor
 ``seq_floor_ts``. A record is certainly new when it is later than ``max_ts + WINDOW_NS``, or when
 its window lies above ``seq_floor_ts`` and its sequence number is above ``max_seq`` (the live
 path: one comparison, no read). Every other record (a redelivery, a replay, a backfill into an
-existing range) goes through :func:`missing_mask` against the rows read back from the affected
-time range, and only what is missing is appended.
+existing range) goes through :func:`missing_mask` against the rows read back from
+:func:`read_ranges` (each record's own window, not the span of the batch), and only what is
+missing is appended.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 WINDOW_NS = 1_000_000_000
+# Ranges one bucket's dedupe read may have; beyond, the nearest ranges are read as one (fewer
+# requests to MarketStore, a few more rows).
+MAX_READ_RANGES = 64
 
 
 @dataclass
@@ -61,6 +65,37 @@ def missing_mask(ts: np.ndarray, seq: np.ndarray, stored_ts: np.ndarray,
         if np.any(np.abs(s_ts[lo[i]:hi[i]] - ts[i]) <= WINDOW_NS):
             out[i] = False
     return out
+
+
+def merge_ranges(lo: np.ndarray, hi: np.ndarray, max_ranges: int = MAX_READ_RANGES
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive ranges (``lo``, ``hi``) merged where they overlap, sorted; when more than
+    ``max_ranges`` remain, the nearest are merged across their gaps until that many are left."""
+    if not len(lo):
+        return lo, hi
+    order = np.argsort(lo, kind="stable")
+    lo, reach = lo[order], np.maximum.accumulate(hi[order])
+    gaps = lo[1:] - reach[:-1]
+    split = np.flatnonzero(gaps > 0)
+    keep = max(max_ranges, 1) - 1  # gaps left unread
+    if len(split) > keep:
+        k = len(split) - keep
+        split = np.sort(split[np.argpartition(gaps[split], k - 1)[k:]]) if keep else split[:0]
+    starts = np.concatenate(([0], split + 1))
+    ends = np.concatenate((split, [len(lo) - 1]))
+    return lo[starts], reach[ends]
+
+
+def read_ranges(ts: np.ndarray, max_ranges: int = MAX_READ_RANGES
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The inclusive time ranges (starts, ends) holding every stored row that can be a copy
+    of a record at ``ts``: each record's ``WINDOW_NS`` either side, merged where they touch.
+
+    So a read covers what is stored around the records, not what is stored between them (a
+    backfill interleaving days 9 and 11 does not read day 10). When that makes more than
+    ``max_ranges`` ranges, the nearest are read as one.
+    """
+    return merge_ranges(ts - WINDOW_NS, ts + WINDOW_NS, max_ranges)
 
 
 def duplicate_count(ts: np.ndarray, seq: np.ndarray) -> int:

@@ -9,7 +9,11 @@ failure) aborts the checkpoint: the assigned partitions are paused and rewound t
 committed offsets, the unflushed batch and every cached tail are dropped, and the loop backs
 off (``retry_initial_s`` doubling to ``retry_max_s``) while still serving the group protocol,
 probes MarketStore, repairs buckets MarketStore's WAL replay may have duplicated, and resumes.
-Nothing is committed and nothing spins meanwhile. Writes run on one writer thread, pipelined
+Nothing is committed and nothing spins meanwhile. A failure that belongs to one bucket
+(``consumer.sink.BucketError``) counts against that bucket once the server is seen to answer;
+a bucket that can never be written, or that failed ``consumer.bucket_max_attempts`` times in
+a row, is quarantined (a metric and one log line): its records go to the dead-letter topic
+(reason ``bucket``) and every other bucket flows again. Writes run on one writer thread, pipelined
 one batch deep (Kafka polling and decoding of the next batch overlap the current write; writes
 stay strictly ordered).
 
@@ -53,7 +57,7 @@ from common.deadletter import dead_letter_headers, dead_letter_properties, produ
 from consumer import columns
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
 from consumer.dedupe import take_rows
-from consumer.sink import FlushResult, MarketStoreSink, Probe
+from consumer.sink import BucketError, FlushResult, MarketStoreSink, Probe, QuarantinedError
 from consumer.writer import MarketStoreError, MarketStoreWriter, ServerWatch
 from schemas.batch import decode_messages
 from schemas.codec import DATA_TYPE_OF_KIND, DecodeError, RegistryError, make_codec
@@ -129,6 +133,15 @@ class ConsumerMetrics:
         self.repairs = Counter("consumer_bucket_repairs",
                                "Buckets rebuilt after MarketStore duplicated rows on replay",
                                registry=registry)
+        self.bucket_failures = Counter("consumer_bucket_failures",
+                                       "Failures of one bucket's reads or writes while "
+                                       "MarketStore answered", registry=registry)
+        self.quarantined = Counter("consumer_buckets_quarantined",
+                                   "Buckets isolated: their records go to the dead-letter topic",
+                                   registry=registry)
+        self.rows_read = Counter("consumer_dedupe_rows_read",
+                                 "Stored rows read back to deduplicate trades and quotes",
+                                 registry=registry)
 
 
 class ConsumerService:
@@ -142,7 +155,8 @@ class ConsumerService:
         self.writer = MarketStoreWriter(config.marketstore.url, config.marketstore.timeout_s)
         # the sink writes on the writer thread: its own HTTP session
         self.sink = MarketStoreSink(MarketStoreWriter(config.marketstore.url,
-                                                      config.marketstore.timeout_s))
+                                                      config.marketstore.timeout_s),
+                                    bucket_max_attempts=config.consumer.bucket_max_attempts)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="marketstore-writer")
         # the commit's read-back (``self.writer``'s session; never used by two threads at once)
         self._verify_executor = ThreadPoolExecutor(1, thread_name_prefix="marketstore-verify")
@@ -163,6 +177,7 @@ class ConsumerService:
         self._paused_since: float | None = None
         self._backoff = config.consumer.retry_initial_s
         self._assigned: set[TP] = set()
+        self._suspect: BucketError | None = None  # the failure that paused, if one bucket's
         self._dlq_failed = 0
         self.dead_letters = 0
         self.consumer: Consumer | None = None
@@ -365,6 +380,9 @@ class ConsumerService:
                 continue
             index = result.rows[kind]
             rows, ids, ok = columns.build(kind, cols, self.sink.ids)
+            isolated = self.sink.quarantined_mask(ids)
+            if isolated is not None:
+                ok &= ~isolated  # dead-lettered one by one, with the reason
             if self.options.symbols is not None:
                 wanted = np.isin(cols["symbol"], list(self.options.symbols))
                 ok &= wanted
@@ -419,6 +437,8 @@ class ConsumerService:
             self._dead_letter(msg, "decode", exc)
         except RecordError as exc:
             self._dead_letter(msg, "invalid", exc)
+        except QuarantinedError as exc:
+            self._dead_letter(msg, "bucket", exc)
 
     def _dead_letter(self, msg: Message, reason: str, exc: Exception) -> None:
         assert self.dlq is not None
@@ -492,6 +512,7 @@ class ConsumerService:
             for kind, n in result.rows_written.items():
                 self.metrics.written.labels(DATA_TYPE_OF_KIND[kind]).inc(n)
             self.metrics.duplicates.inc(result.duplicates_dropped)
+            self.metrics.rows_read.inc(result.rows_read)
         log.debug("batch written", extra={
             "group": self.options.group_id, "client": self.options.client_id,
             "partitions": sorted(f"{t}:{p}" for t, p in offsets),
@@ -619,6 +640,8 @@ class ConsumerService:
         self._abandon_inflight()
         self._abandon_verify()
         self.metrics.store_errors.inc()
+        if isinstance(exc, BucketError):
+            self._suspect = exc
         log.warning("batch failed; pausing and rewinding to the last committed offsets",
                     extra={"error": str(exc), "retry_in_s": self._backoff})
         self._drop_batch()
@@ -653,9 +676,20 @@ class ConsumerService:
             return
         try:
             self.writer.ping()
-            repaired = self.sink.repair_recent()
+            # the server answers: a failure of one bucket was that bucket's own
+            suspect, self._suspect = self._suspect, None
+            if suspect is not None:
+                self._isolate(suspect)
+            while True:
+                try:
+                    repaired = self.sink.repair_recent()
+                    break
+                except BucketError as exc:
+                    if not self._isolate(exc):
+                        raise
             self.metrics.repairs.inc(repaired)
         except MarketStoreError as exc:
+            self._suspect = None
             self._backoff = min(self._backoff * 2, self.config.consumer.retry_max_s)
             log.warning("MarketStore still unavailable", extra={
                 "error": str(exc), "retry_in_s": self._backoff})
@@ -671,6 +705,16 @@ class ConsumerService:
             "paused_s": round(time.monotonic() - (self._paused_since or 0), 3)})
         self._paused_since = None
         self._backoff = self.config.consumer.retry_initial_s
+
+    def _isolate(self, exc: BucketError) -> bool:
+        """Count a bucket's failure; True when the bucket is quarantined by it."""
+        self.metrics.bucket_failures.inc()
+        if not self.sink.note_failure(exc):
+            return False
+        self.metrics.quarantined.inc()
+        log.error("bucket quarantined: its records go to the dead-letter topic", extra={
+            "bucket": exc.tbk, "reason": self.sink.quarantined[exc.tbk]})
+        return True
 
     # --- rebalance ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

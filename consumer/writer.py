@@ -104,10 +104,29 @@ def build_write_requests(groups: Iterable[WriteGroup]) -> list[dict]:
     return out
 
 
+# Requests per DataService.Query call in :meth:`MarketStoreWriter.query_ranges`: the server
+# answers a call only once every request in it is read, so this bounds one reply's size.
+RANGES_PER_CALL = 256
+
+
+def _time_params(start_ns: int | None, end_ns: int | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    if start_ns is not None:
+        out["epoch_start"], nanos = divmod(max(start_ns, 0), 1_000_000_000)
+        if nanos:
+            out["epoch_start_nanos"] = nanos
+    if end_ns is not None:
+        out["epoch_end"], nanos = divmod(end_ns, 1_000_000_000)
+        if nanos:
+            out["epoch_end_nanos"] = nanos
+    return out
+
+
 class MarketStoreWriter:
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
         self.url = url
         self._rpc = _TimeoutRpcClient(url, timeout_s)
+        self.rows_read = 0  # by every query, for tests and benchmarks of read costs
 
     def _call(self, method: str, **params: object) -> dict:
         try:
@@ -138,8 +157,10 @@ class MarketStoreWriter:
 
     def query(self, tbks: Iterable[str], start_ns: int | None = None,
               end_ns: int | None = None, limit: int | None = None,
-              from_start: bool = True) -> dict[str, np.ndarray]:
-        """Rows of several buckets (time range in ns, inclusive; limit per bucket).
+              from_start: bool = True, columns: Iterable[str] | None = None,
+              ) -> dict[str, np.ndarray]:
+        """Rows of several buckets (time range in ns, inclusive; limit per bucket; only
+        ``columns`` and the index columns, when given).
 
         Buckets sharing a timeframe and attribute group go in one request; a bucket that does
         not exist is simply absent from the result.
@@ -150,18 +171,13 @@ class MarketStoreWriter:
             groups[rest].append(symbol)
         out: dict[str, np.ndarray] = {}
         for rest, symbols in groups.items():
-            req: dict[str, object] = {"destination": f"{','.join(symbols)}/{rest}"}
-            if start_ns is not None:
-                req["epoch_start"], nanos = divmod(max(start_ns, 0), 1_000_000_000)
-                if nanos:
-                    req["epoch_start_nanos"] = nanos
-            if end_ns is not None:
-                req["epoch_end"], nanos = divmod(end_ns, 1_000_000_000)
-                if nanos:
-                    req["epoch_end_nanos"] = nanos
+            req: dict[str, object] = {"destination": f"{','.join(symbols)}/{rest}",
+                                      **_time_params(start_ns, end_ns)}
             if limit is not None:
                 req["limit_record_count"] = int(limit)
                 req["limit_from_start"] = from_start
+            if columns is not None:
+                req["columns"] = list(columns)
             try:
                 reply = self._call("DataService.Query", requests=[req])
             except MarketStoreError as exc:
@@ -169,8 +185,34 @@ class MarketStoreWriter:
                     continue
                 raise
             for response in reply.get("responses") or []:
-                out.update(_decode(response["result"]))
+                found = _decode(response["result"])
+                self.rows_read += sum(len(a) for a in found.values())
+                out.update(found)
         return out
+
+    def query_ranges(self, ranges: Iterable[tuple[str, int, int]],
+                     columns: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Rows of (bucket, first ns, last ns) ranges, a bucket's ranges concatenated in the
+        order given; few calls (:data:`RANGES_PER_CALL` requests each).
+
+        ``columns``: only these (and the index columns ``Epoch``, ``Nanoseconds``) are sent
+        back. Every bucket must exist: the server fails the whole call for a missing one.
+        """
+        cols = list(columns) if columns is not None else None
+        reqs = []
+        for tbk, start_ns, end_ns in ranges:
+            req: dict[str, object] = {"destination": tbk, **_time_params(start_ns, end_ns)}
+            if cols:
+                req["columns"] = cols
+            reqs.append(req)
+        parts: dict[str, list[np.ndarray]] = defaultdict(list)
+        for i in range(0, len(reqs), RANGES_PER_CALL):
+            reply = self._call("DataService.Query", requests=reqs[i:i + RANGES_PER_CALL])
+            for response in reply.get("responses") or []:
+                for tbk, rows in _decode(response["result"]).items():
+                    self.rows_read += len(rows)
+                    parts[tbk].append(rows)
+        return {tbk: a[0] if len(a) == 1 else np.concatenate(a) for tbk, a in parts.items()}
 
     def destroy(self, tbk: str) -> None:
         reply = self._call("DataService.Destroy", requests=[{"key": tbk}])
@@ -230,7 +272,9 @@ class ServerWatch:
             self._sock = None
 
 
-def _decode(packed: dict) -> dict[str, np.ndarray]:
+def _decode(packed: dict | None) -> dict[str, np.ndarray]:
+    if not packed:  # a range without rows
+        return {}
     names, types = packed["names"], packed["types"]
     dtype = np.dtype([(n, "<" + t if t[0] in "iuf" else t) for n, t in zip(names, types,
                                                                           strict=True)])

@@ -176,6 +176,7 @@ RANGES: dict[str, tuple[str, list[object], list[object]]] = {
     "consumer.commit_delay_ms": (">= 0", [-1], [0, 1500]),
     "consumer.retry_initial_s": ("> 0", [0, -0.5], [0.01, 15]),
     "consumer.retry_max_s": ("> 0", [0, -15], [0.5, 120]),
+    "consumer.bucket_max_attempts": (">= 1", [0, -1], [1, 5]),
     "simulator.port": ("1..65535", [0, -1, 65536], [1, 65535]),
     "simulator.seed": (">= 0", [-1], [0, 2**40]),
     "simulator.trades_per_second": (">= 0", [-1], [0, 0.01, 1000]),

@@ -18,7 +18,9 @@ from consumer.dedupe import (
     by_bucket,
     first_occurrences,
     first_occurrences_grouped,
+    merge_ranges,
     missing_mask,
+    read_ranges,
 )
 from consumer.testkit import BASE_NS, bar, quote, trade
 from consumer.writer import build_write_requests, group_buckets
@@ -241,9 +243,16 @@ def test_sink_dedupe_compares_each_bucket_with_its_own_stored_rows() -> None:
     stored = np.zeros(2, dtype=buckets.DTYPES["TRADE"])
     stored["SipTimestamp"], stored["SequenceNumber"] = [BASE_NS, BASE_NS + 10], [1, 2]
 
-    class StoredA:  # a fake of the writer's query: bucket A holds seq 1 and 2, B nothing
+    class StoredA:  # a fake of the writer's queries: bucket A holds seq 1 and 2, B nothing
+        rows_read = 0
+
         def query(self, tbks: list[str], *_: object, **__: object) -> dict[str, np.ndarray]:
             return {t: stored for t in tbks if t == "A/1Sec/TRADE"}
+
+        def query_ranges(self, ranges: list[tuple[str, int, int]], columns: object
+                         ) -> dict[str, np.ndarray]:
+            assert sorted(r[0] for r in ranges) == ["A/1Sec/TRADE", "B/1Sec/TRADE"]
+            return {t: stored for t, lo, hi in ranges if t == "A/1Sec/TRADE"}
 
     sink = MarketStoreSink(StoredA())  # type: ignore[arg-type]
     a, b = sink.ids.id_of("A/1Sec/TRADE"), sink.ids.id_of("B/1Sec/TRADE")
@@ -287,6 +296,7 @@ def test_a_flush_records_when_marketstore_acknowledged_the_write() -> None:
 
     class SlowWriter:  # a fake: nothing stored yet, and a write that takes 50 ms
         acked_ns = 0
+        rows_read = 0
 
         def query(self, *_: object, **__: object) -> dict[str, np.ndarray]:
             return {}
@@ -314,3 +324,65 @@ def test_a_one_sided_quote_is_stored_with_a_nan_price() -> None:
     for price in (float("inf"), float("-inf"), None, "1.0"):
         with pytest.raises(RecordError):
             buckets.to_row("quote", quote("Q", 5, BASE_NS, bid_price=price))
+
+
+def test_read_ranges_cover_each_records_window_not_the_span_between() -> None:
+    day = 86_400 * 10**9
+    # a backfill batch interleaving two days around a stored one: two ranges, not three days
+    ts = np.concatenate([BASE_NS + np.arange(0, 60 * WINDOW_NS, WINDOW_NS // 2),
+                         BASE_NS + 2 * day + np.arange(0, 10 * WINDOW_NS, WINDOW_NS)])
+    lo, hi = read_ranges(np.random.default_rng(1).permutation(ts))
+    assert lo.tolist() == [BASE_NS - WINDOW_NS, BASE_NS + 2 * day - WINDOW_NS]
+    assert hi.tolist() == [BASE_NS + 60 * WINDOW_NS - WINDOW_NS // 2 + WINDOW_NS,
+                           BASE_NS + 2 * day + 10 * WINDOW_NS]
+    # exactly 2 windows apart still touch; a nanosecond more splits
+    assert len(read_ranges(np.array([BASE_NS, BASE_NS + 2 * WINDOW_NS]))[0]) == 1
+    assert len(read_ranges(np.array([BASE_NS, BASE_NS + 2 * WINDOW_NS + 1]))[0]) == 2
+    assert [len(x) for x in read_ranges(np.array([], dtype=np.int64))] == [0, 0]
+
+
+def test_read_ranges_are_bounded_by_merging_the_smallest_gaps() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(100):
+        ts = np.sort(rng.integers(0, 10_000 * WINDOW_NS, int(rng.integers(1, 300))))
+        cap = int(rng.integers(1, 40))
+        lo, hi = read_ranges(ts, cap)
+        full_lo, full_hi = read_ranges(ts, 10**6)
+        assert len(lo) == min(cap, len(full_lo))
+        assert np.all(lo[1:] > hi[:-1])  # disjoint, sorted: no stored row read twice
+        # every record's window is inside one range
+        i = np.searchsorted(lo, ts, side="right") - 1
+        assert np.all(lo[i] <= ts - WINDOW_NS) and np.all(ts + WINDOW_NS <= hi[i])
+        # what is read beyond the uncapped ranges is the smallest gaps between them
+        gaps = np.sort(full_lo[1:] - full_hi[:-1])
+        unread = (hi - lo).sum() - (full_hi - full_lo).sum()
+        assert unread == gaps[:len(gaps) - (len(lo) - 1)].sum()
+
+
+def test_merge_ranges_merges_overlaps_in_any_order() -> None:
+    lo, hi = merge_ranges(np.array([10, 0, 3, 30, 41]), np.array([12, 5, 4, 40, 50]))
+    assert (lo.tolist(), hi.tolist()) == ([0, 10, 30, 41], [5, 12, 40, 50])
+    lo, hi = merge_ranges(np.array([0, 2, 30]), np.array([10, 3, 40]), 1)
+    assert (lo.tolist(), hi.tolist()) == ([0], [40])
+
+
+def test_a_bucket_is_quarantined_at_once_when_permanent_or_after_its_attempts() -> None:
+    from consumer.sink import BucketError, MarketStoreSink, QuarantinedError
+    from consumer.writer import MarketStoreWriter
+
+    sink = MarketStoreSink(MarketStoreWriter("http://127.0.0.1:9/rpc"), bucket_max_attempts=3)
+    ok, flaky = sink.ids.id_of("OK/1Sec/TRADE"), sink.ids.id_of("FL/1Sec/TRADE")
+    assert sink.quarantined_mask(np.array([ok, flaky])) is None
+    assert not sink.note_failure(BucketError("FL/1Sec/TRADE", "timed out"))
+    assert not sink.note_failure(BucketError("FL/1Sec/TRADE", "timed out"))
+    assert sink.note_failure(BucketError("FL/1Sec/TRADE", "timed out again"))
+    assert sink.quarantined["FL/1Sec/TRADE"] == "3 failures in a row, the last: timed out again"
+    assert sink.note_failure(BucketError("LG/1Min/QUOTE", "another layout", permanent=True))
+    lg = sink.ids.id_of("LG/1Min/QUOTE")
+    later = sink.ids.id_of("LATER/1Min/QUOTE")  # an id above every quarantined one
+    assert sink.quarantined_mask(np.array([ok, flaky, lg, later, flaky])).tolist() == \
+        [False, True, True, False, True]
+    with pytest.raises(QuarantinedError, match="another layout"):
+        sink.add("quote", quote("LG", 1, BASE_NS), ("q", 0))
+    sink.add("trade", trade("OK", 1, BASE_NS), ("t", 0))
+    assert sink.pending == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from confluent_kafka import Consumer, Message
 
@@ -75,13 +77,10 @@ def read_dead_letters(config: Config, n: int) -> list[Message]:
                        "group.id": unique("dlq"), "auto.offset.reset": "earliest"})
     reader.subscribe([config.kafka.topics.dead_letter])
     got: list[Message] = []
+    deadline = time.monotonic() + 30
     try:
-        for _ in range(60):
-            if len(got) >= n:
-                break
-            m = reader.poll(0.5)
-            if m is not None and m.error() is None:
-                got.append(m)
+        while len(got) < n and time.monotonic() < deadline:
+            got += [m for m in reader.consume(n - len(got), 0.5) if m.error() is None]
     finally:
         reader.close()
     return got

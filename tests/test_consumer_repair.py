@@ -54,6 +54,37 @@ def test_repair_removes_duplicates(marketstore_url: str) -> None:
     _equal(marketstore_url, tbk, expected[tbk])
 
 
+@pytest.mark.parametrize("page_rows", [37, 200])
+def test_repair_goes_page_by_page(marketstore_url: str, monkeypatch: pytest.MonkeyPatch,
+                                  page_rows: int) -> None:
+    """Pages smaller than one second's rows (143 here: the whole interval is read at once)
+    and larger ones ending inside an interval (the interval moves to the next page)."""
+    monkeypatch.setattr("consumer.sink.REPAIR_PAGE_ROWS", page_rows)
+    tbk, expected = _duplicated_bucket(marketstore_url)
+    sink = MarketStoreSink(MarketStoreWriter(marketstore_url))
+    pages = list(sink._pages(tbk))
+    assert sum(len(p) for p in pages) == 450 and len(pages) > 1
+    sink.repair(tbk)
+    assert sink.repairs == 1
+    _equal(marketstore_url, tbk, expected[tbk])
+
+
+def test_a_shadow_doubled_by_wal_replay_still_finishes_the_repair(marketstore_url: str) -> None:
+    """A kill -9 after the marker was written can replay the shadow's write: its copies are
+    dropped, and the repair completes instead of stalling on a count mismatch."""
+    tbk, expected = _duplicated_bucket(marketstore_url)
+    shadow, marker = _shadow_keys(tbk)
+    writer = MarketStoreWriter(marketstore_url)
+    writer.write({shadow: expected[tbk]})
+    writer.write({shadow: expected[tbk][:40]})
+    mark = np.zeros(1, dtype=[("Epoch", "<i8"), ("Rows", "<i8")])
+    mark["Epoch"], mark["Rows"] = 1_000_000_000, len(expected[tbk])
+    writer.write({marker: mark})
+    sink = MarketStoreSink(MarketStoreWriter(marketstore_url))
+    sink._load_tails(np.array([sink.ids.id_of(tbk)]))
+    _equal(marketstore_url, tbk, expected[tbk])
+
+
 def test_repair_interrupted_after_destroy_is_finished_by_the_next_user(
         marketstore_url: str) -> None:
     tbk, expected = _duplicated_bucket(marketstore_url)

@@ -36,7 +36,7 @@ import uuid
 import numpy as np
 from confluent_kafka import Producer
 
-from bench.consumer.measured import measure_consumer
+from bench.consumer.measured import throughput
 from bench.consumer.paced import paced_publisher
 from common.config import Config, ConsumerConfig
 from common.runtime import tune_for_throughput
@@ -101,23 +101,6 @@ def ceiling(url: str, events: list[tuple[str, dict]], batch: int) -> float:
     return len(events) / (time.perf_counter() - t0)
 
 
-def throughput(config: Config, n: int) -> tuple[float, int, float, float, dict[str, float], int,
-                                               int]:
-    """Runs one consumer in a spawned process (see :mod:`bench.consumer.measured`)."""
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=measure_consumer, args=(config, n, send))
-    child.start()
-    send.close()
-    try:
-        if not receive.poll(600):
-            raise SystemExit("the consumer did not write every event within 600 s")
-        result = receive.recv()
-    finally:
-        child.join(60)
-    return result  # type: ignore[no-any-return]
-
-
 def latency(config: Config, rate: int, seconds: float, symbols: list[str]) -> np.ndarray:
     tune_for_throughput()  # as the CLI does
     service = ConsumerService(config, Options(group_id=config.consumer.group_id))
@@ -167,7 +150,9 @@ def main() -> None:
     print(f"ceiling (raw multi-bucket write of prebuilt arrays): {ceil:,.0f} events/s")
     count = len(events)
     del events  # the consumer runs in its own process; this one only waits
-    rate, n, cpu, loop_cpu, per_thread, faults, rss_mib = throughput(config, count)
+    m = throughput(config, count)
+    rate, n, cpu, loop_cpu, per_thread, faults, rss_mib = (
+        m.rate, m.events, m.cpu, m.loop_cpu, m.per_thread, m.faults, m.rss_mib)
     print(f"consumer: {n:,} events in MarketStore at {rate:,.0f} events/s wall, "
           f"{n / cpu:,.0f} events per CPU-second of the consumer process (all its threads), "
           f"{n / loop_cpu:,.0f} per CPU-second of its loop thread")

@@ -7,15 +7,20 @@ consumer's garbage collector would otherwise walk. The process is tuned as the C
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
 import resource
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+import consumer.sink as sink_module
 from bench.procstat import cpu_seconds
 from common.config import Config
 from common.runtime import tune_for_throughput
+from consumer.dedupe import read_ranges
 from consumer.service import ConsumerService, Options
 
 
@@ -61,10 +66,44 @@ def _peak_resident_mib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
-def measure_consumer(config: Config, n: int, conn: Connection) -> None:
-    """Consumes until ``n`` events are written; sends (events/s wall, events written,
-    process CPU s, loop-thread CPU s, {thread: CPU s}, minor page faults, peak resident MiB)
-    down ``conn``."""
+@dataclass
+class Measured:
+    rate: float  # events/s wall, first message to last write
+    events: int  # events written
+    cpu: float  # CPU seconds of the whole consumer process
+    loop_cpu: float  # CPU seconds of its loop thread
+    per_thread: dict[str, float]
+    faults: int  # minor page faults
+    rss_mib: int  # peak resident size
+    rows_read: int  # stored rows the dedupe read back
+
+
+def throughput(config: Config, n: int, timeout_s: float = 600.0,
+               whole_span: bool = False) -> Measured:
+    """Runs one consumer in a spawned process until ``n`` events are written.
+
+    ``whole_span``: its dedupe reads one range per bucket, min..max of the batch's records
+    (how it read before ``consumer.dedupe.read_ranges``), for comparison."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=measure_consumer, args=(config, n, send, whole_span))
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(timeout_s):
+            raise SystemExit(f"the consumer did not write every event within {timeout_s:.0f} s")
+        result = receive.recv()
+    finally:
+        child.join(60)
+    return result  # type: ignore[no-any-return]
+
+
+def measure_consumer(config: Config, n: int, conn: Connection, whole_span: bool = False
+                     ) -> None:
+    """Consumes until ``n`` events are written (or seen as already stored); sends a
+    :class:`Measured` down ``conn``."""
+    if whole_span:
+        sink_module.read_ranges = functools.partial(read_ranges, max_ranges=1)
     tune_for_throughput()
     service = ConsumerService(config, Options(group_id=config.consumer.group_id))
     first: list[float] = []
@@ -81,7 +120,7 @@ def measure_consumer(config: Config, n: int, conn: Connection) -> None:
     threads: dict[str, float] = {}
 
     def on_written(result) -> None:  # type: ignore[no-untyped-def]
-        written[0] += sum(result.rows_written.values())
+        written[0] += sum(result.rows_written.values()) + result.duplicates_dropped
         last[0] = time.perf_counter()
         if written[0] >= n:
             threads.update(_thread_cpu())  # before the threads end at close
@@ -108,6 +147,6 @@ def measure_consumer(config: Config, n: int, conn: Connection) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     faults = usage.ru_minflt - faults0
     per_thread = {k: v - before.get(k, 0.0) for k, v in threads.items()}
-    conn.send((written[0] / (last[0] - first[0]), written[0], cpu, loop_cpu[0], per_thread,
-               faults, _peak_resident_mib()))
+    conn.send(Measured(written[0] / (last[0] - first[0]), written[0], cpu, loop_cpu[0],
+                       per_thread, faults, _peak_resident_mib(), service.sink.dedupe_rows_read))
     conn.close()
