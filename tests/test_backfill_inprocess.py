@@ -14,8 +14,8 @@ import pytest
 from backfill.inprocess import repair_gap, run_inprocess_backfill
 from backfill.plan import day_start_ns, market_today
 from common.config import Config
+from producer.gaps import Gap
 from producer.publisher import Publisher
-from producer.session import Gap
 from schemas.topics import ensure_topics
 from simulator.server import SimulatorServer
 from tests.test_backfill_e2e import (
