@@ -155,7 +155,7 @@ def make_config(kafka_bootstrap: str, sim: SimulatorServer, symbols: list[str],
                               data_types=["trades", "quotes"]),  # type: ignore[arg-type]
         kafka=KafkaConfig(bootstrap_servers=kafka_bootstrap, topics=topics, partitions=2),
         # these tests count the repairs of the gaps they write; the downtime between
-        # their runs is tested in test_producer_downtime.py
+        # their runs is tested in test_producer_promise.py
         producer=ProducerConfig(reconnect_initial_s=0.1, reconnect_max_s=1.0,
                                 gaps_file=str(tmp_path / "gaps.jsonl"), gap_repair=True,
                                 kafka_wait_s=10.0, repair_downtime=False),
@@ -178,11 +178,11 @@ class CountingRepair:
         self.done = threading.Event()
         self._real = inprocess.repair_gap
 
-    async def __call__(self, config: Config, publisher: Any, gap: Any) -> int:
+    async def __call__(self, config: Config, publisher: Any, gap: Any) -> Any:
         self.calls.append(gap.id)
-        n = await self._real(config, publisher, gap)
+        outcome = await self._real(config, publisher, gap)
         self.done.set()
-        return n
+        return outcome
 
 
 def run_producer(config: Config, until: Any, what: str) -> InProcessProducer:
