@@ -191,9 +191,10 @@ class ProducerSession:
         """Repair gaps with ``await repair(gap)`` in background tasks: each live gap when
         it closes, and, when the session starts, every gap the gaps file still lists as
         pending (left by a crash, a stop mid-repair or a failed repair). A completed repair
-        appends a ``repaired`` marker to the gaps file; a failed one stays pending and is
-        retried at the next start. Callable before :meth:`run` or, from any thread, while
-        it runs."""
+        appends a ``repaired`` marker to the gaps file (``unrepairable`` when ``repair``
+        returns a :class:`RepairOutcome` saying part of it cannot be); a failed one is
+        retried with backoff while the session runs, and stays pending for the next start
+        until then. Callable before :meth:`run` or, from any thread, while it runs."""
         self._gap_repair = repair
         loop = self._loop
         if loop is not None and not loop.is_closed():
