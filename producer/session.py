@@ -83,6 +83,7 @@ REPAIR_RETRY_INITIAL_S = 1.0
 REPAIR_RETRY_MAX_S = 60.0
 # At a stop, how long to wait for Kafka to acknowledge what is queued.
 FINAL_FLUSH_S = 60.0
+_LIVE_TIME_STEP_NS = 1_000_000  # the WebSocket's event times are milliseconds
 _SYMBOL_OF_ROUTED = itemgetter(2)  # (topic, value, symbol) from the native encoder
 
 
@@ -552,12 +553,14 @@ class ProducerSession:
             return
         now = time.time_ns()
         for failed in pub.take_failed():
+            # live times are whole milliseconds: REST dates the same print up to 1 ms later
+            end_ns = failed.end_ns + _LIVE_TIME_STEP_NS - 1
             self._record_gap(Gap(
-                start_ns=failed.start_ns, end_ns=failed.end_ns, disconnected_ns=now,
+                start_ns=failed.start_ns, end_ns=end_ns, disconnected_ns=now,
                 symbols=tuple(sorted(failed.symbols)), data_types=(failed.data_type,),
                 reason=f"Kafka did not acknowledge {failed.records} record(s): "
                        f"{failed.error}",
-                attempts=0, id=f"{failed.start_ns}-{failed.end_ns}-{failed.data_type}"),
+                attempts=0, id=f"{failed.start_ns}-{end_ns}-{failed.data_type}"),
                 repair=not stopping)
 
     # -- the watermark (producer.watermark) ----------------------------------------------
