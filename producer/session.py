@@ -573,7 +573,7 @@ class ProducerSession:
         if previous is not None:
             gaps = downtime_gaps(previous, now_ns, self.symbols, self.data_types,
                                  repair_clean_stop=self._pcfg.repair_downtime)
-            if previous.clean_stop and not gaps:
+            if previous.clean_stop and not self._pcfg.repair_downtime:
                 log.info("the downtime since the previous clean stop is not repaired "
                          "(producer.repair_downtime: false)",
                          extra={"stopped_ns": previous.written_ns})

@@ -72,7 +72,12 @@ def consume_into_marketstore(config: Config) -> None:
 def assert_stored_equals_model(url: str, model: Any, symbol: str, lo: int, hi: int) -> None:
     """MarketStore's trades and quotes of ``symbol`` with SIP times in [lo, hi) are the
     simulator model's, row by row: every print once (a live (ms) and a repaired (ns) copy
-    of one print are one row), nothing else, same prices, sizes and SIP millisecond."""
+    of one print are one row), nothing else, same prices, sizes and SIP millisecond.
+
+    The window is narrowed to whole milliseconds, so that a live row (its time cut to the
+    millisecond) and the model's event fall on the same side of both edges."""
+    ms = 1_000_000
+    lo, hi = -(-lo // ms) * ms, hi // ms * ms
     for tbk, want, cols in (
             (f"{symbol}/1Sec/TRADE", model.trades(symbol, lo, hi),
              (("price", "Price"),)),
