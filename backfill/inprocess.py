@@ -19,8 +19,9 @@ from backfill.checkpoint import Checkpoint, checkpoint_key, default_state_dir
 from backfill.client import MassiveRestClient, RestError
 from backfill.engine import BackfillEngine, FatalBackfillError
 from backfill.plan import Window, gap_windows, market_today, plan_windows
-from backfill.symbols import is_glob
+from backfill.symbols import is_glob, match_glob
 from common.config import BAR_FREQUENCIES, Config
+from producer.gaps import RepairOutcome
 
 log = logging.getLogger("backfill.inprocess")
 
@@ -121,46 +122,73 @@ def _gap_field(gap: Any, name: str, default: Any = None) -> Any:
     return getattr(gap, name, default)
 
 
-async def repair_gap(config: Config, publisher: Any, gap: Any) -> int:
-    """Fetch [gap.start_ns, gap.end_ns] from REST and publish it; returns records published.
+def repair_targets(symbols: list[str], data_types: list[str],
+                   seen: Mapping[str, Any]) -> tuple[dict[str, list[str]], str]:
+    """Pure: per data type, the symbols a repair can fetch, and why the rest of the gap
+    cannot be repaired ("" when nothing is left out).
+
+    Explicit symbols are always fetched. A wildcard (``*``, ``A*``) names no symbol: only
+    those ``seen`` streaming before the gap (per data type) can be fetched; a symbol that
+    traded in the window but never streamed in that session cannot be known.
+    """
+    explicit = [s for s in symbols if not is_glob(s)]
+    globs = [s for s in symbols if is_glob(s)]
+    targets: dict[str, list[str]] = {}
+    for data_type in data_types:
+        extra = [s for s in seen.get(data_type, ()) if any(match_glob(g, s) for g in globs)]
+        targets[data_type] = sorted(set(explicit).union(extra)) if extra else explicit
+    if not globs:
+        return targets, ""
+    counts = ", ".join(f"{t} {len(targets[t]) - len(explicit)}" for t in data_types)
+    return targets, (
+        f"wildcard subscription {','.join(globs)}: repaired only for the symbols seen "
+        f"streaming before the gap ({counts}); a symbol that never streamed in that session "
+        f"cannot be named, so the window is not repaired for it (backfill it with "
+        f"massive-fetcher backfill -symbols '{','.join(globs)}')")
+
+
+async def repair_gap(config: Config, publisher: Any, gap: Any) -> RepairOutcome:
+    """Fetch [gap.start_ns, gap.end_ns] from REST and publish it.
 
     ``gap`` is a mapping or an object with ``start_ns`` and ``end_ns`` (Unix ns, both
-    included) and optionally ``symbols`` and ``data_types`` (default: the configured
-    ones). Trades and quotes are fetched over exactly that interval, bars as the 1Min bars
-    overlapping it that are complete by now (the live stream delivers the current one).
-    Wildcard symbols cannot be repaired (logged and skipped). Raises
-    :class:`RestError` / :class:`FatalBackfillError` when the repair is incomplete, so the
-    producer leaves the gap pending in its gaps file (no "repaired" marker) and repairs it
-    again at its next start; returns only after Kafka acknowledged
-    every record (``publisher.flush`` returned 0).
+    included) and optionally ``symbols``, ``data_types`` (default: the configured ones)
+    and ``seen`` (per data type, the symbols that streamed before a wildcard gap). Trades
+    and quotes are fetched over exactly that interval, bars as the 1Min bars overlapping
+    it that are complete by now (the live stream delivers the current one). What a
+    wildcard leaves out is returned as ``unrepairable`` (see :func:`repair_targets`).
+    Raises :class:`RestError` / :class:`FatalBackfillError` when the repair is incomplete
+    (a window failed, or Kafka did not acknowledge every record), so the producer leaves
+    the gap pending and tries again; returns only after Kafka acknowledged every record.
     """
     m = config.massive
     start_ns = int(_gap_field(gap, "start_ns"))
     end_ns = int(_gap_field(gap, "end_ns"))
     symbols = list(_gap_field(gap, "symbols") or m.symbols)
     data_types = list(_gap_field(gap, "data_types") or m.data_types)
-    explicit = [s for s in symbols if not is_glob(s)]
-    if len(explicit) != len(symbols):
-        log.warning("gap repair skips wildcard symbols; backfill them with the CLI",
-                    extra={"symbols": [s for s in symbols if is_glob(s)],
-                           "start_ns": start_ns, "end_ns": end_ns})
+    targets, unrepairable = repair_targets(symbols, data_types, _gap_field(gap, "seen") or {})
+    if unrepairable:
+        log.warning("gap repair: %s", unrepairable,
+                    extra={"start_ns": start_ns, "end_ns": end_ns})
     now = time.time_ns()
-    windows = [w for s in explicit for w in gap_windows(s, data_types, start_ns, end_ns, now)]
+    windows = [w for data_type, syms in targets.items() for s in syms
+               for w in gap_windows(s, [data_type], start_ns, end_ns, now)]
     if not windows:
-        return 0
+        return RepairOutcome(0, unrepairable, targets if unrepairable else {})
     if not m.api_key:
         raise FatalBackfillError("gap repair needs massive.api_key")
+    failed_before = publisher.failed
     async with _rest_client(config) as client:
         engine = _engine(config, client, publisher, None, commit_interval_s=3600.0)
         progress = await engine.run(windows)
-    if progress.windows_failed:
+    if progress.windows_failed or progress.failures:
         raise RestError(f"gap repair incomplete: {progress.windows_failed} of "
                         f"{len(windows)} window(s) failed: {progress.failures[0]}")
     remaining = await asyncio.to_thread(publisher.flush, 30.0)
-    if remaining:
-        raise FatalBackfillError(f"gap repair: {remaining} record(s) not acknowledged by "
-                                 "Kafka")
+    if remaining or publisher.failed != failed_before:
+        raise FatalBackfillError(
+            f"gap repair: {remaining or publisher.failed - failed_before} record(s) not "
+            "acknowledged by Kafka")
     log.info("gap repaired", extra={"start_ns": start_ns, "end_ns": end_ns,
-                                    "symbols": len(explicit), "records": progress.records,
+                                    "windows": len(windows), "records": progress.records,
                                     "pages": progress.pages})
-    return progress.records
+    return RepairOutcome(progress.records, unrepairable, targets if unrepairable else {})

@@ -140,6 +140,8 @@ class ProducerConfig:
     # Where disconnect windows are recorded for gap repair (JSON lines).
     gaps_file: str = "state/gaps.jsonl"
     gap_repair: bool = True
+    # Repair the downtime between a clean stop and the next start (a crash's always is).
+    repair_downtime: bool = True
     # At start, wait this long for Kafka to answer, then exit with a clear error.
     kafka_wait_s: Annotated[float, Range(above=0)] = 30.0
 

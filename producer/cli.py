@@ -9,7 +9,8 @@ task of the session and ``repair_gap(config, publisher, gap)`` is called for eve
 recorded gap (and, at start, for every gap earlier runs left unrepaired); both share
 the event loop and must never block the live read loop, and both produce through a
 Kafka producer of their own, so that waiting for their acknowledgements never waits for
-the live stream's queue.
+the live stream's queue. ``repair_gap`` returns the records published or a
+``producer.gaps.RepairOutcome`` naming what it could not repair.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from common.config import Config, ConfigError
 from common.logs import setup_logging
 from common.metrics import MetricsServer
 from massive_fetcher.cli import add_config_argument, config_from_args
+from producer.gaps import Gap, RepairOutcome
 from producer.protocol import subscription_channels
 from producer.publisher import Publisher, PublisherError
-from producer.session import EXIT_KAFKA_FAILED, Gap, ProducerSession
+from producer.session import EXIT_KAFKA_FAILED, ProducerSession
 
 log = logging.getLogger("producer")
 
@@ -109,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         code = asyncio.run(_main(session, config, side_publisher or publisher))
     finally:
-        remaining = publisher.close(FLUSH_TIMEOUT_S)
+        # the session's own final flush already waited for Kafka, when it got that far
+        remaining = publisher.close(FLUSH_TIMEOUT_S if session.unacknowledged_at_stop is None
+                                    else 1.0)
         if side_publisher is not None and side_publisher.close(FLUSH_TIMEOUT_S):
             # nothing is lost: what was not acknowledged was never checkpointed or marked
             # repaired, so the next run fetches it again
@@ -172,8 +176,8 @@ def _attach_inprocess(session: ProducerSession, config: Config, publisher: Publi
             inprocess.run_inprocess_backfill(config, publisher, session.stop_event),
             name="inprocess-backfill")
     if config.producer.gap_repair:
-        async def repair(gap: Gap) -> int:
-            return int(await inprocess.repair_gap(config, publisher, gap))
+        async def repair(gap: Gap) -> int | RepairOutcome:
+            return await inprocess.repair_gap(config, publisher, gap)
 
         # also picks up the gaps earlier runs left unrepaired (marked in the gaps file)
         session.set_gap_repair(repair)

@@ -10,6 +10,7 @@ delivery accounting, and Prometheus metrics.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import threading
@@ -24,6 +25,8 @@ from prometheus_client.registry import Collector
 
 from common.config import Config
 from common.kafka import refused_as_too_large
+from producer.mapping import event_timestamp_ns
+from schemas.codec import DATA_TYPE_OF_KIND
 from schemas.keys import symbol_key
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,12 @@ DEFAULT_PRODUCER_PROPERTIES: dict[str, Any] = {
     "linger.ms": 5,
     "batch.size": 1_000_000,
     "batch.num.messages": 100_000,
+    # No record is ever dropped by a timeout: while Kafka is unreachable the records wait
+    # in the bounded local queue, and once it is nearly full the live session stops
+    # reading (if Massive then drops us as a slow consumer, that is an ordinary gap,
+    # repaired from REST). A finite value set in the config drops records after it; the
+    # session then records their range as a gap and repairs it once Kafka is back.
+    "message.timeout.ms": 0,
     "queue.buffering.max.messages": 1_000_000,
     "queue.buffering.max.kbytes": 512 * 1024,
     "message.max.bytes": 2_000_000,
@@ -55,6 +64,26 @@ _BACKPRESSURE_LOG_INTERVAL_S = 5.0
 # Delivery failures are logged one by one up to this many, then every Nth.
 _FAILURE_LOG_FIRST = 20
 _FAILURE_LOG_EVERY = 1000
+
+
+@dataclasses.dataclass
+class FailedRange:
+    """Records of one data type that Kafka did not acknowledge: their event-time range,
+    their symbols, how many, and the last error."""
+
+    data_type: str
+    start_ns: int
+    end_ns: int
+    symbols: set[str]
+    records: int = 0
+    error: str = ""
+
+    def add(self, ts_ns: int, symbol: str, error: str) -> None:
+        self.start_ns = min(self.start_ns, ts_ns)
+        self.end_ns = max(self.end_ns, ts_ns)
+        self.symbols.add(symbol)
+        self.records += 1
+        self.error = error
 
 
 class PublisherError(RuntimeError):
@@ -78,7 +107,9 @@ class Publisher:
     ``publish`` returns once the record is in librdkafka's queue. When that queue is full
     it serves delivery reports and waits (back-pressure) instead of raising or dropping.
     ``delivered``/``failed`` count delivery reports; a failure is a record librdkafka gave
-    up on after its own retries (``delivery.timeout.ms``), and each one is logged.
+    up on after its own retries (a finite ``message.timeout.ms``, or an error it does not
+    retry), and each one is logged and kept, by data type and event time, for
+    :meth:`take_failed` (the live session records them as gaps).
     """
 
     def __init__(self, config: Config, client_id: str = "producer",
@@ -118,6 +149,9 @@ class Publisher:
         self.produced_by_kind = dict.fromkeys(KINDS, 0)
         self.fatal_error: str | None = None
         self.last_error: str | None = None
+        # Failed deliveries by data type, until the session takes them as gaps.
+        self._failed_ranges: dict[str, FailedRange] = {}
+        self._type_of_topic = {t: DATA_TYPE_OF_KIND[k] for k, t in self._topics.items()}
         self._last_backpressure_log = 0.0
         if registry is not None:
             registry.register(_PublisherCollector(self))
@@ -285,6 +319,38 @@ class Publisher:
             return max(0, self.produced - self.failed - len(self._producer))
         return self._acknowledged
 
+    @property
+    def failures_pending(self) -> bool:
+        """Some delivery failure has not been taken by :meth:`take_failed` yet."""
+        return bool(self._failed_ranges)
+
+    def take_failed(self) -> list[FailedRange]:
+        """The failed deliveries since the last call, one range per data type."""
+        with self._count_lock:
+            ranges, self._failed_ranges = list(self._failed_ranges.values()), {}
+        return ranges
+
+    def _note_failed(self, msg: Any, error: str) -> None:
+        """Which record failed, by event time: the value is decoded (failures are rare);
+        a value that does not decode is placed at its Kafka timestamp (produce time)."""
+        try:
+            kind, record = self._codec.decode(msg.value())
+            data_type = DATA_TYPE_OF_KIND[kind]
+            ts_ns, symbol = event_timestamp_ns(kind, record), str(record["symbol"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            log.error("a record Kafka did not acknowledge does not decode; its produce time "
+                      "stands for its event time", extra={"error": str(exc)})
+            key = msg.key()
+            data_type = self._type_of_topic.get(msg.topic(), "trades")
+            ts_ns = msg.timestamp()[1] * 1_000_000
+            symbol = key.decode("utf-8", "replace") if key else ""
+        with self._count_lock:
+            failed = self._failed_ranges.get(data_type)
+            if failed is None:
+                failed = self._failed_ranges[data_type] = FailedRange(
+                    data_type, ts_ns, ts_ns, set())
+            failed.add(ts_ns, symbol, error)
+
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
             with self._count_lock:
@@ -293,6 +359,10 @@ class Publisher:
         with self._count_lock:
             self.failed += 1
         self.last_error = err.str()
+        # A record over the size limit is bad input (REST would bring the same record
+        # back): counted and logged like the refusals in _refused, not a gap.
+        if err.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+            self._note_failed(msg, err.str())
         if self.failed <= _FAILURE_LOG_FIRST or self.failed % _FAILURE_LOG_EVERY == 0:
             key = msg.key()
             log.error("Kafka delivery failed after retries",

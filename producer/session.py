@@ -5,13 +5,21 @@ One asyncio task reads frames and, inline, parses them (protocol), maps every ev
 the socket and Kafka, so nothing received can sit in a Python buffer when we stop. Kafka
 back-pressure pauses reading (and is logged) instead of dropping anything.
 
-Every time a subscribed connection is lost, the window between the newest data seen and
-the moment the new subscription is live is recorded as a :class:`Gap`: appended to
-``producer.gaps_file`` (JSON lines) and handed to the gap listeners (gap repair in
-``backfill``), which run as background tasks of this session so they never block reading.
-Gap repair is durable: a completed repair appends a ``{"repaired": <gap id>, ...}`` marker
-line to the same file, and at start every gap without a marker (repair cut off by a stop
-or crash, or failed) is repaired again in the background (see :meth:`set_gap_repair`).
+Every window in which live data may be missing is recorded as a :class:`Gap` in
+``producer.gaps_file`` (see ``producer.gaps``) and handed to the gap listeners and to gap
+repair (``backfill``), which run as background tasks of this session so they never block
+reading:
+
+* a lost subscribed connection: from the newest data seen to the new subscription;
+* records Kafka did not acknowledge (a finite ``message.timeout.ms``, or any other
+  delivery failure): per data type, their event-time range and symbols;
+* the producer's own downtime: at the first subscription of a run, from the watermark the
+  previous run saved (``producer.watermark``) to now.
+
+A repair that fails is retried with backoff while the session runs (e.g. until Kafka is
+back). A completed repair appends a ``repaired`` marker line, a repair that could only
+cover part of the gap an ``unrepairable`` one; at start every gap without a marker is
+repaired again in the background (see :meth:`set_gap_repair`).
 
 Exit codes of :meth:`ProducerSession.run`: 0 stopped on request, ``EXIT_AUTH_FAILED`` when
 the server refused the key (no retry: the same key will not work the second time),
@@ -23,23 +31,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from backfill.symbols import is_glob
 from common.backoff import backoff_s
 from common.config import Config
+from producer.gaps import Gap, RepairOutcome, append_line, read_gap_log
 from producer.liveencode import LiveEncoder, NativeFrames
 from producer.mapping import MappingError, event_timestamp_ns, record_from_ws_event
 from producer.protocol import (
@@ -50,6 +58,13 @@ from producer.protocol import (
     subscription_channels,
 )
 from producer.publisher import Publisher, PublisherError
+from producer.watermark import (
+    Watermark,
+    downtime_gaps,
+    read_watermark,
+    watermark_path,
+    write_watermark,
+)
 from schemas.codec import DATA_TYPE_OF_KIND
 
 log = logging.getLogger(__name__)
@@ -61,108 +76,21 @@ EXIT_KAFKA_FAILED = 5
 
 # Errors the codec may raise for a record that does not fit the schema.
 _ENCODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
-
-
-@dataclasses.dataclass(frozen=True)
-class Gap:
-    """A window in which live data may have been missed, for repair from REST.
-
-    ``start_ns``: the newest event time (or frame receipt time, whichever is earlier)
-    seen before the connection dropped; ``end_ns``: when the new subscription was live.
-    Everything the feed published strictly inside (start_ns, end_ns) may be missing;
-    repairing the closed interval with some overlap is harmless (the consumer is
-    exactly-once). Minute bars overlapping the window (ending after ``start_ns``) may be
-    missing too. ``end_ns`` is the stop time when the process stopped while disconnected
-    (``reason`` then ends with "; stopped before reconnecting").
-    """
-
-    start_ns: int
-    end_ns: int
-    disconnected_ns: int
-    symbols: tuple[str, ...]
-    data_types: tuple[str, ...]
-    reason: str
-    attempts: int = 1  # reconnection attempts it took (0: stopped before any)
-    # Stable across runs so a "repaired" marker line can name it; lines written before
-    # ids existed get the same id derived from the window when read back.
-    id: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.id:
-            object.__setattr__(self, "id", gap_id(self.start_ns, self.end_ns))
-
-    def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["symbols"] = list(self.symbols)
-        d["data_types"] = list(self.data_types)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Gap:
-        return cls(start_ns=int(d["start_ns"]), end_ns=int(d["end_ns"]),
-                   disconnected_ns=int(d["disconnected_ns"]),
-                   symbols=tuple(d["symbols"]), data_types=tuple(d["data_types"]),
-                   reason=str(d.get("reason", "")), attempts=int(d.get("attempts", 1)),
-                   id=str(d.get("id") or ""))
-
-
-def gap_id(start_ns: int, end_ns: int) -> str:
-    return f"{start_ns}-{end_ns}"
+# How often failed deliveries become gaps and the watermark is saved (when it moved).
+WATERMARK_INTERVAL_S = 1.0
+# A failed repair is tried again after a growing delay (e.g. until Kafka is back).
+REPAIR_RETRY_INITIAL_S = 1.0
+REPAIR_RETRY_MAX_S = 60.0
+# At a stop, how long to wait for Kafka to acknowledge what is queued.
+FINAL_FLUSH_S = 60.0
+_LIVE_TIME_STEP_NS = 1_000_000  # the WebSocket's event times are milliseconds
+_SYMBOL_OF_ROUTED = itemgetter(2)  # (topic, value, symbol) from the native encoder
 
 
 GapListener = Callable[[Gap], Awaitable[None]]
-# Repairs a gap completely (returns the records published) or raises.
-GapRepair = Callable[[Gap], Awaitable[int]]
-
-
-@dataclasses.dataclass
-class GapLog:
-    """What a gaps file says: the gaps (first line per id, file order) and which of them
-    were repaired (``{"repaired": id, "records": n, "at_ns": t}`` marker lines)."""
-
-    gaps: list[Gap]
-    repaired: dict[str, dict[str, Any]]
-    bad_lines: int = 0  # unreadable lines (e.g. torn by a crash mid-write), skipped
-
-    @property
-    def pending(self) -> list[Gap]:
-        return [g for g in self.gaps if g.id not in self.repaired]
-
-
-def parse_gap_log(text: str, source: str = "gaps file") -> GapLog:
-    """Pure parser of the gaps file format (see :class:`GapLog`)."""
-    gaps: dict[str, Gap] = {}
-    repaired: dict[str, dict[str, Any]] = {}
-    bad = 0
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = orjson.loads(line)
-            if "repaired" in d:
-                repaired[str(d["repaired"])] = d
-            else:
-                gap = Gap.from_dict(d)
-                gaps.setdefault(gap.id, gap)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            bad += 1
-            log.warning("%s line %d is not a gap record, skipped: %s", source, n, exc)
-    return GapLog(list(gaps.values()), repaired, bad)
-
-
-def read_gap_log(path: str | os.PathLike[str]) -> GapLog:
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return GapLog([], {})
-    return parse_gap_log(text, str(path))
-
-
-def read_gaps(path: str | os.PathLike[str], *, pending: bool = False) -> list[Gap]:
-    """Every gap recorded in a gaps file (missing file: none); with ``pending=True`` only
-    those not marked repaired."""
-    gap_log = read_gap_log(path)
-    return gap_log.pending if pending else gap_log.gaps
+# Repairs a gap (returns the records published, or a RepairOutcome saying what part could
+# not be repaired) or raises.
+GapRepair = Callable[[Gap], Awaitable["int | RepairOutcome"]]
 
 
 class _Disconnected(Exception):
@@ -210,7 +138,22 @@ class ProducerSession:
         self._repair_lock = asyncio.Lock()
         self._resumed = False  # pending gaps of earlier runs were picked up
         self.gaps_repaired = 0
+        self.gaps_unrepairable = 0
         self.gap_repairs_failed = 0
+        # Per data type: the newest event time received, and the newest below which Kafka
+        # acknowledged everything (both start at the run's first subscription).
+        self._newest: dict[str, int] = dict.fromkeys(self.data_types, 0)
+        self._acked: dict[str, int] = {}
+        self._acked_at_produced = -1  # publisher.produced when _acked last moved
+        self.watermark_file = watermark_path(self.gaps_file)
+        self._watermark_dirty = False
+        # Symbols seen streaming, per data type: only for wildcard subscriptions, where
+        # they are the only symbols a gap repair can name.
+        self._seen: dict[str, set[str]] | None = (
+            {t: set() for t in self.data_types} if any(map(is_glob, self.symbols)) else None)
+        self._seen_saved = 0  # symbols in self._seen when the watermark was last saved
+        self._failed_seen = 0  # publisher.failed at the last bookkeeping tick
+        self.unacknowledged_at_stop: int | None = None  # set by run()'s final flush
 
         self.stats = ProtocolStats()
         self.events_by_kind = {"bar": 0, "trade": 0, "quote": 0}
@@ -249,9 +192,10 @@ class ProducerSession:
         """Repair gaps with ``await repair(gap)`` in background tasks: each live gap when
         it closes, and, when the session starts, every gap the gaps file still lists as
         pending (left by a crash, a stop mid-repair or a failed repair). A completed repair
-        appends a ``repaired`` marker to the gaps file; a failed one stays pending and is
-        retried at the next start. Callable before :meth:`run` or, from any thread, while
-        it runs."""
+        appends a ``repaired`` marker to the gaps file (``unrepairable`` when ``repair``
+        returns a :class:`RepairOutcome` saying part of it cannot be); a failed one is
+        retried with backoff while the session runs, and stays pending for the next start
+        until then. Callable before :meth:`run` or, from any thread, while it runs."""
         self._gap_repair = repair
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -300,6 +244,7 @@ class ProducerSession:
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         self._resume_pending_gaps()
+        self.start_task(self._bookkeeping(), name="producer-watermark")
         failures = 0
         try:
             while not self.stop_event.is_set():
@@ -355,6 +300,7 @@ class ProducerSession:
             if self._pending_gap is not None:
                 self._close_gap(time.time_ns(), stopped=True)
             await self._stop_tasks()
+            await self._final_flush()
 
     def _backoff(self, attempt: int) -> float:
         return backoff_s(attempt - 1, self._pcfg.reconnect_initial_s, self._pcfg.reconnect_max_s)
@@ -384,6 +330,8 @@ class ProducerSession:
             self._subscribed = True
             self._subscribed_at = time.monotonic()
             self.state = "subscribed"
+            if not self._acked:
+                self._first_subscription(time.time_ns())
             if self._pending_gap is not None:
                 self._close_gap(time.time_ns())
             await self._stream(ws, proto)
@@ -433,6 +381,8 @@ class ProducerSession:
         high = 0.8 * pub.max_queue_messages
         while True:
             frame = await recv(False)  # bytes: orjson validates UTF-8 while parsing
+            if not pub.queue_depth:  # everything received so far is acknowledged
+                self._mark_acknowledged()
             handle(proto, frame)
             poll(0)
             if pub.queue_depth > high:
@@ -476,7 +426,21 @@ class ProducerSession:
         counts["trade"] += trades
         counts["quote"] += quotes
         self.publisher.produce_routed(records, trades, quotes)
-        return int(ts)
+        ts = int(ts)
+        # The encoder returns one event time per frame (its last event's): it stands for
+        # both types, the same trust in the feed's time order a live gap's start takes.
+        newest, seen = self._newest, self._seen
+        if trades:
+            if ts > newest.get("trades", ts):
+                newest["trades"] = ts
+            if seen is not None:
+                seen["trades"].update(map(_SYMBOL_OF_ROUTED, records))
+        if quotes:
+            if ts > newest.get("quotes", ts):
+                newest["quotes"] = ts
+            if seen is not None:
+                seen["quotes"].update(map(_SYMBOL_OF_ROUTED, records))
+        return ts
 
     def _python_frame(self, proto: MassiveProtocol, frame: bytes | str,
                       received_ns: int) -> int:
@@ -490,6 +454,7 @@ class ProducerSession:
         items: list[tuple[str, str, bytes]] = []
         add = items.append
         counts = self.events_by_kind
+        newest, seen = self._newest, self._seen
         ts = 0
         for ev in events:
             out = fast(ev, recv) if fast is not None else None
@@ -510,6 +475,11 @@ class ProducerSession:
                 kind, symbol, value, ts = out
             add((kind, symbol, value))
             counts[kind] += 1
+            data_type = DATA_TYPE_OF_KIND[kind]
+            if ts > newest.get(data_type, ts):
+                newest[data_type] = ts
+            if seen is not None and data_type in seen:
+                seen[data_type].add(symbol)
         if items:
             self.publisher.produce_many(items)
         return ts
@@ -543,20 +513,127 @@ class ProducerSession:
             reason += "; stopped before reconnecting"
         gap = Gap(start_ns=start, end_ns=max(end_ns, start), disconnected_ns=disconnected,
                   symbols=self.symbols, data_types=self.data_types, reason=reason,
-                  attempts=self.reconnects - reconnects_before)
+                  attempts=self.reconnects - reconnects_before, seen=self._seen_now())
+        # no repair while shutting down; the file keeps it for later
+        self._record_gap(gap, repair=not stopped)
+
+    def _record_gap(self, gap: Gap, repair: bool = True) -> None:
+        """Write ``gap`` to the gaps file, then hand it to the listeners and the repair."""
         self.gaps.append(gap)
-        self._write_gap(gap)
+        self._append(gap.as_dict())
         log.warning("recorded a gap in the live data",
-                    extra={"gap_start_ns": gap.start_ns, "gap_end_ns": gap.end_ns,
+                    extra={"gap_id": gap.id, "gap_start_ns": gap.start_ns,
+                           "gap_end_ns": gap.end_ns,
                            "gap_s": round((gap.end_ns - gap.start_ns) / 1e9, 3),
-                           "reason": reason, "gaps_file": str(self.gaps_file)})
-        if stopped:
-            return  # no repair while shutting down; the file keeps it for later
+                           "data_types": list(gap.data_types), "reason": gap.reason,
+                           "gaps_file": str(self.gaps_file)})
+        if not repair:
+            return
         for listener in self._gap_listeners:
             self.start_task(listener(gap), name=f"gap-listener-{gap.id}")
         if self._gap_repair is not None:
             self._repairing.add(gap.id)
             self.start_task(self._repair(gap), name=f"gap-repair-{gap.id}")
+
+    def _seen_now(self) -> dict[str, tuple[str, ...]]:
+        if self._seen is None:
+            return {}
+        return {t: tuple(sorted(symbols)) for t, symbols in self._seen.items()}
+
+    def _record_failures(self, stopping: bool = False) -> None:
+        """Records Kafka did not acknowledge become gaps, one per data type: their
+        event-time range and symbols. While failures keep coming (Kafka still down) they
+        are gathered into one range; the watermark does not move meanwhile."""
+        pub = self.publisher
+        if not pub.failures_pending:
+            self._failed_seen = pub.failed
+            return
+        if not stopping and pub.failed != self._failed_seen:
+            self._failed_seen = pub.failed
+            return
+        now = time.time_ns()
+        for failed in pub.take_failed():
+            # live times are whole milliseconds: REST dates the same print up to 1 ms later
+            end_ns = failed.end_ns + _LIVE_TIME_STEP_NS - 1
+            self._record_gap(Gap(
+                start_ns=failed.start_ns, end_ns=end_ns, disconnected_ns=now,
+                symbols=tuple(sorted(failed.symbols)), data_types=(failed.data_type,),
+                reason=f"Kafka did not acknowledge {failed.records} record(s): "
+                       f"{failed.error}",
+                attempts=0, id=f"{failed.start_ns}-{end_ns}-{failed.data_type}"),
+                repair=not stopping)
+
+    # -- the watermark (producer.watermark) ----------------------------------------------
+
+    def _first_subscription(self, now_ns: int) -> None:
+        """The run's first subscription: the downtime since the previous run's watermark
+        becomes a gap (repaired like any other), then this run's watermark starts here."""
+        previous = read_watermark(self.watermark_file)
+        self._acked = dict.fromkeys(self.data_types, now_ns)
+        if previous is not None:
+            gaps = downtime_gaps(previous, now_ns, self.symbols, self.data_types,
+                                 repair_clean_stop=self._pcfg.repair_downtime)
+            if previous.clean_stop and not self._pcfg.repair_downtime:
+                log.info("the downtime since the previous clean stop is not repaired "
+                         "(producer.repair_downtime: false)",
+                         extra={"stopped_ns": previous.written_ns})
+            for gap in gaps:
+                self._record_gap(gap)
+        # written at once: the gaps above are in the gaps file now, the old mark is done
+        write_watermark(self.watermark_file, self._watermark(clean_stop=False))
+
+    def _mark_acknowledged(self) -> None:
+        """librdkafka's queue is empty: every record received so far was acknowledged or
+        reported as failed, so the watermark may move up to the newest event times."""
+        pub = self.publisher
+        if pub.produced == self._acked_at_produced or not self._acked or \
+                pub.failures_pending:  # failures must be gaps before the mark passes them
+            return
+        self._acked_at_produced = pub.produced
+        acked = self._acked
+        for data_type, newest in self._newest.items():
+            if newest > acked[data_type]:
+                acked[data_type] = newest
+                self._watermark_dirty = True
+
+    def _watermark(self, clean_stop: bool) -> Watermark:
+        return Watermark(acked_ns=dict(self._acked), symbols=self.symbols,
+                         seen=self._seen_now(), clean_stop=clean_stop,
+                         written_ns=time.time_ns())
+
+    async def _bookkeeping(self) -> None:
+        """Every ``WATERMARK_INTERVAL_S``: failed deliveries become gaps, then the
+        watermark moves and, when it did, is saved (off the event loop)."""
+        pub = self.publisher
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), WATERMARK_INTERVAL_S)
+            if self.stop_event.is_set():
+                return
+            pub.poll(0)
+            self._record_failures()
+            if not pub.queue_depth:
+                self._mark_acknowledged()
+            seen = sum(map(len, self._seen.values())) if self._seen is not None else 0
+            if self._acked and (self._watermark_dirty or seen != self._seen_saved):
+                self._watermark_dirty, self._seen_saved = False, seen
+                await asyncio.to_thread(write_watermark, self.watermark_file,
+                                        self._watermark(clean_stop=False))
+
+    async def _final_flush(self) -> None:
+        """At the end of :meth:`run`: wait for Kafka's acknowledgements, record what it
+        refused as gaps, and save the watermark (a clean stop when nothing is left)."""
+        remaining = await asyncio.to_thread(self.publisher.flush, FINAL_FLUSH_S)
+        self.unacknowledged_at_stop = remaining
+        failed = self.publisher.failures_pending
+        self._record_failures(stopping=True)
+        if not remaining:
+            self._mark_acknowledged()
+        if self._acked:  # this run subscribed; otherwise the previous run's mark stays
+            await asyncio.to_thread(write_watermark, self.watermark_file,
+                                    self._watermark(clean_stop=not remaining and not failed))
+
+    # -- repair ---------------------------------------------------------------------------
 
     def _resume_pending_gaps(self) -> None:
         """Start repairing the gaps earlier runs left pending (once per run)."""
@@ -580,44 +657,52 @@ class ProducerSession:
             await self._repair(gap)
 
     async def _repair(self, gap: Gap) -> None:
+        """Repair ``gap``, retrying with backoff while the session runs; then mark it."""
         assert self._gap_repair is not None
         where = {"gap_id": gap.id, "gap_start_ns": gap.start_ns, "gap_end_ns": gap.end_ns,
                  "gaps_file": str(self.gaps_file)}
-        try:
-            async with self._repair_lock:
-                if self.stop_event.is_set():
-                    return  # stays pending for the next start
-                records = await self._gap_repair(gap)
-        except asyncio.CancelledError:
-            log.warning("gap repair cut off by the stop; the gap stays pending in %s and is "
-                        "repaired at the next start", self.gaps_file, extra=where)
-            raise
-        except Exception as exc:
-            self.gap_repairs_failed += 1
-            log.error("gap repair failed; the gap stays pending in %s and is retried at "
-                      "the next start: %s: %s", self.gaps_file, type(exc).__name__, exc,
-                      extra=where)
+        attempt = 0
+        while True:
+            try:
+                async with self._repair_lock:
+                    if self.stop_event.is_set():
+                        return  # stays pending for the next start
+                    result = await self._gap_repair(gap)
+                break
+            except asyncio.CancelledError:
+                log.warning("gap repair cut off by the stop; the gap stays pending in %s "
+                            "and is repaired at the next start", self.gaps_file, extra=where)
+                raise
+            except Exception as exc:
+                self.gap_repairs_failed += 1
+                delay = backoff_s(attempt, REPAIR_RETRY_INITIAL_S, REPAIR_RETRY_MAX_S)
+                attempt += 1
+                log.error("gap repair failed; the gap stays pending in %s and is retried "
+                          "in %.1f s (or at the next start): %s: %s", self.gaps_file, delay,
+                          type(exc).__name__, exc, extra={**where, "attempt": attempt})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), delay)
+        outcome = result if isinstance(result, RepairOutcome) else RepairOutcome(int(result))
+        marker: dict[str, Any]
+        if outcome.unrepairable:
+            marker = {"unrepairable": gap.id, "reason": outcome.unrepairable,
+                      "records": outcome.records,
+                      "repaired_symbols": outcome.repaired_symbols, "at_ns": time.time_ns()}
+        else:
+            marker = {"repaired": gap.id, "records": outcome.records,
+                      "at_ns": time.time_ns()}
+        if not await asyncio.to_thread(self._append, marker):
             return
-        marker = {"repaired": gap.id, "records": int(records), "at_ns": time.time_ns()}
-        if await asyncio.to_thread(self._append, marker):
+        if outcome.unrepairable:
+            self.gaps_unrepairable += 1
+            log.warning("gap repaired in part; the rest cannot be repaired: %s",
+                        outcome.unrepairable, extra={**where, "records": outcome.records})
+        else:
             self.gaps_repaired += 1
-            log.info("gap repair recorded", extra={**where, "records": records})
-
-    def _write_gap(self, gap: Gap) -> None:
-        self._append(gap.as_dict())
+            log.info("gap repair recorded", extra={**where, "records": outcome.records})
 
     def _append(self, line: dict[str, Any]) -> bool:
-        try:
-            self.gaps_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.gaps_file, "ab") as f:
-                f.write(orjson.dumps(line) + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            return True
-        except OSError as exc:
-            log.error("cannot write to the gaps file %s: %s", self.gaps_file, exc,
-                      extra={"line": line})
-            return False
+        return append_line(self.gaps_file, line)
 
     async def _stop_tasks(self, grace_s: float = 5.0) -> None:
         """Background tasks see ``stop_event`` first and get ``grace_s`` to finish."""
@@ -669,8 +754,12 @@ class _SessionCollector(Collector):
         yield CounterMetricFamily("producer_gaps_repaired", "Gaps repaired and marked so "
                                   "in the gaps file (this run's and earlier runs')",
                                   value=s.gaps_repaired)
-        yield CounterMetricFamily("producer_gap_repairs_failed", "Gap repairs that failed "
-                                  "(the gap stays pending for the next start)",
+        yield CounterMetricFamily("producer_gaps_unrepairable", "Gaps repaired only in "
+                                  "part: marked unrepairable in the gaps file with the "
+                                  "reason (e.g. wildcard symbols that never streamed)",
+                                  value=s.gaps_unrepairable)
+        yield CounterMetricFamily("producer_gap_repairs_failed", "Gap repair attempts that "
+                                  "failed (retried with backoff, and at the next start)",
                                   value=s.gap_repairs_failed)
         yield GaugeMetricFamily("producer_queue_depth", "Messages in librdkafka's local "
                                 "queue", value=s.publisher.queue_depth)

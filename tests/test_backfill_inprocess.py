@@ -14,8 +14,8 @@ import pytest
 from backfill.inprocess import repair_gap, run_inprocess_backfill
 from backfill.plan import day_start_ns, market_today
 from common.config import Config
+from producer.gaps import Gap
 from producer.publisher import Publisher
-from producer.session import Gap
 from schemas.topics import ensure_topics
 from simulator.server import SimulatorServer
 from tests.test_backfill_e2e import (
@@ -105,9 +105,10 @@ def test_repair_gap_publishes_the_outage_window(sim: SimulatorServer, tmp_path: 
 
     async def main() -> tuple[int, int]:
         publisher = Publisher(config, client_id="bf-gap-test")
-        n = await repair_gap(config, publisher, gap)
+        outcome = await repair_gap(config, publisher, gap)
+        assert outcome.unrepairable == ""  # explicit symbols: all of it
         assert publisher.close(30) == 0
-        return n, publisher.produced
+        return outcome.records, publisher.produced
 
     repaired, produced = asyncio.run(main())
     assert repaired == produced > 0

@@ -69,6 +69,42 @@ def consume_into_marketstore(config: Config) -> None:
         assert not consumer.thread.is_alive(), "the consumer did not catch up"
 
 
+def assert_stored_equals_model(url: str, model: Any, symbol: str, lo: int, hi: int) -> None:
+    """MarketStore's trades and quotes of ``symbol`` with SIP times in [lo, hi) are the
+    simulator model's, row by row: every print once (a live (ms) and a repaired (ns) copy
+    of one print are one row), nothing else, same prices, sizes and SIP millisecond.
+
+    The window is narrowed to whole milliseconds, so that a live row (its time cut to the
+    millisecond) and the model's event fall on the same side of both edges."""
+    ms = 1_000_000
+    lo, hi = -(-lo // ms) * ms, hi // ms * ms
+    for tbk, want, cols in (
+            (f"{symbol}/1Sec/TRADE", model.trades(symbol, lo, hi),
+             (("price", "Price"),)),
+            (f"{symbol}/1Min/QUOTE", model.quotes(symbol, lo, hi),
+             (("bid", "BidPrice"), ("ask", "AskPrice")))):
+        stored = read_bucket(url, tbk)
+        assert stored is not None, tbk
+        in_range = stored[(stored["SipTimestamp"] >= lo) & (stored["SipTimestamp"] < hi)]
+        seqs = in_range["SequenceNumber"].tolist()
+        assert len(seqs) == len(set(seqs)), f"{tbk}: a print stored twice"
+        want_seq = want.seq.tolist()
+        assert sorted(seqs) == sorted(want_seq), (
+            f"{tbk}: {len(set(want_seq) - set(seqs))} missing, "
+            f"{len(set(seqs) - set(want_seq))} unexpected")
+        for model_col, stored_col in cols:
+            by_seq = dict(zip(want_seq, getattr(want, model_col).tolist(), strict=True))
+            assert all(by_seq[int(q)] == v for q, v in zip(
+                seqs, in_range[stored_col].tolist(), strict=True)), (tbk, stored_col)
+        if tbk.endswith("TRADE"):
+            size = dict(zip(want_seq, (want.size_e4 / 10_000).tolist(), strict=True))
+            assert all(size[int(q)] == v for q, v in zip(
+                seqs, in_range["Size"].tolist(), strict=True)), (tbk, "Size")
+        sip_ms = dict(zip(want_seq, (want.sip // 1_000_000).tolist(), strict=True))
+        assert all(sip_ms[int(q)] == int(t) // 1_000_000 for q, t in zip(
+            seqs, in_range["SipTimestamp"].tolist(), strict=True))
+
+
 def test_backfill_to_marketstore_equals_rest_truth(tmp_path: Path, kafka_bootstrap: str,
                                                    marketstore_url: str) -> None:
     symbol = f"ZBM{uuid.uuid4().hex[:6].upper()}"
@@ -116,11 +152,11 @@ def test_forced_disconnect_gap_is_repaired_into_marketstore(
     results: list[int] = []
     original = inprocess.repair_gap
 
-    async def observed(config: Config, publisher: Any, gap: Any) -> int:
-        n = await original(config, publisher, gap)
-        results.append(n)
+    async def observed(config: Config, publisher: Any, gap: Any) -> Any:
+        outcome = await original(config, publisher, gap)
+        results.append(outcome.records)
         repaired.set()
-        return n
+        return outcome
 
     # the producer's own wiring (producer.cli) calls backfill.inprocess.repair_gap
     monkeypatch.setattr(inprocess, "repair_gap", observed)
@@ -151,7 +187,6 @@ def test_forced_disconnect_gap_is_repaired_into_marketstore(
         assert results and results[0] > 0
         model = sim.model
         want_trades = model.trades(symbol, lo, hi)
-        want_quotes = model.quotes(symbol, lo, hi)
         # the outage really lost events that only the repair can bring back
         live = {(ev["ev"], ev["q"]) for ev in sim.sent_events()}
         outage = [int(q) for q in want_trades.seq.tolist() if ("T", int(q)) not in live]
@@ -159,26 +194,7 @@ def test_forced_disconnect_gap_is_repaired_into_marketstore(
     kafka = read_topics(config, ("trade", "quote"))
     assert any(r["source"] == "backfill" for r in kafka["trade"])
     consume_into_marketstore(config)
-    for tbk, want, cols in (
-            (f"{symbol}/1Sec/TRADE", want_trades, ("price", "Price")),
-            (f"{symbol}/1Min/QUOTE", want_quotes, ("bid", "BidPrice"))):
-        stored = read_bucket(marketstore_url, tbk)
-        assert stored is not None, tbk
-        in_range = stored[(stored["SipTimestamp"] >= lo) & (stored["SipTimestamp"] < hi)]
-        # exactly once per print: live (ms) and repaired (ns) copies of one print are one row
-        seqs = in_range["SequenceNumber"].tolist()
-        assert len(seqs) == len(set(seqs)), f"{tbk}: a print stored twice"
-        want_seq = want.seq.tolist()
-        assert sorted(seqs) == sorted(want_seq), (
-            f"{tbk}: {len(set(want_seq) - set(seqs))} missing, "
-            f"{len(set(seqs) - set(want_seq))} unexpected")
-        by_seq = dict(zip(want_seq, getattr(want, cols[0]).tolist(), strict=True))
-        assert all(by_seq[int(s)] == p for s, p in zip(
-            in_range["SequenceNumber"].tolist(), in_range[cols[1]].tolist(), strict=True))
-        sip_ms = dict(zip(want_seq, (want.sip // 1_000_000).tolist(), strict=True))
-        assert all(sip_ms[int(s)] == int(t) // 1_000_000 for s, t in zip(
-            in_range["SequenceNumber"].tolist(), in_range["SipTimestamp"].tolist(),
-            strict=True))
+    assert_stored_equals_model(marketstore_url, model, symbol, lo, hi)
     assert gap.start_ns < gap.end_ns
 
 

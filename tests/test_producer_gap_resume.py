@@ -30,14 +30,8 @@ from common.config import (
     TopicsConfig,
 )
 from producer.cli import _attach_inprocess
-from producer.session import (
-    Gap,
-    ProducerSession,
-    gap_id,
-    parse_gap_log,
-    read_gap_log,
-    read_gaps,
-)
+from producer.gaps import Gap, gap_id, parse_gap_log, read_gap_log, read_gaps
+from producer.session import ProducerSession
 from schemas.topics import ensure_topics
 from simulator.server import SimulatorServer
 from tests.test_backfill_e2e import key_of, read_topics, truth_trades
@@ -160,9 +154,11 @@ def make_config(kafka_bootstrap: str, sim: SimulatorServer, symbols: list[str],
                               base_url=sim.url, symbols=list(symbols),
                               data_types=["trades", "quotes"]),  # type: ignore[arg-type]
         kafka=KafkaConfig(bootstrap_servers=kafka_bootstrap, topics=topics, partitions=2),
+        # these tests count the repairs of the gaps they write; the downtime between
+        # their runs is tested in test_producer_promise.py
         producer=ProducerConfig(reconnect_initial_s=0.1, reconnect_max_s=1.0,
                                 gaps_file=str(tmp_path / "gaps.jsonl"), gap_repair=True,
-                                kafka_wait_s=10.0),
+                                kafka_wait_s=10.0, repair_downtime=False),
         metrics=MetricsConfig(producer_port=0))
 
 
@@ -182,11 +178,11 @@ class CountingRepair:
         self.done = threading.Event()
         self._real = inprocess.repair_gap
 
-    async def __call__(self, config: Config, publisher: Any, gap: Any) -> int:
+    async def __call__(self, config: Config, publisher: Any, gap: Any) -> Any:
         self.calls.append(gap.id)
-        n = await self._real(config, publisher, gap)
+        outcome = await self._real(config, publisher, gap)
         self.done.set()
-        return n
+        return outcome
 
 
 def run_producer(config: Config, until: Any, what: str) -> InProcessProducer:
@@ -284,7 +280,7 @@ def test_failed_repair_stays_pending_and_is_logged(
         # the live stream was not held up by it
         wait_until(lambda: prod.events() > 0, what="live events")
         assert prod.stop() == 0
-    assert seen == [gap]
+    assert seen and all(g == gap for g in seen)  # tried, perhaps retried, never marked
     assert read_gaps(config.producer.gaps_file, pending=True) == [gap]
     assert "gap repair failed; the gap stays pending" in caplog.text
     assert "REST is down" in caplog.text

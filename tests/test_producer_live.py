@@ -42,6 +42,7 @@ from common.config import (
     TopicsConfig,
 )
 from common.metrics import MetricsServer
+from producer.gaps import read_gaps
 from producer.mapping import record_from_ws_event
 from producer.publisher import Publisher
 from producer.session import (
@@ -49,7 +50,6 @@ from producer.session import (
     EXIT_GAVE_UP,
     EXIT_OK,
     ProducerSession,
-    read_gaps,
 )
 from schemas.codec import make_codec
 from schemas.topics import ensure_topics

@@ -47,6 +47,10 @@ def test_properties_layering() -> None:
     assert props["compression.type"] == "zstd"
     assert props["linger.ms"] == 7  # kafka.producer wins over kafka.properties
     assert props["client.id"] == "x" and props["bootstrap.servers"] == "h:1"
+    # no record is dropped by a timeout unless the config asks for one (then it is a gap)
+    assert producer_properties(_config("h:1"), "x")["message.timeout.ms"] == 0
+    assert producer_properties(_config("h:1", producer={"message.timeout.ms": 3000}),
+                               "x")["message.timeout.ms"] == 3000
 
 
 def test_back_pressure_delivers_everything_in_order(kafka_bootstrap: str) -> None:
