@@ -37,6 +37,22 @@ def refused_as_too_large(exc: KafkaException) -> bool:
     return isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
 
 
+# What a broker answers for a group's offsets while the group's coordinator is not up yet
+# (just after a broker start or a coordinator move); librdkafka does not always flag them
+# retriable on the error it raises from committed().
+_COORDINATOR_NOT_READY = frozenset({
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT})
+
+
+def worth_asking_again(exc: KafkaException) -> bool:
+    """A group-offsets request failed in a way that the same request may soon succeed
+    (coordinator not ready, timeout, or an error librdkafka marks retriable)."""
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and (err.retriable()
+                                            or err.code() in _COORDINATOR_NOT_READY)
+
+
 def silent_logger(name: str) -> logging.Logger:
     """A logger that drops librdkafka's reconnect chatter, for short-lived admin clients
     whose caller reports the outcome itself in one line."""

@@ -54,6 +54,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.config import Config
 from common.deadletter import dead_letter_headers, dead_letter_properties, produce_dead_letter
+from common.kafka import worth_asking_again
 from consumer import columns
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
 from consumer.dedupe import take_rows
@@ -794,7 +795,16 @@ class ConsumerService:
         todo = [TopicPartition(t, p) for (t, p), end in self._end_offsets.items() if end > 0]
         if not todo:
             return True
-        committed = self.consumer.committed(todo, timeout=30)
+        try:
+            committed = self.consumer.committed(todo, timeout=30)
+        except KafkaException as exc:
+            # A broker that just (re)started answers NOT_COORDINATOR or
+            # COORDINATOR_LOAD_IN_PROGRESS until the group's coordinator is up: ask again at
+            # the next check instead of ending the replay with an error.
+            if worth_asking_again(exc):
+                log.info("committed offsets not readable yet: %s", exc)
+                return False
+            raise
         return all(tp.offset >= self._end_offsets[(tp.topic, tp.partition)]
                    for tp in committed)
 

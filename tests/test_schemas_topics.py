@@ -121,3 +121,20 @@ def test_kafka_client_config_layers_properties() -> None:
         "bootstrap.servers": "b:1", "client.rack": "r1", "acks": "1"}
     with pytest.raises(ValueError):
         kafka_client_config(config, "streams")  # type: ignore[arg-type]
+
+
+def test_group_offsets_are_asked_again_only_while_the_coordinator_is_not_ready() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from common.kafka import worth_asking_again
+
+    def failed(code: int, **flags: bool) -> KafkaException:
+        return KafkaException(KafkaError(code, **flags))
+
+    for code in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                 KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT):
+        assert worth_asking_again(failed(code))
+    assert worth_asking_again(failed(KafkaError.UNKNOWN, retriable=True))
+    for code in (KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.UNKNOWN_TOPIC_OR_PART):
+        assert not worth_asking_again(failed(code))
+    assert not worth_asking_again(KafkaException("no KafkaError inside"))
