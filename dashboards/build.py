@@ -72,8 +72,11 @@ PRODUCER = [
     panel("Producer gaps", "short",
           (f"sum(increase(producer_gaps_total[{RI}]))", "gaps recorded"),
           (f"sum(increase(producer_gaps_repaired_total[{RI}]))", "gaps repaired"),
+          (f"sum(increase(producer_gaps_unrepairable_total[{RI}]))", "unrepairable"),
           (f"sum(increase(producer_gap_repairs_failed_total[{RI}]))", "repairs failed"),
-          description="Disconnect windows recorded, and repaired by the in-process backfill"),
+          description="Windows that may miss data (disconnects, Kafka delivery failures, "
+                      "the producer's downtime), repaired from REST; unrepairable: wildcard "
+                      "gaps whose symbols could not all be named"),
 ]
 
 CONSUMER = [
@@ -106,8 +109,11 @@ CONSUMER = [
     panel("MarketStore errors and bucket repairs", "short",
           (f"sum(increase(consumer_marketstore_errors_total[{RI}]))", "MarketStore errors"),
           (f"sum(increase(consumer_bucket_repairs_total[{RI}]))", "bucket repairs"),
+          (f"sum(increase(consumer_bucket_failures_total[{RI}]))", "bucket failures"),
+          (f"sum(increase(consumer_buckets_quarantined_total[{RI}]))", "buckets quarantined"),
           description="Each error rewinds and backs off; repairs rebuild buckets MarketStore "
-                      "duplicated on WAL replay"),
+                      "duplicated on WAL replay; a quarantined bucket's records go to the "
+                      "dead-letter topic"),
     panel("Consumer commits/s", "ops",
           (f"sum(rate(consumer_commits_total[{RI}]))", "commits")),
 ]
