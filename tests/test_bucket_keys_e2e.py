@@ -9,17 +9,12 @@ must equal the simulator's ground truth row by row: each event once.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from common.config import Config
@@ -35,9 +30,9 @@ from consumer.testkit import (
 )
 from producer.mapping import record_from_ws_event
 from simulator.server import SimulatorServer
+from tests.support.cliproducer import stream_a_burst_through_the_cli_producer
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 8
 
 
@@ -92,53 +87,26 @@ def test_both_spellings_stream_into_one_bucket_from_one_partition(
     config = make_config(kafka_bootstrap, marketstore_url, partitions=PARTITIONS)
     create_topics(config)
     k = config.kafka
+    # two members share the partitions: a bucket fed from two of them has two writers
     with SimulatorServer(symbols=symbols, trades_per_second=30, quotes_per_second=30, seed=12,
-                         tick_ms=20) as sim:
-        path = tmp_path / "producer.yml"
-        path.write_text(yaml.safe_dump({
-            "massive": {"api_key": "e2e-key", "ws_server": f"ws://127.0.0.1:{sim.port}",
-                        "symbols": symbols, "data_types": ["bars", "trades", "quotes"]},
-            "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
-                      "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
-                                 "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter}},
-            "producer": {"gaps_file": str(tmp_path / "gaps.jsonl"), "gap_repair": False},
-            "metrics": {"producer_port": 0},
-        }))
-        env = {key: v for key, v in os.environ.items()
-               if key not in ("MASSIVE_API_KEY", "MASSIVE_WS_SERVER", "MASSIVE_FETCHER_CONFIG")}
-        # two members share the partitions: a bucket fed from two of them has two writers
-        with ThreadedConsumer(config) as one, ThreadedConsumer(config) as two:
-            log = (tmp_path / "producer.log").open("wb")
-            producer = subprocess.Popen(
-                [sys.executable, "-m", "massive_fetcher", "producer", "--config", str(path)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                wait_for(lambda: any(c["counts"].get("T", 0) > 200
-                                     for c in sim.connections()), 90, what="streaming")
-                sim.burst(2000)
-                minute = (time.time_ns() // 60_000_000_000 - 1) * 60_000_000_000
-                assert sim.send_minute(minute) >= 1  # frames with the minute's AM bars
-                time.sleep(1.0)
-                producer.send_signal(signal.SIGTERM)
-                assert producer.wait(60) == 0, (tmp_path / "producer.log").read_text()[-2000:]
-            finally:
-                if producer.poll() is None:
-                    producer.kill()
-                    producer.wait(10)
-            events = sim.sent_events()
-            sent = [record_from_ws_event(ev, None) for ev in events]
-            expected = expected_buckets(sent)
-            assert sorted(expected) == [f"{base}.A/1Min/OHLCV", f"{base}.A/1Min/QUOTE",
-                                        f"{base}.A/1Sec/TRADE"]
-            # the same security under two names: each event went out once per spelling
-            by_sym = {s: sum(ev["sym"] == s for ev in events if ev["ev"] == "T")
-                      for s in symbols}
-            assert min(by_sym.values()) > 200, by_sym
-            assert {ev["sym"] for ev in events if ev["ev"] == "AM"} == set(symbols)
-            wait_for(lambda: all(row_count(marketstore_url, t) >= len(e)
-                                 for t, e in expected.items()), 120, what="rows")
-            time.sleep(1.0)  # a duplicate written late would show in the comparison below
-            assert one.service.dead_letters == 0 and two.service.dead_letters == 0
+                         tick_ms=20) as sim, ThreadedConsumer(config) as one, \
+            ThreadedConsumer(config) as two:
+        stream_a_burst_through_the_cli_producer(config, sim, symbols, tmp_path,
+                                                trades=200, timeout_s=90)
+        events = sim.sent_events()
+        sent = [record_from_ws_event(ev, None) for ev in events]
+        expected = expected_buckets(sent)
+        assert sorted(expected) == [f"{base}.A/1Min/OHLCV", f"{base}.A/1Min/QUOTE",
+                                    f"{base}.A/1Sec/TRADE"]
+        # the same security under two names: each event went out once per spelling
+        by_sym = {s: sum(ev["sym"] == s for ev in events if ev["ev"] == "T")
+                  for s in symbols}
+        assert min(by_sym.values()) > 200, by_sym
+        assert {ev["sym"] for ev in events if ev["ev"] == "AM"} == set(symbols)
+        wait_for(lambda: all(row_count(marketstore_url, t) >= len(e)
+                             for t, e in expected.items()), 120, what="rows")
+        time.sleep(1.0)  # a duplicate written late would show in the comparison below
+        assert one.service.dead_letters == 0 and two.service.dead_letters == 0
     assert_buckets_equal(marketstore_url, expected)
     assert len(expected[f"{base}.A/1Sec/TRADE"]) >= max(by_sym.values())
 
