@@ -21,6 +21,7 @@ from backfill.engine import BackfillEngine, FatalBackfillError
 from backfill.plan import Window, gap_windows, market_today, plan_windows
 from backfill.symbols import is_glob, match_glob
 from common.config import BAR_FREQUENCIES, Config
+from common.deadletter import DeadLetterProducer
 from producer.gaps import RepairOutcome
 
 log = logging.getLogger("backfill.inprocess")
@@ -46,11 +47,18 @@ def _rest_client(config: Config) -> MassiveRestClient:
 
 def _engine(config: Config, client: MassiveRestClient, publisher: Any,
             checkpoint: Checkpoint | None, **options: Any) -> BackfillEngine:
-    """The polite engine shared by the in-process backfill and gap repair."""
+    """The polite engine shared by the in-process backfill and gap repair.
+
+    A REST result that cannot become a record goes to the dead-letter topic, as in the
+    CLI backfill: failing its window instead would leave a gap pending and fetched again
+    for ever, for a record that will never be any better.
+    """
     m = config.massive
     return BackfillEngine(client, publisher, _encoder(config), checkpoint,
                           parallelism=INPROCESS_PARALLELISM, limit=m.backfill_batch_size,
-                          adjusted=m.backfill_adjusted, chunk=1000, room=LIVE_ROOM, **options)
+                          adjusted=m.backfill_adjusted, chunk=1000, room=LIVE_ROOM,
+                          dead_letters=DeadLetterProducer(config, "producer-backfill-dlq"),
+                          **options)
 
 
 def inprocess_windows(config: Config) -> list[Window]:
@@ -190,5 +198,7 @@ async def repair_gap(config: Config, publisher: Any, gap: Any) -> RepairOutcome:
             "acknowledged by Kafka")
     log.info("gap repaired", extra={"start_ns": start_ns, "end_ns": end_ns,
                                     "windows": len(windows), "records": progress.records,
-                                    "pages": progress.pages})
-    return RepairOutcome(progress.records, unrepairable, targets if unrepairable else {})
+                                    "pages": progress.pages,
+                                    "dead_letters": progress.dead_letters})
+    return RepairOutcome(progress.records, unrepairable, targets if unrepairable else {},
+                         dead_letters=progress.dead_letters)

@@ -84,12 +84,14 @@ def gap_id(start_ns: int, end_ns: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class RepairOutcome:
-    """What a gap repair did: the records Kafka acknowledged, and, when part of the gap
-    cannot be repaired, why (``unrepairable``) and what was (``repaired_symbols``)."""
+    """What a gap repair did: the records Kafka acknowledged, the REST results that went
+    to the dead-letter topic instead (``dead_letters``), and, when part of the gap cannot
+    be repaired, why (``unrepairable``) and what was (``repaired_symbols``)."""
 
     records: int
     unrepairable: str = ""
     repaired_symbols: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    dead_letters: int = 0
 
 
 @dataclasses.dataclass

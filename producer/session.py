@@ -691,6 +691,10 @@ class ProducerSession:
         else:
             marker = {"repaired": gap.id, "records": outcome.records,
                       "at_ns": time.time_ns()}
+        if outcome.dead_letters:
+            marker["dead_letters"] = outcome.dead_letters
+            log.warning("gap repair sent %d REST result(s) that could not become records "
+                        "to the dead-letter topic", outcome.dead_letters, extra=where)
         if not await asyncio.to_thread(self._append, marker):
             return
         if outcome.unrepairable:

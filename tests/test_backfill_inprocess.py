@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from backfill.inprocess import repair_gap, run_inprocess_backfill
 from backfill.plan import day_start_ns, market_today
 from common.config import Config
-from producer.gaps import Gap
+from producer.gaps import Gap, RepairOutcome
 from producer.publisher import Publisher
 from schemas.topics import ensure_topics
 from simulator.server import SimulatorServer
@@ -25,6 +26,7 @@ from tests.test_backfill_e2e import (
     truth_trades,
     write_config,
 )
+from tests.test_consumer_exactly_once import read_dead_letters
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +159,40 @@ def test_stop_ends_the_inprocess_backfill_and_keeps_finished_windows(
     assert 1 <= len(done) < 100
     got = read_topics(config, ("trade",))["trade"]
     assert len(got) >= sum(int(line.split('"records":')[1].split(",")[0]) for line in done)
+
+
+def test_a_bad_rest_result_in_a_gap_repair_is_dead_lettered_not_fetched_for_ever(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    """A result that can never become a record must not keep its gap pending (fetched
+    again at every retry and start): it goes to the dead-letter topic, the rest of the gap
+    is repaired, and the outcome counts it for the gap log's marker."""
+    with SimulatorServer(symbols=["ZBFD1"], trades_per_second=0.01,
+                         quotes_per_second=0.01) as bad_sim:
+        config, _ = write_config(tmp_path, kafka_bootstrap, bad_sim.url, symbols=["ZBFD1"],
+                                 data_types=["trades"])
+        ensure_topics(config)
+        now = time.time_ns()
+        gap = Gap(start_ns=now - 20 * MIN_NS, end_ns=now - 5 * MIN_NS,
+                  disconnected_ns=now - 20 * MIN_NS, symbols=("ZBFD1",),
+                  data_types=("trades",), reason="test")
+        want = truth_trades(bad_sim.url, "trade", "ZBFD1", gap.start_ns, gap.end_ns + 1)
+        assert len(want) > 10
+        bad = want[len(want) // 2]
+        bad_sim.alter("/v3/trades/ZBFD1", {"sequence_number": bad["sequence_number"]},
+                      omit=["price"])
+
+        async def main() -> RepairOutcome:
+            publisher = Publisher(config, client_id="bf-gap-dlq-test")
+            outcome = await repair_gap(config, publisher, gap)
+            assert publisher.close(30) == 0
+            return outcome
+
+        outcome = asyncio.run(main())
+    assert outcome.dead_letters == 1 and outcome.unrepairable == ""
+    got = read_topics(config, ("trade",))["trade"]
+    assert outcome.records == len(got) == len(want) - 1
+    assert as_set(got) == as_set([t for t in want if t is not bad])
+    (dead,) = read_dead_letters(config, 2)
+    headers = {k: v.decode() for k, v in dead.headers()}
+    assert headers["error.reason"] == "mapping" and "price" in headers["error"]
+    assert json.loads(dead.value())["sequence_number"] == bad["sequence_number"]
