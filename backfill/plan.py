@@ -94,15 +94,18 @@ def gap_windows(symbol: str, data_types: list[str], start_ns: int, end_ns: int,
     """Windows repairing the interval [start_ns, end_ns] (both included).
 
     Trades and quotes are fetched over exactly that interval; bars as the 1Min bars whose
-    minute overlaps it (the live stream only carries 1Min bars), except a minute not over
-    at ``now_ns``: a partial bar must not be stored, the live stream delivers that one.
+    minute overlaps it (the live stream only carries 1Min bars), and the minute before it:
+    a minute's AM bar comes after the minute ended, so a connection lost early in a minute
+    (``start_ns`` is the newest event of any type) may never have received the last one.
+    Not a minute still running at ``now_ns``: a partial bar must not be stored, the live
+    stream delivers that one.
     """
     if end_ns < start_ns:
         return []
     windows = []
     for data_type in data_types:
         if data_type == "bars":
-            lo = start_ns - start_ns % NS_PER_MIN
+            lo = start_ns - start_ns % NS_PER_MIN - NS_PER_MIN
             hi = end_ns - end_ns % NS_PER_MIN + NS_PER_MIN
             if now_ns is not None:
                 hi = min(hi, now_ns - now_ns % NS_PER_MIN)

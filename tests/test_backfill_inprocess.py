@@ -115,7 +115,7 @@ def test_repair_gap_publishes_the_outage_window(sim: SimulatorServer, tmp_path: 
     repaired, produced = asyncio.run(main())
     assert repaired == produced > 0
     got = read_topics(config)
-    lo_min = gap.start_ns - gap.start_ns % MIN_NS
+    lo_min = gap.start_ns - gap.start_ns % MIN_NS - MIN_NS  # and the minute before
     hi_min = gap.end_ns - gap.end_ns % MIN_NS + MIN_NS
     for symbol in gap.symbols:
         for kind in ("trade", "quote"):

@@ -143,15 +143,18 @@ def test_gap_windows_cover_the_interval() -> None:
     start, end = 1704205805_123456789, 1704205925_000000001
     ws = {w.data_type: w for w in gap_windows("AAPL", ["bars", "trades", "quotes"], start, end)}
     assert ws["trades"].start_ns == start and ws["trades"].end_ns == end + 1
-    assert ws["bars"].start_ns == 1704205800 * NS and ws["bars"].end_ns == 1704205980 * NS
+    # from the minute before the gap's: its AM bar may not have arrived before the drop
+    assert ws["bars"].start_ns == 1704205740 * NS and ws["bars"].end_ns == 1704205980 * NS
     assert ws["bars"].timeframe == "1Min"
     # a minute still running is left to the live stream
     cut = {w.data_type: w for w in gap_windows("AAPL", ["bars"], start, end,
                                                now_ns=1704205950 * NS)}
     assert cut["bars"].end_ns == 1704205920 * NS
-    assert gap_windows("AAPL", ["bars"], start, end, now_ns=1704205810 * NS) == []
+    (early,) = gap_windows("AAPL", ["bars"], start, end, now_ns=1704205810 * NS)
+    assert (early.start_ns, early.end_ns) == (1704205740 * NS, 1704205800 * NS)
+    assert gap_windows("AAPL", ["bars"], start, end, now_ns=1704205750 * NS) == []
     path, _ = request_for(ws["bars"], 50000, True)
-    assert path == "/v2/aggs/ticker/AAPL/range/1/minute/1704205800000/1704205979999"
+    assert path == "/v2/aggs/ticker/AAPL/range/1/minute/1704205740000/1704205979999"
 
 
 def test_symbols() -> None:
