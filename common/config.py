@@ -142,6 +142,10 @@ class ProducerConfig:
     gap_repair: bool = True
     # Repair the downtime between a clean stop and the next start (a crash's always is).
     repair_downtime: bool = True
+    # Under a load that never lets librdkafka's queue empty, reading pauses this often
+    # until Kafka acknowledged what is queued, so the watermark (what a restart after a
+    # crash repairs from) is never older than about this.
+    watermark_max_age_s: Annotated[float, Range(above=0)] = 30.0
     # At start, wait this long for Kafka to answer, then exit with a clear error.
     kafka_wait_s: Annotated[float, Range(above=0)] = 30.0
 

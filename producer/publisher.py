@@ -277,6 +277,12 @@ class Publisher:
         """Serve delivery reports; returns how many were served."""
         return self._producer.poll(timeout)
 
+    def drain(self, timeout_s: float) -> int:
+        """Send what lingers now and wait up to ``timeout_s`` for Kafka's acknowledgements;
+        returns how many are still outstanding. Unlike :meth:`flush`, not reaching zero is
+        an ordinary answer (a slow broker), not logged."""
+        return self._producer.flush(timeout_s)
+
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still not acknowledged."""
         remaining = self._producer.flush(timeout_s)

@@ -78,6 +78,9 @@ EXIT_KAFKA_FAILED = 5
 _ENCODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
 # How often failed deliveries become gaps and the watermark is saved (when it moved).
 WATERMARK_INTERVAL_S = 1.0
+# At most this long a read pause for the watermark (a broker round trip, normally): longer
+# means Kafka is slow or down, and the watermark waits for the next try.
+WATERMARK_DRAIN_S = 0.5
 # A failed repair is tried again after a growing delay (e.g. until Kafka is back).
 REPAIR_RETRY_INITIAL_S = 1.0
 REPAIR_RETRY_MAX_S = 60.0
@@ -145,6 +148,7 @@ class ProducerSession:
         self._newest: dict[str, int] = dict.fromkeys(self.data_types, 0)
         self._acked: dict[str, int] = {}
         self._acked_at_produced = -1  # publisher.produced when _acked last moved
+        self._queue_seen_empty = time.monotonic()  # or a drain for the watermark tried
         self.watermark_file = watermark_path(self.gaps_file)
         self._watermark_dirty = False
         # Symbols seen streaming, per data type: only for wildcard subscriptions, where
@@ -379,10 +383,14 @@ class ProducerSession:
         pub = self.publisher
         poll = pub.poll
         high = 0.8 * pub.max_queue_messages
+        max_age = self._pcfg.watermark_max_age_s
         while True:
             frame = await recv(False)  # bytes: orjson validates UTF-8 while parsing
             if not pub.queue_depth:  # everything received so far is acknowledged
+                self._queue_seen_empty = time.monotonic()
                 self._mark_acknowledged()
+            elif time.monotonic() - self._queue_seen_empty > max_age:
+                self._drain_for_the_watermark()
             handle(proto, frame)
             poll(0)
             if pub.queue_depth > high:
@@ -581,6 +589,17 @@ class ProducerSession:
                 self._record_gap(gap)
         # written at once: the gaps above are in the gaps file now, the old mark is done
         write_watermark(self.watermark_file, self._watermark(clean_stop=False))
+
+    def _drain_for_the_watermark(self) -> None:
+        """The queue was not seen empty for ``producer.watermark_max_age_s``: a steady load
+        keeps it busy, so the watermark would stay where it was and a crash would have the
+        next start repair everything since. Stop reading (the frame waits in the socket)
+        while librdkafka sends what lingers and Kafka acknowledges it, for at most
+        ``WATERMARK_DRAIN_S``; if it did, the watermark moves. Blocking the loop is the
+        point: nothing may be produced meanwhile."""
+        self._queue_seen_empty = time.monotonic()  # tried: the next try is max_age away
+        if not self.publisher.drain(WATERMARK_DRAIN_S):
+            self._mark_acknowledged()
 
     def _mark_acknowledged(self) -> None:
         """librdkafka's queue is empty: every record received so far was acknowledged or

@@ -171,6 +171,7 @@ RANGES: dict[str, tuple[str, list[object], list[object]]] = {
     "producer.reconnect_max_s": ("> 0", [0, -30], [0.5, 3600]),
     "producer.max_reconnects": (">= 0", [-1], [0, 5]),
     "producer.kafka_wait_s": ("> 0", [0, -1], [0.1]),
+    "producer.watermark_max_age_s": ("> 0", [0, -1], [0.5, 30]),
     "consumer.batch_max_events": (">= 1", [0, -50000], [1, 1_000_000]),
     "consumer.batch_max_ms": (">= 1", [0, -20], [1, 5000]),
     "consumer.commit_delay_ms": (">= 0", [-1], [0, 1500]),

@@ -23,6 +23,7 @@ from common.config import Config
 from producer.cli import _attach_inprocess
 from producer.gaps import read_gap_log
 from producer.publisher import Publisher
+from producer.watermark import read_watermark, watermark_path
 from schemas.topics import ensure_topics
 from services.native import NativeServices
 from simulator.server import SimulatorServer
@@ -75,9 +76,9 @@ def _repaired(path: Path, reason_prefix: str) -> bool:
 def into_marketstore(config: Config) -> None:
     """``consume_into_marketstore`` once the broker answers offset requests for the group.
 
-    The consumer's caught-up check does not retry a NOT_COORDINATOR answer (seen right
-    after a broker restart, and on a loaded machine for a new group): it is tried again
-    here, which the exactly-once consumer makes harmless."""
+    Right after a broker restart, and on a loaded machine for a new group, the broker
+    answers NOT_COORDINATOR for a while: wait until it answers, and try a failed run
+    again, which the exactly-once consumer makes harmless."""
     for attempt in range(3):
         wait_for_group_coordinator(config)
         try:
@@ -273,3 +274,40 @@ def test_wildcard_gap_repairs_the_symbols_seen_and_says_what_it_cannot(
     into_marketstore(config)
     for symbol in symbols:
         assert_stored_equals_model(marketstore_url, sim.model, symbol, lo, hi)
+
+
+# -- 5. the watermark under a load that never lets the queue empty ----------------------
+
+@pytest.mark.parametrize("max_age_s", [1.0, 3600.0])
+def test_the_watermark_moves_under_a_load_that_never_empties_the_queue(
+        kafka_bootstrap: str, marketstore_url: str, tmp_path: Path, max_age_s: float) -> None:
+    """Records linger 5 s in librdkafka's queue while frames come every 20 ms, so the
+    queue is never seen empty: only the drain every ``watermark_max_age_s`` moves the
+    watermark (with an hour, it stays where the run subscribed, and a crash would repair
+    the whole run)."""
+    symbols = _symbols("ZWM")
+    with SimulatorServer(symbols=symbols, trades_per_second=50, quotes_per_second=0,
+                         seed=25, tick_ms=20) as sim:
+        config, _ = full_config(tmp_path, kafka_bootstrap, marketstore_url, sim.url,
+                                symbols, ["trades"])
+        config = config.replace(
+            producer=dataclasses.replace(config.producer, watermark_max_age_s=max_age_s),
+            kafka=dataclasses.replace(config.kafka,
+                                      producer={**config.kafka.producer, "linger.ms": 5000}))
+        ensure_topics(config)
+        path = watermark_path(config.producer.gaps_file)
+        with InProcessProducer(config) as prod:
+            wait_until(lambda: prod.events() >= 10 and path.exists(), timeout=60,
+                       what="live events and the run's first watermark")
+            first = read_watermark(path)
+            assert first is not None
+            time.sleep(5.0)
+            assert prod.publisher.queue_depth > 0  # still lingering: never seen empty
+            mark = read_watermark(path)
+            assert mark is not None
+            assert prod.stop() == 0
+    moved_s = (mark.acked_ns["trades"] - first.acked_ns["trades"]) / 1e9
+    if max_age_s < 5:
+        assert moved_s > 2.0, moved_s
+    else:
+        assert moved_s == 0.0
