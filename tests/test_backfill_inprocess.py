@@ -166,7 +166,8 @@ def test_a_bad_rest_result_in_a_gap_repair_is_dead_lettered_not_fetched_for_ever
     """A result that can never become a record must not keep its gap pending (fetched
     again at every retry and start): it goes to the dead-letter topic, the rest of the gap
     is repaired, and the outcome counts it for the gap log's marker."""
-    with SimulatorServer(symbols=["ZBFD1"], trades_per_second=0.01,
+    # 0.1 trades/s: about 90 in the gap's 15 minutes (0.01 gave as few as 7)
+    with SimulatorServer(symbols=["ZBFD1"], trades_per_second=0.1,
                          quotes_per_second=0.01) as bad_sim:
         config, _ = write_config(tmp_path, kafka_bootstrap, bad_sim.url, symbols=["ZBFD1"],
                                  data_types=["trades"])
