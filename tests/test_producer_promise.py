@@ -281,10 +281,10 @@ def test_wildcard_gap_repairs_the_symbols_seen_and_says_what_it_cannot(
 @pytest.mark.parametrize("max_age_s", [1.0, 3600.0])
 def test_the_watermark_moves_under_a_load_that_never_empties_the_queue(
         kafka_bootstrap: str, marketstore_url: str, tmp_path: Path, max_age_s: float) -> None:
-    """Records linger 5 s in librdkafka's queue while frames come every 20 ms, so the
-    queue is never seen empty: only the drain every ``watermark_max_age_s`` moves the
-    watermark (with an hour, it stays where the run subscribed, and a crash would repair
-    the whole run)."""
+    """Records linger a minute in librdkafka's queue while frames come every 20 ms, so
+    the queue is never seen empty during the test: only the drain every
+    ``watermark_max_age_s`` moves the watermark (with an hour, it stays where the run
+    subscribed, and a crash would repair the whole run)."""
     symbols = _symbols("ZWM")
     with SimulatorServer(symbols=symbols, trades_per_second=50, quotes_per_second=0,
                          seed=25, tick_ms=20) as sim:
@@ -293,7 +293,8 @@ def test_the_watermark_moves_under_a_load_that_never_empties_the_queue(
         config = config.replace(
             producer=dataclasses.replace(config.producer, watermark_max_age_s=max_age_s),
             kafka=dataclasses.replace(config.kafka,
-                                      producer={**config.kafka.producer, "linger.ms": 5000}))
+                                      producer={**config.kafka.producer,
+                                                "linger.ms": 60_000}))
         ensure_topics(config)
         path = watermark_path(config.producer.gaps_file)
         with InProcessProducer(config) as prod:
