@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from common.files import replace_file
 from producer.gaps import Gap
 
 log = logging.getLogger(__name__)
@@ -75,20 +76,10 @@ def read_watermark(path: Path) -> Watermark | None:
 
 
 def write_watermark(path: Path, mark: Watermark) -> bool:
-    """Replace the file atomically; False (logged) when it cannot be written."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Replace the file atomically and durably; False (logged) when it cannot be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(mark.as_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(path, mark.as_json(), durable=True)
         return True
     except OSError as exc:
         log.error("cannot write the producer watermark %s: %s", path, exc)
