@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from urllib.parse import urlsplit
 
 import pymarketstore as pymkts
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from common.kafka import silent_logger
 from services.process import port_open
 
-_quiet = logging.getLogger("services.probe")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False  # librdkafka's connection-refused chatter while a broker boots
+# librdkafka's connection-refused chatter while a broker boots
+_quiet = silent_logger("services.probe")
 
 
 def _host_port(address: str, default_port: int) -> tuple[str, int]:
