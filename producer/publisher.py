@@ -285,7 +285,7 @@ class Publisher:
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still not acknowledged."""
-        remaining = self._producer.flush(timeout_s)
+        remaining = self.drain(timeout_s)
         if remaining:
             log.error("Kafka flush timed out with records still unacknowledged",
                       extra={"remaining": remaining, "timeout_s": timeout_s,
