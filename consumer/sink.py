@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -349,22 +349,13 @@ class MarketStoreSink:
         return keep
 
     def _read_ranges(self, ranges: list[tuple[str, int, int]]) -> dict[str, np.ndarray]:
-        """The key columns of stored rows in many buckets' ranges, in as few calls as fit;
-        when that fails, bucket by bucket, so a bucket whose reads fail is known."""
-        try:
-            return self.writer.query_ranges(ranges, KEY_COLUMNS)
-        except MarketStoreError as exc:
-            tbks = list(dict.fromkeys(r[0] for r in ranges))
-            if len(tbks) == 1:
-                raise self._blame(tbks[0], exc) from exc
-        out: dict[str, np.ndarray] = {}
-        for tbk in tbks:
-            try:
-                out.update(self.writer.query_ranges([r for r in ranges if r[0] == tbk],
-                                                    KEY_COLUMNS))
-            except MarketStoreError as exc:
-                raise self._blame(tbk, exc) from exc
-        return out
+        """The key columns of stored rows in many buckets' ranges, in as few calls as fit
+        (bucket by bucket after a failure: :meth:`_read_blaming`)."""
+        return self._read_blaming(
+            list(dict.fromkeys(r[0] for r in ranges)),
+            lambda tbks: self.writer.query_ranges(
+                ranges if len(tbks) > 1 else [r for r in ranges if r[0] == tbks[0]],
+                KEY_COLUMNS))
 
     def _remember_written(self, now: float, uniq: np.ndarray, starts: np.ndarray,
                           ts: np.ndarray) -> None:
@@ -426,17 +417,25 @@ class MarketStoreSink:
             self._tails.set(b, Tail.from_rows(ts, seq, complete=len(rows) < self.tail_rows))
 
     def _query_each(self, tbks: list[str], **query: object) -> dict[str, np.ndarray]:
-        """``writer.query`` of many buckets in one call; when that fails, bucket by bucket,
-        so a bucket whose reads fail is known."""
+        """``writer.query`` of many buckets in one call (bucket by bucket after a failure:
+        :meth:`_read_blaming`)."""
+        return self._read_blaming(
+            tbks, lambda some: self.writer.query(some, **query))  # type: ignore[arg-type]
+
+    def _read_blaming(self, tbks: list[str],
+                      read: Callable[[list[str]], dict[str, np.ndarray]],
+                      ) -> dict[str, np.ndarray]:
+        """``read(tbks)`` in one call; when that fails, ``read([tbk])`` bucket by bucket,
+        so the bucket whose reads fail is known (its :class:`BucketError` is raised)."""
         try:
-            return self.writer.query(tbks, **query)  # type: ignore[arg-type]
+            return read(tbks)
         except MarketStoreError as exc:
             if len(tbks) == 1:
                 raise self._blame(tbks[0], exc) from exc
         out: dict[str, np.ndarray] = {}
         for tbk in tbks:
             try:
-                out.update(self.writer.query([tbk], **query))  # type: ignore[arg-type]
+                out.update(read([tbk]))
             except MarketStoreError as exc:
                 raise self._blame(tbk, exc) from exc
         return out
