@@ -235,11 +235,14 @@ class Config:
         return dataclasses.replace(self, **sections)
 
 
-# (section, key, environment variable)
+# (section, key, environment variable); an empty variable counts as unset. A list key takes
+# a comma-separated value ("AAPL,MSFT"), so a container picks its feed without a file.
 ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("massive", "api_key", "MASSIVE_API_KEY"),
     ("massive", "base_url", "MASSIVE_BASE_URL"),
     ("massive", "ws_server", "MASSIVE_WS_SERVER"),
+    ("massive", "symbols", "MASSIVE_SYMBOLS"),
+    ("massive", "data_types", "MASSIVE_DATA_TYPES"),
     ("kafka", "bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
     ("schema_registry", "url", "SCHEMA_REGISTRY_URL"),
     ("marketstore", "url", "MARKETSTORE_URL"),
