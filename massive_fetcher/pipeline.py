@@ -33,6 +33,7 @@ from rich.table import Table
 
 from common.config import Config
 from common.files import write_private
+from common.metrics import NAMESPACE
 from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
 from services.containers import docker_available
 from services.native import NativeServices
@@ -100,6 +101,12 @@ def scrape(port: int, host: str = "127.0.0.1") -> dict[str, float]:
     return totals
 
 
+EVENTS = f"{NAMESPACE}_producer_events_total"
+WRITTEN = f"{NAMESPACE}_consumer_events_written_total"
+LAG = f"{NAMESPACE}_consumer_lag"
+DEAD_LETTERS = f"{NAMESPACE}_consumer_dead_letter_total"
+
+
 class StatusView:
     """Events/s by type from the producer, rows written and lag from the consumer."""
 
@@ -119,7 +126,7 @@ class StatusView:
         if self.last is not None:
             then, before = self.last
             for kind in self.TYPES:
-                key = f"producer_events_total{{type={kind}}}"
+                key = f"{EVENTS}{{type={kind}}}"
                 rates[kind] = (producer.get(key, 0.0) - before.get(key, 0.0)) / (now - then)
         self.last = (now, producer)
         table = Table(title=f"massive-fetcher: running {now - self.started:.0f}s "
@@ -132,10 +139,10 @@ class StatusView:
             table.add_row(
                 kind,
                 f"{rates.get(kind, 0.0):,.0f}",
-                f"{producer.get(f'producer_events_total{{type={kind}}}', 0):,.0f}",
-                f"{consumer.get(f'consumer_events_written_total{{type={kind}}}', 0):,.0f}")
-        table.caption = (f"consumer lag {consumer.get('consumer_lag', 0):,.0f} events; "
-                         f"dead-lettered {consumer.get('consumer_dead_letter_total', 0):,.0f}")
+                f"{producer.get(f'{EVENTS}{{type={kind}}}', 0):,.0f}",
+                f"{consumer.get(f'{WRITTEN}{{type={kind}}}', 0):,.0f}")
+        lag, dead = consumer.get(LAG, 0), consumer.get(DEAD_LETTERS, 0)
+        table.caption = f"consumer lag {lag:,.0f} events; dead-lettered {dead:,.0f}"
         return table
 
 

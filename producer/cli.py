@@ -23,11 +23,9 @@ import signal
 import sys
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from common.config import Config, ConfigError
 from common.logs import setup_logging
-from common.metrics import MetricsServer
+from common.metrics import MetricsServer, new_registry
 from massive_fetcher.cli import add_config_argument, config_from_args
 from producer.gaps import Gap, RepairOutcome
 from producer.protocol import subscription_channels
@@ -76,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"{config.source}: massive: {exc}") from None
     setup_logging(args.log_level, secrets=[api_key])
-    registry = CollectorRegistry()
+    registry = new_registry()
     try:
         publisher = Publisher(config, client_id="producer", registry=registry)
         publisher.wait_until_reachable(config.producer.kafka_wait_s)

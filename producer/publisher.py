@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from common.config import Config
 from common.kafka import refused_as_too_large
+from common.metrics import NAMESPACE
 from producer.mapping import event_timestamp_ns
 from schemas.codec import DATA_TYPE_OF_KIND
 from schemas.keys import symbol_key
@@ -388,35 +388,31 @@ class Publisher:
             log.warning("Kafka client error", extra={"error": err.str()})
 
 
-def _metric_prefix(client_id: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_]", "_", client_id) + "_kafka"
-
-
 class _PublisherCollector(Collector):
     """Reads the publisher's plain counters at scrape time (no per-record metric calls)."""
 
     def __init__(self, pub: Publisher) -> None:
         self._pub = pub
-        self._prefix = _metric_prefix(pub.client_id)
 
     def collect(self) -> Any:
-        p, pre = self._pub, self._prefix
+        p, pre, client = self._pub, f"{NAMESPACE}_kafka", [self._pub.client_id]
         produced = CounterMetricFamily(f"{pre}_produced", "Records queued for Kafka",
-                                       labels=["kind"])
+                                       labels=["client_id", "kind"])
         for kind, n in p.produced_by_kind.items():
-            produced.add_metric([kind], n)
+            produced.add_metric([*client, kind], n)
         yield produced
-        yield CounterMetricFamily(f"{pre}_delivered", "Records acknowledged by Kafka",
-                                  value=p.delivered)
-        yield CounterMetricFamily(f"{pre}_delivery_failed",
-                                  "Records Kafka did not acknowledge after retries (produce "
-                                  "errors)", value=p.failed)
-        yield CounterMetricFamily(f"{pre}_backpressure_waits",
-                                  "Times the local queue was full and publishing waited",
-                                  value=p.backpressure_waits)
-        yield CounterMetricFamily(f"{pre}_backpressure_seconds",
-                                  "Time spent waiting for room in the local queue",
-                                  value=p.backpressure_seconds)
-        yield GaugeMetricFamily(f"{pre}_queue_depth",
-                                "Messages in librdkafka's local queue (len(producer))",
-                                value=p.queue_depth)
+        families = (
+            (CounterMetricFamily, "delivered", "Records acknowledged by Kafka", p.delivered),
+            (CounterMetricFamily, "delivery_failed", "Records Kafka did not acknowledge after "
+             "retries (produce errors)", p.failed),
+            (CounterMetricFamily, "backpressure_waits", "Times the local queue was full and "
+             "publishing waited", p.backpressure_waits),
+            (CounterMetricFamily, "backpressure_seconds", "Time spent waiting for room in the "
+             "local queue", p.backpressure_seconds),
+            (GaugeMetricFamily, "queue_depth", "Messages in librdkafka's local queue "
+             "(len(producer))", p.queue_depth),
+        )
+        for family, name, doc, value in families:
+            metric = family(f"{pre}_{name}", doc, labels=["client_id"])
+            metric.add_metric(client, value)
+            yield metric

@@ -30,8 +30,8 @@ REPARTITION_ADVICE = (
     "changing the partition count re-homes symbols to other partitions, and a bucket fed "
     "from two partitions can get rows twice or lose them; either set kafka.partitions to "
     "{current}, or: stop producers and backfills, let the consumers drain to zero lag "
-    "(consumer_lag), stop them, then `kafka-topics --alter --partitions {wanted}` and start "
-    "consumers before producers")
+    "(massive_fetcher_consumer_lag), stop them, then "
+    "`kafka-topics --alter --partitions {wanted}` and start consumers before producers")
 
 
 class TopicsError(RuntimeError):
