@@ -246,6 +246,7 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("kafka", "bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
     ("schema_registry", "url", "SCHEMA_REGISTRY_URL"),
     ("marketstore", "url", "MARKETSTORE_URL"),
+    ("metrics", "host", "METRICS_HOST"),
 )
 
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pymarketstore as pymkts
@@ -260,15 +260,29 @@ def choose_runner(requested: str, java_on_path: bool, docker_reachable: bool) ->
     return "native"
 
 
+def compose_argv(compose: Path, env: Mapping[str, str]) -> list[str]:
+    """``docker compose up`` of ``compose``: on the simulator (its env file) unless the user
+    has a key in the environment or a config of their own for the containers."""
+    argv = ["docker", "compose", "-f", str(compose)]
+    config_dir = Path(env.get("MASSIVE_FETCHER_CONFIG_DIR") or compose.parent)
+    own = env.get("MASSIVE_API_KEY") or any(
+        (config_dir / name).exists() for name in ("config.yaml", "mkts.yml"))
+    if not own:
+        argv += ["--env-file", str(compose.with_name("compose.simulator.env"))]
+    return [*argv, "up", "--build"]
+
+
 def run_compose(config_file: str | None) -> int:
     """The same pipeline under Docker Compose (compose.yaml), in the foreground."""
     compose = Path(__file__).resolve().parent.parent / "compose.yaml"
     if not compose.exists():
         raise UsageError(f"{compose} not found: run from a checkout of massive-fetcher")
     if config_file:
-        raise UsageError("--config is not used with compose: compose.yaml carries its own "
-                         "config; set MASSIVE_API_KEY etc. in the environment")
-    return subprocess.call(["docker", "compose", "-f", str(compose), "up", "--build"])
+        raise UsageError("--config is not used with compose: the containers read "
+                         "config.yaml or mkts.yml from the checkout "
+                         "(or $MASSIVE_FETCHER_CONFIG_DIR), and MASSIVE_* from the "
+                         "environment")
+    return subprocess.call(compose_argv(compose, os.environ))
 
 
 def run(args: argparse.Namespace) -> int:
