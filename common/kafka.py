@@ -118,11 +118,15 @@ def fetch_metadata(client: _MetadataClient, watch: AuthWatch, timeout_s: float) 
     message) within ``timeout_s``; a refusal seen meanwhile raises :class:`KafkaAuthError`
     at once instead of waiting the whole time out."""
     deadline = time.monotonic() + timeout_s
+    # short first tries notice a refusal quickly; longer ones still let a slow broker answer
+    attempt_s = 1.0
     while True:
         try:
-            return client.list_topics(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+            return client.list_topics(
+                timeout=max(0.05, min(attempt_s, deadline - time.monotonic())))
         except KafkaException:
             client.poll(0)  # serves error_cb, where a refusal is reported
             watch.check()
             if time.monotonic() >= deadline:
                 raise
+            attempt_s *= 2
