@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     except OptionsError as exc:
         raise UsageError(str(exc)) from None
     api_key = config.require_api_key()
-    setup_logging(args.log_level, secrets=[api_key])
+    setup_logging(args.log_level, secrets=[api_key, *config.secrets()])
     for warning in options.warnings:
         print(f"massive-fetcher backfill: warning: {warning}", file=sys.stderr)
         log.warning(warning)

@@ -105,6 +105,13 @@ class TopicsConfig:
         return {"bars": self.bars, "trades": self.trades, "quotes": self.quotes}[data_type]
 
 
+def secret_property(name: str) -> bool:
+    """A librdkafka property whose value is a secret (``sasl.password``,
+    ``ssl.key.password``, ``sasl.oauthbearer.client.secret``, an inline key...)."""
+    return name.endswith(("password", "secret")) or name in (
+        "ssl.key.pem", "sasl.oauthbearer.config", "sasl.jaas.config")
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -116,6 +123,18 @@ class KafkaConfig:
     properties: dict[str, KafkaProperty] = field(default_factory=dict)
     producer: dict[str, KafkaProperty] = field(default_factory=dict)
     consumer: dict[str, KafkaProperty] = field(default_factory=dict)
+
+    def secrets(self) -> list[str]:
+        """The values of every secret property, for the log redactor."""
+        return [str(value) for props in (self.properties, self.producer, self.consumer)
+                for name, value in props.items() if secret_property(name) and value != ""]
+
+    def __repr__(self) -> str:  # a password must never reach a log line through repr()
+        shown: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for section in ("properties", "producer", "consumer"):
+            shown[section] = {name: "***" if secret_property(name) else value
+                              for name, value in shown[section].items()}
+        return f"KafkaConfig({shown})"
 
 
 @dataclass(frozen=True)
@@ -222,6 +241,10 @@ class Config:
     services: ServicesConfig = field(default_factory=ServicesConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = "<defaults>"  # the file it came from, for error messages
+
+    def secrets(self) -> list[str]:
+        """Everything the logs must never show: the API key and Kafka's secret properties."""
+        return [s for s in (self.massive.api_key, *self.kafka.secrets()) if s]
 
     def require_api_key(self) -> str:
         if not self.massive.api_key:

@@ -98,7 +98,7 @@ def _serve(config: Config, service: ConsumerService, port: int) -> MetricsServer
 
 
 def _run(config: Config, options: Options, level: str, metrics_port: int) -> int:
-    setup_logging(level, secrets=[config.massive.api_key])
+    setup_logging(level, secrets=config.secrets())
     service = ConsumerService(config, options)
     service.install_signal_handlers()
     server = _serve(config, service, metrics_port)

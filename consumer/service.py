@@ -54,7 +54,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.config import Config
 from common.deadletter import dead_letter_headers, dead_letter_properties, produce_dead_letter
-from common.kafka import worth_asking_again
+from common.kafka import AuthWatch, worth_asking_again
 from common.metrics import NAMESPACE, new_registry
 from consumer import columns
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
@@ -189,6 +189,8 @@ class ConsumerService:
         self.latencies_ns: deque[np.ndarray] = deque()  # e2e samples (bench), bounded
         self._latency_samples = 0
         self._end_offsets: dict[TP, int] | None = None
+        # a wrong password or CA ends the run (KafkaAuthError) instead of a silent retry loop
+        self._auth = AuthWatch(config.kafka.bootstrap_servers)
         self._last_commit = 0.0
         self.on_written: Callable[[FlushResult], None] | None = None  # hook (bench)
 
@@ -218,6 +220,7 @@ class ConsumerService:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            "error_cb": self._auth,
             **FETCH_DEFAULTS,
             **self.config.kafka.consumer,
             **self.options.extra,
@@ -241,6 +244,7 @@ class ConsumerService:
                 self.open()  # inside the try: a half-opened service is closed too
             assert self.consumer is not None
             while not self._stop.is_set():
+                self._auth.check()
                 if self._paused_since is not None:
                     self._recover()
                     continue

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from common.config import Config, ConfigError, load_config
+from common.kafka import KAFKA_AUTH_EXIT_CODE, KafkaAuthError
 
 SUBCOMMANDS: tuple[str, ...] = (
     "massive_fetcher.pipeline",  # run
@@ -72,5 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"massive-fetcher {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KafkaAuthError as exc:
+        print(f"massive-fetcher {args.command}: error: {exc}", file=sys.stderr)
+        return KAFKA_AUTH_EXIT_CODE
     except KeyboardInterrupt:
         return 130

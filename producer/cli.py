@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         subscription_channels(config.massive.data_types, config.massive.symbols)
     except ValueError as exc:
         raise ConfigError(f"{config.source}: massive: {exc}") from None
-    setup_logging(args.log_level, secrets=[api_key])
+    setup_logging(args.log_level, secrets=[api_key, *config.secrets()])
     registry = new_registry()
     try:
         publisher = Publisher(config, client_id="producer", registry=registry)

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common.config import Config
-from common.kafka import refused_as_too_large
+from common.kafka import AuthWatch, fetch_metadata, refused_as_too_large
 from common.metrics import NAMESPACE
 from producer.mapping import event_timestamp_ns
 from schemas.codec import DATA_TYPE_OF_KIND
@@ -132,6 +132,7 @@ class Publisher:
             props.update(properties)
         props["on_delivery"] = self._on_delivery
         props["error_cb"] = self._on_error
+        self._auth = AuthWatch(self.bootstrap_servers)
         # librdkafka's own log lines go through logging (JSON, redacted), not raw stderr
         props.setdefault("logger", logging.getLogger(f"librdkafka.{client_id}"))
         self._producer = Producer(props)
@@ -307,9 +308,10 @@ class Publisher:
         return len(self._producer)
 
     def wait_until_reachable(self, timeout_s: float) -> None:
-        """Fetch cluster metadata or raise :class:`PublisherError` naming the servers."""
+        """Fetch cluster metadata or raise :class:`PublisherError` naming the servers
+        (``common.kafka.KafkaAuthError`` at once when the broker refuses the client)."""
         try:
-            self._producer.list_topics(timeout=timeout_s)
+            fetch_metadata(self._producer, self._auth, timeout_s)
         except KafkaException as exc:
             raise PublisherError(
                 f"Kafka at {self.bootstrap_servers} not reachable within {timeout_s:g}s "
@@ -378,7 +380,12 @@ class Publisher:
 
     def _on_error(self, err: KafkaError) -> None:
         self.last_error = err.str()
-        if err.fatal():
+        if self._auth(err):
+            # librdkafka would retry for ever with the same credentials
+            if self.fatal_error is None:
+                log.critical("Kafka refused the producer", extra={"error": err.str()})
+            self.fatal_error = self._auth.failure
+        elif err.fatal():
             self.fatal_error = err.str()
             log.critical("Kafka producer fatal error", extra={"error": err.str()})
         elif err.code() == KafkaError._ALL_BROKERS_DOWN:
