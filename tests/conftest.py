@@ -45,6 +45,13 @@ MODES = ("auto", "env", "docker", "native")
 SERVER_FIXTURES = frozenset({"live_services", "_session_marketstore_control"})
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    try:  # with MASSIVE_FETCHER_REQUIRE_NATIVE set, a missing build ends the run here
+        import schemas.native  # noqa: F401
+    except ImportError as exc:
+        pytest.exit(str(exc), returncode=3)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
