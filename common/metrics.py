@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Gauge,
     ProcessCollector,
     generate_latest,
 )
@@ -26,9 +27,15 @@ NAMESPACE = "massive_fetcher"
 
 
 def new_registry() -> CollectorRegistry:
-    """A registry for one part's ``/metrics``, with the process collector in it."""
+    """A registry for one part's ``/metrics``, with the process collector in it and
+    ``massive_fetcher_native_paths_active`` (1 when ``schemas/_native.c`` is in use: the
+    Python paths give the same bytes, so only this tells a slow install apart)."""
+    from schemas.native import status
+
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
+    Gauge("native_paths_active", "1 when the compiled hot paths (schemas._native) are in use",
+          namespace=NAMESPACE, registry=registry).set(1 if status()[0] else 0)
     return registry
 
 

@@ -165,6 +165,10 @@ PROCESSES = [
     panel("Open file descriptors per process", "short",
           (process("process_open_fds"), "{{job}} {{instance}}"),
           (f"min({process('process_max_fds')})", "limit")),
+    panel("Compiled hot paths active", "short",
+          (m("native_paths_active"), "{{job}} {{instance}}"),
+          description="1: schemas._native in use; 0: the Python paths run (same data, "
+                      "slower): install gcc and reinstall"),
 ]
 
 

@@ -107,7 +107,16 @@ def run_checks(config: Config, timeout_s: float = 5.0) -> list[Check]:
     if registry is not None:
         checks.append(registry)
     checks.append(check_marketstore(config, timeout_s))
+    checks.append(check_native())
     return checks
+
+
+def check_native() -> Check:
+    """The compiled hot paths: without them everything works, several times slower."""
+    from schemas.native import status
+
+    active, detail = status()
+    return Check("native paths", active, detail)
 
 
 def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:

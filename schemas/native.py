@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 API_VERSION = 2  # bump with any change to the functions or types the module exports
 REQUIRE_ENV = "MASSIVE_FETCHER_REQUIRE_NATIVE"
+INACTIVE = ("inactive: the Python paths run (same data, slower); install gcc and re-run "
+            "`pip install -e .` (or `make test`)")
 
 
 class NativeMissing(ImportError):
@@ -49,8 +51,7 @@ def _missing(reason: str) -> None:
 def status() -> tuple[bool, str]:
     """Whether the compiled paths are active, and a line saying so (doctor, metrics)."""
     if native is None:
-        return False, ("inactive: the Python paths run (slower); install gcc and "
-                       "re-run `pip install -e .`")
+        return False, INACTIVE
     return True, f"active (schemas._native, API {API_VERSION})"
 
 

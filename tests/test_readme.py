@@ -18,6 +18,7 @@ from consumer import buckets
 from consumer.testkit import bar, quote, trade
 from consumer.writer import MarketStoreWriter
 from massive_fetcher.doctor import check_broker, check_marketstore, check_registry
+from schemas.native import INACTIVE
 from schemas.topics import TopicInfo, check_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +116,7 @@ def _doctor_fixes() -> dict[str, str]:
     wanted = config.kafka.partitions
     infos = [TopicInfo(config.kafka.topics.trades, "trades", False),
              TopicInfo(config.kafka.topics.bars, "bars", True, wanted - 1, 1, {})]
+    fixes["native paths"] = INACTIVE.split("; ", 1)[1]
     for problem in check_topics(config, infos=infos):
         if "is missing" in problem:
             fixes["missing topic"] = problem.split(": ", 1)[1]
@@ -131,7 +133,7 @@ def test_troubleshooting_explains_every_doctor_fix() -> None:
     text = words(section("Troubleshooting").replace("`", ""))
     fixes = _doctor_fixes()
     assert set(fixes) == {"kafka", "schema registry", "marketstore", "missing topic",
-                          "partitions", "topic setting"}
+                          "partitions", "topic setting", "native paths"}
     missing = {name: fix for name, fix in fixes.items()
                if words(fix.replace("`", "")) not in text}
     assert not missing, f"README.md's Troubleshooting lacks doctor's fixes: {missing}"
