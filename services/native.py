@@ -1,4 +1,4 @@
-"""Kafka, MarketStore and a schema registry as local processes: the API behind ``massive-fetcher services``.
+"""Kafka, MarketStore and a registry as local processes: behind ``massive-fetcher services``.
 
     handle = NativeServices(config.services)
     handle.up()                       # returns once both answer real client requests
