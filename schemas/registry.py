@@ -98,8 +98,10 @@ class Registry:
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404 and exc.error_code == UNKNOWN_ID_ERROR_CODE:
                 raise UnknownSchemaId(exc.error_message) from None
-            hint = (" (check schema_registry.basic_auth_user_info / bearer_token)"
-                    if exc.http_status_code in (401, 403) else "")
+            hint = {401: " (check schema_registry.basic_auth_user_info / bearer_token)",
+                    403: " (check schema_registry.basic_auth_user_info / bearer_token)",
+                    409: " (incompatible with the subject's registered schema under its "
+                         "compatibility level)"}.get(exc.http_status_code, "")
             message = " ".join(str(exc.error_message).split())[:300]
             raise RegistryError(f"schema registry {self.url}: {what}: HTTP "
                                 f"{exc.http_status_code}: {message}{hint}") from None
