@@ -71,6 +71,9 @@ class Registry:
     def close(self) -> None:
         self.client.close()
 
+    def subjects(self) -> list[str]:
+        return list(self._call("GET /subjects", self.client.get_subjects))
+
     def set_compatibility(self, subject: str, level: str = "BACKWARD") -> None:
         self._call(f"PUT /config/{subject}", self.client.set_compatibility, subject, level)
 

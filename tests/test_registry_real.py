@@ -144,3 +144,15 @@ def test_a_bearer_token_goes_out_as_an_authorization_header(schema_registry_url:
     assert headers and all(h["authorization"] == "Bearer tok-123" for h in headers)
     assert all(h["target-sr-cluster"] == "lsrc-1" for h in headers)
     assert "tok-123" not in repr(config) and "tok-123" not in json.dumps(str(config))
+
+
+def test_doctor_checks_the_registry_with_its_credentials(auth_registry: str) -> None:
+    from massive_fetcher.doctor import check_registry
+
+    good = registry_config(auth_registry, basic_auth_user_info=f"alice:{PASSWORD}")
+    check = check_registry(good, timeout_s=10)
+    assert check is not None and check.ok, check
+    bad = registry_config(auth_registry, basic_auth_user_info="alice:nope-77")
+    check = check_registry(bad, timeout_s=10)
+    assert check is not None and not check.ok
+    assert "HTTP 401" in check.detail and "nope-77" not in check.detail
