@@ -97,7 +97,10 @@ def test_container_kafka_advertises_the_host_side_address() -> None:
     from services.containers import kafka_environment
 
     env = kafka_environment("127.0.0.1:40001", "512m")
-    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:40001"
+    # INTERNAL: for a registry container in Kafka's network namespace
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == \
+        "PLAINTEXT://127.0.0.1:40001,INTERNAL://localhost:29092"
+    assert "INTERNAL:PLAINTEXT" in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_LISTENERS"].startswith("PLAINTEXT://:9092,")
     assert env["KAFKA_HEAP_OPTS"] == "-Xmx512m"
