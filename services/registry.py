@@ -84,9 +84,17 @@ def users_properties(users: dict[str, str]) -> str:
              "quarkus.security.users.embedded.plain-text=true",
              "quarkus.http.auth.permission.api.paths=/apis/*",
              "quarkus.http.auth.permission.api.policy=authenticated"]
-    lines += [f"quarkus.security.users.embedded.users.{user}={password}"
+    lines += [f"quarkus.security.users.embedded.users.{user}={_escaped(password)}"
               for user, password in users.items()]
     return "".join(line + "\n" for line in lines)
+
+
+def _escaped(value: str) -> str:
+    """``value`` as a .properties value (backslashes escaped)."""
+    if "\n" in value or "\r" in value or value[:1].isspace():
+        raise ServiceError("registry: a password cannot contain a line break or start "
+                           "with a space")
+    return value.replace("\\", "\\\\")
 
 
 class RegistryService(Service):
