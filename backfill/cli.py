@@ -126,7 +126,14 @@ async def _main(config: Config, options: Options) -> int:
     from backfill.job import run_job
     from common.metrics import new_registry
     from producer.publisher import Publisher, PublisherError
+    from schemas.codec import RegistryError, make_codec
 
+    codec = make_codec(config)
+    try:  # an unusable registry or a refused schema: before anything is produced
+        await asyncio.to_thread(codec.register_all)
+    except RegistryError as exc:
+        print(f"massive-fetcher backfill: error: {exc}; nothing was produced", file=sys.stderr)
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     interrupted: list[int] = []
@@ -144,7 +151,7 @@ async def _main(config: Config, options: Options) -> int:
 
     registry = new_registry()
     try:
-        publisher = Publisher(config, client_id="backfill", registry=registry)
+        publisher = Publisher(config, client_id="backfill", registry=registry, codec=codec)
         await asyncio.to_thread(publisher.wait_until_reachable, 15.0)
     except PublisherError as exc:
         print(f"massive-fetcher backfill: error: {exc}", file=sys.stderr)
@@ -158,9 +165,7 @@ async def _main(config: Config, options: Options) -> int:
     display_task = asyncio.create_task(display.run(holder))
     status = 0
     try:
-        from schemas.codec import make_codec
-
-        result = await run_job(config, options, publisher, make_codec(config), stop,
+        result = await run_job(config, options, publisher, codec, stop,
                                on_engine=lambda e: holder.setdefault("engine", e),
                                dead_letters=dead_letters)
     except FatalBackfillError as exc:

@@ -140,6 +140,26 @@ class KafkaConfig:
 @dataclass(frozen=True)
 class SchemaRegistryConfig:
     url: str | None = None
+    # "user:password" for HTTP basic auth; a secret, like bearer_token.
+    basic_auth_user_info: str | None = None
+    bearer_token: str | None = None
+    # Sent with a bearer token as target-sr-cluster (Confluent Cloud's lsrc-...).
+    bearer_logical_cluster: str | None = None
+    # A CA bundle (file or directory) to verify an https:// registry; default: certifi's.
+    ssl_ca_location: str | None = None
+    timeout_s: Annotated[float, Range(above=0)] = 10.0
+
+    SECRETS: ClassVar[tuple[str, ...]] = ("basic_auth_user_info", "bearer_token")
+
+    def secrets(self) -> list[str]:
+        """The credentials set, for the log redactor."""
+        return [value for name in self.SECRETS if (value := getattr(self, name))]
+
+    def __repr__(self) -> str:  # credentials must never reach a log line through repr()
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for secret in self.SECRETS:
+            shown[secret] = "***" if shown[secret] else None
+        return f"SchemaRegistryConfig({shown})"
 
 
 @dataclass(frozen=True)
@@ -216,6 +236,10 @@ class ServicesConfig:
     marketstore_version: str = "v4.1.23"
     marketstore_port: Annotated[int, PORT] = 5993
     marketstore_grpc_port: Annotated[int, PORT] = 5995
+    registry_version: str = "3.3.3"  # Apicurio Registry, from Maven Central
+    registry_port: Annotated[int, PORT] = 8081
+    registry_management_port: Annotated[int, PORT] = 8091
+    registry_heap: str = "256m"
     cache_dir: str | None = None  # default: $XDG_CACHE_HOME/massive-fetcher
     state_dir: str | None = None  # default: $XDG_STATE_HOME/massive-fetcher
 
@@ -243,8 +267,10 @@ class Config:
     source: str = "<defaults>"  # the file it came from, for error messages
 
     def secrets(self) -> list[str]:
-        """Everything the logs must never show: the API key and Kafka's secret properties."""
-        return [s for s in (self.massive.api_key, *self.kafka.secrets()) if s]
+        """Everything the logs must never show: the API key, Kafka's secret properties and
+        the registry's credentials."""
+        return [s for s in (self.massive.api_key, *self.kafka.secrets(),
+                            *self.schema_registry.secrets()) if s]
 
     def require_api_key(self) -> str:
         if not self.massive.api_key:
@@ -268,6 +294,8 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("massive", "data_types", "MASSIVE_DATA_TYPES"),
     ("kafka", "bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
     ("schema_registry", "url", "SCHEMA_REGISTRY_URL"),
+    ("schema_registry", "basic_auth_user_info", "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"),
+    ("schema_registry", "bearer_token", "SCHEMA_REGISTRY_BEARER_TOKEN"),
     ("marketstore", "url", "MARKETSTORE_URL"),
     ("metrics", "host", "METRICS_HOST"),
 )

@@ -59,5 +59,5 @@ def setup_logging(level: str = "INFO", secrets: Iterable[str | None] = (),
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("websockets", "aiohttp.access", "urllib3"):
+    for noisy in ("websockets", "aiohttp.access", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

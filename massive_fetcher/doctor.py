@@ -8,11 +8,11 @@ the schema registry when one is configured, and MarketStore's RPC endpoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pymarketstore as pymkts
-import requests
 from confluent_kafka.admin import AdminClient
 
 from common.config import Config
@@ -73,16 +73,19 @@ def check_topic_setup(config: Config, timeout_s: float) -> list[Check]:
 
 
 def check_registry(config: Config, timeout_s: float) -> Check | None:
-    url = config.schema_registry.url
-    if not url:
+    if not config.schema_registry.url:
         return None
+    from schemas.registry import Registry, RegistryError
+
+    registry = Registry(dataclasses.replace(config.schema_registry, timeout_s=timeout_s))
     try:
-        response = requests.get(f"{url.rstrip('/')}/subjects", timeout=timeout_s)
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        return Check("schema registry", False, f"{url} does not answer GET /subjects ({exc}); "
-                     "start it or fix schema_registry.url / SCHEMA_REGISTRY_URL")
-    return Check("schema registry", True, f"{url} ({len(response.json())} subjects)")
+        subjects = registry.subjects()
+    except RegistryError as exc:
+        return Check("schema registry", False, f"{exc}; start it or fix schema_registry.url / "
+                     "SCHEMA_REGISTRY_URL and its credentials")
+    finally:
+        registry.close()
+    return Check("schema registry", True, f"{registry.url} ({len(subjects)} subjects)")
 
 
 def check_marketstore(config: Config, timeout_s: float) -> Check:

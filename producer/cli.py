@@ -31,10 +31,14 @@ from producer.gaps import Gap, RepairOutcome
 from producer.protocol import subscription_channels
 from producer.publisher import Publisher, PublisherError
 from producer.session import EXIT_KAFKA_FAILED, ProducerSession
+from schemas.codec import RegistryError, make_codec
 
 log = logging.getLogger("producer")
 
 EXIT_STARTUP_FAILED = 1
+# The schema registry is unreachable or refused one of our schemas (e.g. incompatible):
+# checked before anything is produced.
+EXIT_REGISTRY_FAILED = 6
 FLUSH_TIMEOUT_S = 60.0
 
 
@@ -74,21 +78,28 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"{config.source}: massive: {exc}") from None
     setup_logging(args.log_level, secrets=[api_key, *config.secrets()])
+    codec = make_codec(config)
+    try:
+        codec.register_all()
+    except RegistryError as exc:
+        log.error("%s", exc)
+        print(f"massive-fetcher producer: error: {exc}; nothing was produced", file=sys.stderr)
+        return EXIT_REGISTRY_FAILED
     registry = new_registry()
     try:
-        publisher = Publisher(config, client_id="producer", registry=registry)
+        publisher = Publisher(config, client_id="producer", registry=registry, codec=codec)
         publisher.wait_until_reachable(config.producer.kafka_wait_s)
         _ensure_topics(config)
     except PublisherError as exc:
         log.error("%s", exc)
         print(f"massive-fetcher producer: error: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
-    session = ProducerSession(config, publisher, registry=registry)
+    session = ProducerSession(config, publisher, registry=registry, codec=codec)
     # In-process backfill and gap repair produce through a Kafka producer of their own:
     # waiting for *their* records (flush before a checkpoint or a "repaired" marker) must
     # not mean waiting for the live stream's queue to drain, which under steady live load
     # it never does.
-    side_publisher = (Publisher(config, client_id="producer-backfill")
+    side_publisher = (Publisher(config, client_id="producer-backfill", codec=codec)
                       if _wants_inprocess(config) else None)
     metrics = None
     if config.metrics.enabled:

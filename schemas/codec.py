@@ -35,7 +35,7 @@ import fastavro
 import fastavro.validation
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
-from schemas.registry import RegistryError, SchemaRegistryClient, UnknownSchemaId
+from schemas.registry import Registry, RegistryError, UnknownSchemaId
 
 if TYPE_CHECKING:
     from common.config import Config
@@ -135,7 +135,7 @@ class Codec:
 
     def __init__(self, schemas: Mapping[str, Mapping[str, Any]] | None = None, *,
                  writer_schemas: Iterable[Mapping[str, Any]] = (),
-                 registry: SchemaRegistryClient | None = None,
+                 registry: Registry | None = None,
                  subjects: Mapping[str, str] | None = None,
                  fast: bool = True) -> None:
         if schemas is None:
@@ -217,6 +217,13 @@ class Codec:
             detail = " ".join(str(exc).split())
             raise EncodeError(f"{kind} record does not match its schema: {detail}") from None
         return out.getvalue()
+
+    def register_all(self) -> None:
+        """With a registry, register every kind's schema now (RegistryError when one is
+        refused or the registry is unreachable): a writer checks this before it produces."""
+        if self._registry is not None:
+            for kind in self._schemas:
+                self.encoder(kind)
 
     def _register(self, kind: str) -> bytes:
         if kind not in self._schemas:
@@ -362,4 +369,4 @@ def make_codec(config: Config) -> Codec:
         return Codec()
     topics = config.kafka.topics
     subjects = {kind: f"{topics.for_type(dt)}-value" for kind, dt in DATA_TYPE_OF_KIND.items()}
-    return Codec(registry=SchemaRegistryClient(url), subjects=subjects)
+    return Codec(registry=Registry(config.schema_registry), subjects=subjects)

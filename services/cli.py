@@ -1,4 +1,4 @@
-"""``massive-fetcher services up | status | down``: local Kafka and MarketStore, no Docker."""
+"""``massive-fetcher services up | status | down``: local Kafka, MarketStore and registry."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import argparse
 
 from common.logs import setup_logging
 from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
-from services.native import SERVICE_NAMES, NativeServices
+from services.native import DEFAULT_SERVICES, SERVICE_NAMES, NativeServices
 
 DESCRIPTION = """\
 Run Apache Kafka (single-node KRaft, jars from Maven Central) and MarketStore (built with Go)
-as local processes on 127.0.0.1, configured by the services: section of the config file.
+as local processes on 127.0.0.1, configured by the services: section of the config file;
+`up registry` adds a Confluent-compatible schema registry (Apicurio Registry from Maven
+Central, needs Java 21+; its URL is the schema_registry.url to use).
 Downloads and builds are cached in $XDG_CACHE_HOME/massive-fetcher (~/.cache); data, logs
 and pid files live in $XDG_STATE_HOME/massive-fetcher (~/.local/state). Needs java, and
 mvn / go until the cache is warm."""
@@ -27,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         add_config_argument(sub)
         sub.add_argument("names", nargs="*", metavar="SERVICE",
                          help=f"only these services ({', '.join(SERVICE_NAMES)}; "
-                              "default: both)")
+                              f"default: {' and '.join(DEFAULT_SERVICES)}, and for "
+                              "status/down the registry too when it runs)")
         sub.set_defaults(func=run)
         return sub
 
@@ -56,9 +59,13 @@ def run(args: argparse.Namespace) -> int:
     handle = NativeServices(config.services,
                             startup_timeout_s=getattr(args, "timeout", 180.0))
     if args.action == "up":
-        handle.up(names, report=lambda line: print(line, flush=True))
-        print(f"export KAFKA_BOOTSTRAP_SERVERS={handle.kafka_bootstrap} "
-              f"MARKETSTORE_URL={handle.marketstore_url}")
+        results = handle.up(names, report=lambda line: print(line, flush=True))
+        started = {result.name for result in results}
+        exports = {"KAFKA_BOOTSTRAP_SERVERS": handle.kafka_bootstrap,
+                   "MARKETSTORE_URL": handle.marketstore_url}
+        if "registry" in started:
+            exports["SCHEMA_REGISTRY_URL"] = handle.registry_url
+        print("export " + " ".join(f"{k}={v}" for k, v in exports.items()))
         print(f"logs and data: {handle.state_dir}")
         return 0
     if args.action == "down":

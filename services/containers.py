@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from common.config import ServicesConfig
 from services.base import ServiceError
-from services.probes import kafka_answers, marketstore_answers
+from services.probes import kafka_answers, marketstore_answers, registry_answers
 from services.process import free_port, poll_until
 
 if TYPE_CHECKING:
@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 
 KAFKA_IMAGE = "apache/kafka:{version}"
 MARKETSTORE_IMAGE = "alpacamarkets/marketstore:{version}"
+# compose.yaml's registry profile uses the same image
+REGISTRY_IMAGE = "confluentinc/cp-schema-registry:7.9.1"
+# Kafka's listener for a registry sharing its network namespace (it needs a broker address
+# that works from inside; the host-side one does not).
+INTERNAL_PORT = 29092
 
 
 def docker_available(timeout_s: float = 3.0) -> bool:
@@ -42,10 +47,13 @@ def kafka_environment(advertised: str, heap: str) -> dict[str, str]:
     return {
         "KAFKA_NODE_ID": "1",
         "KAFKA_PROCESS_ROLES": "broker,controller",
-        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
-        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{advertised}",
+        "KAFKA_LISTENERS": f"PLAINTEXT://:9092,CONTROLLER://:9093,INTERNAL://:{INTERNAL_PORT}",
+        "KAFKA_ADVERTISED_LISTENERS": (f"PLAINTEXT://{advertised},"
+                                       f"INTERNAL://localhost:{INTERNAL_PORT}"),
+        "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
         "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
-        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": ("CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+                                                 "INTERNAL:PLAINTEXT"),
         "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
         "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
         "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
@@ -71,6 +79,8 @@ class ContainerServices:
         self.startup_timeout_s = startup_timeout_s
         self._kafka: DockerContainer | None = None
         self._marketstore: DockerContainer | None = None
+        self._registry: DockerContainer | None = None
+        self._registry_port = 0
         self._host = "127.0.0.1"
         self._kafka_port = 0
         self._marketstore_port = 0
@@ -90,10 +100,13 @@ class ContainerServices:
         self._host = DockerClient().host()
         self._kafka_port = free_port()
         self._marketstore_port = free_port()
+        self._registry_port = free_port()
         try:
             self._kafka = (
                 DockerContainer(self.kafka_image)
                 .with_bind_ports(9092, self._kafka_port)
+                # published here: a registry started later shares this container's network
+                .with_bind_ports(8081, self._registry_port)
                 .with_envs(**kafka_environment(self.kafka_bootstrap, self.settings.kafka_heap))
             )
             self._kafka.start()
@@ -143,7 +156,37 @@ class ContainerServices:
         self.kill_marketstore()
         self.start_marketstore()
 
+    @property
+    def registry_url(self) -> str:
+        return f"http://{self._host}:{self._registry_port}"
+
+    def start_registry(self) -> str:
+        """Confluent's registry in Kafka's network namespace; returns its URL once it answers."""
+        from testcontainers.core.container import DockerContainer
+
+        if self._kafka is None:
+            raise ServiceError("start_registry needs the Kafka container running")
+        if self._registry is None:
+            kafka_id = self._kafka.get_wrapped_container().id
+            self._registry = (
+                DockerContainer(REGISTRY_IMAGE)
+                .with_kwargs(network_mode=f"container:{kafka_id}")
+                .with_envs(SCHEMA_REGISTRY_HOST_NAME="localhost",
+                           SCHEMA_REGISTRY_LISTENERS="http://0.0.0.0:8081",
+                           SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS=(
+                               f"PLAINTEXT://localhost:{INTERNAL_PORT}"),
+                           SCHEMA_REGISTRY_KAFKASTORE_TOPIC_REPLICATION_FACTOR="1"))
+            self._registry.start()
+        self._wait("registry", self._registry, lambda: registry_answers(self.registry_url))
+        return self.registry_url
+
+    def stop_registry(self) -> None:
+        if self._registry is not None:
+            self._registry.stop()
+        self._registry = None
+
     def down(self) -> None:
+        self.stop_registry()
         for container in (self._marketstore, self._kafka):
             if container is not None:
                 container.stop()

@@ -1,4 +1,4 @@
-"""Kafka and MarketStore as local processes: the API behind ``massive-fetcher services``.
+"""Kafka, MarketStore and a registry as local processes: behind ``massive-fetcher services``.
 
     handle = NativeServices(config.services)
     handle.up()                       # returns once both answer real client requests
@@ -20,8 +20,11 @@ from services.base import Service, ServiceError, ServiceStatus, missing_tool_err
 from services.kafka import KafkaService
 from services.marketstore import MarketStoreService
 from services.paths import cache_root, state_root
+from services.registry import RegistryService
 
-SERVICE_NAMES: tuple[str, ...] = ("kafka", "marketstore")
+SERVICE_NAMES: tuple[str, ...] = ("kafka", "marketstore", "registry")
+# What `up` starts when no name is given; the registry is optional (schema_registry.url).
+DEFAULT_SERVICES: tuple[str, ...] = ("kafka", "marketstore")
 
 
 class ServicesHandle(Protocol):
@@ -72,7 +75,8 @@ class NativeServices:
     """Both servers under one state dir (data, logs, pid files) and one cache dir (builds)."""
 
     def __init__(self, settings: ServicesConfig, *, die_with_parent: bool = False,
-                 startup_timeout_s: float = 180.0) -> None:
+                 startup_timeout_s: float = 180.0,
+                 registry_users: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.cache_dir: Path = cache_root(settings)
         self.state_dir: Path = state_root(settings)
@@ -80,6 +84,8 @@ class NativeServices:
         self.kafka = KafkaService(settings, self.state_dir, self.cache_dir, die_with_parent)
         self.marketstore = MarketStoreService(settings, self.state_dir, self.cache_dir,
                                               die_with_parent)
+        self.registry = RegistryService(settings, self.state_dir, self.cache_dir,
+                                        die_with_parent, users=registry_users)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -89,16 +95,25 @@ class NativeServices:
     def marketstore_url(self) -> str:
         return self.marketstore.url
 
+    @property
+    def registry_url(self) -> str:
+        return self.registry.url
+
     def service(self, name: str) -> Service:
-        services: dict[str, Service] = {"kafka": self.kafka, "marketstore": self.marketstore}
+        services: dict[str, Service] = {"kafka": self.kafka, "marketstore": self.marketstore,
+                                        "registry": self.registry}
         try:
             return services[name]
         except KeyError:
             raise ValueError(f"unknown service {name!r} (known: {', '.join(services)})") \
                 from None
 
-    def _select(self, names: Iterable[str] | None) -> list[Service]:
-        return [self.service(name) for name in (names or SERVICE_NAMES)]
+    def _select(self, names: Iterable[str] | None, running_too: bool = False) -> list[Service]:
+        """``names``, else the defaults (plus, with ``running_too``, any other that runs)."""
+        if names:
+            return [self.service(name) for name in names]
+        return [self.service(name) for name in SERVICE_NAMES
+                if name in DEFAULT_SERVICES or (running_too and self.service(name).pid())]
 
     def check_tools(self, names: Iterable[str] | None = None) -> None:
         """Raise one MissingToolError naming everything to install, before doing anything."""
@@ -116,10 +131,11 @@ class NativeServices:
         MarketStore starts (or builds). If one fails, the ones this call started are stopped.
         """
         services = self._select(names)
-        ports = [port for service in self._select(None) for port in service.ports()]
+        ports = [port for service in self._select(SERVICE_NAMES) for port in service.ports()]
         if len(set(ports)) != len(ports):
             raise ServiceError(f"services: every port must differ, got {ports} (kafka_port, "
-                               "kafka_controller_port, marketstore_port, marketstore_grpc_port)")
+                               "kafka_controller_port, marketstore_port, marketstore_grpc_port, "
+                               "registry_port, registry_management_port)")
         self.check_tools(names)
         began = time.monotonic()
         launched: list[Service] = []
@@ -146,7 +162,7 @@ class NativeServices:
     def down(self, names: Iterable[str] | None = None,
              report: Callable[[str], None] | None = None) -> list[DownResult]:
         results = []
-        for service in self._select(names):
+        for service in self._select(names, running_too=True):
             result = DownResult(service.name, service.stop())
             results.append(result)
             if report is not None:
@@ -154,7 +170,7 @@ class NativeServices:
         return results
 
     def status(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
-        return [service.status() for service in self._select(names)]
+        return [service.status() for service in self._select(names, running_too=True)]
 
     # --- crash and recovery (tests) ------------------------------------------------------
     def kill(self, name: str) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pymarketstore as pymkts
+import requests
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -42,5 +43,18 @@ def marketstore_answers(url: str) -> bool:
     try:
         pymkts.Client(url).list_symbols()
     except Exception:  # any failure (HTTP, decode, RPC error) means "not ready yet"
+        return False
+    return True
+
+
+def registry_answers(url: str) -> bool:
+    """True when a Confluent-compatible registry answers GET /subjects (any HTTP answer:
+    a 401 of a registry that wants credentials is an answer too)."""
+    parts = urlsplit(url)
+    if not parts.hostname or not port_open(parts.hostname, parts.port or 80):
+        return False
+    try:
+        requests.get(url.rstrip("/") + "/subjects", timeout=3)
+    except requests.RequestException:
         return False
     return True

@@ -17,6 +17,9 @@ Fixtures:
         .marketstore_url, .kill_marketstore(), .start_marketstore(), .restart_marketstore()
         With shared servers from the environment this is a private native MarketStore
         (never the shared one), so use ``marketstore_control.marketstore_url`` in such tests.
+    schema_registry_url: str     a real Confluent-compatible registry, e.g.
+        "http://127.0.0.1:18081/apis/ccompat/v7": ``SCHEMA_REGISTRY_URL`` when set, Confluent's
+        image when the session runs on containers, else a native Apicurio Registry.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from services.base import ServiceError
 from services.containers import ContainerServices, docker_available
 from services.native import NativeServices, ServicesHandle
 from services.process import free_port
+from tests.support.registry import registry_settings
 
 MODE_ENV = "MASSIVE_FETCHER_TEST_SERVICES"
 MODES = ("auto", "env", "docker", "native")
@@ -182,3 +186,28 @@ def marketstore_control(_session_marketstore_control: ServicesHandle,
     """A MarketStore this test may kill -9 and start again; running again after the test."""
     yield _session_marketstore_control
     _session_marketstore_control.start_marketstore()
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(live_services: LiveServices,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    shared = os.environ.get("SCHEMA_REGISTRY_URL", "").strip()
+    if shared:
+        yield shared
+        return
+    if isinstance(live_services.handle, ContainerServices):
+        try:
+            yield live_services.handle.start_registry()
+        finally:
+            live_services.handle.stop_registry()
+        return
+    native = NativeServices(registry_settings(_state_dir(tmp_path_factory, "registry")),
+                            die_with_parent=True)
+    try:
+        native.up(["registry"])
+    except ServiceError as exc:
+        pytest.fail(f"could not start a native schema registry: {exc}", pytrace=False)
+    try:
+        yield native.registry_url
+    finally:
+        native.down(["registry"])

@@ -104,8 +104,10 @@ def test_marketstore_has_a_volume_and_its_mkts_yml(compose: dict[str, Any],
 
 
 def test_schema_registry_is_in_its_profile(services: dict[str, Any]) -> None:
+    from services.containers import REGISTRY_IMAGE
+
     registry = services["schema-registry"]
-    assert registry["image"].startswith("confluentinc/cp-schema-registry:")
+    assert registry["image"] == REGISTRY_IMAGE  # the test fixtures' container: the same
     assert registry["profiles"] == ["registry"]
     assert registry["environment"]["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"] == \
         "PLAINTEXT://kafka:9092"

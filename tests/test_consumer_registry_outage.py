@@ -1,13 +1,15 @@
-"""A schema registry outage is not a poison message: the consumer holds the events back
-(no dead letter, no commit) and writes them once the registry answers again."""
+"""A schema registry outage is not a poison message: against a real registry killed -9
+mid-stream, the consumer keeps writing what its schema cache resolves, holds back (no dead
+letter, no commit) what it cannot, and writes it once the registry answers again."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
+from pathlib import Path
 
 from common.config import SchemaRegistryConfig
 from consumer.testkit import (
+    BASE_NS,
     ThreadedConsumer,
     assert_buckets_equal,
     create_topics,
@@ -19,31 +21,49 @@ from consumer.testkit import (
     unique,
     wait_for,
 )
-from schemas.codec import make_codec
-from schemas.registry_standin import RegistryStandIn
+from schemas.codec import Codec, make_codec
+from schemas.registry import Registry
+from tests.support.registry import private_registry
+from tests.test_schemas_codec import TRADE_V2
+
+STEP_NS = 7_000_000
 
 
-def test_registry_outage_holds_events_back_then_writes_them(kafka_bootstrap: str,
-                                                             marketstore_url: str) -> None:
+def test_registry_killed_mid_stream_cache_serves_then_held_back_events_land(
+        kafka_bootstrap: str, marketstore_url: str, tmp_path: Path) -> None:
     base = make_config(kafka_bootstrap, marketstore_url)
     create_topics(base)
     sym = unique("RG")
-    records = [("trade", t) for t in trades_stream(sym, 40)]
-    with RegistryStandIn() as registry:
-        config = dataclasses.replace(base, schema_registry=SchemaRegistryConfig(registry.url))
-        publish(config, records)
-        port = int(registry.url.rsplit(":", 1)[1])
     tbk = f"{sym}/1Sec/TRADE"
-    # The registry is down: the consumer cannot resolve the schema id of any message.
-    with ThreadedConsumer(config) as running:
-        time.sleep(4)
-        assert running.thread.is_alive()
+    first, cached, evolved = (trades_stream(sym, 40, start_ns=BASE_NS + i * 40 * STEP_NS,
+                                            first_seq=1 + i * 40) for i in range(3))
+    topic = base.kafka.topics.trades
+    with private_registry(tmp_path / "registry") as registry:
+        config = dataclasses.replace(
+            base, schema_registry=SchemaRegistryConfig(registry.registry_url))
+        v1 = make_codec(config)
+        v2 = Codec({"trade": TRADE_V2}, registry=Registry(config.schema_registry),
+                   subjects={"trade": f"{topic}-value"})
+        # Encoded while the registry is up; produced while it is down.
+        cached_raw = [(topic, r["symbol"].encode(), v1.encode("trade", r)) for r in cached]
+        evolved_raw = [(topic, r["symbol"].encode(),
+                        v2.encode("trade", {**r, "exchange_mic": "XNAS"})) for r in evolved]
+        publish(config, [("trade", r) for r in first])
+        with ThreadedConsumer(config) as running:
+            wait_for(lambda: row_count(marketstore_url, tbk) >= 40, 60, what="first rows")
+            registry.kill("registry")
+            # v1's id is in the consumer's cache: no registry needed.
+            publish(config, [], raw=cached_raw)
+            wait_for(lambda: row_count(marketstore_url, tbk) >= 80, 60, what="cached rows")
+            # v2's id is not: held back and retried, never dead-lettered.
+            publish(config, [], raw=evolved_raw)
+            errors = running.service.metrics.store_errors
+            wait_for(lambda: errors._value.get() >= 2, 90, what="retried registry errors")
+            assert running.thread.is_alive()
+            assert running.service.dead_letters == 0
+            assert row_count(marketstore_url, tbk) == 80
+            registry.start("registry")  # same storage: the same ids
+            wait_for(lambda: row_count(marketstore_url, tbk) >= 120, 90, what="held rows")
         assert running.service.dead_letters == 0
-        assert row_count(marketstore_url, tbk) == 0
-        # Back up on the same address, knowing the same schema (ids are assigned in order).
-        with RegistryStandIn(port=port) as again:
-            make_codec(dataclasses.replace(
-                base, schema_registry=SchemaRegistryConfig(again.url))).encode(*records[0])
-            wait_for(lambda: row_count(marketstore_url, tbk) >= 40, 60, what="rows")
-    assert running.service.dead_letters == 0
+    records = [("trade", r) for r in [*first, *cached, *evolved]]
     assert_buckets_equal(marketstore_url, expected_buckets(records))

@@ -13,9 +13,8 @@ import pytest
 
 from schemas.batch import BatchResult, ListColumn
 from schemas.codec import KINDS, Codec, DecodeError, load_schema, make_codec
-from schemas.registry import SchemaRegistryClient
-from schemas.registry_standin import RegistryStandIn
-from tests.test_schemas_codec import registry_config
+from schemas.registry import Registry
+from tests.support.registry import registry_config, unique_prefix
 from tests.test_schemas_support import random_record, sample
 
 TRADE_V2 = json.loads((Path(__file__).parent / "data" / "schemas" / "trade_v2.avsc").read_text())
@@ -187,20 +186,20 @@ def test_evolved_writer_schemas_go_through_the_record_path() -> None:
     assert result.rows["trade"].tolist() == [1]
 
 
-def test_registry_framed_messages_in_a_batch() -> None:
-    with RegistryStandIn() as registry:
-        writer = make_codec(registry_config(registry.url, prefix="batch"))
-        v2 = Codec({"trade": TRADE_V2}, registry=SchemaRegistryClient(registry.url),
-                   subjects={"trade": "batch.trades-value"})
-        messages = [writer.encode(k, sample(k)) for k in KINDS]
-        messages.append(v2.encode("trade", {**sample("trade"), "exchange_mic": "XNAS"}))
-        messages.append(b"\x00" + (999).to_bytes(4, "big") + messages[0][5:])
-        messages.append(Codec().encode("quote", sample("quote")))  # single-object as well
-        reader = make_codec(registry_config(registry.url, prefix="batch"))
-        result = check_against_codec(reader, messages)
-        assert result.count("quote") == 2 and result.count("bar") == 1
-        assert [i for i, _, _ in result.records] == [3]
-        assert [i for i, _ in result.errors] == [4]
+def test_registry_framed_messages_in_a_batch(schema_registry_url: str) -> None:
+    config = registry_config(schema_registry_url, unique_prefix("batch"))
+    writer = make_codec(config)
+    v2 = Codec({"trade": TRADE_V2}, registry=Registry(config.schema_registry),
+               subjects={"trade": f"{config.kafka.topics.trades}-value"})
+    messages = [writer.encode(k, sample(k)) for k in KINDS]
+    messages.append(v2.encode("trade", {**sample("trade"), "exchange_mic": "XNAS"}))
+    messages.append(b"\x00" + (999999).to_bytes(4, "big") + messages[0][5:])
+    messages.append(Codec().encode("quote", sample("quote")))  # single-object as well
+    reader = make_codec(config)
+    result = check_against_codec(reader, messages)
+    assert result.count("quote") == 2 and result.count("bar") == 1
+    assert [i for i, _, _ in result.records] == [3]
+    assert [i for i, _ in result.errors] == [4]
 
 
 def test_empty_batch() -> None:

