@@ -17,6 +17,10 @@ Fixtures:
         .marketstore_url, .kill_marketstore(), .start_marketstore(), .restart_marketstore()
         With shared servers from the environment this is a private native MarketStore
         (never the shared one), so use ``marketstore_control.marketstore_url`` in such tests.
+    kafka_cluster: NativeServices   a native three-node KRaft cluster of the session's own
+        (replication 3, min.insync.replicas 2), started only by the tests that ask for it;
+        they may kill and start its nodes (``kill("kafka-2")``, ``start("kafka-2")``).
+        ``.kafka_bootstrap`` lists all three nodes.
 """
 
 from __future__ import annotations
@@ -164,3 +168,23 @@ def marketstore_control(_session_marketstore_control: ServicesHandle,
     """A MarketStore this test may kill -9 and start again; running again after the test."""
     yield _session_marketstore_control
     _session_marketstore_control.start_marketstore()
+
+
+CLUSTER_BROKERS = 3
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServices]:
+    handle = NativeServices(native_settings(_state_dir(tmp_path_factory, "cluster")),
+                            die_with_parent=True, brokers=CLUSTER_BROKERS,
+                            kafka_ports=[(free_port(), free_port())
+                                         for _ in range(CLUSTER_BROKERS)])
+    try:
+        handle.up(["kafka"])
+    except ServiceError as exc:
+        pytest.fail(f"could not start a {CLUSTER_BROKERS}-node Kafka cluster: {exc}",
+                    pytrace=False)
+    try:
+        yield handle
+    finally:
+        handle.down(["kafka"])
