@@ -18,9 +18,9 @@ Fixtures:
         With shared servers from the environment this is a private native MarketStore
         (never the shared one), so use ``marketstore_control.marketstore_url`` in such tests.
     kafka_cluster: NativeServices   a native three-node KRaft cluster of the session's own
-        (replication 3, min.insync.replicas 2), started only by the tests that ask for it;
-        they may kill and start its nodes (``kill("kafka-2")``, ``start("kafka-2")``).
-        ``.kafka_bootstrap`` lists all three nodes.
+        (replication 3, min.insync.replicas 2) and a MarketStore beside it, started only by
+        the tests that ask for it; they may kill and start its nodes (``kill("kafka-2")``,
+        ``start("kafka-2")``). ``.kafka_bootstrap`` lists all three nodes.
 """
 
 from __future__ import annotations
@@ -180,11 +180,11 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeSe
                             kafka_ports=[(free_port(), free_port())
                                          for _ in range(CLUSTER_BROKERS)])
     try:
-        handle.up(["kafka"])
+        handle.up()
     except ServiceError as exc:
         pytest.fail(f"could not start a {CLUSTER_BROKERS}-node Kafka cluster: {exc}",
                     pytrace=False)
     try:
         yield handle
     finally:
-        handle.down(["kafka"])
+        handle.down()
