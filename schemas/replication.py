@@ -35,7 +35,10 @@ class PartitionReplicas:
 
 
 def _brokers(partitions: list[PartitionReplicas]) -> str:
-    ids = sorted({b for p in partitions for b in (p.out_of_sync or p.replicas)})
+    """The brokers to bring back: those out of sync; every replica of an offline
+    partition (its last leader may be any of them)."""
+    ids = sorted({b for p in partitions
+                  for b in (p.replicas if p.offline else p.out_of_sync)})
     return ", ".join(map(str, ids))
 
 

@@ -170,6 +170,9 @@ def describe_topics(config: Config, timeout_s: float = 15.0) -> list[TopicInfo]:
             except KafkaException as exc:
                 raise TopicsError(f"cannot describe topic {resource.name}: "
                                   f"{_reason(exc)}") from None
+            except TimeoutError:  # e.g. the request went to a broker that just died
+                raise TopicsError(f"cannot describe topic {resource.name}: no answer within "
+                                  f"{timeout_s:g}s") from None
             configs[resource.name] = {k: str(v.value) for k, v in entries.items()
                                       if k in MANAGED_CONFIGS}
     infos = []

@@ -25,6 +25,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import warnings
@@ -38,7 +39,7 @@ from common.config import ServicesConfig
 from services.base import ServiceError
 from services.containers import ContainerServices, docker_available
 from services.native import NativeServices, ServicesHandle
-from services.process import free_port
+from services.process import free_port, port_open
 
 MODE_ENV = "MASSIVE_FETCHER_TEST_SERVICES"
 MODES = ("auto", "env", "docker", "native")
@@ -173,12 +174,23 @@ def marketstore_control(_session_marketstore_control: ServicesHandle,
 CLUSTER_BROKERS = 3
 
 
+def free_run(length: int) -> list[int]:
+    """``length`` consecutive free loopback ports."""
+    for _ in range(200):
+        first = free_port()
+        run = list(range(first, first + length))
+        if run[-1] < 65536 and not any(port_open("127.0.0.1", p) for p in run[1:]):
+            return run
+    raise RuntimeError(f"no {length} consecutive free ports")
+
+
 @pytest.fixture(scope="session")
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServices]:
-    handle = NativeServices(native_settings(_state_dir(tmp_path_factory, "cluster")),
-                            die_with_parent=True, brokers=CLUSTER_BROKERS,
-                            kafka_ports=[(free_port(), free_port())
-                                         for _ in range(CLUSTER_BROKERS)])
+    # Node ports as `services up --brokers 3` derives them, so the CLI finds the nodes too.
+    settings = dataclasses.replace(native_settings(_state_dir(tmp_path_factory, "cluster")),
+                                   **dict(zip(("kafka_port", "kafka_controller_port"),
+                                              free_run(2 * CLUSTER_BROKERS), strict=False)))
+    handle = NativeServices(settings, die_with_parent=True, brokers=CLUSTER_BROKERS)
     try:
         handle.up()
     except ServiceError as exc:
