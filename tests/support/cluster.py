@@ -16,12 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.config import Config
+from common.kafka import silent_logger
 from consumer.testkit import ThreadedConsumer, read_bucket
+from producer.publisher import producer_properties
 from schemas.replication import replication_problems
-from schemas.topics import describe_topics, ensure_topics
+from schemas.topics import describe_topics, ensure_topics, wanted_configs, wanted_replication
 from services.native import NativeServices
 from simulator.server import SimulatorServer
 from tests.test_backfill_marketstore import assert_stored_equals_model, full_config
@@ -77,6 +80,76 @@ def wait_in_sync(config: Config, timeout_s: float = 180.0) -> None:
                what="every replica back in sync")
 
 
+class AckProbe:
+    """One record to every partition of a topic of its own every 20 ms, with the producer's
+    settings (``acks=all``, idempotence): when each was sent and acknowledged."""
+
+    INTERVAL_S = 0.02
+
+    def __init__(self, config: Config) -> None:
+        self.topic = f"{config.kafka.topics.trades}.probe"
+        admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+        brokers = len(admin.list_topics(timeout=30).brokers)
+        replication = wanted_replication(config, brokers)
+        admin.create_topics([NewTopic(self.topic, num_partitions=PARTITIONS,
+                                      replication_factor=replication,
+                                      config=wanted_configs(config, replication))]
+                            )[self.topic].result(30)
+        props = producer_properties(config, "ack-probe")
+        props["delivery.report.only.error"] = False
+        props["logger"] = silent_logger("tests.ack_probe")  # the fault's refused connections
+        self._producer = Producer(props)
+        self.sent: list[tuple[int, float, float | None]] = []  # partition, sent, acked
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ack-probe", daemon=True)
+
+    def start(self) -> AckProbe:
+        self._thread.start()
+        wait_until(lambda: self.all_acked_since(time.monotonic() - 0.5), timeout=60,
+                   what="the probe's first acknowledgements")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self._producer.flush(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for partition in range(PARTITIONS):
+                with self._lock:
+                    index = len(self.sent)
+                    self.sent.append((partition, time.monotonic(), None))
+                self._producer.produce(self.topic, b"", partition=partition,
+                                       on_delivery=self._acked(index))
+            self._producer.poll(self.INTERVAL_S)
+
+    def _acked(self, index: int) -> Callable[[Any, Any], None]:
+        def done(err: Any, _msg: Any) -> None:
+            if err is None:
+                with self._lock:
+                    partition, sent, _ = self.sent[index]
+                    self.sent[index] = (partition, sent, time.monotonic())
+        return done
+
+    def all_acked_since(self, since: float) -> bool:
+        """Every partition acknowledged a probe sent after ``since``, and every probe
+        sent before that one is acknowledged too."""
+        with self._lock:
+            later = {p for p, sent, acked in self.sent if sent > since and acked}
+            return len(later) == PARTITIONS and all(
+                acked is not None for _, sent, acked in self.sent if sent <= since)
+
+    def worst_wait_since(self, since: float) -> float:
+        """The longest a probe sent after ``since`` (or still waiting then) waited."""
+        now = time.monotonic()
+        with self._lock:
+            return max(((acked or now) - max(sent, since)
+                        for _, sent, acked in self.sent if (acked or now) >= since),
+                       default=0.0)
+
+
 @dataclasses.dataclass
 class ClusterRun:
     cluster: NativeServices
@@ -101,12 +174,14 @@ class ClusterRun:
                                                                partitions=PARTITIONS))
         ensure_topics(self.config)
         self.consumer = ThreadedConsumer(self.config).start()
+        self.probe = AckProbe(self.config).start()
         self.producer = InProcessProducer(self.config).__enter__()
         self.wait_events(200, "the live stream")
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
+            self.probe.stop()
             self.producer.stop()
             self.consumer.stop()
         finally:
@@ -123,19 +198,19 @@ class ClusterRun:
 
     def time_until_flow_resumes(self, fault: Callable[[], object],
                                 timeout_s: float = 180.0) -> float:
-        """Seconds from the start of ``fault`` until Kafka acknowledged every record
-        produced before it (those on the failed broker's partitions included). The fault
-        runs on a thread of its own: a controlled shutdown takes seconds, and the flow may
-        resume before it ends."""
-        before = self.publisher.produced
+        """How long Kafka stopped acknowledging: the longest a probe record sent from the
+        start of ``fault`` waited for its acknowledgement, on any partition. The fault
+        runs on a thread of its own (a controlled shutdown takes seconds, and the flow may
+        resume before it ends)."""
         began = time.monotonic()
         failing = threading.Thread(target=fault, name="fault", daemon=True)
         failing.start()
-        wait_until(lambda: self.publisher.delivered >= before, timeout=timeout_s,
-                   what="the records produced before the fault to be acknowledged")
-        seconds = time.monotonic() - began
-        failing.join(120)
+        failing.join(timeout_s)
         assert not failing.is_alive(), "the fault did not finish"
+        ended = time.monotonic()
+        wait_until(lambda: self.probe.all_acked_since(ended), timeout=timeout_s,
+                   what="every partition to acknowledge again after the fault")
+        seconds = self.probe.worst_wait_since(began)
         self.recoveries.append(seconds)
         return seconds
 
