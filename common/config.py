@@ -117,7 +117,8 @@ class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     partitions: Annotated[int, Range(min=1)] = 12
-    replication_factor: Annotated[int, Range(min=1)] = 1
+    # 0: min(3, brokers in the cluster) when topics are created
+    replication_factor: Annotated[int, Range(min=0)] = 0
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     # Passed through to librdkafka: `properties` to every client, the others to one kind.
     properties: dict[str, KafkaProperty] = field(default_factory=dict)

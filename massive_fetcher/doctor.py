@@ -2,6 +2,7 @@
 
 One line per check, ``ok`` or ``FAIL`` with what to fix; exit code 1 when any check fails.
 Checks: the Kafka broker, the four topics (existence, partitions, retention, compression),
+their replicas (offline and under-replicated partitions, the ISR, min.insync.replicas),
 the schema registry when one is configured, and MarketStore's RPC endpoint.
 """
 
@@ -24,7 +25,8 @@ from common.kafka import (
     silent_logger,
 )
 from massive_fetcher.cli import add_config_argument, config_from_args
-from schemas.topics import TopicsError, check_topics, describe_topics
+from schemas.replication import replication_problems, replication_summary
+from schemas.topics import TopicInfo, TopicsError, check_topics, describe_topics
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,19 @@ def check_topic_setup(config: Config, timeout_s: float) -> list[Check]:
             checks.append(Check(f"topic {info.role}", False, "; ".join(mine)))
         else:
             checks.append(Check(f"topic {info.role}", True, info.line()))
+    checks += [check_replicas(info) for info in infos if info.exists]
     return checks
+
+
+def check_replicas(info: TopicInfo) -> Check:
+    """Offline and under-replicated partitions, the ISR against min.insync.replicas."""
+    min_insync = int(info.configs.get("min.insync.replicas") or 1)
+    problems = replication_problems(info.replicas, min_insync)
+    summary = replication_summary(info.replicas, min_insync)
+    name = f"replicas {info.role}"
+    if problems:
+        return Check(name, False, f"{info.name}: {summary}; " + "; ".join(problems))
+    return Check(name, True, f"{info.name}: {summary}, every replica in sync")
 
 
 def check_registry(config: Config, timeout_s: float) -> Check | None:

@@ -233,11 +233,12 @@ def local_services(args: argparse.Namespace, config: Config,
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MARKETSTORE_URL"):
         yield os.environ["MARKETSTORE_URL"]
         return
-    services = config.services
-    env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{services.kafka_port}"
-    env["MARKETSTORE_URL"] = f"http://127.0.0.1:{services.marketstore_port}/rpc"
+    handle = NativeServices(config.services)  # a cluster when `up --brokers 3` made one
+    env["KAFKA_BOOTSTRAP_SERVERS"] = handle.kafka_bootstrap
+    env["MARKETSTORE_URL"] = handle.marketstore_url
     # Servers the user started before this run are theirs: left running on exit.
-    already = {s.name for s in NativeServices(services).status() if s.running}
+    already = {"kafka" if s.name.startswith("kafka") else s.name
+               for s in handle.status() if s.running}
     command = [sys.executable, "-m", "massive_fetcher", "services"]
     options = ["--config", args.config] if args.config else []
     if subprocess.run([*command, "up", *options], env=env).returncode != 0:

@@ -1,6 +1,8 @@
 """Create and describe the bars/trades/quotes/dead-letter topics.
 
-Every topic gets the configured partition count and replication factor, unlimited
+Every topic gets the configured partition count and replication factor (by default
+min(3, brokers), with ``min.insync.replicas=2`` at three: the ``acks=all`` producer then
+survives one broker down and never has a record acknowledged by one copy only), unlimited
 retention (``retention.ms=-1``, ``retention.bytes=-1``: replaying the topics rebuilds the
 database) and ``compression.type`` from ``kafka.compression`` (the producer compresses with
 the same codec, so the broker stores batches as they arrive). Existing topics are never
@@ -9,16 +11,20 @@ altered: :func:`check_topics` reports where they differ from the config instead.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from common.config import Config
 from common.kafka import AuthWatch, fetch_metadata, kafka_client_config, silent_logger
+from schemas.replication import PartitionReplicas, min_insync_for, replication_for
 
 # The topic settings this module manages (and reports).
-MANAGED_CONFIGS: tuple[str, ...] = ("retention.ms", "retention.bytes", "compression.type")
+MANAGED_CONFIGS: tuple[str, ...] = ("retention.ms", "retention.bytes", "compression.type",
+                                    "min.insync.replicas")
 
 # librdkafka's connection chatter; failures surface as exceptions
 _quiet = silent_logger("schemas.topics.librdkafka")
@@ -46,6 +52,7 @@ class TopicInfo:
     partitions: int = 0
     replication_factor: int = 0
     configs: dict[str, str] = field(default_factory=dict)
+    replicas: tuple[PartitionReplicas, ...] = ()
 
     def line(self) -> str:
         if not self.exists:
@@ -67,11 +74,20 @@ def topic_names(config: Config) -> dict[str, str]:
             "dead_letter": t.dead_letter}
 
 
-def wanted_configs(config: Config) -> dict[str, str]:
+def wanted_configs(config: Config, replication: int = 1) -> dict[str, str]:
+    """The managed settings of a topic with ``replication`` copies of each partition."""
     compression = config.kafka.compression
-    return {"retention.ms": "-1", "retention.bytes": "-1",
-            # the broker's name for "no compression" differs from the producer's
-            "compression.type": "uncompressed" if compression == "none" else compression}
+    wanted = {"retention.ms": "-1", "retention.bytes": "-1",
+              # the broker's name for "no compression" differs from the producer's
+              "compression.type": "uncompressed" if compression == "none" else compression}
+    if replication >= 3:
+        wanted["min.insync.replicas"] = str(min_insync_for(replication))
+    return wanted
+
+
+def wanted_replication(config: Config, brokers: int) -> int:
+    """kafka.replication_factor, or min(3, brokers) when it is 0."""
+    return config.kafka.replication_factor or replication_for(brokers)
 
 
 def _admin(config: Config, timeout_s: float) -> tuple[AdminClient, AuthWatch]:
@@ -85,9 +101,13 @@ def _admin(config: Config, timeout_s: float) -> tuple[AdminClient, AuthWatch]:
 
 def _existing(admin: AdminClient, watch: AuthWatch, config: Config,
               timeout_s: float) -> dict[str, object]:
-    """The cluster's topics; a broker refusing the client raises KafkaAuthError at once."""
+    return dict(_metadata(admin, watch, config, timeout_s).topics)
+
+
+def _metadata(admin: AdminClient, watch: AuthWatch, config: Config, timeout_s: float) -> Any:
+    """The cluster's metadata; a broker refusing the client raises KafkaAuthError at once."""
     try:
-        return dict(fetch_metadata(admin, watch, timeout_s).topics)
+        return fetch_metadata(admin, watch, timeout_s)
     except KafkaException as exc:
         raise TopicsError(f"Kafka at {config.kafka.bootstrap_servers} did not answer within "
                           f"{timeout_s:g}s: {_reason(exc)}") from None
@@ -96,14 +116,16 @@ def _existing(admin: AdminClient, watch: AuthWatch, config: Config,
 def ensure_topics(config: Config, timeout_s: float = 15.0) -> list[str]:
     """Create the missing topics; returns the names created (empty when all existed)."""
     admin, watch = _admin(config, timeout_s)
-    existing = _existing(admin, watch, config, timeout_s)
+    metadata = _metadata(admin, watch, config, timeout_s)
+    existing = metadata.topics
     missing = [name for name in dict.fromkeys(topic_names(config).values())
                if name not in existing]
     if not missing:
         return []
+    replication = wanted_replication(config, len(metadata.brokers))
     new = [NewTopic(name, num_partitions=config.kafka.partitions,
-                    replication_factor=config.kafka.replication_factor,
-                    config=wanted_configs(config)) for name in missing]
+                    replication_factor=replication,
+                    config=wanted_configs(config, replication)) for name in missing]
     created: list[str] = []
     for name, future in admin.create_topics(new, request_timeout=timeout_s).items():
         try:
@@ -114,7 +136,25 @@ def ensure_topics(config: Config, timeout_s: float = 15.0) -> list[str]:
                 continue  # someone else created it meanwhile: fine
             raise TopicsError(f"cannot create topic {name}: {_reason(exc)}") from None
         created.append(name)
+    _await_leaders(admin, watch, config, created, timeout_s)
     return created
+
+
+def _await_leaders(admin: AdminClient, watch: AuthWatch, config: Config, names: list[str],
+                   timeout_s: float) -> None:
+    """Until every partition of ``names`` has a leader in the metadata we get: on a
+    cluster, the broker we ask may learn of a new topic a moment after the controller."""
+    deadline = time.monotonic() + timeout_s
+    while names:
+        topics = _metadata(admin, watch, config, timeout_s).topics
+        if all(name in topics and topics[name].partitions
+               and all(p.leader >= 0 for p in topics[name].partitions.values())
+               for name in names):
+            return
+        if time.monotonic() >= deadline:
+            raise TopicsError(f"topics {', '.join(names)} were created but have no leader "
+                              f"after {timeout_s:g}s; see `massive-fetcher doctor`")
+        time.sleep(0.1)
 
 
 def describe_topics(config: Config, timeout_s: float = 15.0) -> list[TopicInfo]:
@@ -134,6 +174,9 @@ def describe_topics(config: Config, timeout_s: float = 15.0) -> list[TopicInfo]:
             except KafkaException as exc:
                 raise TopicsError(f"cannot describe topic {resource.name}: "
                                   f"{_reason(exc)}") from None
+            except TimeoutError:  # e.g. the request went to a broker that just died
+                raise TopicsError(f"cannot describe topic {resource.name}: no answer within "
+                                  f"{timeout_s:g}s") from None
             configs[resource.name] = {k: str(v.value) for k, v in entries.items()
                                       if k in MANAGED_CONFIGS}
     infos = []
@@ -144,8 +187,10 @@ def describe_topics(config: Config, timeout_s: float = 15.0) -> list[TopicInfo]:
             continue
         partitions = meta.partitions  # type: ignore[attr-defined]
         replication = min((len(p.replicas) for p in partitions.values()), default=0)
+        replicas = tuple(PartitionReplicas(p.id, p.leader, tuple(p.replicas), tuple(p.isrs))
+                         for p in sorted(partitions.values(), key=lambda p: p.id))
         infos.append(TopicInfo(name, role, True, len(partitions), replication,
-                               configs.get(name, {})))
+                               configs.get(name, {}), replicas))
     return infos
 
 
@@ -156,8 +201,8 @@ def check_topics(config: Config, timeout_s: float = 15.0,
     ``infos``: a :func:`describe_topics` result to check instead of asking the broker again.
     """
     problems = []
-    wanted = wanted_configs(config)
     for info in describe_topics(config, timeout_s) if infos is None else infos:
+        wanted = wanted_configs(config, info.replication_factor)
         if not info.exists:
             problems.append(f"topic {info.name} ({info.role}) is missing: "
                             "run `massive-fetcher topics create`")

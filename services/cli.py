@@ -9,10 +9,11 @@ from massive_fetcher.cli import UsageError, add_config_argument, config_from_arg
 from services.native import DEFAULT_SERVICES, SERVICE_NAMES, NativeServices
 
 DESCRIPTION = """\
-Run Apache Kafka (single-node KRaft, jars from Maven Central) and MarketStore (built with Go)
-as local processes on 127.0.0.1, configured by the services: section of the config file;
-`up registry` adds a Confluent-compatible schema registry (Apicurio Registry from Maven
-Central, needs Java 21+; its URL is the schema_registry.url to use).
+Run Apache Kafka (KRaft, jars from Maven Central; one node, or --brokers 3 for a cluster)
+and MarketStore (built with Go) as local processes on 127.0.0.1, configured by the
+services: section of the config file; `up registry` adds a Confluent-compatible schema
+registry (Apicurio Registry from Maven Central, needs Java 21+; its URL is the
+schema_registry.url to use).
 Downloads and builds are cached in $XDG_CACHE_HOME/massive-fetcher (~/.cache); data, logs
 and pid files live in $XDG_STATE_HOME/massive-fetcher (~/.local/state). Needs java, and
 mvn / go until the cache is warm."""
@@ -28,9 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         sub = actions.add_parser(name, help=help_text, description=description)
         add_config_argument(sub)
         sub.add_argument("names", nargs="*", metavar="SERVICE",
-                         help=f"only these services ({', '.join(SERVICE_NAMES)}; "
-                              f"default: {' and '.join(DEFAULT_SERVICES)}, and for "
-                              "status/down the registry too when it runs)")
+                         help=f"only these services ({', '.join(SERVICE_NAMES)}, or one "
+                              f"cluster node such as kafka-2; default: "
+                              f"{' and '.join(DEFAULT_SERVICES)}, and for status/down the "
+                              "registry too when it runs)")
+        sub.add_argument("--brokers", type=int, metavar="N", default=None,
+                         help="Kafka nodes: 1, or 3 for a local cluster (replication 3, "
+                              "min.insync.replicas 2); default: as many as `up` last "
+                              "created in the state dir, else 1")
         sub.set_defaults(func=run)
         return sub
 
@@ -51,13 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     config = config_from_args(args)
-    unknown = [name for name in args.names if name not in SERVICE_NAMES]
+    handle = NativeServices(config.services, brokers=args.brokers,
+                            startup_timeout_s=getattr(args, "timeout", 180.0))
+    unknown = [name for name in args.names if name not in handle.names()]
     if unknown:
         raise UsageError(f"unknown service {unknown[0]!r} (choose from "
-                         f"{', '.join(SERVICE_NAMES)})")
+                         f"{', '.join(handle.names())})")
     names = list(dict.fromkeys(args.names)) or None
-    handle = NativeServices(config.services,
-                            startup_timeout_s=getattr(args, "timeout", 180.0))
     if args.action == "up":
         results = handle.up(names, report=lambda line: print(line, flush=True))
         started = {result.name for result in results}

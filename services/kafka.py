@@ -203,10 +203,13 @@ class KafkaService(Service):
         self.resolve_jars()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.log4j_config.write_bytes((PACKAGE_DIR / "log4j2.properties").read_bytes())
-        self.properties.write_text(server_properties(
-            self.settings.kafka_port, self.settings.kafka_controller_port, self.data_dir,
-            self.sasl_ssl))
+        self.properties.write_text(self.server_config())
         self.format_storage()
+
+    def server_config(self) -> str:
+        """The text of server.properties (a cluster node overrides it)."""
+        return server_properties(self.settings.kafka_port, self.settings.kafka_controller_port,
+                                 self.data_dir, self.sasl_ssl)
 
     def argv(self) -> list[str]:
         return [which("java") or "java", *self.java_options(), "kafka.Kafka",

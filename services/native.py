@@ -5,19 +5,23 @@
     handle.kafka_bootstrap, handle.marketstore_url
     handle.kill_marketstore(); handle.start_marketstore()   # crash + recovery in tests
     handle.down()                     # stops exactly the pids it started
+
+``NativeServices(settings, brokers=3)`` runs Kafka as a three-node cluster (services/cluster.py):
+"kafka" then names every node, "kafka-2" one of them (``kill("kafka-2")``, ``start(...)``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from common.config import ServicesConfig
 from services.base import Service, ServiceError, ServiceStatus, missing_tool_error
-from services.kafka import KafkaService
+from services.cluster import MAX_BROKERS, PORT_STEP, cluster_nodes, cluster_size
 from services.marketstore import MarketStoreService
 from services.paths import cache_root, state_root
 from services.registry import RegistryService
@@ -75,13 +79,22 @@ class NativeServices:
     """Both servers under one state dir (data, logs, pid files) and one cache dir (builds)."""
 
     def __init__(self, settings: ServicesConfig, *, die_with_parent: bool = False,
-                 startup_timeout_s: float = 180.0,
+                 startup_timeout_s: float = 180.0, brokers: int | None = None,
+                 kafka_ports: list[tuple[int, int]] | None = None,
                  registry_users: dict[str, str] | None = None) -> None:
+        """``brokers``: Kafka nodes (default: as many as the state dir holds, else one);
+        ``kafka_ports``: each node's (client, controller) port instead of the derived ones."""
         self.settings = settings
         self.cache_dir: Path = cache_root(settings)
         self.state_dir: Path = state_root(settings)
         self.startup_timeout_s = startup_timeout_s
-        self.kafka = KafkaService(settings, self.state_dir, self.cache_dir, die_with_parent)
+        self.brokers = cluster_size(self.state_dir) if brokers is None else brokers
+        if not 1 <= self.brokers <= MAX_BROKERS:
+            raise ServiceError(f"services: --brokers {self.brokers} is out of range "
+                               f"(allowed: 1..{MAX_BROKERS})")
+        self.kafka_nodes = cluster_nodes(settings, self.state_dir, self.cache_dir,
+                                         self.brokers, kafka_ports, die_with_parent)
+        self.kafka = self.kafka_nodes[0]
         self.marketstore = MarketStoreService(settings, self.state_dir, self.cache_dir,
                                               die_with_parent)
         self.registry = RegistryService(settings, self.state_dir, self.cache_dir,
@@ -89,7 +102,11 @@ class NativeServices:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return self.kafka.address
+        return ",".join(node.address for node in self.kafka_nodes)
+
+    def kafka_node(self, node_id: int) -> Service:
+        """The node whose ``node.id`` (the broker id in metadata) is ``node_id``."""
+        return self.service(f"kafka-{node_id}" if len(self.kafka_nodes) > 1 else "kafka")
 
     @property
     def marketstore_url(self) -> str:
@@ -99,21 +116,34 @@ class NativeServices:
     def registry_url(self) -> str:
         return self.registry.url
 
+    def names(self) -> list[str]:
+        """Every name ``service`` knows: "kafka" is one node or the whole cluster."""
+        return ["kafka", *(n.name for n in self.kafka_nodes if n.name != "kafka"),
+                "marketstore", "registry"]
+
+    def _named(self, name: str) -> list[Service]:
+        if name == "kafka":
+            return list(self.kafka_nodes)
+        services: dict[str, Service] = {s.name: s for s in (*self.kafka_nodes,
+                                                            self.marketstore, self.registry)}
+        if name not in services:
+            raise ValueError(f"unknown service {name!r} (known: {', '.join(self.names())})")
+        return [services[name]]
+
     def service(self, name: str) -> Service:
-        services: dict[str, Service] = {"kafka": self.kafka, "marketstore": self.marketstore,
-                                        "registry": self.registry}
-        try:
-            return services[name]
-        except KeyError:
-            raise ValueError(f"unknown service {name!r} (known: {', '.join(services)})") \
-                from None
+        """One server by name; "kafka" only while Kafka is a single node."""
+        named = self._named(name)
+        if len(named) > 1:
+            raise ValueError(f"{name!r} is a cluster of {len(named)} nodes: name one "
+                             f"({', '.join(s.name for s in named)})")
+        return named[0]
 
     def _select(self, names: Iterable[str] | None, running_too: bool = False) -> list[Service]:
         """``names``, else the defaults (plus, with ``running_too``, any other that runs)."""
-        if names:
-            return [self.service(name) for name in names]
-        return [self.service(name) for name in SERVICE_NAMES
-                if name in DEFAULT_SERVICES or (running_too and self.service(name).pid())]
+        if not names:
+            names = [name for name in SERVICE_NAMES if name in DEFAULT_SERVICES
+                     or (running_too and any(s.pid() for s in self._named(name)))]
+        return list(dict.fromkeys(s for name in names for s in self._named(name)))
 
     def check_tools(self, names: Iterable[str] | None = None) -> None:
         """Raise one MissingToolError naming everything to install, before doing anything."""
@@ -135,7 +165,8 @@ class NativeServices:
         if len(set(ports)) != len(ports):
             raise ServiceError(f"services: every port must differ, got {ports} (kafka_port, "
                                "kafka_controller_port, marketstore_port, marketstore_grpc_port, "
-                               "registry_port, registry_management_port)")
+                               "registry_port, registry_management_port; a cluster's node i "
+                               f"adds {PORT_STEP}*(i-1) to the first two)")
         self.check_tools(names)
         began = time.monotonic()
         launched: list[Service] = []
@@ -161,11 +192,14 @@ class NativeServices:
 
     def down(self, names: Iterable[str] | None = None,
              report: Callable[[str], None] | None = None) -> list[DownResult]:
-        results = []
-        for service in self._select(names, running_too=True):
-            result = DownResult(service.name, service.stop())
-            results.append(result)
-            if report is not None:
+        # All at once: the last node of a cluster stopped alone would wait out its grace
+        # period for a controlled shutdown that a quorum of one cannot grant.
+        services = self._select(names, running_too=True)
+        with ThreadPoolExecutor(max_workers=len(services)) as pool:
+            pids = list(pool.map(lambda service: service.stop(), services))
+        results = [DownResult(s.name, pid) for s, pid in zip(services, pids, strict=True)]
+        if report is not None:
+            for result in results:
                 report(result.line())
         return results
 

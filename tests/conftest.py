@@ -20,10 +20,15 @@ Fixtures:
     schema_registry_url: str     a real Confluent-compatible registry, e.g.
         "http://127.0.0.1:18081/apis/ccompat/v7": ``SCHEMA_REGISTRY_URL`` when set, Confluent's
         image when the session runs on containers, else a native Apicurio Registry.
+    kafka_cluster: NativeServices   a native three-node KRaft cluster of the session's own
+        (replication 3, min.insync.replicas 2) and a MarketStore beside it, started only by
+        the tests that ask for it; they may kill and start its nodes (``kill("kafka-2")``,
+        ``start("kafka-2")``). ``.kafka_bootstrap`` lists all three nodes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import warnings
@@ -37,7 +42,7 @@ from common.config import ServicesConfig
 from services.base import ServiceError
 from services.containers import ContainerServices, docker_available
 from services.native import NativeServices, ServicesHandle
-from services.process import free_port
+from services.process import free_port, port_open
 from tests.support.registry import registry_settings
 
 MODE_ENV = "MASSIVE_FETCHER_TEST_SERVICES"
@@ -46,7 +51,8 @@ MODES = ("auto", "env", "docker", "native")
 # The fixtures that start or reach a real server. A test whose fixture closure holds one of
 # them is an integration test, so `make test-fast` (-m "not integration") can never start a
 # server by accident, and a new fixture on top of these is covered without a marker.
-SERVER_FIXTURES = frozenset({"live_services", "_session_marketstore_control"})
+SERVER_FIXTURES = frozenset({"live_services", "_session_marketstore_control", "kafka_cluster",
+                             "schema_registry_url"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -211,3 +217,34 @@ def schema_registry_url(live_services: LiveServices,
         yield native.registry_url
     finally:
         native.down(["registry"])
+
+
+CLUSTER_BROKERS = 3
+
+
+def free_run(length: int) -> list[int]:
+    """``length`` consecutive free loopback ports."""
+    for _ in range(200):
+        first = free_port()
+        run = list(range(first, first + length))
+        if run[-1] < 65536 and not any(port_open("127.0.0.1", p) for p in run[1:]):
+            return run
+    raise RuntimeError(f"no {length} consecutive free ports")
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServices]:
+    # Node ports as `services up --brokers 3` derives them, so the CLI finds the nodes too.
+    settings = dataclasses.replace(native_settings(_state_dir(tmp_path_factory, "cluster")),
+                                   **dict(zip(("kafka_port", "kafka_controller_port"),
+                                              free_run(2 * CLUSTER_BROKERS), strict=False)))
+    handle = NativeServices(settings, die_with_parent=True, brokers=CLUSTER_BROKERS)
+    try:
+        handle.up()
+    except ServiceError as exc:
+        pytest.fail(f"could not start a {CLUSTER_BROKERS}-node Kafka cluster: {exc}",
+                    pytrace=False)
+    try:
+        yield handle
+    finally:
+        handle.down()

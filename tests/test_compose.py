@@ -33,6 +33,7 @@ PYTHON_PARTS: dict[str, tuple[str, str, int]] = {
     "consumer": ("consumer", "consumer.cli", Config().metrics.consumer_port),
     "backfill": ("backfill", "backfill.cli", Config().metrics.backfill_port),
 }
+CLUSTER = ("kafka-1", "kafka-2", "kafka-3")
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}")
 
 
@@ -64,7 +65,7 @@ def env_file(path: Path) -> dict[str, str]:
 
 def test_every_service_is_there(services: dict[str, Any]) -> None:
     assert set(services) == {"kafka", "marketstore", "schema-registry", "prometheus",
-                             "grafana", *PYTHON_PARTS}
+                             "grafana", *CLUSTER, *PYTHON_PARTS}
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no healthcheck"
         assert "container_name" not in service, f"{name}: a fixed name prevents scaling"
@@ -85,6 +86,36 @@ def test_kafka_is_a_single_kraft_node_with_a_volume(services: dict[str, Any]) ->
     published = interpolate(kafka["ports"][0])
     assert published == f"127.0.0.1:{interpolate(host_listener).rsplit(':', 1)[1]}:9094"
     assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+
+
+def test_cluster_profile_has_three_voters_with_replication_3(
+        services: dict[str, Any]) -> None:
+    single = services["kafka"]
+    voters = set()
+    for index, name in enumerate(CLUSTER, start=1):
+        node = services[name]
+        assert node["profiles"] == ["cluster"], name
+        assert node["image"] == single["image"], name
+        env = {k: str(v) for k, v in node["environment"].items()}
+        assert env["KAFKA_NODE_ID"] == str(index)
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        voters.add(env["KAFKA_CONTROLLER_QUORUM_VOTERS"])
+        assert f"PLAINTEXT://{name}:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert f"{name}-data:{env['KAFKA_LOG_DIRS']}" in node["volumes"]
+        host = next(x for x in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+                    if x.startswith("HOST://"))
+        assert node["ports"] == [f"127.0.0.1:{host.rsplit(':', 1)[1]}:9094"]
+    assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert len({services[n]["environment"]["CLUSTER_ID"] for n in CLUSTER}) == 1
+    # the cluster's bootstrap list replaces the single broker's through the environment
+    env = services["producer"]["environment"]
+    cluster = "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+    assert interpolate(env["KAFKA_BOOTSTRAP_SERVERS"],
+                       {"KAFKA_BOOTSTRAP_SERVERS": cluster}) == cluster
 
 
 def test_marketstore_has_a_volume_and_its_mkts_yml(compose: dict[str, Any],

@@ -187,7 +187,7 @@ RANGES: dict[str, tuple[str, list[object], list[object]]] = {
     "massive.backfill_batch_size": ("1..50000", [0, -1, 50001], [1, 50000]),
     "massive.backfill_requests_per_second": (">= 0", [-0.5], [0, 0.25]),
     "kafka.partitions": (">= 1", [0, -3], [1, 64]),
-    "kafka.replication_factor": (">= 1", [0], [1, 3]),
+    "kafka.replication_factor": (">= 0", [-1], [0, 1, 3]),
     "schema_registry.timeout_s": ("> 0", [0, -1], [0.5, 60]),
     "marketstore.timeout_s": ("> 0", [0, -1.5], [0.001, 600]),
     "producer.reconnect_initial_s": ("> 0", [0, -0.5], [0.001, 30]),

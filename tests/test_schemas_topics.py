@@ -46,8 +46,9 @@ def test_ensure_topics_creates_missing_ones_once(kafka_bootstrap: str) -> None:
         assert [i.role for i in infos] == ["bars", "trades", "quotes", "dead_letter"]
         for info in infos:
             assert info.exists and info.partitions == 3 and info.replication_factor == 1
+            # one broker: one replica, and the broker's min.insync.replicas of 1
             assert info.configs == {"retention.ms": "-1", "retention.bytes": "-1",
-                                    "compression.type": "zstd"}
+                                    "compression.type": "zstd", "min.insync.replicas": "1"}
         assert check_topics(config) == []
         # a config that asks for more partitions / another codec is reported, not applied
         other = config.replace(kafka=KafkaConfig(
@@ -102,7 +103,7 @@ def test_cli_create_and_describe(kafka_bootstrap: str, tmp_path: pytest.TempPath
         assert main(["topics", "describe", "--config", str(path)]) == 0
         out = capsys.readouterr().out.splitlines()
         assert out[1] == (f"{t.trades} (trades): partitions=2 replication=1 retention.ms=-1 "
-                          "retention.bytes=-1 compression.type=lz4")
+                          "retention.bytes=-1 compression.type=lz4 min.insync.replicas=1")
         assert len(out) == 4
     finally:
         delete(config)
