@@ -56,7 +56,8 @@ def _consumer_registry() -> CollectorRegistry:
 
 def _producer_registry() -> CollectorRegistry:
     config = Config()
-    config = config.replace(massive=dataclasses.replace(config.massive, api_key="test-key"))
+    config = config.replace(massive=dataclasses.replace(
+        config.massive, api_key="test-key", data_types=["bars", "trades", "quotes"]))
     registry = CollectorRegistry()
     publisher = _fake_publisher("producer")  # producer/cli.py's client_id
     registry.register(_PublisherCollector(publisher))  # type: ignore[arg-type]
