@@ -106,9 +106,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     api_key = config.require_api_key()
     setup_logging(args.log_level, secrets=[api_key])
-    for warning in options.warnings:
+    for warning in options.warnings:  # one line each, on stderr where the logs go too
         print(f"massive-fetcher backfill: warning: {warning}", file=sys.stderr)
-        log.warning(warning)
     try:
         return asyncio.run(_main(config, options))
     except RestError as exc:

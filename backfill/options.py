@@ -95,9 +95,9 @@ def build_options(ns: object, config: Config, today: dt.date) -> Options:
     """Validate the parsed argparse namespace ``ns`` against ``config``'s defaults."""
     warnings: list[str] = []
     if getattr(ns, "dir", None) is not None:
-        warnings.append("-dir no longer applies and is ignored: backfill publishes to Kafka "
-                        "and the consumer writes MarketStore (nothing is written to disk "
-                        "directly)")
+        warnings.append(f"-dir {ns.dir} ignored: MarketStore's data directory is "
+                        "MarketStore's own; backfill publishes to Kafka and the consumer "
+                        "writes through MarketStore's API (marketstore.url)")
     data_types = [t for t, flag in (("bars", ns.bars), ("trades", ns.trades),
                                     ("quotes", ns.quotes))
                   if flag is not None and parse_bool(flag, f"-{t}")]

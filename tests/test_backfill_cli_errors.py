@@ -54,7 +54,7 @@ def test_kebab_case_and_go_style_flags_parse_the_same() -> None:
     today = dt.date(2024, 6, 1)
     a = build_options(seed, Config(), today)
     b = build_options(kebab, Config(), today)
-    assert a.warnings and "-dir no longer applies" in a.warnings[0]
+    assert a.warnings and "-dir /tmp/x ignored" in a.warnings[0]
     assert (a.data_types, a.bar_frequencies, a.starts, a.end, a.symbols, a.adjusted,
             a.parallelism, a.batch_size) == (
         b.data_types, b.bar_frequencies, b.starts, b.end, b.symbols, b.adjusted,
