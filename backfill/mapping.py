@@ -27,20 +27,19 @@ class MappingError(ValueError):
 def bar_end_ns(start_ns: int, timeframe: str) -> int:
     """End of a bar that starts at ``start_ns``.
 
-    Massive's daily and weekly bars start at midnight America/New_York, so a day is 23 or
-    25 hours long on the DST switch days: the end is the same wall-clock time N days on.
+    Massive's daily bars start at midnight America/New_York, so a day is 23 or 25 hours
+    long on the DST switch days: the end is the same wall-clock time on the next day.
     """
     try:
         tf = parse_timeframe(timeframe)
     except TimeframeError:
         raise MappingError(f"unknown timeframe {timeframe!r}") from None
     if tf.calendar:
-        days = tf.seconds // 86400
         start = dt.datetime.fromtimestamp(start_ns // NS_PER_S, MARKET_TZ)
         if start_ns % (86400 * NS_PER_S) == 0 and start.time() != dt.time():
-            # a UTC-midnight day (e.g. the simulator's): N UTC days on
-            return start_ns + days * 86400 * NS_PER_S
-        nxt = dt.datetime.combine(start.date() + dt.timedelta(days=days), start.time(),
+            # a UTC-midnight day (e.g. the simulator's): the next UTC midnight
+            return start_ns + 86400 * NS_PER_S
+        nxt = dt.datetime.combine(start.date() + dt.timedelta(days=1), start.time(),
                                   tzinfo=MARKET_TZ)
         # integer arithmetic keeps sub-second parts of start_ns exact
         return start_ns + (int(nxt.timestamp()) - int(start.timestamp())) * NS_PER_S

@@ -5,10 +5,12 @@ MarketStore names a bucket's timeframe ``<N><unit>`` (its ``utils.TimeframeFromS
 ``Sec`` and ``Min`` here, because MarketStore's own query parser does not find a ``1T``
 bucket again. A fixed-length bucket holds ``1 day / timeframe`` rows per day, so an
 intraday timeframe must divide a day evenly (``7Min`` rows would not line up with the
-slots they are stored in); a bar of a day or longer lands in a one-row-per-day slot (its
-start's UTC day). Each maps to Massive's custom bars route as ``multiplier/timespan``
-(``15Min`` = ``15/minute``, ``1W`` = ``1/week``). Months and years are not MarketStore
-timeframes (and a year bar would start on 1 January, a day MarketStore cannot return).
+slots they are stored in), and nothing longer than ``1D`` can be kept: MarketStore
+v4.1.23 acknowledges writes to a ``1W`` or ``2D`` bucket but never returns them (its query
+answers "no files returned"; a query for ``1W`` is only ever served from the ``1D``
+bucket). Each maps to Massive's custom bars route as ``multiplier/timespan`` (``15Min`` =
+``15/minute``, ``4H`` = ``4/hour``, ``1D`` = ``1/day``). Months and years are not
+MarketStore timeframes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _UNITS: dict[str, tuple[str, str, int]] = {
     "W": ("W", "week", 7 * DAY_S),
 }
 _PATTERN = re.compile(r"([1-9][0-9]{0,5})(Sec|Min|S|T|H|D|W)")
-EXAMPLES = "1Min, 5Min, 15Min, 30Min, 1H, 4H, 1D, 1W"
+EXAMPLES = "1Min, 5Min, 15Min, 30Min, 1H, 4H, 1D"
 
 
 class TimeframeError(ValueError):
@@ -42,13 +44,8 @@ class Timeframe:
 
     @property
     def calendar(self) -> bool:
-        """Day and week bars follow the market's calendar, not a fixed width."""
-        return self.timespan in ("day", "week")
-
-    @property
-    def slot_seconds(self) -> int:
-        """Width of the MarketStore row slot a bar's start is floored to."""
-        return min(self.seconds, DAY_S)
+        """Day bars follow the market's calendar, not a fixed width."""
+        return self.timespan == "day"
 
     @property
     def bars_per_day(self) -> int:
@@ -68,6 +65,10 @@ def parse_timeframe(text: object) -> Timeframe:
     if seconds < DAY_S and DAY_S % seconds:
         raise TimeframeError(f"{text!r} does not divide a day evenly, so MarketStore "
                              f"cannot store it in a bucket (e.g. {EXAMPLES})")
+    if seconds > DAY_S:
+        raise TimeframeError(f"{text!r}: MarketStore keeps no bucket longer than 1D (it "
+                             "accepts the rows and never returns them); store 1D bars and "
+                             "aggregate them when reading")
     return Timeframe(f"{count}{unit}", count, timespan, seconds)
 
 

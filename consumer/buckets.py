@@ -3,8 +3,8 @@
 Buckets (``SYMBOL/TIMEFRAME/ATTRGROUP``):
 
 - bars: live bars to ``{SYMBOL}/1Min/OHLCV``, backfilled bars to ``{SYMBOL}/{timeframe}/OHLCV``
-  (any timeframe MarketStore stores, :mod:`common.timeframes`: ``15Min``, ``4H``, ``1D``,
-  ``1W`` ...); fixed length, one row per bar start (a rewrite of the same start overwrites
+  (any timeframe MarketStore stores, :mod:`common.timeframes`: ``15Min``, ``4H``, ``1D``
+  ...); fixed length, one row per bar start (a rewrite of the same start overwrites
   it).
 - trades: ``{SYMBOL}/1Sec/TRADE``; quotes: ``{SYMBOL}/1Min/QUOTE``; both variable length with
   ``Nanoseconds`` (MarketStore appends every write to the interval's rows).
@@ -211,11 +211,11 @@ DAY_S = 86400
 def slot_seconds(timeframe: object) -> int:
     """Width of the row slot a bar of ``timeframe`` is stored in; 0: not a bar timeframe.
 
-    MarketStore keeps one row per slot of ``timeframe`` within a day, and one per day for
-    a day or longer, so the bar's start is floored to that.
+    MarketStore keeps one row per slot of ``timeframe`` within a day, so the bar's start
+    is floored to that.
     """
     try:
-        return parse_timeframe(timeframe).slot_seconds
+        return parse_timeframe(timeframe).seconds
     except TimeframeError:
         return 0
 
