@@ -1,16 +1,15 @@
-"""Bar timeframes as MarketStore spells them (``15Min``, ``4H``, ``1D``, ``1W`` ...), pure.
+"""Bar timeframes as MarketStore spells them (``15Min``, ``2H``, ``1D`` ...), pure.
 
-MarketStore names a bucket's timeframe ``<N><unit>`` (its ``utils.TimeframeFromString``):
-``Sec`` (or ``S``), ``Min`` (or ``T``), ``H``, ``D``, ``W``; ``S`` and ``T`` are written
-``Sec`` and ``Min`` here, because MarketStore's own query parser does not find a ``1T``
-bucket again. A fixed-length bucket holds ``1 day / timeframe`` rows per day, so an
-intraday timeframe must divide a day evenly (``7Min`` rows would not line up with the
-slots they are stored in), and nothing longer than ``1D`` can be kept: MarketStore
-v4.1.23 acknowledges writes to a ``1W`` or ``2D`` bucket but never returns them (its query
-answers "no files returned"; a query for ``1W`` is only ever served from the ``1D``
-bucket). Each maps to Massive's custom bars route as ``multiplier/timespan`` (``15Min`` =
-``15/minute``, ``4H`` = ``4/hour``, ``1D`` = ``1/day``). Months and years are not
-MarketStore timeframes.
+MarketStore names a bucket's timeframe ``<N><unit>``: ``Sec`` (or ``S``), ``Min`` (or
+``T``), ``H``, ``D``, ``W``. It accepts a write to any of them, but answers a query for
+timeframe X from the bucket of its "queryable timeframe": the last entry of its fixed
+list (``utils.Timeframes``) that divides X. Rows of any other timeframe are stored and can
+never be read back: a ``4H`` query reads the ``2H`` bucket, ``1W`` and ``2D`` read ``1D``,
+``7Min`` reads ``1Min`` (seen with v4.1.23, whose list is :data:`QUERYABLE`; ``10Min`` and
+``20Min`` are not in it). So a bar timeframe here is one MarketStore returns as itself,
+each mapped to Massive's custom bars route as ``multiplier/timespan`` (``15Min`` =
+``15/minute``, ``2H`` = ``2/hour``, ``1D`` = ``1/day``). ``S`` and ``T`` are written
+``Sec`` and ``Min``, the spelling MarketStore's query parser finds again.
 """
 
 from __future__ import annotations
@@ -28,11 +27,18 @@ _UNITS: dict[str, tuple[str, str, int]] = {
     "W": ("W", "week", 7 * DAY_S),
 }
 _PATTERN = re.compile(r"([1-9][0-9]{0,5})(Sec|Min|S|T|H|D|W)")
-EXAMPLES = "1Min, 5Min, 15Min, 30Min, 1H, 4H, 1D"
+# MarketStore v4.1.23's utils.Timeframes, in its order (the last divisor wins; 2H after 4H)
+QUERYABLE: tuple[tuple[str, int], ...] = (
+    ("1Sec", 1), ("10Sec", 10), ("30Sec", 30), ("1Min", 60), ("5Min", 300),
+    ("15Min", 900), ("30Min", 1800), ("1H", 3600), ("4H", 14400), ("2H", 7200),
+    ("1D", DAY_S))
+STORABLE: tuple[str, ...] = tuple(
+    name for name, seconds in QUERYABLE
+    if next(n for n, s in reversed(QUERYABLE) if seconds % s == 0) == name)
 
 
 class TimeframeError(ValueError):
-    """Not a bar timeframe MarketStore can store."""
+    """Not a bar timeframe MarketStore can store and return."""
 
 
 @dataclass(frozen=True)
@@ -53,23 +59,27 @@ class Timeframe:
         return max(1, DAY_S // self.seconds)
 
 
+def queryable(seconds: int) -> str:
+    """The bucket MarketStore answers a query for a timeframe of ``seconds`` from."""
+    return next((n for n, s in reversed(QUERYABLE) if seconds % s == 0), "1D")
+
+
 def parse_timeframe(text: object) -> Timeframe:
     """``"15Min"`` -> Timeframe, or :class:`TimeframeError` saying what is allowed."""
+    allowed = ", ".join(STORABLE)
     match = _PATTERN.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
-        raise TimeframeError(f"{text!r} is not a bar timeframe (a count and a unit: Sec, "
-                             f"Min, H, D or W, e.g. {EXAMPLES})")
+        raise TimeframeError(f"{text!r} is not a bar timeframe (MarketStore keeps and "
+                             f"returns: {allowed})")
     count = int(match.group(1))
     unit, timespan, unit_s = _UNITS[match.group(2)]
-    seconds = count * unit_s
-    if seconds < DAY_S and DAY_S % seconds:
-        raise TimeframeError(f"{text!r} does not divide a day evenly, so MarketStore "
-                             f"cannot store it in a bucket (e.g. {EXAMPLES})")
-    if seconds > DAY_S:
-        raise TimeframeError(f"{text!r}: MarketStore keeps no bucket longer than 1D (it "
-                             "accepts the rows and never returns them); store 1D bars and "
-                             "aggregate them when reading")
-    return Timeframe(f"{count}{unit}", count, timespan, seconds)
+    name, seconds = f"{count}{unit}", count * unit_s
+    served_by = queryable(seconds)
+    if served_by != name:
+        raise TimeframeError(f"{text!r}: MarketStore answers a {name} query from its "
+                             f"{served_by} bucket, so {name} bars could never be read back "
+                             f"(it keeps and returns: {allowed})")
+    return Timeframe(name, count, timespan, seconds)
 
 
 def canonical(text: object) -> str:

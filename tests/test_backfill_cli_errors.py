@@ -11,7 +11,7 @@ BASE = ["backfill", "-apiKey", "KEY", "-baseURL", "http://127.0.0.1:9"]
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["-bars", "-barFrequencies", "1Min,7Min", "-from", "1Min=2024-01-01"],
-     "-barFrequencies: '7Min' does not divide a day"),
+     "-barFrequencies: '7Min': MarketStore answers"),
     (["-trades", "-from", "trades=2024-13-01"], "not a date"),
     (["-trades", "-from", "2024-01-01"], "expected TYPE=YYYY-MM-DD"),
     (["-trades", "-from", "trades=2024-01-05", "-to", "2024-01-02"], "is before -from"),

@@ -87,7 +87,7 @@ consumer:
     ("kafak:\n  bootstrap_servers: x\n", "unknown key 'kafak'"),
     ("kafka:\n  partitions: twelve\n", "kafka.partitions: expected an integer, got 'twelve'"),
     ("massive:\n  data_types: [bars, ticks]\n", "massive.data_types[1]: 'ticks' is not one of"),
-    ("massive:\n  bar_frequencies: [7Min]\n", "massive.bar_frequencies[0]: '7Min' does not divide"),
+    ("massive:\n  bar_frequencies: [7Min]\n", "bar_frequencies[0]: '7Min': MarketStore"),
     ("massive:\n  query_start: {1Min: yesterday}\n", "massive.query_start.1Min: expected a date"),
     ("massive:\n  query_start: {1M: 2024-01-01}\n", "massive.query_start.1M: '1M' is not a bar"),
     ("consumer:\n  batch_max_events: true\n", "consumer.batch_max_events: expected an integer"),

@@ -1,7 +1,7 @@
 """Drop-in for the Massive plugin's users, against the simulator and the real Kafka and
 MarketStore: the plugin's own example configuration in a mkts.yml drives ``producer`` and
 ``consumer`` and ``backfill -config``; ``massive_backfiller`` runs the plugin README's two
-invocations; a 15Min (and a 4H) backfill lands in its own bucket with the simulator's bars.
+invocations; a 15Min (and a 2H) backfill lands in its own bucket with the simulator's bars.
 
 The mkts.yml is the plugin README's example as it stands (only ``listen_port`` points at
 the test's MarketStore); what the plugin never had, Kafka, comes in a ``kafka:`` section
@@ -24,6 +24,8 @@ import pytest
 import yaml
 
 from common.config import Config, load_config
+from common.timeframes import STORABLE, parse_timeframe
+from consumer import buckets as consumer_buckets
 from consumer.testkit import (
     assert_buckets_equal,
     expected_buckets,
@@ -32,6 +34,7 @@ from consumer.testkit import (
     stop_processes,
     wait_for,
 )
+from consumer.writer import MarketStoreWriter
 from simulator.server import SimulatorServer
 from tests.test_backfill_e2e import (
     as_set,
@@ -121,7 +124,7 @@ def test_the_plugins_mkts_yml_drives_producer_and_consumer_into_marketstore(
     assert subscribed == {"AM.AAPL", "AM.SPY", "T.AAPL", "T.SPY"}  # as data_types says
 
 
-def test_backfill_dash_config_lands_15min_and_4h_bars_as_the_simulator_serves_them(
+def test_backfill_dash_config_lands_15min_and_2h_bars_as_the_simulator_serves_them(
         tmp_path: Path, kafka_bootstrap: str, marketstore_url: str) -> None:
     symbol = f"ZDI{uuid.uuid4().hex[:6].upper()}"
     path, config = mkts_yml(tmp_path, kafka_bootstrap, marketstore_url)
@@ -129,8 +132,8 @@ def test_backfill_dash_config_lands_15min_and_4h_bars_as_the_simulator_serves_th
                          quotes_per_second=0.05) as sim:
         done = subprocess.run(
             [str(BIN / "massive-fetcher"), "backfill", "-config", str(path), "-bars",
-             "-barFrequencies", "15Min,4H", "-from", "15Min=2024-03-04",
-             "-from", "4H=2024-02-04", "-to", "2024-03-06", "-symbols", symbol],
+             "-barFrequencies", "15Min,2H", "-from", "15Min=2024-03-04",
+             "-from", "2H=2024-02-04", "-to", "2024-03-06", "-symbols", symbol],
             cwd=ROOT, env=env_for(sim), capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "Traceback" not in done.stderr
@@ -138,11 +141,11 @@ def test_backfill_dash_config_lands_15min_and_4h_bars_as_the_simulator_serves_th
                              "2024-03-04/2024-03-06", limit=50000)
         quarter = truth_bars(sim.url, symbol, 15, "minute", "15Min", "2024-03-04",
                              "2024-03-06")
-        hours = truth_bars(sim.url, symbol, 4, "hour", "4H", "2024-02-04", "2024-03-06")
-    assert len(quarter) > 200 and len(hours) > 180
+        hours = truth_bars(sim.url, symbol, 2, "hour", "2H", "2024-02-04", "2024-03-06")
+    assert len(quarter) > 200 and len(hours) > 360
     consume_into_marketstore(config)
     expected = expected_buckets([("bar", r) for r in quarter + hours])
-    assert set(expected) == {f"{symbol}/15Min/OHLCV", f"{symbol}/4H/OHLCV"}
+    assert set(expected) == {f"{symbol}/15Min/OHLCV", f"{symbol}/2H/OHLCV"}
     # MarketStore acknowledges before its WAL is flushed: a new bucket shows up a moment later
     wait_for(lambda: all(read_bucket(marketstore_url, b) is not None for b in expected), 60,
              what="the buckets to be readable")
@@ -196,3 +199,32 @@ def test_massive_backfiller_runs_the_plugins_two_documented_invocations(
         ("AAPL", "1Min"), ("AAPL", "1D"), ("AMZN", "1Min"), ("AMZN", "1D")}
     assert len(got["trade"]) == len(want_trades) > 10000
     assert as_set(got["trade"]) == as_set(want_trades)
+
+
+def test_every_accepted_timeframe_is_read_back_from_marketstore_as_written(
+        marketstore_url: str) -> None:
+    """What the parser accepts is what this MarketStore stores *and* returns from the same
+    bucket (it answers a query from its "queryable" timeframe: a 4H query reads 2H)."""
+    symbol = f"ZTF{uuid.uuid4().hex[:6].upper()}"
+    start_s = 1_707_091_200  # 2024-02-05 00:00 UTC
+    written = {}
+    for name in STORABLE:
+        width = parse_timeframe(name).seconds
+        rows = [consumer_buckets.to_row("bar", {
+            "symbol": symbol, "source": "backfill", "timeframe": name,
+            "start_ns": (start_s + i * width) * 1_000_000_000,
+            "end_ns": (start_s + (i + 1) * width) * 1_000_000_000,
+            "open": 1.0 + i, "high": 2.0 + i, "low": 0.5, "close": 1.5 + i,
+            "volume": 10.0 * (i + 1)})[1] for i in range(3)]
+        written[f"{symbol}/{name}/OHLCV"] = consumer_buckets.rows_to_array("OHLCV", rows)
+    writer = MarketStoreWriter(marketstore_url)
+    try:
+        assert writer.write(written) == 3 * len(STORABLE)
+    finally:
+        writer.close()
+    wait_for(lambda: all(read_bucket(marketstore_url, t) is not None for t in written), 60,
+             what="every bucket readable")
+    for tbk, want in written.items():
+        got = read_bucket(marketstore_url, tbk)
+        assert got is not None and got["Close"].tolist() == want["Close"].tolist(), tbk
+        assert got["Epoch"].tolist() == want["Epoch"].tolist(), tbk

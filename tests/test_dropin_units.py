@@ -79,7 +79,7 @@ def mkts(tmp_path: Path) -> Path:
     ("15Min", "15Min", 15, "minute", 900),
     ("30Min", "30Min", 30, "minute", 1800),
     ("1H", "1H", 1, "hour", 3600),
-    ("4H", "4H", 4, "hour", 14400),
+    ("2H", "2H", 2, "hour", 7200),
     ("1D", "1D", 1, "day", 86400),
     ("30Sec", "30Sec", 30, "second", 30),
     ("10S", "10Sec", 10, "second", 10),  # MarketStore's short spellings, written long
@@ -94,10 +94,12 @@ def test_marketstore_timeframes_map_to_massive_aggregates(text: str, name: str,
 
 
 @pytest.mark.parametrize(("text", "why"), [
-    ("7Min", "does not divide a day"),
-    # MarketStore v4.1.23 acknowledges rows of these and never returns them
-    ("1W", "no bucket longer than 1D"),
-    ("2D", "no bucket longer than 1D"),
+    # MarketStore v4.1.23 acknowledges rows of these and answers from another bucket
+    ("7Min", "answers a 7Min query from its 1Min bucket"),
+    ("10Min", "from its 5Min bucket"),
+    ("4H", "from its 2H bucket"),
+    ("1W", "from its 1D bucket"),
+    ("2D", "from its 1D bucket"),
     ("1M", "is not a bar timeframe"),  # months: not a MarketStore timeframe
     ("1Y", "is not a bar timeframe"),
     ("0Min", "is not a bar timeframe"),
@@ -117,30 +119,30 @@ def test_plan_requests_and_bar_ends_for_any_timeframe() -> None:
     assert len(windows) == 1 and windows[0].timeframe == "15Min"
     path, _ = request_for(windows[0], 50000, True)
     assert path == "/v2/aggs/ticker/AAPL/range/15/minute/2024-01-02/2024-03-01"
-    four = plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 3, 1), "4H")[0]
-    assert "/range/4/hour/2024-01-02/2024-03-01" in request_for(four, 50000, True)[0]
+    two = plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 3, 1), "2H")[0]
+    assert "/range/2/hour/2024-01-02/2024-03-01" in request_for(two, 50000, True)[0]
     assert plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 1, 2),
                         "1T")[0].timeframe == "1Min"
     start = day_start_ns(dt.date(2024, 3, 10))  # New York's 23-hour day
     assert bar_end_ns(start, "1D") == day_start_ns(dt.date(2024, 3, 11))
-    assert bar_end_ns(start, "4H") == start + 4 * 3600 * NS
+    assert bar_end_ns(start, "2H") == start + 2 * 3600 * NS
 
 
 def test_the_consumer_stores_any_timeframe_in_its_own_bucket() -> None:
     bar = {"symbol": "AAPL", "source": "backfill", "timeframe": "15Min"}
     assert bucket_key("bar", bar) == "AAPL/15Min/OHLCV"
-    assert bucket_key("bar", {**bar, "timeframe": "4H"}) == "AAPL/4H/OHLCV"
-    assert slot_seconds("4H") == 14400 and slot_seconds("1D") == 86400
-    assert slot_seconds("7Min") == 0 and slot_seconds("1W") == 0
+    assert bucket_key("bar", {**bar, "timeframe": "2H"}) == "AAPL/2H/OHLCV"
+    assert slot_seconds("2H") == 7200 and slot_seconds("1D") == 86400
+    assert slot_seconds("4H") == 0 and slot_seconds("1W") == 0
 
 
 def test_config_takes_any_timeframe_in_bar_frequencies_and_query_start(tmp_path: Path
                                                                        ) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("massive:\n  bar_frequencies: [15Min, 4H, 1D]\n"
+    path.write_text("massive:\n  bar_frequencies: [15Min, 2H, 1D]\n"
                     "  query_start: {15Min: 2024-01-02, 1T: 2024-01-03, trades: 2024-01-04}\n")
     m = load_config(path, env={}).massive
-    assert m.bar_frequencies == ["15Min", "4H", "1D"]
+    assert m.bar_frequencies == ["15Min", "2H", "1D"]
     assert m.query_start == {"15Min": dt.date(2024, 1, 2), "1Min": dt.date(2024, 1, 3),
                              "trades": dt.date(2024, 1, 4)}
 
@@ -160,9 +162,9 @@ def test_inprocess_backfill_fetches_only_the_configured_bar_frequencies() -> Non
     assert ignored_starts(config) == [
         "massive.query_start.1Min ignored: 1Min is not in massive.bar_frequencies "
         "(15Min, 1D)"]
-    no_date = dataclasses.replace(massive, bar_frequencies=["4H"], query_start={})
+    no_date = dataclasses.replace(massive, bar_frequencies=["2H"], query_start={})
     assert ignored_starts(Config(massive=no_date)) == [
-        "massive.bar_frequencies 4H not backfilled: no massive.query_start.4H date"]
+        "massive.bar_frequencies 2H not backfilled: no massive.query_start.2H date"]
 
 
 # -- mkts.yml --------------------------------------------------------------------------
@@ -200,7 +202,7 @@ def test_a_mkts_yml_may_carry_the_projects_sections_and_env_still_overrides(
 
 @pytest.mark.parametrize(("text", "message"), [
     (PLUGIN_EXAMPLE.replace("bar_frequencies: [\"1Min\", \"1D\"]", "bar_frequencies: [7Min]"),
-     "massive.bar_frequencies[0]: '7Min' does not divide a day"),
+     "massive.bar_frequencies[0]: '7Min': MarketStore answers a 7Min query"),
     (PLUGIN_EXAMPLE.replace("symbols:\n        - AAPL", "symbol:\n        - AAPL"),
      "unknown key 'massive.symbol'"),
     (PLUGIN_EXAMPLE + "massive:\n  symbols: [X]\n", "both a massive: section and a massive.so"),
