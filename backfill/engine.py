@@ -204,6 +204,10 @@ class BackfillEngine:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            if gathered.done() and not gathered.cancelled():
+                # a cancelled gather ends with CancelledError as its exception (3.11): read
+                # it, or asyncio logs it with a traceback as "never retrieved"
+                gathered.exception()
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
             await self._commit()
