@@ -2,8 +2,9 @@
 
 Accepts the seed backfiller's flags verbatim (``-apiKey``, ``-bars``, ``-from 1Min=...``,
 ``-adjusted=false`` ...) and kebab-case long options (``--api-key``, ``--from`` ...).
-``-dir`` is accepted but ignored with a warning: nothing is written to disk directly any
-more, MarketStore is fed by the consumer. A REST result that cannot become a record goes
+``-config`` takes the plugin's MarketStore ``mkts.yml`` as it is. ``-dir`` is accepted
+but ignored with one warning line: MarketStore's data directory is MarketStore's own, the
+consumer writes through its API. A REST result that cannot become a record goes
 to the dead-letter topic with the reason and its window. Exit codes: 0 done, 1 some
 windows failed, Kafka did not acknowledge everything or a result was dead-lettered, 2 bad
 input, 130 interrupted.
@@ -53,8 +54,9 @@ def register(subparsers: Any) -> None:
                        default=None, metavar="BOOL", help=f"backfill {name}")
     p.add_argument("-barFrequencies", "--barFrequencies", "--bar-frequencies",
                    dest="bar_frequencies", metavar="LIST",
-                   help='bar frequencies, e.g. "1Min,1D" (1Min, 5Min, 1H, 1D; '
-                        "default massive.bar_frequencies)")
+                   help='bar frequencies, e.g. "1Min,15Min,1D" (timeframes MarketStore '
+                        "returns: 1Sec 10Sec 30Sec 1Min 5Min 15Min 30Min 1H 2H 1D; default "
+                        "massive.bar_frequencies)")
     p.add_argument("-from", "--from", dest="starts", action="append", metavar="TYPE=DATE",
                    help="first day per type, repeatable: -from 1Min=2024-01-01 "
                         "-from trades=2024-01-02 (default massive.query_start)")
@@ -106,9 +108,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     api_key = config.require_api_key()
     setup_logging(args.log_level, secrets=[api_key, *config.secrets()])
-    for warning in options.warnings:
+    for warning in options.warnings:  # one line each, on stderr where the logs go too
         print(f"massive-fetcher backfill: warning: {warning}", file=sys.stderr)
-        log.warning(warning)
     try:
         return asyncio.run(_main(config, options))
     except RestError as exc:

@@ -189,6 +189,10 @@ class BackfillEngine:
         workers = [asyncio.create_task(self._worker(queue), name=f"backfill-{i}")
                    for i in range(min(self.parallelism, max(1, queue.qsize())))]
         gathered = asyncio.gather(*workers)
+        # Cancelled (the producer stopping), a gather ends with CancelledError as its
+        # exception, which asyncio would log with a traceback as "never retrieved" when this
+        # task is cancelled before it reads it; the normal path raises it via result().
+        gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         stopping = asyncio.create_task(self.stop.wait())
         try:
             await asyncio.wait({gathered, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -20,8 +20,9 @@ from backfill.client import MassiveRestClient, RestError
 from backfill.engine import BackfillEngine, FatalBackfillError
 from backfill.plan import Window, gap_windows, market_today, plan_windows
 from backfill.symbols import is_glob, match_glob
-from common.config import BAR_FREQUENCIES, Config
+from common.config import Config
 from common.deadletter import DeadLetterProducer
+from common.timeframes import is_timeframe
 from producer.gaps import RepairOutcome
 
 log = logging.getLogger("backfill.inprocess")
@@ -62,20 +63,44 @@ def _engine(config: Config, client: MassiveRestClient, publisher: Any,
 
 
 def inprocess_windows(config: Config) -> list[Window]:
-    """Windows from each ``massive.query_start`` date to today for the explicit symbols."""
+    """Windows from the ``massive.query_start`` dates to today for the explicit symbols:
+    bars in each of ``massive.bar_frequencies`` that has a start date, trades and quotes
+    when configured."""
     m = config.massive
     today = market_today()
     windows: list[Window] = []
     for symbol in m.symbols:
         for key, start in m.query_start.items():
-            if key in BAR_FREQUENCIES:
-                if "bars" in m.data_types:
+            if is_timeframe(key):
+                if "bars" in m.data_types and key in m.bar_frequencies:
                     windows += plan_windows(symbol, "bars", start, today, key,
                                             m.backfill_batch_size)
             elif key in m.data_types:
                 windows += plan_windows(symbol, key, start, today,
                                         limit=m.backfill_batch_size)
     return windows
+
+
+def ignored_starts(config: Config) -> list[str]:
+    """Why each ``massive.query_start`` key the in-process backfill passes over is."""
+    m = config.massive
+    reasons = []
+    for key in m.query_start:
+        if not is_timeframe(key):
+            if key not in m.data_types:
+                reasons.append(f"massive.query_start.{key} ignored: {key} is not in "
+                               "massive.data_types")
+        elif "bars" not in m.data_types:
+            reasons.append(f"massive.query_start.{key} ignored: bars is not in "
+                           "massive.data_types")
+        elif key not in m.bar_frequencies:
+            reasons.append(f"massive.query_start.{key} ignored: {key} is not in "
+                           f"massive.bar_frequencies ({', '.join(m.bar_frequencies)})")
+    for frequency in m.bar_frequencies:
+        if "bars" in m.data_types and frequency not in m.query_start:
+            reasons.append(f"massive.bar_frequencies {frequency} not backfilled: no "
+                           f"massive.query_start.{frequency} date")
+    return reasons
 
 
 async def run_inprocess_backfill(config: Config, publisher: Any, stop: asyncio.Event) -> None:
@@ -98,11 +123,8 @@ async def run_inprocess_backfill(config: Config, publisher: Any, stop: asyncio.E
     if not m.api_key:
         log.error("in-process backfill needs massive.api_key")
         return
-    for key in m.query_start:
-        if (key in BAR_FREQUENCIES and "bars" not in m.data_types) or (
-                key not in BAR_FREQUENCIES and key not in m.data_types):
-            log.warning("massive.query_start.%s ignored: that data type is not configured",
-                        key)
+    for reason in ignored_starts(config):
+        log.warning("%s", reason)
     windows = inprocess_windows(config)
     if not windows:
         return

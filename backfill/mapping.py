@@ -12,23 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from common.timeframes import TimeframeError, parse_timeframe
+
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 MARKET_TZ = ZoneInfo("America/New_York")
 
-# Widths of the intraday timeframes; 1D is calendar based (see bar_end_ns).
-TIMEFRAME_NS: dict[str, int] = {
-    "1Min": 60 * NS_PER_S,
-    "5Min": 5 * 60 * NS_PER_S,
-    "1H": 3600 * NS_PER_S,
-}
-# timeframe -> (multiplier, timespan) of the custom bars route
-TIMEFRAME_REST: dict[str, tuple[int, str]] = {
-    "1Min": (1, "minute"),
-    "5Min": (5, "minute"),
-    "1H": (1, "hour"),
-    "1D": (1, "day"),
-}
 
 
 class MappingError(ValueError):
@@ -41,7 +30,11 @@ def bar_end_ns(start_ns: int, timeframe: str) -> int:
     Massive's daily bars start at midnight America/New_York, so a day is 23 or 25 hours
     long on the DST switch days: the end is the same wall-clock time on the next day.
     """
-    if timeframe == "1D":
+    try:
+        tf = parse_timeframe(timeframe)
+    except TimeframeError:
+        raise MappingError(f"unknown timeframe {timeframe!r}") from None
+    if tf.calendar:
         start = dt.datetime.fromtimestamp(start_ns // NS_PER_S, MARKET_TZ)
         if start_ns % (86400 * NS_PER_S) == 0 and start.time() != dt.time():
             # a UTC-midnight day (e.g. the simulator's): the next UTC midnight
@@ -50,10 +43,7 @@ def bar_end_ns(start_ns: int, timeframe: str) -> int:
                                   tzinfo=MARKET_TZ)
         # integer arithmetic keeps sub-second parts of start_ns exact
         return start_ns + (int(nxt.timestamp()) - int(start.timestamp())) * NS_PER_S
-    try:
-        return start_ns + TIMEFRAME_NS[timeframe]
-    except KeyError:
-        raise MappingError(f"unknown timeframe {timeframe!r}") from None
+    return start_ns + tf.seconds * NS_PER_S
 
 
 def _req(result: Mapping[str, Any], key: str) -> Any:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from backfill.plan import MAX_LIMIT
 from backfill.symbols import split_symbols
-from common.config import BAR_FREQUENCIES, Config
+from common.config import Config, query_start_key
+from common.timeframes import TimeframeError, canonical, is_timeframe, parse_timeframe
 
 
 class OptionsError(ValueError):
@@ -22,7 +23,7 @@ class OptionsError(ValueError):
 class Options:
     data_types: list[str]  # bars / trades / quotes, in this order
     bar_frequencies: list[str]
-    starts: dict[str, dt.date]  # 1Min/5Min/1H/1D/trades/quotes -> first day
+    starts: dict[str, dt.date]  # bar timeframe (15Min ...) / trades / quotes -> first day
     end: dt.date
     symbols: list[str]  # explicit tickers and globs
     parallelism: int
@@ -63,9 +64,10 @@ def parse_frequencies(value: str) -> list[str]:
         item = item.strip()
         if not item:
             continue
-        if item not in BAR_FREQUENCIES:
-            raise OptionsError(f"-barFrequencies: unknown frequency {item!r} "
-                               f"(known: {', '.join(BAR_FREQUENCIES)})")
+        try:
+            item = canonical(item)
+        except TimeframeError as exc:
+            raise OptionsError(f"-barFrequencies: {exc}") from None
         if item not in found:
             found.append(item)
     if not found:
@@ -75,17 +77,16 @@ def parse_frequencies(value: str) -> list[str]:
 
 def parse_starts(values: list[str]) -> dict[str, dt.date]:
     starts: dict[str, dt.date] = {}
-    known = (*BAR_FREQUENCIES, "trades", "quotes")
     for value in values:
         if "=" not in value:
             raise OptionsError(f"-from {value!r}: expected TYPE=YYYY-MM-DD, e.g. "
                                "-from 1Min=2024-01-01 (TYPE is a bar frequency, trades or "
                                "quotes)")
         key, _, day = value.partition("=")
-        key = key.strip()
-        if key not in known:
-            raise OptionsError(f"-from {value!r}: unknown type {key!r} "
-                               f"(known: {', '.join(known)})")
+        try:
+            key = query_start_key(key.strip())
+        except ValueError as exc:
+            raise OptionsError(f"-from {value!r}: {exc}") from None
         starts[key] = parse_date(day, f"-from {key}")
     return starts
 
@@ -94,9 +95,9 @@ def build_options(ns: object, config: Config, today: dt.date) -> Options:
     """Validate the parsed argparse namespace ``ns`` against ``config``'s defaults."""
     warnings: list[str] = []
     if getattr(ns, "dir", None) is not None:
-        warnings.append("-dir no longer applies and is ignored: backfill publishes to Kafka "
-                        "and the consumer writes MarketStore (nothing is written to disk "
-                        "directly)")
+        warnings.append(f"-dir {ns.dir} ignored: MarketStore's data directory is "
+                        "MarketStore's own; backfill publishes to Kafka and the consumer "
+                        "writes through MarketStore's API (marketstore.url)")
     data_types = [t for t, flag in (("bars", ns.bars), ("trades", ns.trades),
                                     ("quotes", ns.quotes))
                   if flag is not None and parse_bool(flag, f"-{t}")]
@@ -107,7 +108,8 @@ def build_options(ns: object, config: Config, today: dt.date) -> Options:
         frequencies = parse_frequencies(ns.bar_frequencies)
     else:
         # without -barFrequencies, the frequencies named in -from say what is wanted
-        named = [f for f in BAR_FREQUENCIES if f in starts]
+        named = sorted((f for f in starts if is_timeframe(f)),
+                       key=lambda f: parse_timeframe(f).seconds)
         frequencies = named or list(config.massive.bar_frequencies)
     needed = list(frequencies) if "bars" in data_types else []
     needed += [t for t in ("trades", "quotes") if t in data_types]

@@ -13,13 +13,11 @@ import datetime as dt
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from backfill.mapping import MARKET_TZ, NS_PER_MS, NS_PER_S, TIMEFRAME_REST
+from backfill.mapping import MARKET_TZ, NS_PER_MS, NS_PER_S
 from common.config import REST_MAX_LIMIT
+from common.timeframes import Timeframe, TimeframeError, parse_timeframe
 from producer.mapping import KIND_BY_DATA_TYPE as KIND_OF
 
-# Upper bound of bars per day: extended hours are included and a simulator may trade
-# around the clock, so count the whole day.
-BARS_PER_DAY: dict[str, int] = {"1Min": 1440, "5Min": 288, "1H": 24, "1D": 1}
 MAX_LIMIT = REST_MAX_LIMIT
 NS_PER_MIN = 60 * NS_PER_S
 
@@ -60,9 +58,16 @@ def market_today(now: dt.datetime | None = None) -> dt.date:
 def days_per_window(data_type: str, timeframe: str, limit: int) -> int:
     if data_type != "bars":
         return 1
-    if timeframe not in BARS_PER_DAY:
-        raise ValueError(f"unknown bar frequency {timeframe!r}")
-    return max(1, limit // BARS_PER_DAY[timeframe])
+    # An upper bound of bars per day: extended hours are included and a simulator may
+    # trade around the clock, so the whole day counts.
+    return max(1, limit // _timeframe(timeframe).bars_per_day)
+
+
+def _timeframe(timeframe: str) -> Timeframe:
+    try:
+        return parse_timeframe(timeframe)
+    except TimeframeError:
+        raise ValueError(f"unknown bar frequency {timeframe!r}") from None
 
 
 def plan_windows(symbol: str, data_type: str, start: dt.date, end: dt.date,
@@ -70,10 +75,7 @@ def plan_windows(symbol: str, data_type: str, start: dt.date, end: dt.date,
     """Windows covering the market days ``start``..``end`` (both included)."""
     if data_type not in KIND_OF:
         raise ValueError(f"unknown data type {data_type!r}")
-    if data_type == "bars" and timeframe not in TIMEFRAME_REST:
-        raise ValueError(f"unknown bar frequency {timeframe!r}")
-    if data_type != "bars":
-        timeframe = ""
+    timeframe = _timeframe(timeframe).name if data_type == "bars" else ""
     if end < start:
         return []
     step = days_per_window(data_type, timeframe, limit)
@@ -124,7 +126,8 @@ def request_for(window: Window, limit: int, adjusted: bool) -> tuple[str, dict[s
     ticker = quote(window.symbol, safe=".")
     limit = max(1, min(limit, MAX_LIMIT))
     if window.data_type == "bars":
-        multiplier, timespan = TIMEFRAME_REST[window.timeframe]
+        tf = _timeframe(window.timeframe)
+        multiplier, timespan = tf.multiplier, tf.timespan
         if window.first_day:
             lo, hi = window.first_day, window.last_day
         else:

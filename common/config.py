@@ -7,7 +7,8 @@ type or a number outside its declared :class:`Range` (``Annotated[int, Range(min
 the field; ``ORDERED`` pairs for rules between two fields) raises :class:`ConfigError`
 naming the file, the dotted key and what is allowed, so a typo never turns silently into a
 default and a 0 or a negative never into a busy loop or a reconnect storm. Environment
-variables override a few keys (see ``ENV_OVERRIDES``).
+variables override a few keys (see ``ENV_OVERRIDES``). A MarketStore ``mkts.yml`` that
+configures the Massive plugin is read too (:mod:`common.mkts`).
 """
 
 from __future__ import annotations
@@ -18,25 +19,50 @@ import math
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 
+from common.mkts import MktsError, from_mkts, is_mkts
+from common.timeframes import TimeframeError, canonical
+
 DataType = Literal["bars", "trades", "quotes"]
-BarFrequency = Literal["1Min", "5Min", "1H", "1D"]
-QueryStartKey = Literal["1Min", "5Min", "1H", "1D", "trades", "quotes"]
 # librdkafka properties are passed through untouched; these are the value types it accepts.
 KafkaProperty = str | int | float | bool
 
-BAR_FREQUENCIES: tuple[str, ...] = typing.get_args(BarFrequency)
 DATA_TYPES: tuple[str, ...] = typing.get_args(DataType)
 REST_MAX_LIMIT = 50000  # the largest page (``limit``) the Massive REST API serves
 
 
 class ConfigError(ValueError):
     """A configuration problem, with the file and key it is about."""
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """A string checked and written one way by ``parse`` (ValueError: not allowed).
+
+    Declared in a field's type hint, ``Annotated[str, Spelling(canonical)]``.
+    """
+
+    parse: Callable[[str], str]
+
+
+def query_start_key(key: str) -> str:
+    """``trades``, ``quotes`` or a bar timeframe (canonical spelling)."""
+    if key in ("trades", "quotes"):
+        return key
+    try:
+        return canonical(key)
+    except TimeframeError as exc:
+        raise ValueError(f"{exc}; or trades / quotes") from None
+
+
+BarFrequency = Annotated[str, Spelling(canonical)]
+QueryStartKey = Annotated[str, Spelling(query_start_key)]
 
 
 @dataclass(frozen=True)
@@ -78,7 +104,9 @@ class MassiveConfig:
     api_key: str | None = None
     base_url: str = "https://api.massive.com"
     ws_server: str = "wss://socket.massive.com"
-    data_types: list[DataType] = field(default_factory=lambda: ["bars", "quotes", "trades"])
+    # Required by whatever streams (as by the plugin): empty means not configured, never
+    # "everything", so an omitted key cannot subscribe to the whole firehose.
+    data_types: list[DataType] = field(default_factory=list)
     symbols: list[str] = field(default_factory=lambda: ["*"])
     query_start: dict[QueryStartKey, dt.date] = field(default_factory=dict)
     bar_frequencies: list[BarFrequency] = field(default_factory=lambda: ["1Min"])
@@ -281,6 +309,13 @@ class Config:
             )
         return self.massive.api_key
 
+    def require_data_types(self) -> list[str]:
+        if not self.massive.data_types:
+            raise ConfigError(
+                f"{self.source}: massive.data_types is required, as in the plugin: which "
+                "of bars, trades, quotes to stream, e.g. data_types: [bars, trades]")
+        return list(self.massive.data_types)
+
     def replace(self, **sections: Any) -> Config:
         return dataclasses.replace(self, **sections)
 
@@ -302,23 +337,36 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+SECTIONS = frozenset(f.name for f in dataclasses.fields(Config) if f.name != "source")
+
+
+def read_sections(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The file's sections as plain data, unvalidated; a mkts.yml already translated."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    if is_mkts(raw):
+        try:
+            raw = from_mkts(raw, SECTIONS)
+        except MktsError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return raw
+
+
 def load_config(path: str | os.PathLike[str] | None = None,
                 env: typing.Mapping[str, str] | None = None) -> Config:
     """Load ``path`` (or only defaults when None), apply env overrides, validate."""
     env = os.environ if env is None else env
     source = str(path) if path is not None else "<defaults>"
-    raw: Any = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    raw: Any = read_sections(path) if path is not None else {}
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for section, key, var in ENV_OVERRIDES:
         value = env.get(var)
@@ -364,6 +412,11 @@ def _convert(tp: Any, value: Any, where: str, source: str) -> Any:
             if isinstance(allowed, Range) and not allowed.allows(converted):
                 raise ConfigError(f"{source}: {where}: {value!r} is out of range "
                                   f"(allowed: {allowed})")
+            if isinstance(allowed, Spelling):
+                try:
+                    converted = allowed.parse(converted)
+                except ValueError as exc:
+                    raise ConfigError(f"{source}: {where}: {exc}") from None
         return converted
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where, source)

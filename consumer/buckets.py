@@ -3,8 +3,9 @@
 Buckets (``SYMBOL/TIMEFRAME/ATTRGROUP``):
 
 - bars: live bars to ``{SYMBOL}/1Min/OHLCV``, backfilled bars to ``{SYMBOL}/{timeframe}/OHLCV``
-  (``1Min``, ``5Min``, ``1H``, ``1D``); fixed length, one row per bar start (a rewrite of the
-  same start overwrites it).
+  (any timeframe MarketStore stores, :mod:`common.timeframes`: ``15Min``, ``4H``, ``1D``
+  ...); fixed length, one row per bar start (a rewrite of the same start overwrites
+  it).
 - trades: ``{SYMBOL}/1Sec/TRADE``; quotes: ``{SYMBOL}/1Min/QUOTE``; both variable length with
   ``Nanoseconds`` (MarketStore appends every write to the interval's rows).
 
@@ -34,6 +35,7 @@ non-ASCII, longer than 40) raises :class:`RecordError`.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -41,11 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from common.timeframes import TimeframeError, parse_timeframe
 from schemas.keys import symbol_key
 
 Record = dict[str, Any]
 
-BAR_TIMEFRAMES: tuple[str, ...] = ("1Min", "5Min", "1H", "1D")
 TRADE_TIMEFRAME = "1Sec"
 QUOTE_TIMEFRAME = "1Min"
 KEY_CATEGORY = "Symbol/Timeframe/AttributeGroup"
@@ -110,9 +112,11 @@ def bucket_key(kind: str, record: Record) -> str:
         if record.get("source") == "live":
             return f"{symbol}/1Min/OHLCV"
         timeframe = record.get("timeframe")
-        if timeframe not in BAR_TIMEFRAMES:
-            raise RecordError(f"bar timeframe {timeframe!r} is not one of {BAR_TIMEFRAMES}")
-        return f"{symbol}/{timeframe}/OHLCV"
+        try:
+            name = parse_timeframe(timeframe).name
+        except TimeframeError as exc:
+            raise RecordError(f"bar timeframe: {exc}") from None
+        return f"{symbol}/{name}/OHLCV"
     raise RecordError(f"unknown record kind {kind!r}")
 
 
@@ -200,7 +204,20 @@ def _seq(record: Record) -> int:
     return value
 
 
-TIMEFRAME_S = {"1Min": 60, "5Min": 300, "1H": 3600, "1D": 86400}
+DAY_S = 86400
+
+
+@functools.lru_cache(maxsize=1024)
+def slot_seconds(timeframe: object) -> int:
+    """Width of the row slot a bar of ``timeframe`` is stored in; 0: not a bar timeframe.
+
+    MarketStore keeps one row per slot of ``timeframe`` within a day, so the bar's start
+    is floored to that.
+    """
+    try:
+        return parse_timeframe(timeframe).seconds
+    except TimeframeError:
+        return 0
 
 
 def on_january_first(epoch_s: np.ndarray | int) -> np.ndarray | bool:
@@ -220,9 +237,11 @@ def on_january_first(epoch_s: np.ndarray | int) -> np.ndarray | bool:
 def bar_row(record: Record, timeframe: str = "1Min") -> tuple:
     """``Epoch`` is the start floored to the bucket's interval, as MarketStore stores it."""
     start = _ts(record, "start_ns")
-    width = TIMEFRAME_S[timeframe]
-    if timeframe == "1D" and on_january_first(start // NS):
-        raise RecordError("MarketStore cannot store a 1D bar on 1 January (UTC): "
+    width = slot_seconds(timeframe)
+    if not width:
+        raise RecordError(f"{timeframe!r} is not a bar timeframe")
+    if width == DAY_S and on_january_first(start // NS):
+        raise RecordError(f"MarketStore cannot store a {timeframe} bar on 1 January (UTC): "
                           f"start_ns {start}")
     end = _ts(record, "end_ns", required=False)
     trades = record.get("trades")

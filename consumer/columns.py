@@ -18,15 +18,15 @@ from consumer.buckets import (
     _CODE_BITS,
     _CODE_MAX,
     _MAX_TS,
-    BAR_TIMEFRAMES,
+    DAY_S,
     DTYPES,
     MAX_CODES,
     NS,
     NULL_INT,
-    TIMEFRAME_S,
     RecordError,
     bucket_key,
     on_january_first,
+    slot_seconds,
 )
 
 Columns = dict[str, Any]
@@ -194,8 +194,9 @@ def bar_rows(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
     start = np.asarray(cols["start_ns"], dtype=np.int64)
     source = cols["source"]
     tf = np.where(source == "live", "1Min", cols["timeframe"]).astype(object)
-    width = np.array([TIMEFRAME_S.get(t, 60) for t in tf.tolist()], dtype=np.int64)
-    tf_ok = np.array([t in BAR_TIMEFRAMES for t in tf.tolist()], dtype=bool)
+    slots = [slot_seconds(t) for t in tf.tolist()]
+    tf_ok = np.array([s > 0 for s in slots], dtype=bool)
+    width = np.array([s or 60 for s in slots], dtype=np.int64)
     end, ok_end = _opt_ts(cols["end_ns"])
     trades, present = _filled(cols["trades"], NULL_INT)
     ok_trades = ~present | (trades >= 0)
@@ -205,7 +206,7 @@ def bar_rows(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
     for v in prices.values():
         ok &= _finite(v)
     out["Epoch"] = start // NS // width * width
-    daily = width == TIMEFRAME_S["1D"]
+    daily = width == DAY_S
     if daily.any():
         ok &= ~(daily & on_january_first(out["Epoch"]))
     out["Open"], out["High"] = prices["open"], prices["high"]

@@ -23,6 +23,7 @@ from confluent_kafka import Producer
 from numpy.lib import recfunctions as rfn
 
 from common.config import Config, ConsumerConfig, KafkaConfig, MarketStoreConfig, TopicsConfig
+from common.timeframes import parse_timeframe
 from consumer import buckets
 from consumer.dedupe import first_occurrences
 from consumer.writer import MarketStoreWriter
@@ -87,7 +88,7 @@ def quote(symbol: str, seq: int, ts_ns: int, **kw: object) -> dict:
 
 
 def bar(symbol: str, start_ns: int, timeframe: str = "1Min", **kw: object) -> dict:
-    width = {"1Min": 60, "5Min": 300, "1H": 3600, "1D": 86400}[timeframe] * 1_000_000_000
+    width = parse_timeframe(timeframe).seconds * 1_000_000_000
     i = start_ns // width
     record = {
         "symbol": symbol, "timeframe": timeframe, "start_ns": start_ns,

@@ -26,6 +26,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "schemas.cli",  # topics
     "massive_fetcher.doctor",  # doctor
     "massive_fetcher.tail",  # tail
+    "massive_fetcher.migrate",  # migrate
 )
 
 DEFAULT_CONFIG_ENV = "MASSIVE_FETCHER_CONFIG"

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from common.config import Config
+from common.config import Config, read_sections
 from common.files import write_private
 from common.metrics import NAMESPACE
 from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
@@ -191,9 +191,7 @@ def effective_config(config: Config, raw_file: str | None, use_simulator: bool,
 
     It may hold the API key, so only its owner can read it (mode 0600).
     """
-    raw: dict = {}
-    if raw_file:
-        raw = yaml.safe_load(Path(raw_file).read_text()) or {}
+    raw: dict = read_sections(raw_file) if raw_file else {}
     if use_simulator:
         sim = config.simulator
         massive = raw.setdefault("massive", {})
@@ -201,6 +199,8 @@ def effective_config(config: Config, raw_file: str | None, use_simulator: bool,
         massive["base_url"] = f"http://{sim.host}:{sim.port}"
         if not massive.get("symbols") or massive.get("symbols") == ["*"]:
             massive["symbols"] = ["AAPL", "MSFT", "AMZN", "SPY"]
+        # the demo needs no config at all: everything the simulator streams
+        massive.setdefault("data_types", ["bars", "trades", "quotes"])
     producer = raw.setdefault("producer", {})
     producer.setdefault("gaps_file", str(directory / "gaps.jsonl"))
     return write_private(directory / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
@@ -295,6 +295,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     console = Console()
     use_simulator = not config.massive.api_key
+    if not use_simulator:
+        config.require_data_types()
     directory = state_dir(config)
     env = dict(os.environ)
     if use_simulator:

@@ -73,6 +73,7 @@ def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
 def run(args: argparse.Namespace) -> int:
     config = _apply_flags(config_from_args(args), args)
     api_key = config.require_api_key()
+    config.require_data_types()
     try:  # before touching Kafka: a config that cannot subscribe to anything is an error
         subscription_channels(config.massive.data_types, config.massive.symbols)
     except ValueError as exc:

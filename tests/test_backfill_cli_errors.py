@@ -10,8 +10,8 @@ BASE = ["backfill", "-apiKey", "KEY", "-baseURL", "http://127.0.0.1:9"]
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["-bars", "-barFrequencies", "1Min,2Min", "-from", "1Min=2024-01-01"],
-     "unknown frequency '2Min'"),
+    (["-bars", "-barFrequencies", "1Min,7Min", "-from", "1Min=2024-01-01"],
+     "-barFrequencies: '7Min': MarketStore answers"),
     (["-trades", "-from", "trades=2024-13-01"], "not a date"),
     (["-trades", "-from", "2024-01-01"], "expected TYPE=YYYY-MM-DD"),
     (["-trades", "-from", "trades=2024-01-05", "-to", "2024-01-02"], "is before -from"),
@@ -20,7 +20,7 @@ BASE = ["backfill", "-apiKey", "KEY", "-baseURL", "http://127.0.0.1:9"]
      "no start date for 1D"),
     (["-trades", "-from", "trades=2024-01-02", "-batchSize", "0"], "-batchSize must be"),
     (["-trades", "-from", "trades=2024-01-02", "-adjusted=maybe"], "true or false"),
-    (["-trades", "-from", "quotez=2024-01-02"], "unknown type 'quotez'"),
+    (["-trades", "-from", "quotez=2024-01-02"], "'quotez' is not a bar timeframe"),
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], needle: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,7 +54,7 @@ def test_kebab_case_and_go_style_flags_parse_the_same() -> None:
     today = dt.date(2024, 6, 1)
     a = build_options(seed, Config(), today)
     b = build_options(kebab, Config(), today)
-    assert a.warnings and "-dir no longer applies" in a.warnings[0]
+    assert a.warnings and "-dir /tmp/x ignored" in a.warnings[0]
     assert (a.data_types, a.bar_frequencies, a.starts, a.end, a.symbols, a.adjusted,
             a.parallelism, a.batch_size) == (
         b.data_types, b.bar_frequencies, b.starts, b.end, b.symbols, b.adjusted,

@@ -136,7 +136,7 @@ def test_plan_trades_one_day_each_and_request_shapes() -> None:
     assert path == "/v2/aggs/ticker/AAPL/range/5/minute/2024-01-02/2024-01-02"
     assert params == {"adjusted": "false", "sort": "asc", "limit": "50000"}
     with pytest.raises(ValueError):
-        plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 1, 2), "2Min")
+        plan_windows("AAPL", "bars", dt.date(2024, 1, 2), dt.date(2024, 1, 2), "7Min")
 
 
 def test_gap_windows_cover_the_interval() -> None:

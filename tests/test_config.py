@@ -30,7 +30,7 @@ def test_defaults_keep_the_seed_names_and_values() -> None:
     assert m.api_key is None
     assert m.base_url == "https://api.massive.com"
     assert m.ws_server == "wss://socket.massive.com"
-    assert sorted(m.data_types) == ["bars", "quotes", "trades"]
+    assert m.data_types == []  # required where it is used, as in the plugin
     assert m.symbols == ["*"]
     assert m.query_start == {}
     assert m.bar_frequencies == ["1Min"]
@@ -87,9 +87,9 @@ consumer:
     ("kafak:\n  bootstrap_servers: x\n", "unknown key 'kafak'"),
     ("kafka:\n  partitions: twelve\n", "kafka.partitions: expected an integer, got 'twelve'"),
     ("massive:\n  data_types: [bars, ticks]\n", "massive.data_types[1]: 'ticks' is not one of"),
-    ("massive:\n  bar_frequencies: [2Min]\n", "massive.bar_frequencies[0]: '2Min' is not one of"),
+    ("massive:\n  bar_frequencies: [7Min]\n", "bar_frequencies[0]: '7Min': MarketStore"),
     ("massive:\n  query_start: {1Min: yesterday}\n", "massive.query_start.1Min: expected a date"),
-    ("massive:\n  query_start: {2Min: 2024-01-01}\n", "massive.query_start.2Min: '2Min' is not"),
+    ("massive:\n  query_start: {1M: 2024-01-01}\n", "massive.query_start.1M: '1M' is not a bar"),
     ("consumer:\n  batch_max_events: true\n", "consumer.batch_max_events: expected an integer"),
     ("massive: [1, 2]\n", "massive: expected a mapping"),
     ("- a\n- b\n", "the top level must be a mapping"),

@@ -40,7 +40,8 @@ def consumer_registry() -> CollectorRegistry:
 
 def producer_registry() -> CollectorRegistry:
     config = Config()
-    config = config.replace(massive=dataclasses.replace(config.massive, api_key="test-key"))
+    config = config.replace(massive=dataclasses.replace(
+        config.massive, api_key="test-key", data_types=["bars", "trades", "quotes"]))
     registry = new_registry()
     publisher = _fake_publisher("producer")  # producer/cli.py's client_id
     registry.register(_PublisherCollector(publisher))  # type: ignore[arg-type]
