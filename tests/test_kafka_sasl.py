@@ -140,7 +140,7 @@ def test_stream_end_to_end_over_sasl_ssl(secure_kafka: SecureKafka, marketstore_
         assert stat.S_IMODE(private.stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("command", ["producer", "consumer", "backfill", "topics", "doctor"])
+@pytest.mark.parametrize("command", ["producer", "consumer", "backfill", "doctor"])
 def test_a_wrong_password_is_one_line_and_an_exit_code(secure_kafka: SecureKafka,
                                                        marketstore_url: str, tmp_path: Path,
                                                        command: str) -> None:
@@ -157,7 +157,6 @@ def test_a_wrong_password_is_one_line_and_an_exit_code(secure_kafka: SecureKafka
             "consumer": ["consumer", "--config", str(path)],
             "backfill": ["backfill", "-trades", "-from", "trades=2024-01-02", "-to",
                          "2024-01-02", "-symbols", "AAPL", "-config", str(path)],
-            "topics": ["topics", "describe", "--config", str(path), "--timeout", "600"],
             "doctor": ["doctor", "--config", str(path), "--timeout", "600"]}[command]
     done, seconds = cli(*args, timeout=240)
     text = done.stdout + done.stderr
