@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from typing import Any, Literal, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
@@ -116,17 +116,27 @@ class _MetadataClient(Protocol):
 def fetch_metadata(client: _MetadataClient, watch: AuthWatch, timeout_s: float) -> Any:
     """``list_topics`` of a producer or an admin client (a consumer's ``poll`` would take a
     message) within ``timeout_s``; a refusal seen meanwhile raises :class:`KafkaAuthError`
-    at once instead of waiting the whole time out."""
-    deadline = time.monotonic() + timeout_s
-    # short first tries notice a refusal quickly; longer ones still let a slow broker answer
-    attempt_s = 1.0
-    while True:
+    at once instead of waiting the whole time out.
+
+    The request runs whole on a thread of its own while this one serves ``error_cb``:
+    cut into shorter ``list_topics`` calls it can answer with metadata that does not show
+    topics created a moment before.
+    """
+    outcome: dict[str, Any] = {}
+
+    def ask() -> None:
         try:
-            return client.list_topics(
-                timeout=max(0.05, min(attempt_s, deadline - time.monotonic())))
-        except KafkaException:
-            client.poll(0)  # serves error_cb, where a refusal is reported
-            watch.check()
-            if time.monotonic() >= deadline:
-                raise
-            attempt_s *= 2
+            outcome["metadata"] = client.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            outcome["error"] = exc
+
+    # a daemon: after a refusal nobody waits for the request's own time out
+    asker = threading.Thread(target=ask, name="kafka-metadata", daemon=True)
+    asker.start()
+    while asker.is_alive():
+        asker.join(0.1)
+        client.poll(0)  # serves error_cb, where a refusal is reported
+        watch.check()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["metadata"]
