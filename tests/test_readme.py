@@ -19,6 +19,7 @@ from consumer.testkit import bar, quote, trade
 from consumer.writer import MarketStoreWriter
 from massive_fetcher.doctor import check_broker, check_marketstore, check_registry
 from schemas.native import INACTIVE
+from schemas.replication import PartitionReplicas, replication_problems
 from schemas.topics import TopicInfo, check_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +118,13 @@ def _doctor_fixes() -> dict[str, str]:
     infos = [TopicInfo(config.kafka.topics.trades, "trades", False),
              TopicInfo(config.kafka.topics.bars, "bars", True, wanted - 1, 1, {})]
     fixes["native paths"] = INACTIVE.split("; ", 1)[1]
+    down = [PartitionReplicas(0, -1, (1, 2, 3), ()), PartitionReplicas(1, 1, (1, 2, 3), (1,)),
+            PartitionReplicas(2, 2, (1, 2, 3), (1, 2))]
+    for kind, problem in zip(("offline", "below min.insync", "under-replicated"),
+                             replication_problems(down, 2), strict=True):
+        # the broker ids vary; what to do after them does not
+        fixes[f"replicas {kind}"] = re.split(r"broker\(s\) [\d, ]+", problem.split("): ", 1)[1],
+                                             maxsplit=1)[-1].strip()
     for problem in check_topics(config, infos=infos):
         if "is missing" in problem:
             fixes["missing topic"] = problem.split(": ", 1)[1]
@@ -133,7 +141,8 @@ def test_troubleshooting_explains_every_doctor_fix() -> None:
     text = words(section("Troubleshooting").replace("`", ""))
     fixes = _doctor_fixes()
     assert set(fixes) == {"kafka", "schema registry", "marketstore", "missing topic",
-                          "partitions", "topic setting", "native paths"}
+                          "partitions", "topic setting", "native paths", "replicas offline",
+                          "replicas below min.insync", "replicas under-replicated"}
     missing = {name: fix for name, fix in fixes.items()
                if words(fix.replace("`", "")) not in text}
     assert not missing, f"README.md's Troubleshooting lacks doctor's fixes: {missing}"
