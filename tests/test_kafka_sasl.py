@@ -149,7 +149,8 @@ def test_a_wrong_password_is_one_line_and_an_exit_code(secure_kafka: SecureKafka
     path = write_config_file(
         config, tmp_path / "wrong.yml",
         massive={"api_key": "sasl-test-key", "ws_server": "ws://127.0.0.1:9",
-                 "base_url": "http://127.0.0.1:9", "symbols": ["AAPL"]},
+                 "base_url": "http://127.0.0.1:9", "symbols": ["AAPL"],
+                 "data_types": ["trades"]},
         producer={"kafka_wait_s": 600.0, "gaps_file": str(tmp_path / "gaps.jsonl"),
                   "gap_repair": False},
         services={"state_dir": str(tmp_path / "state")})
