@@ -246,6 +246,20 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader, except that a date-shaped scalar that is no date (2024-13-01) stays a
+    string, so that validation names its key instead of PyYAML raising mid-parse."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
 def load_config(path: str | os.PathLike[str] | None = None,
                 env: typing.Mapping[str, str] | None = None) -> Config:
     """Load ``path`` (or only defaults when None), apply env overrides, validate."""
@@ -258,7 +272,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from None
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = yaml.load(text, Loader=_Loader) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):

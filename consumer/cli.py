@@ -16,20 +16,25 @@ import sys
 import time
 
 from common.config import DATA_TYPES, Config
-from common.logs import setup_logging
 from common.metrics import MetricsServer
 from common.runtime import tune_for_throughput
 from consumer.buckets import RecordError
 from consumer.replayguard import REFUSED_EXIT_CODE, ReplayRefused, replay_config
 from consumer.service import ConsumerService, Options, consumed_symbols
-from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
+from massive_fetcher.cli import (
+    PORT,
+    UsageError,
+    add_config_argument,
+    config_from_args,
+    setup_cli_logging,
+)
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
-        "consumer", help="consume the topics into MarketStore (one consumer-group member)",
+        "consumer",
         description="Consume bars, trades and quotes from Kafka into MarketStore, exactly once "
                     "in the database; offsets are committed only once writes are durable.")
     add_config_argument(p)
@@ -37,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run_consumer)
 
     r = subparsers.add_parser(
-        "replay", help="rebuild MarketStore from the topics with a fresh consumer group",
+        "replay",
         description="Replay the topics into MarketStore with a new consumer group (from the "
                     "earliest offsets or a timestamp); writes are exactly once, so replaying "
                     "into a populated database changes nothing. Refused (exit code "
@@ -63,7 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-level", default="INFO", help="DEBUG logs every batch written")
+    p.add_argument("--metrics-port", type=PORT, metavar="PORT",
+                   help="serve /metrics and /healthz here (consumer default: "
+                        "metrics.consumer_port; replay default: 0; 0 picks a free port); "
+                        "give each consumer on one host its own, or 0")
     p.add_argument("--client-id", default=None, help="Kafka client.id (default: per command)")
 
 
@@ -97,8 +105,8 @@ def _serve(config: Config, service: ConsumerService, port: int) -> MetricsServer
     return server
 
 
-def _run(config: Config, options: Options, level: str, metrics_port: int) -> int:
-    setup_logging(level, secrets=[config.massive.api_key])
+def _run(config: Config, options: Options, args: argparse.Namespace, metrics_port: int) -> int:
+    setup_cli_logging(args, secrets=[config.massive.api_key])
     service = ConsumerService(config, options)
     service.install_signal_handlers()
     server = _serve(config, service, metrics_port)
@@ -116,7 +124,8 @@ def run_consumer(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     options = Options(group_id=config.consumer.group_id,
                       client_id=args.client_id or "massive-fetcher-consumer")
-    return _run(config, options, args.log_level, config.metrics.consumer_port)
+    port = config.metrics.consumer_port if args.metrics_port is None else args.metrics_port
+    return _run(config, options, args, port)
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -146,4 +155,4 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"massive-fetcher replay: refused: {exc}", file=sys.stderr)
         return REFUSED_EXIT_CODE
     # a replay usually runs beside the live consumer, which holds consumer_port
-    return _run(config, options, args.log_level, 0)
+    return _run(config, options, args, args.metrics_port or 0)

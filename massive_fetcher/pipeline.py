@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "run", help="run the whole pipeline locally (services, simulator, producer, consumer)",
+        "run",
         description="Start native Kafka and MarketStore, the simulator (when no API key is "
                     "set), the producer and the consumer; show live status; on exit print "
                     "the MarketStore buckets written.")

@@ -11,8 +11,7 @@ import signal
 from aiohttp import web
 
 from common.config import ConfigError
-from common.logs import setup_logging
-from massive_fetcher.cli import add_config_argument, config_from_args
+from massive_fetcher.cli import add_config_argument, config_from_args, setup_cli_logging
 from simulator.server import Simulator, settings_from
 
 log = logging.getLogger("simulator")
@@ -20,7 +19,7 @@ log = logging.getLogger("simulator")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "simulator", help="run a Massive-compatible WebSocket + REST simulator",
+        "simulator",
         description="Serve WS /stocks and the REST routes on one port from a deterministic "
                     "market model (control endpoints under /_sim/, /healthz and /metrics "
                     "on the same port). Defaults come from the config's simulator section.")
@@ -47,7 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="no real-time stream; data only through POST /_sim/burst")
     p.add_argument("--delayed", action="store_true",
                    help='REST answers carry status "DELAYED" instead of "OK"')
-    p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
 
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         args.symbols = [s for arg in args.symbols for s in arg.split(",") if s]
     settings = settings_from(config, **{f: getattr(args, f) for f in fields})
     keys = [*settings.api_keys, *settings.unentitled_api_keys]
-    setup_logging(args.log_level, secrets=keys)
+    setup_cli_logging(args, secrets=keys)
     try:
         sim = Simulator(settings, live=args.live, status="DELAYED" if args.delayed else "OK")
     except ValueError as exc:
