@@ -10,7 +10,6 @@ never beside the live group on its MarketStore (``consumer.replayguard``).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import sys
 import time
@@ -26,6 +25,7 @@ from massive_fetcher.cli import (
     UsageError,
     add_config_argument,
     config_from_args,
+    parse_instant,
     setup_cli_logging,
 )
 
@@ -77,12 +77,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def parse_timestamp_ms(text: str) -> int:
     try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--from-timestamp {text!r} is not an ISO date or time") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return int(value.timestamp() * 1000)
+        return int(parse_instant(text).timestamp() * 1000)
+    except ValueError as exc:
+        raise UsageError(f"--from-timestamp {exc}") from None
 
 
 def parse_types(text: str) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import os
 import sys
@@ -91,7 +92,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _argtype(parse: Any, name: str) -> Any:
+def argtype(parse: Any, name: str) -> Any:
+    """An argparse ``type`` from a parser raising ValueError with a readable message."""
     def convert(text: str) -> Any:
         try:
             return parse(text)
@@ -131,11 +133,22 @@ def port_number(text: str) -> int:
     return value
 
 
-POSITIVE_INT = _argtype(positive_int, "positive_int")
-POSITIVE_FLOAT = _argtype(positive_float, "positive_float")
-PORT = _argtype(port_number, "port")
-LOG_LEVEL = _argtype(parse_log_level, "log_level")
-LOG_FORMAT = _argtype(parse_log_format, "log_format")
+def parse_instant(text: str) -> dt.datetime:
+    """``2026-11-24``, ``2026-11-24T14:30``, ``...Z`` or ``...+01:00``; naive times are UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO date or time (e.g. 2026-11-24 or "
+                         "2026-11-24T14:30:00Z)") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+POSITIVE_INT = argtype(positive_int, "positive_int")
+POSITIVE_FLOAT = argtype(positive_float, "positive_float")
+PORT = argtype(port_number, "port")
+INSTANT = argtype(parse_instant, "instant")
+LOG_LEVEL = argtype(parse_log_level, "log_level")
+LOG_FORMAT = argtype(parse_log_format, "log_format")
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:

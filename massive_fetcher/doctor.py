@@ -11,7 +11,6 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pymarketstore as pymkts
 import requests
 from confluent_kafka.admin import AdminClient
 
@@ -76,6 +75,8 @@ def check_registry(config: Config, timeout_s: float) -> Check | None:
 
 
 def check_marketstore(config: Config, timeout_s: float) -> Check:
+    import pymarketstore as pymkts  # pandas under it: only when the check runs
+
     url = config.marketstore.url
     try:
         # list_symbols is the cheapest RPC that proves the server answers DataService calls.
