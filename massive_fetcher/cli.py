@@ -258,6 +258,16 @@ def _chosen_command(argv: list[str]) -> str:
     return known.command
 
 
+def _chosen_parser(parser: argparse.ArgumentParser,
+                   args: argparse.Namespace) -> argparse.ArgumentParser:
+    while subs := [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]:
+        chosen = getattr(args, subs[0].dest, None)
+        if chosen not in subs[0].choices:
+            break
+        parser = subs[0].choices[chosen]
+    return parser
+
+
 def _fail(command: str, message: str, code: int) -> int:
     print(f"{PROG} {command}: error: {message}", file=sys.stderr)
     return code
@@ -266,7 +276,10 @@ def _fail(command: str, message: str, code: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _chosen_command(argv)
-    args = build_parser(only=command).parse_args(argv)
+    parser = build_parser(only=command)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, so the line names the subcommand
+        _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.log_level = resolve_log_level(args.log_level)
         args.log_format = resolve_log_format(args.log_format)
