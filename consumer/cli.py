@@ -108,11 +108,18 @@ def _run(config: Config, options: Options, args: argparse.Namespace, metrics_por
     service.install_signal_handlers()
     server = _serve(config, service, metrics_port)
     tune_for_throughput()
+    display = None
+    if options.until_caught_up and sys.stderr.isatty():
+        from consumer.progress import ReplayProgress
+
+        display = ReplayProgress(service.replay_progress).start()
     try:
         log.info("consumer starting", extra={"group": options.group_id,
                                              "types": list(options.data_types)})
         return service.run()
     finally:
+        if display is not None:
+            display.stop()
         if server is not None:
             server.stop()
 
