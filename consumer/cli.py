@@ -13,14 +13,11 @@ import argparse
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from common.config import DATA_TYPES, Config
-from common.metrics import MetricsServer
-from common.runtime import tune_for_throughput
-from consumer.buckets import RecordError
-from consumer.replayguard import REFUSED_EXIT_CODE, ReplayRefused, replay_config
-from consumer.service import ConsumerService, Options, consumed_symbols
 from massive_fetcher.cli import (
+    EXIT_REFUSED,
     PORT,
     UsageError,
     add_config_argument,
@@ -28,6 +25,10 @@ from massive_fetcher.cli import (
     parse_instant,
     setup_cli_logging,
 )
+
+if TYPE_CHECKING:  # the parts are imported when a command runs: --help stays fast
+    from common.metrics import MetricsServer
+    from consumer.service import ConsumerService, Options
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Replay the topics into MarketStore with a new consumer group (from the "
                     "earliest offsets or a timestamp); writes are exactly once, so replaying "
                     "into a populated database changes nothing. Refused (exit code "
-                    f"{REFUSED_EXIT_CODE}) while the live group consumer.group_id has members, "
+                    f"{EXIT_REFUSED}) while the live group consumer.group_id has members, "
                     "unless --target-marketstore names another MarketStore.")
     add_config_argument(r)
     _common(r)
@@ -91,6 +92,8 @@ def parse_types(text: str) -> tuple[str, ...]:
 
 
 def _serve(config: Config, service: ConsumerService, port: int) -> MetricsServer | None:
+    from common.metrics import MetricsServer
+
     m = config.metrics
     if not m.enabled:
         return None
@@ -103,6 +106,9 @@ def _serve(config: Config, service: ConsumerService, port: int) -> MetricsServer
 
 
 def _run(config: Config, options: Options, args: argparse.Namespace, metrics_port: int) -> int:
+    from common.runtime import tune_for_throughput
+    from consumer.service import ConsumerService
+
     setup_cli_logging(args, secrets=[config.massive.api_key])
     service = ConsumerService(config, options)
     service.install_signal_handlers()
@@ -125,6 +131,8 @@ def _run(config: Config, options: Options, args: argparse.Namespace, metrics_por
 
 
 def run_consumer(args: argparse.Namespace) -> int:
+    from consumer.service import Options
+
     config = config_from_args(args)
     options = Options(group_id=config.consumer.group_id,
                       client_id=args.client_id or "massive-fetcher-consumer")
@@ -133,6 +141,10 @@ def run_consumer(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    from consumer.buckets import RecordError
+    from consumer.replayguard import REFUSED_EXIT_CODE, ReplayRefused, replay_config
+    from consumer.service import Options, consumed_symbols
+
     config = config_from_args(args)
     target = args.target_marketstore
     if target is not None and not target.startswith(("http://", "https://")):

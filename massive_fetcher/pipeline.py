@@ -24,7 +24,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymarketstore as pymkts
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
@@ -144,6 +143,8 @@ MAX_TABLE_BUCKETS = 60
 
 def bucket_table(url: str, symbols: list[str]) -> Table:
     """Row counts of the buckets of ``symbols`` (all buckets for ``*``, at most 60 shown)."""
+    import pymarketstore as pymkts  # pandas under it: `run --help` does without
+
     client = pymkts.Client(url)
     wanted = None if "*" in symbols else {s.upper().replace("/", ".") for s in symbols}
     tbks = sorted(t for t in client.list_symbols(pymkts.ListSymbolsFormat.TBK)

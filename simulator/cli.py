@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from common.config import ConfigError
 from massive_fetcher.cli import add_config_argument, config_from_args, setup_cli_logging
-from simulator.server import Simulator, settings_from
+
+if TYPE_CHECKING:
+    from simulator.server import Simulator
 
 log = logging.getLogger("simulator")
 
@@ -50,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simulator.server import Simulator, settings_from  # numpy, aiohttp: not for --help
+
     config = config_from_args(args)
     fields = ("host", "port", "seed", "symbols", "trades_per_second", "quotes_per_second",
               "api_keys", "unentitled_api_keys", "max_connections",
@@ -69,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(sim: Simulator) -> None:
+    from aiohttp import web
+
     runner = web.AppRunner(sim.app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, sim.settings.host, sim.settings.port)
