@@ -21,6 +21,8 @@ from typing import Any, NoReturn
 
 from common.config import Config, ConfigError, load_config
 from common.logs import (
+    FORMAT_ENV,
+    LEVEL_ENV,
     LOG_FORMATS,
     LOG_LEVELS,
     Redactor,
@@ -280,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand's parser, so the line names the subcommand
         _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+    for var, flag in ((LEVEL_ENV, args.log_level), (FORMAT_ENV, args.log_format)):
+        if flag is not None:  # so that the parts `run` starts log as asked too
+            os.environ[var] = flag
     try:
         args.log_level = resolve_log_level(args.log_level)
         args.log_format = resolve_log_format(args.log_format)
