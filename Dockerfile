@@ -1,32 +1,41 @@
 # The Python image for every massive-fetcher part (simulator, producer, consumer, backfill);
-# compose.yaml runs it with `massive-fetcher <part> --config /etc/massive-fetcher/config.yaml`.
-FROM python:3.11-slim
+# compose.yaml runs it as `massive-fetcher <part>`, with the config docker/entrypoint.sh picks.
+#
+# Layers from the least to the most often changed, so a code change rebuilds only the last
+# ones: the compiler (build stage) and the pinned dependencies are cached.
 
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# gcc builds the compiled hot paths (schemas/_native.c) into the wheel; it stays in this stage.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-
+RUN useradd --create-home --uid 10001 app \
+    && mkdir -p /var/lib/massive-fetcher /etc/massive-fetcher/local \
+    && chown app /var/lib/massive-fetcher
 WORKDIR /app
 
-# Dependencies first (pinned in pyproject.toml), so a code change does not reinstall them:
-# install the project's requirements from its metadata with a stub tree, then the code.
-COPY pyproject.toml README.md ./
+# The project's requirements from its metadata, before any code, so a code change does not
+# reinstall them.
+COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# gcc builds the compiled hot paths (schemas/_native.c), then leaves the image again;
-# without it the build would still succeed, on the slower pure-Python path.
-COPY . .
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && pip install --no-deps . \
-    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 10001 app \
-    && mkdir -p /var/lib/massive-fetcher /etc/massive-fetcher \
-    && chown app /var/lib/massive-fetcher
+COPY --from=build /wheels /tmp/wheels
+RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels
+COPY docker/entrypoint.sh /usr/local/bin/massive-fetcher-entrypoint
 
 USER app
-# Simulator (WS + REST), then the metrics/health ports of producer, consumer, backfill.
-EXPOSE 8765 9101 9102 9103 9104
+# The simulator (WS + REST), then the metrics/health ports of producer, consumer, backfill.
+EXPOSE 8765 9101 9102 9103
+ENTRYPOINT ["massive-fetcher-entrypoint"]
 CMD ["massive-fetcher", "--help"]

@@ -5,12 +5,16 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint
+FUZZ_SECONDS ?= 60
+
+.PHONY: run test test-fast lint fuzz
 
 # schemas/_native.c is compiled by the install (an optional C extension)
 $(INSTALLED): pyproject.toml schemas/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@# with MASSIVE_FETCHER_REQUIRE_NATIVE=1 (CI, the image) a failed compile stops here
+	$(VENV)/bin/python -c 'import schemas.native'
 	touch $(INSTALLED)
 
 run: $(INSTALLED)
@@ -18,6 +22,14 @@ run: $(INSTALLED)
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
+
+# The tests that need no real server (the `integration` marker comes from the fixtures).
+test-fast: lint
+	$(VENV)/bin/pytest -q -m 'not integration'
+
+# The compiled paths under AddressSanitizer + UBSan, on seeded random input, for a while.
+fuzz: $(INSTALLED)
+	$(VENV)/bin/python -m tests.support.fuzz_native --seconds $(FUZZ_SECONDS)
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 test: lint

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     except OptionsError as exc:
         raise UsageError(str(exc)) from None
     api_key = config.require_api_key()
-    setup_cli_logging(args, secrets=[api_key])
+    setup_cli_logging(args, secrets=[api_key, *config.secrets()])
     for warning in options.warnings:
         print(f"massive-fetcher backfill: warning: {warning}", file=sys.stderr)
         log.warning(warning)
@@ -125,9 +125,8 @@ def _replace(section: Any, **changes: Any) -> Any:
 
 
 async def _main(config: Config, options: Options) -> int:
-    from prometheus_client import CollectorRegistry
-
     from backfill.job import run_job
+    from common.metrics import new_registry
     from producer.publisher import Publisher, PublisherError
 
     stop = asyncio.Event()
@@ -145,7 +144,7 @@ async def _main(config: Config, options: Options) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig)
 
-    registry = CollectorRegistry()
+    registry = new_registry()
     try:
         publisher = Publisher(config, client_id="backfill", registry=registry)
         await asyncio.to_thread(publisher.wait_until_reachable, 15.0)
@@ -239,7 +238,7 @@ def _summary(symbols: list[str], p: Progress, stats: Any, unacked: int,
 
 
 class _ProgressCollector:
-    """The engine's counters at scrape time (``massive_backfill_*``)."""
+    """The engine's counters at scrape time (``massive_fetcher_backfill_*``)."""
 
     def __init__(self, holder: dict[str, BackfillEngine]) -> None:
         self._holder = holder
@@ -247,31 +246,34 @@ class _ProgressCollector:
     def collect(self) -> Any:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        from common.metrics import NAMESPACE
+
+        prefix = f"{NAMESPACE}_backfill"
         engine = self._holder.get("engine")
         if engine is None:
             return
         p, stats = engine.progress, engine.client.stats
-        yield GaugeMetricFamily("massive_backfill_windows_planned", "Windows planned",
+        yield GaugeMetricFamily(f"{prefix}_windows_planned", "Windows planned",
                                 value=p.windows_total)
-        done = CounterMetricFamily("massive_backfill_windows", "Windows finished, by outcome",
+        done = CounterMetricFamily(f"{prefix}_windows", "Windows finished, by outcome",
                                    labels=["outcome"])
         for outcome, n in (("fetched", p.windows_done), ("skipped", p.windows_skipped),
                            ("failed", p.windows_failed),
                            ("checkpointed", p.windows_checkpointed)):
             done.add_metric([outcome], n)
         yield done
-        yield CounterMetricFamily("massive_backfill_pages", "REST pages received",
+        yield CounterMetricFamily(f"{prefix}_pages", "REST pages received",
                                   value=p.pages)
-        yield CounterMetricFamily("massive_backfill_records", "Records published",
+        yield CounterMetricFamily(f"{prefix}_records", "Records published",
                                   value=p.records)
-        yield CounterMetricFamily("massive_backfill_dead_letters",
+        yield CounterMetricFamily(f"{prefix}_dead_letters",
                                   "REST results sent to the dead-letter topic (they could "
                                   "not become records)", value=p.dead_letters)
-        yield CounterMetricFamily("massive_backfill_http_requests", "REST requests sent",
+        yield CounterMetricFamily(f"{prefix}_http_requests", "REST requests sent",
                                   value=stats.requests)
-        yield CounterMetricFamily("massive_backfill_http_retries", "REST requests retried",
+        yield CounterMetricFamily(f"{prefix}_http_retries", "REST requests retried",
                                   value=stats.retries)
-        yield CounterMetricFamily("massive_backfill_http_throttled", "REST 429 answers",
+        yield CounterMetricFamily(f"{prefix}_http_throttled", "REST 429 answers",
                                   value=stats.throttled)
 
 

@@ -105,6 +105,13 @@ class TopicsConfig:
         return {"bars": self.bars, "trades": self.trades, "quotes": self.quotes}[data_type]
 
 
+def secret_property(name: str) -> bool:
+    """A librdkafka property whose value is a secret (``sasl.password``,
+    ``ssl.key.password``, ``sasl.oauthbearer.client.secret``, an inline key...)."""
+    return name.endswith(("password", "secret")) or name in (
+        "ssl.key.pem", "sasl.oauthbearer.config", "sasl.jaas.config")
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -116,6 +123,18 @@ class KafkaConfig:
     properties: dict[str, KafkaProperty] = field(default_factory=dict)
     producer: dict[str, KafkaProperty] = field(default_factory=dict)
     consumer: dict[str, KafkaProperty] = field(default_factory=dict)
+
+    def secrets(self) -> list[str]:
+        """The values of every secret property, for the log redactor."""
+        return [str(value) for props in (self.properties, self.producer, self.consumer)
+                for name, value in props.items() if secret_property(name) and value != ""]
+
+    def __repr__(self) -> str:  # a password must never reach a log line through repr()
+        shown: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for section in ("properties", "producer", "consumer"):
+            shown[section] = {name: "***" if secret_property(name) else value
+                              for name, value in shown[section].items()}
+        return f"KafkaConfig({shown})"
 
 
 @dataclass(frozen=True)
@@ -223,6 +242,10 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = "<defaults>"  # the file it came from, for error messages
 
+    def secrets(self) -> list[str]:
+        """Everything the logs must never show: the API key and Kafka's secret properties."""
+        return [s for s in (self.massive.api_key, *self.kafka.secrets()) if s]
+
     def require_api_key(self) -> str:
         if not self.massive.api_key:
             raise ConfigError(
@@ -235,14 +258,18 @@ class Config:
         return dataclasses.replace(self, **sections)
 
 
-# (section, key, environment variable)
+# (section, key, environment variable); an empty variable counts as unset. A list key takes
+# a comma-separated value ("AAPL,MSFT"), so a container picks its feed without a file.
 ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("massive", "api_key", "MASSIVE_API_KEY"),
     ("massive", "base_url", "MASSIVE_BASE_URL"),
     ("massive", "ws_server", "MASSIVE_WS_SERVER"),
+    ("massive", "symbols", "MASSIVE_SYMBOLS"),
+    ("massive", "data_types", "MASSIVE_DATA_TYPES"),
     ("kafka", "bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
     ("schema_registry", "url", "SCHEMA_REGISTRY_URL"),
     ("marketstore", "url", "MARKETSTORE_URL"),
+    ("metrics", "host", "METRICS_HOST"),
 )
 
 

@@ -11,6 +11,7 @@ copy once the headers are added (over ``message.max.bytes``) is left out, with a
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,9 +28,10 @@ DEFAULT_PROPERTIES: dict[str, Any] = {"enable.idempotence": True, "linger.ms": 5
 
 def dead_letter_properties(config: Config, client_id: str) -> dict[str, Any]:
     """librdkafka properties of a dead-letter producer: idempotent, short linger, then the
-    config's ``kafka.properties`` and ``kafka.producer``."""
+    config's ``kafka.properties`` and ``kafka.producer``; its log lines go through logging
+    (JSON, redacted) like every other client's, not raw to stderr."""
     return {**DEFAULT_PROPERTIES, **kafka_client_config(config, "producer"),
-            "client.id": client_id}
+            "client.id": client_id, "logger": logging.getLogger(f"librdkafka.{client_id}")}
 
 
 def dead_letter_headers(exc: BaseException, reason: str,

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+import time
+from typing import Any, Literal, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 
 from common.config import Config
 
 ClientKind = Literal["producer", "consumer", "admin"]
+
+# One exit code for producer, consumer and backfill when the broker refuses the client
+# (README, "Authentication and encryption").
+KAFKA_AUTH_EXIT_CODE = 6
+
+# librdkafka retries these for ever, but the same credentials or the same CA will not work
+# the next time: a wrong SASL password or mechanism, a certificate that does not verify.
+_REFUSED = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
+                      KafkaError._SSL})
 
 
 def kafka_client_config(config: Config, kind: ClientKind) -> dict[str, Any]:
@@ -60,3 +70,63 @@ def silent_logger(name: str) -> logging.Logger:
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
     return quiet
+
+
+class KafkaAuthError(RuntimeError):
+    """The broker refused our credentials or our TLS settings; one line for the user."""
+
+
+def refused_by_broker(err: KafkaError) -> bool:
+    """An authentication or TLS failure: a config error, not an outage to wait out."""
+    return err.code() in _REFUSED
+
+
+class AuthWatch:
+    """Remembers the first refusal reported to a client's ``error_cb``.
+
+    Call it from the callback (it says whether ``err`` was a refusal); :meth:`check`
+    raises :class:`KafkaAuthError` with the line to print once one was seen.
+    """
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.failure: str | None = None
+
+    def __call__(self, err: KafkaError) -> bool:
+        if not refused_by_broker(err):
+            return False
+        if self.failure is None:
+            self.failure = (f"Kafka at {self.bootstrap_servers} refused the client: "
+                            f"{err.str()} (check security.protocol, sasl.mechanism, "
+                            "sasl.username, sasl.password and ssl.ca.location in "
+                            "kafka.properties)")
+        return True
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise KafkaAuthError(self.failure)
+
+
+class _MetadataClient(Protocol):
+    def list_topics(self, topic: str | None = ..., timeout: float = ...) -> Any: ...
+
+    def poll(self, timeout: float = ...) -> Any: ...
+
+
+def fetch_metadata(client: _MetadataClient, watch: AuthWatch, timeout_s: float) -> Any:
+    """``list_topics`` of a producer or an admin client (a consumer's ``poll`` would take a
+    message) within ``timeout_s``; a refusal seen meanwhile raises :class:`KafkaAuthError`
+    at once instead of waiting the whole time out."""
+    deadline = time.monotonic() + timeout_s
+    # short first tries notice a refusal quickly; longer ones still let a slow broker answer
+    attempt_s = 1.0
+    while True:
+        try:
+            return client.list_topics(
+                timeout=max(0.05, min(attempt_s, deadline - time.monotonic())))
+        except KafkaException:
+            client.poll(0)  # serves error_cb, where a refusal is reported
+            watch.check()
+            if time.monotonic() >= deadline:
+                raise
+            attempt_s *= 2

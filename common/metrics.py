@@ -1,4 +1,11 @@
-"""Prometheus metrics and a health endpoint served over HTTP by every long-running part."""
+"""Prometheus metrics and a health endpoint served over HTTP by every long-running part.
+
+Every metric the project defines is named ``massive_fetcher_<part>_...`` (``NAMESPACE``), so
+one ``{__name__=~"massive_fetcher_.*"}`` finds them all; which process a series came from is
+Prometheus's ``job``/``instance``, and which Kafka client a librdkafka figure belongs to is
+the ``client_id`` label. The process collector adds the standard ``process_*`` series (CPU,
+resident memory, open file descriptors), under the names every Prometheus tool expects.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,30 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    ProcessCollector,
+    generate_latest,
+)
 
 HealthCheck = Callable[[], tuple[bool, str]]
+
+NAMESPACE = "massive_fetcher"
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry for one part's ``/metrics``, with the process collector in it and
+    ``massive_fetcher_native_paths_active`` (1 when ``schemas/_native.c`` is in use: the
+    Python paths give the same bytes, so only this tells a slow install apart)."""
+    from schemas.native import status
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    Gauge("native_paths_active", "1 when the compiled hot paths (schemas._native) are in use",
+          namespace=NAMESPACE, registry=registry).set(1 if status()[0] else 0)
+    return registry
 
 
 class MetricsServer:

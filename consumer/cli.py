@@ -109,7 +109,7 @@ def _run(config: Config, options: Options, args: argparse.Namespace, metrics_por
     from common.runtime import tune_for_throughput
     from consumer.service import ConsumerService
 
-    setup_cli_logging(args, secrets=[config.massive.api_key])
+    setup_cli_logging(args, secrets=config.secrets())
     service = ConsumerService(config, options)
     service.install_signal_handlers()
     server = _serve(config, service, metrics_port)

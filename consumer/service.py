@@ -54,7 +54,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.config import Config
 from common.deadletter import dead_letter_headers, dead_letter_properties, produce_dead_letter
-from common.kafka import worth_asking_again
+from common.kafka import AuthWatch, worth_asking_again
+from common.metrics import NAMESPACE, new_registry
 from consumer import columns
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
 from consumer.dedupe import take_rows
@@ -106,43 +107,44 @@ class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.written = Counter("consumer_events_written",
                                "Rows written to MarketStore, by data type", ["type"],
-                               registry=registry)
+                               namespace=NAMESPACE, registry=registry)
         self.duplicates = Counter("consumer_duplicates_dropped",
                                   "Trades/quotes not written because MarketStore held them",
-                                  registry=registry)
+                                  namespace=NAMESPACE, registry=registry)
         self.batch = Histogram("consumer_batch_events", "Events per flushed batch",
                                buckets=(1, 10, 100, 1000, 5000, 10000, 25000, 50000, 100000),
-                               registry=registry)
+                               namespace=NAMESPACE, registry=registry)
         self.write_latency = Histogram("consumer_write_seconds",
                                        "Time to flush one batch to MarketStore",
                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
-                                       registry=registry)
+                                       namespace=NAMESPACE, registry=registry)
         self.e2e = Histogram("consumer_end_to_end_seconds",
                              "Producer receipt to queryable in MarketStore (sampled)",
                              buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10),
-                             registry=registry)
+                             namespace=NAMESPACE, registry=registry)
         self.lag = Gauge("consumer_lag", "High watermark minus position",
-                         ["topic", "partition"], registry=registry)
+                         ["topic", "partition"], namespace=NAMESPACE, registry=registry)
         self.dead_letter = Counter("consumer_dead_letter",
                                    "Messages sent to the dead-letter topic", ["reason"],
-                                   registry=registry)
+                                   namespace=NAMESPACE, registry=registry)
         self.store_errors = Counter("consumer_marketstore_errors",
                                     "MarketStore failures (each one rewinds and backs off)",
-                                    registry=registry)
+                                    namespace=NAMESPACE, registry=registry)
         self.commits = Counter("consumer_commits", "Offset commits",
-                               registry=registry)
+                               namespace=NAMESPACE, registry=registry)
         self.repairs = Counter("consumer_bucket_repairs",
                                "Buckets rebuilt after MarketStore duplicated rows on replay",
-                               registry=registry)
+                               namespace=NAMESPACE, registry=registry)
         self.bucket_failures = Counter("consumer_bucket_failures",
                                        "Failures of one bucket's reads or writes while "
-                                       "MarketStore answered", registry=registry)
+                                       "MarketStore answered", namespace=NAMESPACE,
+                                       registry=registry)
         self.quarantined = Counter("consumer_buckets_quarantined",
                                    "Buckets isolated: their records go to the dead-letter topic",
-                                   registry=registry)
+                                   namespace=NAMESPACE, registry=registry)
         self.rows_read = Counter("consumer_dedupe_rows_read",
                                  "Stored rows read back to deduplicate trades and quotes",
-                                 registry=registry)
+                                 namespace=NAMESPACE, registry=registry)
 
 
 class ConsumerService:
@@ -150,7 +152,7 @@ class ConsumerService:
                  registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.options = options
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or new_registry()
         self.metrics = ConsumerMetrics(self.registry)
         self.codec = make_codec(config)
         self.writer = MarketStoreWriter(config.marketstore.url, config.marketstore.timeout_s)
@@ -187,6 +189,8 @@ class ConsumerService:
         self.latencies_ns: deque[np.ndarray] = deque()  # e2e samples (bench), bounded
         self._latency_samples = 0
         self._end_offsets: dict[TP, int] | None = None
+        # a wrong password or CA ends the run (KafkaAuthError) instead of a silent retry loop
+        self._auth = AuthWatch(config.kafka.bootstrap_servers)
         self._last_commit = 0.0
         # --until-caught-up progress: where each partition started and what was committed
         self._start_offsets: dict[TP, int] = {}
@@ -219,6 +223,7 @@ class ConsumerService:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            "error_cb": self._auth,
             **FETCH_DEFAULTS,
             **self.config.kafka.consumer,
             **self.options.extra,
@@ -242,6 +247,7 @@ class ConsumerService:
                 self.open()  # inside the try: a half-opened service is closed too
             assert self.consumer is not None
             while not self._stop.is_set():
+                self._auth.check()
                 if self._paused_since is not None:
                     self._recover()
                     continue

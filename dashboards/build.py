@@ -6,8 +6,10 @@ Prometheus data source for ``datasource``); this script is its source so panels 
 that the committed JSON is what this script builds.
 
 Metrics come from three scrape targets (``metrics.*_port`` in the config): the producer
-(``producer_*`` and its publisher's ``producer_kafka_*``), the consumer (``consumer_*``) and
-the backfill (``massive_backfill_*`` and ``backfill_kafka_*``).
+(``massive_fetcher_producer_*``), the consumer (``massive_fetcher_consumer_*``) and the
+backfill (``massive_fetcher_backfill_*``); the producer's and the backfill's Kafka clients
+export ``massive_fetcher_kafka_*`` with their ``client_id`` as a label, and every part the
+standard ``process_*``. The ``job`` and ``instance`` variables narrow every panel.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from common.metrics import NAMESPACE
 
 OUT = Path(__file__).with_name("massive-fetcher.grafana.json")
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -40,40 +44,61 @@ def panel(title: str, unit: str, *queries: tuple[str, str], description: str = "
     }
 
 
+def m(name: str, **labels: str) -> str:
+    """A project metric, narrowed to the chosen jobs and instances (and ``labels``)."""
+    matchers = [*(f'{k}="{v}"' for k, v in labels.items()),
+                'job=~"$job"', 'instance=~"$instance"']
+    return f"{NAMESPACE}_{name}{{{', '.join(matchers)}}}"
+
+
+def rate(name: str, **labels: str) -> str:
+    return f"rate({m(name, **labels)}[{RI}])"
+
+
+def increase(name: str, **labels: str) -> str:
+    return f"increase({m(name, **labels)}[{RI}])"
+
+
 def quantile(q: float, metric: str) -> str:
-    return f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket[{RI}])))"
+    return f"histogram_quantile({q}, sum by (le) ({rate(metric + '_bucket')}))"
+
+
+def process(metric: str) -> str:
+    return f'{metric}{{job=~"$job", instance=~"$instance"}}'
 
 
 PRODUCER = [
     panel("Producer events/s by type", "ops",
-          (f"sum by (type) (rate(producer_events_total[{RI}]))", "{{type}}"),
+          (f"sum by (type) ({rate('producer_events_total')})", "{{type}}"),
           description="Events received over the WebSocket and queued for Kafka"),
     panel("Producer delivered to Kafka/s", "ops",
-          (f"sum(rate(producer_kafka_delivered_total[{RI}]))", "delivered"),
-          (f"sum(rate(producer_frames_total[{RI}]))", "WebSocket frames")),
+          (f"sum({rate('kafka_delivered_total', client_id='producer')})", "delivered"),
+          (f"sum({rate('producer_frames_total')})", "WebSocket frames")),
     panel("Producer connection", "short",
-          ("max(producer_connected)", "connected"),
-          (f"sum(increase(producer_reconnects_total[{RI}]))", "reconnects"),
+          (f"max({m('producer_connected')})", "connected"),
+          (f"sum({increase('producer_reconnects_total')})", "reconnects"),
           description="1 while connected and authenticated; reconnection attempts"),
     panel("Producer parse errors/s by reason", "ops",
-          (f"sum by (reason) (rate(producer_parse_errors_total[{RI}]))", "{{reason}}"),
+          (f"sum by (reason) ({rate('producer_parse_errors_total')})", "{{reason}}"),
           description="Malformed frames or events skipped"),
     panel("Producer produce errors", "short",
-          (f"sum(increase(producer_produce_errors_total[{RI}]))", "produce errors"),
-          (f"sum(rate(producer_kafka_backpressure_seconds_total[{RI}]))",
+          (f"sum({increase('kafka_delivery_failed_total', client_id='producer')})",
+           "not acknowledged by Kafka"),
+          (f"sum({increase('producer_encode_errors_total')})", "not encodable"),
+          (f"sum({rate('kafka_backpressure_seconds_total', client_id='producer')})",
            "back-pressure (s waited per s)"),
           description="Records Kafka did not take; time publishing waited for queue room"),
     panel("Producer queue depth", "short",
-          ("sum(producer_queue_depth)", "librdkafka queue"),
+          (f"sum({m('kafka_queue_depth', client_id='producer')})", "librdkafka queue"),
           description="Messages in librdkafka's local queue"),
     panel("Producer event lag", "s",
-          ("max(producer_event_lag_seconds)", "receipt - event time"),
+          (f"max({m('producer_event_lag_seconds')})", "receipt - event time"),
           description="Receipt time minus event time of the newest event of the last frame"),
     panel("Producer gaps", "short",
-          (f"sum(increase(producer_gaps_total[{RI}]))", "gaps recorded"),
-          (f"sum(increase(producer_gaps_repaired_total[{RI}]))", "gaps repaired"),
-          (f"sum(increase(producer_gaps_unrepairable_total[{RI}]))", "unrepairable"),
-          (f"sum(increase(producer_gap_repairs_failed_total[{RI}]))", "repairs failed"),
+          (f"sum({increase('producer_gaps_total')})", "gaps recorded"),
+          (f"sum({increase('producer_gaps_repaired_total')})", "gaps repaired"),
+          (f"sum({increase('producer_gaps_unrepairable_total')})", "unrepairable"),
+          (f"sum({increase('producer_gap_repairs_failed_total')})", "repairs failed"),
           description="Windows that may miss data (disconnects, Kafka delivery failures, "
                       "the producer's downtime), repaired from REST; unrepairable: wildcard "
                       "gaps whose symbols could not all be named"),
@@ -81,12 +106,12 @@ PRODUCER = [
 
 CONSUMER = [
     panel("Consumer events written/s by type", "ops",
-          (f"sum by (type) (rate(consumer_events_written_total[{RI}]))", "{{type}}"),
+          (f"sum by (type) ({rate('consumer_events_written_total')})", "{{type}}"),
           description="Rows written to MarketStore"),
     panel("Consumer batch size", "short",
           (quantile(0.5, "consumer_batch_events"), "p50"),
-          (f"sum(rate(consumer_batch_events_sum[{RI}])) / "
-           f"sum(rate(consumer_batch_events_count[{RI}]))", "mean"),
+          (f"sum({rate('consumer_batch_events_sum')}) / "
+           f"sum({rate('consumer_batch_events_count')})", "mean"),
           description="Events per flushed batch"),
     panel("Consumer write latency", "s",
           (quantile(0.5, "consumer_write_seconds"), "p50"),
@@ -97,38 +122,53 @@ CONSUMER = [
           (quantile(0.99, "consumer_end_to_end_seconds"), "p99"),
           description="Producer receipt to queryable in MarketStore (sampled)"),
     panel("Consumer lag per partition", "short",
-          ("max by (topic, partition) (consumer_lag)", "{{topic}}:{{partition}}"),
+          (f"max by (topic, partition) ({m('consumer_lag')})", "{{topic}}:{{partition}}"),
           description="High watermark minus position"),
     panel("Dead-letter rate by reason", "ops",
-          (f"sum by (reason) (rate(consumer_dead_letter_total[{RI}]))", "{{reason}}"),
+          (f"sum by (reason) ({rate('consumer_dead_letter_total')})", "{{reason}}"),
           description="Messages sent to the dead-letter topic"),
     panel("Duplicates dropped/s", "ops",
-          (f"sum(rate(consumer_duplicates_dropped_total[{RI}]))", "duplicates"),
+          (f"sum({rate('consumer_duplicates_dropped_total')})", "duplicates"),
           description="Trades/quotes not written because MarketStore held them (replay, "
                       "rebalance)"),
     panel("MarketStore errors and bucket repairs", "short",
-          (f"sum(increase(consumer_marketstore_errors_total[{RI}]))", "MarketStore errors"),
-          (f"sum(increase(consumer_bucket_repairs_total[{RI}]))", "bucket repairs"),
-          (f"sum(increase(consumer_bucket_failures_total[{RI}]))", "bucket failures"),
-          (f"sum(increase(consumer_buckets_quarantined_total[{RI}]))", "buckets quarantined"),
+          (f"sum({increase('consumer_marketstore_errors_total')})", "MarketStore errors"),
+          (f"sum({increase('consumer_bucket_repairs_total')})", "bucket repairs"),
+          (f"sum({increase('consumer_bucket_failures_total')})", "bucket failures"),
+          (f"sum({increase('consumer_buckets_quarantined_total')})", "buckets quarantined"),
           description="Each error rewinds and backs off; repairs rebuild buckets MarketStore "
                       "duplicated on WAL replay; a quarantined bucket's records go to the "
                       "dead-letter topic"),
     panel("Consumer commits/s", "ops",
-          (f"sum(rate(consumer_commits_total[{RI}]))", "commits")),
+          (f"sum({rate('consumer_commits_total')})", "commits")),
 ]
 
 BACKFILL = [
     panel("Backfill records/s", "ops",
-          (f"sum(rate(massive_backfill_records_total[{RI}]))", "published"),
-          (f"sum(rate(backfill_kafka_delivered_total[{RI}]))", "delivered to Kafka")),
+          (f"sum({rate('backfill_records_total')})", "published"),
+          (f"sum({rate('kafka_delivered_total', client_id='backfill')})", "delivered to Kafka")),
     panel("Backfill windows", "short",
-          ("sum(massive_backfill_windows_planned)", "planned"),
-          ("sum by (outcome) (massive_backfill_windows_total)", "{{outcome}}")),
+          (f"sum({m('backfill_windows_planned')})", "planned"),
+          (f"sum by (outcome) ({m('backfill_windows_total')})", "{{outcome}}")),
     panel("Backfill REST requests/s", "ops",
-          (f"sum(rate(massive_backfill_http_requests_total[{RI}]))", "requests"),
-          (f"sum(rate(massive_backfill_http_retries_total[{RI}]))", "retries"),
-          (f"sum(rate(massive_backfill_http_throttled_total[{RI}]))", "429 throttled")),
+          (f"sum({rate('backfill_http_requests_total')})", "requests"),
+          (f"sum({rate('backfill_http_retries_total')})", "retries"),
+          (f"sum({rate('backfill_http_throttled_total')})", "429 throttled")),
+]
+
+PROCESSES = [
+    panel("CPU per process", "percentunit",
+          (f"rate({process('process_cpu_seconds_total')}[{RI}])", "{{job}} {{instance}}"),
+          description="CPU seconds per second (1 = one core busy)"),
+    panel("Resident memory per process", "bytes",
+          (process("process_resident_memory_bytes"), "{{job}} {{instance}}")),
+    panel("Open file descriptors per process", "short",
+          (process("process_open_fds"), "{{job}} {{instance}}"),
+          (f"min({process('process_max_fds')})", "limit")),
+    panel("Compiled hot paths active", "short",
+          (m("native_paths_active"), "{{job}} {{instance}}"),
+          description="1: schemas._native in use; 0: the Python paths run (same data, "
+                      "slower): install gcc and reinstall"),
 ]
 
 
@@ -137,11 +177,21 @@ def _row(title: str, y: int, ident: int) -> dict[str, Any]:
             "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []}
 
 
+def _variable(name: str, label: str, query: str) -> dict[str, Any]:
+    """A multi-value query variable, "All" by default, so one board serves every part and
+    every consumer member, or just the ones picked."""
+    return {"name": name, "label": label, "type": "query", "datasource": DS,
+            "query": {"query": query, "refId": f"{name}-values"}, "definition": query,
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+            "hide": 0, "refresh": 2, "options": [], "regex": "", "sort": 1,
+            "includeAll": True, "allValue": ".*", "multi": True}
+
+
 def dashboard() -> dict[str, Any]:
     panels: list[dict[str, Any]] = []
     y, ident = 0, 1
     for title, group in (("Producer", PRODUCER), ("Consumer", CONSUMER),
-                         ("Backfill", BACKFILL)):
+                         ("Backfill", BACKFILL), ("Processes", PROCESSES)):
         panels.append(_row(title, y, ident))
         y, ident = y + 1, ident + 1
         for i, p in enumerate(group):
@@ -157,10 +207,14 @@ def dashboard() -> dict[str, Any]:
         "tags": ["massive-fetcher", "kafka", "marketstore"],
         "timezone": "utc", "refresh": "10s", "schemaVersion": 39, "version": 1,
         "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": [{
-            "name": "datasource", "label": "Prometheus", "type": "datasource",
-            "query": "prometheus", "current": {}, "hide": 0, "refresh": 1,
-            "options": [], "regex": "", "includeAll": False, "multi": False}]},
+        "templating": {"list": [
+            {"name": "datasource", "label": "Prometheus", "type": "datasource",
+             "query": "prometheus", "current": {}, "hide": 0, "refresh": 1,
+             "options": [], "regex": "", "includeAll": False, "multi": False},
+            _variable("job", "Job", f'label_values({{__name__=~"{NAMESPACE}_.+"}}, job)'),
+            _variable("instance", "Instance",
+                      f'label_values({{__name__=~"{NAMESPACE}_.+", job=~"$job"}}, instance)'),
+        ]},
         "annotations": {"list": []},
         "panels": panels,
     }

@@ -40,6 +40,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_KAFKA_AUTH = 6  # common.kafka.KAFKA_AUTH_EXIT_CODE (not imported here: confluent-kafka)
 EXIT_INTERRUPTED = 130
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "done",
@@ -48,6 +49,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_USAGE: "bad input: unknown flag or bad value, bad config file",
     EXIT_REFUSED: "refused: replay beside the live consumer group; `services status` with "
                   "a service stopped",
+    EXIT_KAFKA_AUTH: "Kafka refused: the client's credentials (SASL, TLS)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM)",
 }
 
@@ -298,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:  # the last net: one line (the traceback only when debugging)
+        from common.kafka import KafkaAuthError  # confluent-kafka: only once it is loaded
+
+        if isinstance(exc, KafkaAuthError):
+            return _fail(command, str(exc), EXIT_KAFKA_AUTH)
         if args.log_level == "DEBUG":
             import traceback
 

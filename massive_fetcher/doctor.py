@@ -15,7 +15,13 @@ import requests
 from confluent_kafka.admin import AdminClient
 
 from common.config import Config
-from common.kafka import kafka_client_config, silent_logger
+from common.kafka import (
+    AuthWatch,
+    KafkaAuthError,
+    fetch_metadata,
+    kafka_client_config,
+    silent_logger,
+)
 from massive_fetcher.cli import POSITIVE_FLOAT, add_config_argument, config_from_args
 from schemas.topics import TopicsError, check_topics, describe_topics
 
@@ -33,10 +39,14 @@ class Check:
 def check_broker(config: Config, timeout_s: float) -> Check:
     props = kafka_client_config(config, "admin")
     props.setdefault("socket.connection.setup.timeout.ms", int(timeout_s * 1000))
+    watch = AuthWatch(config.kafka.bootstrap_servers)
+    props["error_cb"] = watch
     # librdkafka's reconnect chatter would bury the one line per check
     admin = AdminClient(props, logger=silent_logger("massive_fetcher.doctor.librdkafka"))
     try:
-        metadata = admin.list_topics(timeout=timeout_s)
+        metadata = fetch_metadata(admin, watch, timeout_s)
+    except KafkaAuthError as exc:
+        return Check("kafka", False, str(exc))
     except Exception as exc:  # librdkafka reports an unreachable broker as a KafkaException
         return Check("kafka", False, f"no broker answers at {config.kafka.bootstrap_servers} "
                      f"({exc}); start it (`massive-fetcher services up`) or fix "
@@ -98,7 +108,16 @@ def run_checks(config: Config, timeout_s: float = 5.0) -> list[Check]:
     if registry is not None:
         checks.append(registry)
     checks.append(check_marketstore(config, timeout_s))
+    checks.append(check_native())
     return checks
+
+
+def check_native() -> Check:
+    """The compiled hot paths: without them everything works, several times slower."""
+    from schemas.native import status
+
+    active, detail = status()
+    return Check("native paths", active, detail)
 
 
 def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:

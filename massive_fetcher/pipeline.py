@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import yaml
@@ -32,6 +32,7 @@ from rich.table import Table
 
 from common.config import Config
 from common.files import write_private
+from common.metrics import NAMESPACE
 from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
 from services.containers import docker_available
 from services.native import NativeServices
@@ -99,6 +100,12 @@ def scrape(port: int, host: str = "127.0.0.1") -> dict[str, float]:
     return totals
 
 
+EVENTS = f"{NAMESPACE}_producer_events_total"
+WRITTEN = f"{NAMESPACE}_consumer_events_written_total"
+LAG = f"{NAMESPACE}_consumer_lag"
+DEAD_LETTERS = f"{NAMESPACE}_consumer_dead_letter_total"
+
+
 class StatusView:
     """Events/s by type from the producer, rows written and lag from the consumer."""
 
@@ -118,7 +125,7 @@ class StatusView:
         if self.last is not None:
             then, before = self.last
             for kind in self.TYPES:
-                key = f"producer_events_total{{type={kind}}}"
+                key = f"{EVENTS}{{type={kind}}}"
                 rates[kind] = (producer.get(key, 0.0) - before.get(key, 0.0)) / (now - then)
         self.last = (now, producer)
         table = Table(title=f"massive-fetcher: running {now - self.started:.0f}s "
@@ -131,10 +138,10 @@ class StatusView:
             table.add_row(
                 kind,
                 f"{rates.get(kind, 0.0):,.0f}",
-                f"{producer.get(f'producer_events_total{{type={kind}}}', 0):,.0f}",
-                f"{consumer.get(f'consumer_events_written_total{{type={kind}}}', 0):,.0f}")
-        table.caption = (f"consumer lag {consumer.get('consumer_lag', 0):,.0f} events; "
-                         f"dead-lettered {consumer.get('consumer_dead_letter_total', 0):,.0f}")
+                f"{producer.get(f'{EVENTS}{{type={kind}}}', 0):,.0f}",
+                f"{consumer.get(f'{WRITTEN}{{type={kind}}}', 0):,.0f}")
+        lag, dead = consumer.get(LAG, 0), consumer.get(DEAD_LETTERS, 0)
+        table.caption = f"consumer lag {lag:,.0f} events; dead-lettered {dead:,.0f}"
         return table
 
 
@@ -254,15 +261,29 @@ def choose_runner(requested: str, java_on_path: bool, docker_reachable: bool) ->
     return "native"
 
 
+def compose_argv(compose: Path, env: Mapping[str, str]) -> list[str]:
+    """``docker compose up`` of ``compose``: on the simulator (its env file) unless the user
+    has a key in the environment or a config of their own for the containers."""
+    argv = ["docker", "compose", "-f", str(compose)]
+    config_dir = Path(env.get("MASSIVE_FETCHER_CONFIG_DIR") or compose.parent)
+    own = env.get("MASSIVE_API_KEY") or any(
+        (config_dir / name).exists() for name in ("config.yaml", "mkts.yml"))
+    if not own:
+        argv += ["--env-file", str(compose.with_name("compose.simulator.env"))]
+    return [*argv, "up", "--build"]
+
+
 def run_compose(config_file: str | None) -> int:
     """The same pipeline under Docker Compose (compose.yaml), in the foreground."""
     compose = Path(__file__).resolve().parent.parent / "compose.yaml"
     if not compose.exists():
         raise UsageError(f"{compose} not found: run from a checkout of massive-fetcher")
     if config_file:
-        raise UsageError("--config is not used with compose: compose.yaml carries its own "
-                         "config; set MASSIVE_API_KEY etc. in the environment")
-    return subprocess.call(["docker", "compose", "-f", str(compose), "up", "--build"])
+        raise UsageError("--config is not used with compose: the containers read "
+                         "config.yaml or mkts.yml from the checkout "
+                         "(or $MASSIVE_FETCHER_CONFIG_DIR), and MASSIVE_* from the "
+                         "environment")
+    return subprocess.call(compose_argv(compose, os.environ))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,10 +23,8 @@ import signal
 import sys
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from common.config import Config, ConfigError
-from common.metrics import MetricsServer
+from common.metrics import MetricsServer, new_registry
 from massive_fetcher.cli import PORT, add_config_argument, config_from_args, setup_cli_logging
 from producer.gaps import Gap, RepairOutcome
 from producer.protocol import subscription_channels
@@ -72,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         subscription_channels(config.massive.data_types, config.massive.symbols)
     except ValueError as exc:
         raise ConfigError(f"{config.source}: massive: {exc}") from None
-    setup_cli_logging(args, secrets=[api_key])
-    registry = CollectorRegistry()
+    setup_cli_logging(args, secrets=[api_key, *config.secrets()])
+    registry = new_registry()
     try:
         publisher = Publisher(config, client_id="producer", registry=registry)
         publisher.wait_until_reachable(config.producer.kafka_wait_s)

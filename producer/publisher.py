@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +23,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common.config import Config
-from common.kafka import refused_as_too_large
+from common.kafka import AuthWatch, fetch_metadata, refused_as_too_large
+from common.metrics import NAMESPACE
 from producer.mapping import event_timestamp_ns
 from schemas.codec import DATA_TYPE_OF_KIND
 from schemas.keys import symbol_key
@@ -132,6 +132,7 @@ class Publisher:
             props.update(properties)
         props["on_delivery"] = self._on_delivery
         props["error_cb"] = self._on_error
+        self._auth = AuthWatch(self.bootstrap_servers)
         # librdkafka's own log lines go through logging (JSON, redacted), not raw stderr
         props.setdefault("logger", logging.getLogger(f"librdkafka.{client_id}"))
         self._producer = Producer(props)
@@ -307,9 +308,10 @@ class Publisher:
         return len(self._producer)
 
     def wait_until_reachable(self, timeout_s: float) -> None:
-        """Fetch cluster metadata or raise :class:`PublisherError` naming the servers."""
+        """Fetch cluster metadata or raise :class:`PublisherError` naming the servers
+        (``common.kafka.KafkaAuthError`` at once when the broker refuses the client)."""
         try:
-            self._producer.list_topics(timeout=timeout_s)
+            fetch_metadata(self._producer, self._auth, timeout_s)
         except KafkaException as exc:
             raise PublisherError(
                 f"Kafka at {self.bootstrap_servers} not reachable within {timeout_s:g}s "
@@ -378,7 +380,12 @@ class Publisher:
 
     def _on_error(self, err: KafkaError) -> None:
         self.last_error = err.str()
-        if err.fatal():
+        if self._auth(err):
+            # librdkafka would retry for ever with the same credentials
+            if self.fatal_error is None:
+                log.critical("Kafka refused the producer", extra={"error": err.str()})
+            self.fatal_error = self._auth.failure
+        elif err.fatal():
             self.fatal_error = err.str()
             log.critical("Kafka producer fatal error", extra={"error": err.str()})
         elif err.code() == KafkaError._ALL_BROKERS_DOWN:
@@ -388,35 +395,31 @@ class Publisher:
             log.warning("Kafka client error", extra={"error": err.str()})
 
 
-def _metric_prefix(client_id: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_]", "_", client_id) + "_kafka"
-
-
 class _PublisherCollector(Collector):
     """Reads the publisher's plain counters at scrape time (no per-record metric calls)."""
 
     def __init__(self, pub: Publisher) -> None:
         self._pub = pub
-        self._prefix = _metric_prefix(pub.client_id)
 
     def collect(self) -> Any:
-        p, pre = self._pub, self._prefix
+        p, pre, client = self._pub, f"{NAMESPACE}_kafka", [self._pub.client_id]
         produced = CounterMetricFamily(f"{pre}_produced", "Records queued for Kafka",
-                                       labels=["kind"])
+                                       labels=["client_id", "kind"])
         for kind, n in p.produced_by_kind.items():
-            produced.add_metric([kind], n)
+            produced.add_metric([*client, kind], n)
         yield produced
-        yield CounterMetricFamily(f"{pre}_delivered", "Records acknowledged by Kafka",
-                                  value=p.delivered)
-        yield CounterMetricFamily(f"{pre}_delivery_failed",
-                                  "Records Kafka did not acknowledge after retries (produce "
-                                  "errors)", value=p.failed)
-        yield CounterMetricFamily(f"{pre}_backpressure_waits",
-                                  "Times the local queue was full and publishing waited",
-                                  value=p.backpressure_waits)
-        yield CounterMetricFamily(f"{pre}_backpressure_seconds",
-                                  "Time spent waiting for room in the local queue",
-                                  value=p.backpressure_seconds)
-        yield GaugeMetricFamily(f"{pre}_queue_depth",
-                                "Messages in librdkafka's local queue (len(producer))",
-                                value=p.queue_depth)
+        families = (
+            (CounterMetricFamily, "delivered", "Records acknowledged by Kafka", p.delivered),
+            (CounterMetricFamily, "delivery_failed", "Records Kafka did not acknowledge after "
+             "retries (produce errors)", p.failed),
+            (CounterMetricFamily, "backpressure_waits", "Times the local queue was full and "
+             "publishing waited", p.backpressure_waits),
+            (CounterMetricFamily, "backpressure_seconds", "Time spent waiting for room in the "
+             "local queue", p.backpressure_seconds),
+            (GaugeMetricFamily, "queue_depth", "Messages in librdkafka's local queue "
+             "(len(producer))", p.queue_depth),
+        )
+        for family, name, doc, value in families:
+            metric = family(f"{pre}_{name}", doc, labels=["client_id"])
+            metric.add_metric(client, value)
+            yield metric

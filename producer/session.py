@@ -47,6 +47,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from backfill.symbols import is_glob
 from common.backoff import backoff_s
 from common.config import Config
+from common.metrics import NAMESPACE
 from producer.gaps import Gap, RepairOutcome, append_line, read_gap_log
 from producer.liveencode import LiveEncoder, NativeFrames
 from producer.mapping import MappingError, event_timestamp_ns, record_from_ws_event
@@ -739,6 +740,9 @@ class ProducerSession:
             await asyncio.wait(tasks, timeout=10)
 
 
+METRIC_PREFIX = f"{NAMESPACE}_producer"
+
+
 class _SessionCollector(Collector):
     """Prometheus view of the session's plain counters, read at scrape time."""
 
@@ -747,52 +751,50 @@ class _SessionCollector(Collector):
 
     def collect(self) -> Any:
         s = self._s
-        events = CounterMetricFamily("producer_events", "Events received and queued for "
+        events = CounterMetricFamily(f"{METRIC_PREFIX}_events", "Events received and queued for "
                                      "Kafka, by type", labels=["type"])
         for kind, n in s.events_by_kind.items():
             events.add_metric([DATA_TYPE_OF_KIND[kind]], n)
         yield events
-        yield CounterMetricFamily("producer_frames", "WebSocket frames received",
+        yield CounterMetricFamily(f"{METRIC_PREFIX}_frames", "WebSocket frames received",
                                   value=s.stats.frames)
-        yield CounterMetricFamily("producer_frames_native", "WebSocket frames parsed and "
+        yield CounterMetricFamily(f"{METRIC_PREFIX}_frames_native", "WebSocket frames parsed and "
                                   "encoded whole by the compiled encoder (schemas._native)",
                                   value=s.native_frames)
-        yield CounterMetricFamily("producer_reconnects", "Reconnection attempts",
+        yield CounterMetricFamily(f"{METRIC_PREFIX}_reconnects", "Reconnection attempts",
                                   value=s.reconnects)
-        errors = CounterMetricFamily("producer_parse_errors", "Malformed frames or events "
+        errors = CounterMetricFamily(f"{METRIC_PREFIX}_parse_errors", "Malformed frames or events "
                                      "skipped, by reason", labels=["reason"])
         for reason, n in s.stats.malformed.items():
             errors.add_metric([reason], n)
         yield errors
-        yield CounterMetricFamily("producer_produce_errors", "Records Kafka did not "
-                                  "acknowledge after retries, plus records that could not "
-                                  "be encoded", value=s.publisher.failed + s.encode_errors)
-        statuses = CounterMetricFamily("producer_status_messages", "Status messages from "
+        # what Kafka did not acknowledge is massive_fetcher_kafka_delivery_failed_total
+        yield CounterMetricFamily(f"{METRIC_PREFIX}_encode_errors",
+                                  "Records that could not be encoded", value=s.encode_errors)
+        statuses = CounterMetricFamily(f"{METRIC_PREFIX}_status_messages", "Status messages from "
                                        "the server", labels=["status"])
         for status, n in s.stats.statuses.items():
             statuses.add_metric([status], n)
         yield statuses
-        yield CounterMetricFamily("producer_gaps", "Disconnect windows recorded",
+        yield CounterMetricFamily(f"{METRIC_PREFIX}_gaps", "Disconnect windows recorded",
                                   value=len(s.gaps))
-        yield CounterMetricFamily("producer_gaps_repaired", "Gaps repaired and marked so "
+        yield CounterMetricFamily(f"{METRIC_PREFIX}_gaps_repaired", "Gaps repaired and marked so "
                                   "in the gaps file (this run's and earlier runs')",
                                   value=s.gaps_repaired)
-        yield CounterMetricFamily("producer_gaps_unrepairable", "Gaps repaired only in "
+        yield CounterMetricFamily(f"{METRIC_PREFIX}_gaps_unrepairable", "Gaps repaired only in "
                                   "part: marked unrepairable in the gaps file with the "
                                   "reason (e.g. wildcard symbols that never streamed)",
                                   value=s.gaps_unrepairable)
-        yield CounterMetricFamily("producer_gap_repairs_failed", "Gap repair attempts that "
+        yield CounterMetricFamily(f"{METRIC_PREFIX}_gap_repairs_failed", "Gap repair attempts that "
                                   "failed (retried with backoff, and at the next start)",
                                   value=s.gap_repairs_failed)
-        yield GaugeMetricFamily("producer_queue_depth", "Messages in librdkafka's local "
-                                "queue", value=s.publisher.queue_depth)
-        yield GaugeMetricFamily("producer_connected", "1 while connected and authenticated",
+        yield GaugeMetricFamily(f"{METRIC_PREFIX}_connected", "1 while connected and authenticated",
                                 value=1 if s.connected else 0)
         if s.lag_ns is not None:
-            yield GaugeMetricFamily("producer_event_lag_seconds", "Receipt time minus "
+            yield GaugeMetricFamily(f"{METRIC_PREFIX}_event_lag_seconds", "Receipt time minus "
                                     "event time of the newest event of the last frame",
                                     value=s.lag_ns / 1e9)
         if s.newest_event_ns:
-            yield GaugeMetricFamily("producer_newest_event_timestamp_seconds",
+            yield GaugeMetricFamily(f"{METRIC_PREFIX}_newest_event_timestamp_seconds",
                                     "Event time of the newest event received",
                                     value=s.newest_event_ns / 1e9)

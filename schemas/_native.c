@@ -770,7 +770,7 @@ static PyObject *decode_rows(PyObject *module, PyObject *args) {
                 goto done;
             for (Py_ssize_t i = 0; i < rows; i++)
                 PyList_SET_ITEM(col->values, i, Py_NewRef(Py_None));
-        } else {
+        } else if (code != F_NULL) {
             col->values = PyByteArray_FromStringAndSize(NULL, rows * col->width);
             if (col->values == NULL)
                 goto done;
@@ -869,7 +869,7 @@ static PyObject *decode_rows(PyObject *module, PyObject *args) {
                 } else if (col->width) {
                     memset(PyByteArray_AS_STRING(col->values) + i * col->width, 0,
                            (size_t)col->width);
-                } else if (col->values) {
+                } else if (col->code != F_NULL) {  /* a null column has no values */
                     Py_SETREF(PyList_GET_ITEM(col->values, i), Py_NewRef(Py_None));
                 }
             }

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from common.config import Config
-from common.kafka import kafka_client_config, silent_logger
+from common.kafka import AuthWatch, fetch_metadata, kafka_client_config, silent_logger
 
 # The topic settings this module manages (and reports).
 MANAGED_CONFIGS: tuple[str, ...] = ("retention.ms", "retention.bytes", "compression.type")
@@ -30,8 +30,8 @@ REPARTITION_ADVICE = (
     "changing the partition count re-homes symbols to other partitions, and a bucket fed "
     "from two partitions can get rows twice or lose them; either set kafka.partitions to "
     "{current}, or: stop producers and backfills, let the consumers drain to zero lag "
-    "(consumer_lag), stop them, then `kafka-topics --alter --partitions {wanted}` and start "
-    "consumers before producers")
+    "(massive_fetcher_consumer_lag), stop them, then "
+    "`kafka-topics --alter --partitions {wanted}` and start consumers before producers")
 
 
 class TopicsError(RuntimeError):
@@ -74,16 +74,20 @@ def wanted_configs(config: Config) -> dict[str, str]:
             "compression.type": "uncompressed" if compression == "none" else compression}
 
 
-def _admin(config: Config, timeout_s: float) -> AdminClient:
+def _admin(config: Config, timeout_s: float) -> tuple[AdminClient, AuthWatch]:
     props = kafka_client_config(config, "admin")
     props.setdefault("logger", _quiet)
     props.setdefault("socket.connection.setup.timeout.ms", int(timeout_s * 1000))
-    return AdminClient(props)
+    watch = AuthWatch(config.kafka.bootstrap_servers)
+    props["error_cb"] = watch
+    return AdminClient(props), watch
 
 
-def _existing(admin: AdminClient, config: Config, timeout_s: float) -> dict[str, object]:
+def _existing(admin: AdminClient, watch: AuthWatch, config: Config,
+              timeout_s: float) -> dict[str, object]:
+    """The cluster's topics; a broker refusing the client raises KafkaAuthError at once."""
     try:
-        return dict(admin.list_topics(timeout=timeout_s).topics)
+        return dict(fetch_metadata(admin, watch, timeout_s).topics)
     except KafkaException as exc:
         raise TopicsError(f"Kafka at {config.kafka.bootstrap_servers} did not answer within "
                           f"{timeout_s:g}s: {_reason(exc)}") from None
@@ -91,8 +95,8 @@ def _existing(admin: AdminClient, config: Config, timeout_s: float) -> dict[str,
 
 def ensure_topics(config: Config, timeout_s: float = 15.0) -> list[str]:
     """Create the missing topics; returns the names created (empty when all existed)."""
-    admin = _admin(config, timeout_s)
-    existing = _existing(admin, config, timeout_s)
+    admin, watch = _admin(config, timeout_s)
+    existing = _existing(admin, watch, config, timeout_s)
     missing = [name for name in dict.fromkeys(topic_names(config).values())
                if name not in existing]
     if not missing:
@@ -116,8 +120,8 @@ def ensure_topics(config: Config, timeout_s: float = 15.0) -> list[str]:
 def describe_topics(config: Config, timeout_s: float = 15.0) -> list[TopicInfo]:
     """Partitions, replication and the managed configs of each topic (bars, trades, quotes,
     dead-letter), ``exists=False`` for a missing one."""
-    admin = _admin(config, timeout_s)
-    existing = _existing(admin, config, timeout_s)
+    admin, watch = _admin(config, timeout_s)
+    existing = _existing(admin, watch, config, timeout_s)
     names = topic_names(config)
     present = [n for n in dict.fromkeys(names.values()) if n in existing]
     configs: dict[str, dict[str, str]] = {}

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import ServicesConfig
@@ -31,17 +32,41 @@ def kafka_cluster_id() -> str:
             return text
 
 
-def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A second client listener that takes SASL/SCRAM over TLS only.
+
+    ``keystore`` is a PEM file holding the broker's unencrypted PKCS#8 private key followed
+    by its certificate chain (Kafka's ``ssl.keystore.type=PEM``); keep it private (0600).
+    SCRAM users are credentials in the cluster metadata, added through the admin API
+    (``alter_user_scram_credentials``) on the PLAINTEXT listener, which stays for the
+    controller, inter-broker traffic and the readiness probe.
+    """
+
+    port: int
+    keystore: Path
+    mechanism: str = "SCRAM-SHA-512"
+
+
+def server_properties(port: int, controller_port: int, data_dir: Path,
+                      sasl_ssl: SaslSslListener | None = None) -> str:
     """A single node that is broker and controller at once, reachable on 127.0.0.1 only."""
+    listeners = f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}"
+    advertised = f"PLAINTEXT://{HOST}:{port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if sasl_ssl is not None:
+        listeners += f",SASL_SSL://{HOST}:{sasl_ssl.port}"
+        advertised += f",SASL_SSL://{HOST}:{sasl_ssl.port}"
+        protocols += ",SASL_SSL:SASL_SSL"
     lines = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": listeners,
+        "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         # One node: every internal topic must settle for one replica.
@@ -55,6 +80,15 @@ def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
         # Tests and a freshly scaled consumer group should not wait 3 s for a rebalance.
         "group.initial.rebalance.delay.ms": "0",
     }
+    if sasl_ssl is not None:
+        mechanism = sasl_ssl.mechanism.lower()
+        lines |= {
+            "sasl.enabled.mechanisms": sasl_ssl.mechanism,
+            f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+            "listener.name.sasl_ssl.ssl.keystore.location": str(sasl_ssl.keystore),
+        }
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
@@ -63,8 +97,10 @@ class KafkaService(Service):
     stop_grace_s = 30.0  # a controlled shutdown flushes and closes every partition
 
     def __init__(self, settings: ServicesConfig, state_dir: Path, cache_dir: Path,
-                 die_with_parent: bool = False) -> None:
+                 die_with_parent: bool = False,
+                 sasl_ssl: SaslSslListener | None = None) -> None:
         super().__init__(state_dir, cache_dir, die_with_parent)
+        self.sasl_ssl = sasl_ssl
         if not HEAP.match(settings.kafka_heap):
             raise ServiceError(f"services.kafka_heap: {settings.kafka_heap!r} is not a JVM "
                                "heap size such as 512m or 1g")
@@ -85,8 +121,13 @@ class KafkaService(Service):
     def address(self) -> str:
         return f"{HOST}:{self.settings.kafka_port}"
 
+    @property
+    def sasl_ssl_address(self) -> str | None:
+        return None if self.sasl_ssl is None else f"{HOST}:{self.sasl_ssl.port}"
+
     def ports(self) -> list[int]:
-        return [self.settings.kafka_port, self.settings.kafka_controller_port]
+        extra = [] if self.sasl_ssl is None else [self.sasl_ssl.port]
+        return [self.settings.kafka_port, self.settings.kafka_controller_port, *extra]
 
     def log_files(self) -> list[Path]:
         return [self.log_file, self.logs_dir / "server.log"]
@@ -163,7 +204,8 @@ class KafkaService(Service):
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.log4j_config.write_bytes((PACKAGE_DIR / "log4j2.properties").read_bytes())
         self.properties.write_text(server_properties(
-            self.settings.kafka_port, self.settings.kafka_controller_port, self.data_dir))
+            self.settings.kafka_port, self.settings.kafka_controller_port, self.data_dir,
+            self.sasl_ssl))
         self.format_storage()
 
     def argv(self) -> list[str]:

@@ -36,6 +36,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from common.config import SimulatorConfig
+from common.metrics import NAMESPACE
 from simulator import wire
 from simulator.model import DATA_START_S, DAY_NS, MS, NS, MarketModel
 
@@ -175,7 +176,7 @@ class RestApi:
         self._unentitled = frozenset(settings.unentitled_api_keys)
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
         self._counter = Counter("simulator_rest_requests", "REST requests by route and status",
-                                ["route", "code"], registry=registry)
+                                ["route", "code"], namespace=NAMESPACE, registry=registry)
 
     def add_routes(self, app: web.Application) -> None:
         route = app.router.add_get

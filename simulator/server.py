@@ -31,15 +31,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from common.config import Config, SimulatorConfig
+from common.metrics import NAMESPACE, new_registry
 from simulator.model import MarketModel
 from simulator.rest import RestApi
 from simulator.stream import StreamHub, StreamSettings
@@ -75,11 +70,11 @@ class Simulator:
         self.settings = settings
         self.model = MarketModel(settings.seed, settings.trades_per_second,
                                  settings.quotes_per_second, settings.symbols or None)
-        self.registry = CollectorRegistry()
+        self.registry = new_registry()
         self._events_sent = Counter("simulator_ws_events_sent", "WS events written, by type",
-                                    ["ev"], registry=self.registry)
+                                    ["ev"], namespace=NAMESPACE, registry=self.registry)
         self._ws_conns = Gauge("simulator_ws_connections", "Open WebSocket connections",
-                               registry=self.registry)
+                               namespace=NAMESPACE, registry=self.registry)
         self.hub = StreamHub(self.model, StreamSettings(
             api_keys=frozenset(settings.api_keys), max_connections=settings.max_connections,
             slow_consumer_bytes=settings.slow_consumer_bytes, tick_ms=settings.tick_ms,

@@ -39,6 +39,24 @@ from services.process import free_port
 MODE_ENV = "MASSIVE_FETCHER_TEST_SERVICES"
 MODES = ("auto", "env", "docker", "native")
 
+# The fixtures that start or reach a real server. A test whose fixture closure holds one of
+# them is an integration test, so `make test-fast` (-m "not integration") can never start a
+# server by accident, and a new fixture on top of these is covered without a marker.
+SERVER_FIXTURES = frozenset({"live_services", "_session_marketstore_control"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:  # with MASSIVE_FETCHER_REQUIRE_NATIVE set, a missing build ends the run here
+        import schemas.native  # noqa: F401
+    except ImportError as exc:
+        pytest.exit(str(exc), returncode=3)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 @dataclass
 class LiveServices:

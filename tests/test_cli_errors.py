@@ -121,6 +121,12 @@ def test_log_level_any_case_on_every_command() -> None:
     assert args.log_level == "ERROR"
 
 
+def test_the_kafka_auth_exit_code_is_the_documented_one() -> None:
+    from common.kafka import KAFKA_AUTH_EXIT_CODE
+
+    assert cli.EXIT_KAFKA_AUTH == KAFKA_AUTH_EXIT_CODE
+
+
 def test_version() -> None:
     done = run_cli("--version")
     assert done.returncode == 0

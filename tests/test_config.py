@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.config import Config, ConfigError, Range, load_config
+from common.config import ENV_OVERRIDES, Config, ConfigError, Range, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
@@ -116,6 +116,28 @@ def test_env_overrides_file(tmp_path: Path) -> None:
     assert config.massive.api_key == "from-env"
     assert config.kafka.bootstrap_servers == "b:2"
     assert config.marketstore.url == "http://m:1/rpc"
+
+
+def test_symbols_and_data_types_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "massive:\n  symbols: [SPY]\n  data_types: [bars]\n")
+    config = load_config(path, env={"MASSIVE_SYMBOLS": "AAPL, MSFT",
+                                    "MASSIVE_DATA_TYPES": "trades,quotes"})
+    assert config.massive.symbols == ["AAPL", "MSFT"]
+    assert config.massive.data_types == ["trades", "quotes"]
+    # empty is unset: compose passes `${MASSIVE_SYMBOLS:-}` through when nothing is set
+    config = load_config(path, env={"MASSIVE_SYMBOLS": "", "MASSIVE_DATA_TYPES": ""})
+    assert (config.massive.symbols, config.massive.data_types) == (["SPY"], ["bars"])
+    with pytest.raises(ConfigError, match=r"massive\.data_types\[0\]: 'ticks' is not one of"):
+        load_config(path, env={"MASSIVE_DATA_TYPES": "ticks"})
+
+
+def test_readme_names_every_environment_override() -> None:
+    cells = [line.split("|") for line in (ROOT / "README.md").read_text().splitlines()
+             if line.startswith("| `")]
+    rows = {c[1].strip().strip("`"): c[4] for c in cells if len(c) > 5}
+    wrong = [f"{section}.{key}" for section, key, var in ENV_OVERRIDES
+             if f"`{var}`" not in rows.get(f"{section}.{key}", "")]
+    assert not wrong, f"README.md configuration table lacks the env override of {wrong}"
 
 
 def test_missing_api_key_where_needed() -> None:

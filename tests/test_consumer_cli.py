@@ -64,13 +64,15 @@ def test_consumer_command_serves_metrics_and_commits_on_sigterm(
     proc = subprocess.Popen([sys.executable, "-m", "massive_fetcher", "consumer", "--config",
                              str(path)], cwd=ROOT, env=env, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: 'consumer_events_written_total{type="trades"} 120.0'
+        wait_for(lambda: 'massive_fetcher_consumer_events_written_total{type="trades"} 120.0'
                  in _scrape(port, "/metrics")[1], 60, what="metrics")
         status, text = _scrape(port, "/healthz")
         assert status == 200 and text.strip() == "ok"
         metrics = _scrape(port, "/metrics")[1]
-        for name in ("consumer_batch_events_bucket", "consumer_write_seconds_bucket",
-                     "consumer_lag{", "consumer_dead_letter_total"):
+        for name in ("massive_fetcher_consumer_batch_events_bucket",
+                     "massive_fetcher_consumer_write_seconds_bucket",
+                     "massive_fetcher_consumer_lag{",
+                     "massive_fetcher_consumer_dead_letter_total"):
             assert name in metrics, name
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0

@@ -1,35 +1,22 @@
 """The Grafana dashboard queries only metrics the parts really export.
 
 The exported names come from the parts' own Prometheus collectors, built the way their CLIs
-build them (consumer: ``ConsumerMetrics``; producer: ``ProducerSession`` + the publisher's
-collector; backfill: the progress collector over a ``BackfillEngine`` + the publisher's
-collector), with nothing networked started: the publisher stands in for librdkafka with plain
-counters, the REST client never opens its session.
+build them (``tests/support/partmetrics.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.metrics import MetricWrapperBase
-
-from backfill.cli import _ProgressCollector
-from backfill.client import MassiveRestClient
-from backfill.engine import BackfillEngine
-from common.config import Config
-from consumer.service import ConsumerMetrics
+from common.metrics import NAMESPACE
 from dashboards import build
-from producer.publisher import _PublisherCollector
-from producer.session import ProducerSession
-from schemas.codec import make_codec
+from tests.support.partmetrics import registries
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "massive-fetcher.grafana.json"
+SCRAPE_LABELS = {"job", "instance"}  # added by Prometheus to every series it scrapes
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
             "and", "or", "unless"}
 GROUPING = r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)"
@@ -37,56 +24,17 @@ SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_s
             "summary": ("", "_sum", "_count"), "info": ("_info",)}
 
 
-def _fake_publisher(client_id: str) -> SimpleNamespace:
-    """What ``_PublisherCollector`` reads from a ``Publisher`` (whose constructor starts
-    librdkafka's threads, which connect)."""
-    return SimpleNamespace(client_id=client_id, delivered=3, failed=0, backpressure_waits=0,
-                           backpressure_seconds=0.0, queue_depth=0,
-                           produced_by_kind={"bar": 1, "trade": 1, "quote": 1})
-
-
-def _consumer_registry() -> CollectorRegistry:
-    registry = CollectorRegistry()
-    metrics = ConsumerMetrics(registry)
-    for metric in vars(metrics).values():  # a labelled metric has samples only per child
-        if isinstance(metric, MetricWrapperBase) and metric._labelnames:
-            metric.labels(*["x"] * len(metric._labelnames))
-    return registry
-
-
-def _producer_registry() -> CollectorRegistry:
-    config = Config()
-    config = config.replace(massive=dataclasses.replace(config.massive, api_key="test-key"))
-    registry = CollectorRegistry()
-    publisher = _fake_publisher("producer")  # producer/cli.py's client_id
-    registry.register(_PublisherCollector(publisher))  # type: ignore[arg-type]
-    session = ProducerSession(config, publisher, codec=make_codec(config),  # type: ignore[arg-type]
-                              registry=registry)
-    session.lag_ns = 1_000_000  # the lag gauges exist once an event was received
-    session.newest_event_ns = 1
-    session.stats.malformed["bad_json"] += 1
-    session.stats.statuses["connected"] += 1
-    return registry
-
-
-def _backfill_registry() -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(_PublisherCollector(_fake_publisher("backfill")))  # type: ignore[arg-type]
-    engine = BackfillEngine(MassiveRestClient("test-key", "http://127.0.0.1:9"),
-                            sink=object(), encoder=object(), checkpoint=None)  # type: ignore[arg-type]
-    registry.register(_ProgressCollector({"engine": engine}))
-    return registry
-
-
 def exported() -> dict[str, set[str]]:
-    """Every sample name the parts export -> its label names."""
+    """Every sample name the parts export -> its label names (with Prometheus's own)."""
     out: dict[str, set[str]] = {}
-    for registry in (_consumer_registry(), _producer_registry(), _backfill_registry()):
+    for registry in registries().values():
         for family in registry.collect():
             for suffix in SUFFIXES.get(family.type, ("",)):
                 out.setdefault(family.name + suffix, set())
             for sample in family.samples:
                 out.setdefault(sample.name, set()).update(sample.labels)
+    for labels in out.values():
+        labels.update(SCRAPE_LABELS)
     return out
 
 
@@ -148,19 +96,58 @@ def test_every_query_uses_exported_metrics_and_labels() -> None:
 
 def test_dashboard_covers_the_operational_metrics() -> None:
     used = set().union(*(metric_names(t["expr"]) for _, t in _targets()))
-    required = {
+    required = {f"{NAMESPACE}_{name}" for name in (
         "producer_events_total", "producer_reconnects_total", "producer_parse_errors_total",
-        "producer_queue_depth", "producer_event_lag_seconds", "producer_gaps_total",
+        "kafka_queue_depth", "producer_event_lag_seconds", "producer_gaps_total",
         "consumer_events_written_total", "consumer_batch_events_bucket",
         "consumer_write_seconds_bucket", "consumer_end_to_end_seconds_bucket",
         "consumer_lag", "consumer_dead_letter_total", "consumer_duplicates_dropped_total",
         "consumer_marketstore_errors_total", "consumer_bucket_repairs_total",
-        "massive_backfill_records_total",
-    }
+        "backfill_records_total",
+    )} | {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"}
     assert required <= used, sorted(required - used)
     exprs = " ".join(t["expr"] for _, t in _targets())
     for metric in ("consumer_write_seconds", "consumer_end_to_end_seconds"):
-        assert f"histogram_quantile(0.99, sum by (le) (rate({metric}_bucket" in exprs
+        assert (f"histogram_quantile(0.99, sum by (le) (rate({NAMESPACE}_{metric}_bucket"
+                in exprs)
+
+
+def test_every_query_follows_the_job_and_instance_variables() -> None:
+    board = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    for name in ("job", "instance"):
+        assert variables[name]["type"] == "query"
+        assert variables[name]["includeAll"] and variables[name]["multi"]
+        assert f"{name})" in variables[name]["definition"]
+    assert '$job' in variables["instance"]["definition"]
+    for title, target in _targets():
+        for matchers in _selectors(target["expr"]):
+            assert 'job=~"$job"' in matchers and 'instance=~"$instance"' in matchers, \
+                f"{title}: {target['expr']!r}"
+
+
+def _selectors(expr: str) -> list[str]:
+    """The label matchers of every metric in ``expr`` (a metric without any gives "")."""
+    e = re.sub(r"\[[^\]]*\]", " ", expr)
+    return [m.group(2) or "" for m in re.finditer(r"\b([a-z_:][a-z0-9_:]*)(\{[^}]*\})?", e)
+            if m.group(1) in metric_names(expr)]
+
+
+def test_one_prefix_no_duplicate_series_and_the_process_collector() -> None:
+    for part, registry in registries().items():
+        families = [f.name for f in registry.collect()]
+        assert len(families) == len(set(families)), part
+        ours = [n for n in families if not n.startswith("process_")]
+        assert ours and all(n.startswith(f"{NAMESPACE}_") for n in ours), (part, ours)
+        assert {"process_cpu_seconds", "process_resident_memory_bytes",
+                "process_open_fds"} <= set(families), part
+        series = [(s.name, tuple(sorted(s.labels.items())))
+                  for f in registry.collect() for s in f.samples]
+        assert len(series) == len(set(series)), part
+    # the Kafka client is a label, never part of a name
+    names = exported()
+    assert not [n for n in names if "producer_kafka" in n or "backfill_kafka" in n]
+    assert "client_id" in names[f"{NAMESPACE}_kafka_delivered_total"]
 
 
 def test_dashboard_uses_the_datasource_variable_and_is_built_from_its_source() -> None:

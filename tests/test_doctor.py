@@ -39,7 +39,7 @@ def test_all_good(kafka_bootstrap: str, marketstore_url: str, prefix: str) -> No
     ensure_topics(config)
     checks = run_checks(config)
     assert [c.name for c in checks] == ["kafka", "topic bars", "topic trades", "topic quotes",
-                                        "topic dead_letter", "marketstore"]
+                                        "topic dead_letter", "marketstore", "native paths"]
     assert all(c.ok for c in checks), [c.line() for c in checks]
 
 

@@ -303,9 +303,11 @@ def test_every_sent_event_is_in_kafka_exactly_once(kafka_bootstrap: str, tmp_pat
     for kind, _ in consumed:
         by_type[{"bar": "bars", "trade": "trades", "quote": "quotes"}[kind]] += 1
     for data_type, n in by_type.items():
-        assert f'producer_events_total{{type="{data_type}"}} {float(n)}' in text
-    assert "producer_frames_total" in text and "producer_event_lag_seconds" in text
-    assert f"producer_kafka_delivered_total {float(len(consumed))}" in text
+        assert f'massive_fetcher_producer_events_total{{type="{data_type}"}} {float(n)}' in text
+    assert "massive_fetcher_producer_frames_total" in text
+    assert "massive_fetcher_producer_event_lag_seconds" in text
+    client = f'client_id="{prod.publisher.client_id}"'
+    assert f"massive_fetcher_kafka_delivered_total{{{client}}} {float(len(consumed))}" in text
 
 
 def test_forced_disconnect_reconnects_and_records_the_gap(
@@ -464,8 +466,8 @@ def test_sigterm_flushes_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path,
             assert r.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             metrics = r.read().decode()
-        assert 'producer_events_total{type="trades"}' in metrics
-        assert "producer_connected 1.0" in metrics
+        assert 'massive_fetcher_producer_events_total{type="trades"}' in metrics
+        assert "massive_fetcher_producer_connected 1.0" in metrics
         simulator.burst(5000)  # a lot in flight when the signal arrives
         lines = stop_cleanly(proc, log_path)
     assert len(simulator.connections()) == 1

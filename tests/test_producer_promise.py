@@ -269,8 +269,8 @@ def test_wildcard_gap_repairs_the_symbols_seen_and_says_what_it_cannot(
     assert marker["records"] > 0
     assert marker["reason"].startswith("wildcard subscription *: repaired only for the "
                                        "symbols seen streaming before the gap")
-    assert "producer_gaps_unrepairable_total 1.0" in metrics
-    assert "producer_gaps_repaired_total 0.0" in metrics
+    assert "massive_fetcher_producer_gaps_unrepairable_total 1.0" in metrics
+    assert "massive_fetcher_producer_gaps_repaired_total 0.0" in metrics
     into_marketstore(config)
     for symbol in symbols:
         assert_stored_equals_model(marketstore_url, sim.model, symbol, lo, hi)

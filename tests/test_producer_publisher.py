@@ -65,8 +65,9 @@ def test_back_pressure_delivers_everything_in_order(kafka_bootstrap: str) -> Non
     assert pub.backpressure_waits > 0  # the tiny queue was full, publishing waited
     assert pub.produced == n and pub.delivered == n and pub.failed == 0
     text = generate_latest(registry).decode()
-    assert f"producer_kafka_delivered_total {float(n)}" in text
-    assert "producer_kafka_backpressure_waits_total" in text
+    client = f'client_id="{pub.client_id}"'
+    assert f"massive_fetcher_kafka_delivered_total{{{client}}} {float(n)}" in text
+    assert f"massive_fetcher_kafka_backpressure_waits_total{{{client}}}" in text
 
     codec = make_codec(config)
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": uuid.uuid4().hex})

@@ -13,6 +13,7 @@ import math
 import random
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -325,3 +326,20 @@ def test_a_one_sided_quote_in_a_frame_gets_the_reference_bytes(frames_encoder: N
         empty, full = ("bid", "ask") if "bp" in absent else ("ask", "bid")
         assert math.isnan(record[f"{empty}_price"])
         assert record[f"{full}_price"] == quotes[7][f"{full[0]}p"]
+
+
+@pytest.mark.parametrize("program", [
+    [("0", 0, 0, 0), ("l", 0, 0, 0)],
+    [("l", 0, 0, 0), ("0", 0, 0, 0), ("s", 0, 0, 0)],
+    [("0", 0, 0, 0)],
+])
+def test_a_plain_null_field_survives_a_bad_row(program: list[tuple[str, int, int, int]]) -> None:
+    """A "null" field has no values; the reset of a bad row must not treat it as a list."""
+    data = b"\x02\x02\x04\x06\x02x"
+    starts, ends = [0, 1, 4], [1, 4, 6]  # row 1 is malformed or too long for every program
+    cols, bad = native.decode_rows(data, np.array(starts, dtype=np.int64).tobytes(),
+                                   np.array(ends, dtype=np.int64).tobytes(), program)
+    assert bad[1] == 1
+    for (code, *_), (values, mask, offsets) in zip(program, cols, strict=True):
+        if code == "0":
+            assert (values, mask, offsets) == (None, None, None)

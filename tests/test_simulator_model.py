@@ -158,7 +158,7 @@ def test_cli_serves_everything_on_one_port_and_stops_on_sigterm(tmp_path: Path) 
             assert [r["ticker"] for r in json.loads(resp.read())["results"]] == ["AAPL",
                                                                                "ZZSIM1"]
         with urllib.request.urlopen(f"{base}/metrics") as resp:
-            assert b"simulator_rest_requests_total" in resp.read()
+            assert b"massive_fetcher_simulator_rest_requests_total" in resp.read()
     finally:
         proc.terminate()
         _out, err = proc.communicate(timeout=15)

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from common.config import Config
+from common.files import write_private
 from consumer.testkit import wait_for
 from simulator.server import SimulatorServer
 
@@ -28,10 +29,12 @@ def stream_a_burst_through_the_cli_producer(config: Config, sim: SimulatorServer
     the producer must exit 0 (killed if an assertion leaves it running)."""
     path = tmp_path / "producer.yml"
     k = config.kafka
-    path.write_text(yaml.safe_dump({
+    # kafka.properties may hold a SASL password: the file is private like run's own
+    write_private(path, yaml.safe_dump({
         "massive": {"api_key": "e2e-key", "ws_server": f"ws://127.0.0.1:{sim.port}",
                     "symbols": symbols, "data_types": ["bars", "trades", "quotes"]},
         "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
+                  "properties": dict(k.properties),
                   "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
                              "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter}},
         "producer": {"gaps_file": str(tmp_path / "gaps.jsonl"), "gap_repair": False},
