@@ -27,7 +27,6 @@ from backfill.options import Options, OptionsError, build_options
 from backfill.plan import market_today
 from common.config import Config
 from common.deadletter import DeadLetterProducer
-from common.logs import setup_logging
 
 log = logging.getLogger("backfill.cli")
 
@@ -35,11 +34,10 @@ PROGRESS_LOG_INTERVAL_S = 5.0
 
 
 def register(subparsers: Any) -> None:
-    from massive_fetcher.cli import add_config_argument
+    from massive_fetcher.cli import PORT, add_config_argument
 
     p = subparsers.add_parser(
         "backfill", allow_abbrev=False,
-        help="fetch history from the Massive REST API onto the Kafka topics",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_argument(p)
@@ -86,14 +84,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--state-dir", dest="state_dir", metavar="DIR",
                    help="where the resume checkpoint lives (default "
                         "<services.state_dir>/backfill)")
+    p.add_argument("--metrics-port", dest="metrics_port", type=PORT, metavar="PORT",
+                   help="serve /metrics here (default metrics.backfill_port; 0: not "
+                        "served)")
     p.add_argument("--restart", dest="restart", action="store_true",
                    help="ignore the checkpoint and fetch everything again")
-    p.add_argument("--log-level", dest="log_level", default="INFO")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from massive_fetcher.cli import UsageError, config_from_args
+    from massive_fetcher.cli import UsageError, config_from_args, setup_cli_logging
 
     config = config_from_args(args)
     massive = config.massive
@@ -102,12 +102,14 @@ def run(args: argparse.Namespace) -> int:
     if args.base_url:
         massive = _replace(massive, base_url=args.base_url)
     config = config.replace(massive=massive)
+    if args.metrics_port is not None:
+        config = config.replace(metrics=_replace(config.metrics, backfill_port=args.metrics_port))
     try:
         options = build_options(args, config, market_today())
     except OptionsError as exc:
         raise UsageError(str(exc)) from None
     api_key = config.require_api_key()
-    setup_logging(args.log_level, secrets=[api_key, *config.secrets()])
+    setup_cli_logging(args, secrets=[api_key, *config.secrets()])
     for warning in options.warnings:  # one line each, on stderr where the logs go too
         print(f"massive-fetcher backfill: warning: {warning}", file=sys.stderr)
     try:

@@ -337,6 +337,20 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader, except that a date-shaped scalar that is no date (2024-13-01) stays a
+    string, so that validation names its key instead of PyYAML raising mid-parse."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
 SECTIONS = frozenset(f.name for f in dataclasses.fields(Config) if f.name != "source")
 
 
@@ -348,7 +362,7 @@ def read_sections(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

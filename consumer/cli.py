@@ -10,26 +10,32 @@ never beside the live group on its MarketStore (``consumer.replayguard``).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from common.config import DATA_TYPES, Config
-from common.logs import setup_logging
-from common.metrics import MetricsServer
-from common.runtime import tune_for_throughput
-from consumer.buckets import RecordError
-from consumer.replayguard import REFUSED_EXIT_CODE, ReplayRefused, replay_config
-from consumer.service import ConsumerService, Options, consumed_symbols
-from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
+from massive_fetcher.cli import (
+    EXIT_REFUSED,
+    PORT,
+    UsageError,
+    add_config_argument,
+    config_from_args,
+    parse_instant,
+    setup_cli_logging,
+)
+
+if TYPE_CHECKING:  # the parts are imported when a command runs: --help stays fast
+    from common.metrics import MetricsServer
+    from consumer.service import ConsumerService, Options
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
-        "consumer", help="consume the topics into MarketStore (one consumer-group member)",
+        "consumer",
         description="Consume bars, trades and quotes from Kafka into MarketStore, exactly once "
                     "in the database; offsets are committed only once writes are durable.")
     add_config_argument(p)
@@ -37,11 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run_consumer)
 
     r = subparsers.add_parser(
-        "replay", help="rebuild MarketStore from the topics with a fresh consumer group",
+        "replay",
         description="Replay the topics into MarketStore with a new consumer group (from the "
                     "earliest offsets or a timestamp); writes are exactly once, so replaying "
                     "into a populated database changes nothing. Refused (exit code "
-                    f"{REFUSED_EXIT_CODE}) while the live group consumer.group_id has members, "
+                    f"{EXIT_REFUSED}) while the live group consumer.group_id has members, "
                     "unless --target-marketstore names another MarketStore.")
     add_config_argument(r)
     _common(r)
@@ -63,18 +69,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-level", default="INFO", help="DEBUG logs every batch written")
+    p.add_argument("--metrics-port", type=PORT, metavar="PORT",
+                   help="serve /metrics and /healthz here (consumer default: "
+                        "metrics.consumer_port; replay default: 0; 0 picks a free port); "
+                        "give each consumer on one host its own, or 0")
     p.add_argument("--client-id", default=None, help="Kafka client.id (default: per command)")
 
 
 def parse_timestamp_ms(text: str) -> int:
     try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--from-timestamp {text!r} is not an ISO date or time") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return int(value.timestamp() * 1000)
+        return int(parse_instant(text).timestamp() * 1000)
+    except ValueError as exc:
+        raise UsageError(f"--from-timestamp {exc}") from None
 
 
 def parse_types(text: str) -> tuple[str, ...]:
@@ -86,6 +92,8 @@ def parse_types(text: str) -> tuple[str, ...]:
 
 
 def _serve(config: Config, service: ConsumerService, port: int) -> MetricsServer | None:
+    from common.metrics import MetricsServer
+
     m = config.metrics
     if not m.enabled:
         return None
@@ -97,29 +105,46 @@ def _serve(config: Config, service: ConsumerService, port: int) -> MetricsServer
     return server
 
 
-def _run(config: Config, options: Options, level: str, metrics_port: int) -> int:
-    setup_logging(level, secrets=config.secrets())
+def _run(config: Config, options: Options, args: argparse.Namespace, metrics_port: int) -> int:
+    from common.runtime import tune_for_throughput
+    from consumer.service import ConsumerService
+
+    setup_cli_logging(args, secrets=config.secrets())
     service = ConsumerService(config, options)
     service.install_signal_handlers()
     server = _serve(config, service, metrics_port)
     tune_for_throughput()
+    display = None
+    if options.until_caught_up and sys.stderr.isatty():
+        from consumer.progress import ReplayProgress
+
+        display = ReplayProgress(service.replay_progress).start()
     try:
         log.info("consumer starting", extra={"group": options.group_id,
                                              "types": list(options.data_types)})
         return service.run()
     finally:
+        if display is not None:
+            display.stop()
         if server is not None:
             server.stop()
 
 
 def run_consumer(args: argparse.Namespace) -> int:
+    from consumer.service import Options
+
     config = config_from_args(args)
     options = Options(group_id=config.consumer.group_id,
                       client_id=args.client_id or "massive-fetcher-consumer")
-    return _run(config, options, args.log_level, config.metrics.consumer_port)
+    port = config.metrics.consumer_port if args.metrics_port is None else args.metrics_port
+    return _run(config, options, args, port)
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    from consumer.buckets import RecordError
+    from consumer.replayguard import REFUSED_EXIT_CODE, ReplayRefused, replay_config
+    from consumer.service import Options, consumed_symbols
+
     config = config_from_args(args)
     target = args.target_marketstore
     if target is not None and not target.startswith(("http://", "https://")):
@@ -146,4 +171,4 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"massive-fetcher replay: refused: {exc}", file=sys.stderr)
         return REFUSED_EXIT_CODE
     # a replay usually runs beside the live consumer, which holds consumer_port
-    return _run(config, options, args.log_level, 0)
+    return _run(config, options, args, args.metrics_port or 0)

@@ -192,6 +192,9 @@ class ConsumerService:
         # a wrong password or CA ends the run (KafkaAuthError) instead of a silent retry loop
         self._auth = AuthWatch(config.kafka.bootstrap_servers)
         self._last_commit = 0.0
+        # --until-caught-up progress: where each partition started and what was committed
+        self._start_offsets: dict[TP, int] = {}
+        self._committed: dict[TP, int] = {}
         self.on_written: Callable[[FlushResult], None] | None = None  # hook (bench)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -624,6 +627,7 @@ class ConsumerService:
                  and (only is None or tp in only)}
         if not owned:
             return
+        self._committed.update(owned)
         assert self.consumer is not None
         try:
             # steady state: asynchronous (a lost commit only means a deduplicated redelivery)
@@ -790,9 +794,25 @@ class ConsumerService:
         assert self.consumer is not None
         out = {}
         for tp in self._all_partitions():
-            _lo, hi = self.consumer.get_watermark_offsets(tp, timeout=30)
+            lo, hi = self.consumer.get_watermark_offsets(tp, timeout=30)
             out[(tp.topic, tp.partition)] = hi
+            self._start_offsets.setdefault((tp.topic, tp.partition), lo)
         return out
+
+    def replay_progress(self) -> tuple[int, int] | None:
+        """(offsets committed, offsets to commit) from the start offsets up to the end
+        offsets taken at start; None unless ``until_caught_up``. Reads only plain dicts,
+        so a display thread may call it."""
+        ends = self._end_offsets
+        if ends is None:
+            return None
+        starts, committed = dict(self._start_offsets), dict(self._committed)
+        done = total = 0
+        for tp, end in ends.items():
+            start = min(starts.get(tp, 0), end)
+            total += end - start
+            done += max(0, min(committed.get(tp, start), end) - start)
+        return done, total
 
     def _caught_up(self) -> bool:
         assert self.consumer is not None and self._end_offsets is not None
@@ -831,6 +851,7 @@ class ConsumerService:
                 _lo, offset = self.consumer.get_watermark_offsets(
                     TopicPartition(tp.topic, tp.partition), timeout=30)
             seeds.append(TopicPartition(tp.topic, tp.partition, offset))
+            self._start_offsets[(tp.topic, tp.partition)] = offset
         if seeds:
             self.consumer.commit(offsets=seeds, asynchronous=False)
         log.info("group seeded at a timestamp", extra={"timestamp_ms": timestamp_ms,

@@ -13,7 +13,6 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pymarketstore as pymkts
 from confluent_kafka.admin import AdminClient
 
 from common.config import Config
@@ -24,7 +23,7 @@ from common.kafka import (
     kafka_client_config,
     silent_logger,
 )
-from massive_fetcher.cli import add_config_argument, config_from_args
+from massive_fetcher.cli import POSITIVE_FLOAT, add_config_argument, config_from_args
 from schemas.replication import replication_problems, replication_summary
 from schemas.topics import TopicInfo, TopicsError, check_topics, describe_topics
 
@@ -103,6 +102,8 @@ def check_registry(config: Config, timeout_s: float) -> Check | None:
 
 
 def check_marketstore(config: Config, timeout_s: float) -> Check:
+    import pymarketstore as pymkts  # pandas under it: only when the check runs
+
     url = config.marketstore.url
     try:
         # list_symbols is the cheapest RPC that proves the server answers DataService calls.
@@ -146,11 +147,11 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "doctor", help="check that Kafka, the topics, the registry and MarketStore are ready",
+        "doctor",
         description="Check the broker, the topics (existence, partitions, retention, "
                     "compression), the schema registry (when configured) and MarketStore; "
                     "one line per check with what to fix. Exit code 1 when a check fails.")
     add_config_argument(parser)
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=POSITIVE_FLOAT, default=5.0, metavar="SECONDS",
                         help="per-check timeout (5)")
     parser.set_defaults(func=run)

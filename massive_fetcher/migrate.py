@@ -43,9 +43,7 @@ NO_KEY = """\
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("migrate", help="print a MarketStore mkts.yml's Massive plugin "
-                                       "configuration as this project's YAML",
-                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+    p = sub.add_parser("migrate", description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
     p.add_argument("--from", dest="source", required=True, metavar="MKTS_YML",
                    help="MarketStore config file with the massive.so background worker")
     p.add_argument("--with-api-key", action="store_true",

@@ -24,7 +24,6 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import pymarketstore as pymkts
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
@@ -151,6 +150,8 @@ MAX_TABLE_BUCKETS = 60
 
 def bucket_table(url: str, symbols: list[str]) -> Table:
     """Row counts of the buckets of ``symbols`` (all buckets for ``*``, at most 60 shown)."""
+    import pymarketstore as pymkts  # pandas under it: `run --help` does without
+
     client = pymkts.Client(url)
     wanted = None if "*" in symbols else {s.upper().replace("/", ".") for s in symbols}
     tbks = sorted(t for t in client.list_symbols(pymkts.ListSymbolsFormat.TBK)
@@ -346,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "run", help="run the whole pipeline locally (services, simulator, producer, consumer)",
+        "run",
         description="Start native Kafka and MarketStore, the simulator (when no API key is "
                     "set), the producer and the consumer; show live status; on exit print "
                     "the MarketStore buckets written.")

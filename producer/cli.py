@@ -24,9 +24,8 @@ import sys
 from typing import Any
 
 from common.config import Config, ConfigError
-from common.logs import setup_logging
 from common.metrics import MetricsServer, new_registry
-from massive_fetcher.cli import add_config_argument, config_from_args
+from massive_fetcher.cli import PORT, add_config_argument, config_from_args, setup_cli_logging
 from producer.gaps import Gap, RepairOutcome
 from producer.protocol import subscription_channels
 from producer.publisher import Publisher, PublisherError
@@ -44,19 +43,17 @@ FLUSH_TIMEOUT_S = 60.0
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "producer", help="stream the Massive WebSocket (AM, T, Q) into Kafka",
+        "producer",
         description="Connect to massive.ws_server, subscribe to massive.data_types x "
                     "massive.symbols, publish every event to Kafka (Avro, key = symbol), "
                     "reconnect with backoff, record every disconnect window for gap repair.")
     add_config_argument(parser)
-    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+    parser.add_argument("--metrics-port", type=PORT, metavar="PORT",
                         help="serve /metrics and /healthz here (default: "
                              "metrics.producer_port; 0 picks a free port)")
     parser.add_argument("--gaps-file", metavar="FILE",
                         help="where disconnect windows are appended (default: "
                              "producer.gaps_file)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.set_defaults(func=run)
 
 
@@ -78,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         subscription_channels(config.massive.data_types, config.massive.symbols)
     except ValueError as exc:
         raise ConfigError(f"{config.source}: massive: {exc}") from None
-    setup_logging(args.log_level, secrets=[api_key, *config.secrets()])
+    setup_cli_logging(args, secrets=[api_key, *config.secrets()])
     codec = make_codec(config)
     try:
         codec.register_all()

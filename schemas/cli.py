@@ -6,17 +6,17 @@ import argparse
 import sys
 from typing import Any
 
-from massive_fetcher.cli import add_config_argument, config_from_args
+from massive_fetcher.cli import POSITIVE_FLOAT, add_config_argument, config_from_args
 from schemas.topics import TopicsError, check_topics, describe_topics, ensure_topics
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "topics", help="create or describe the Kafka topics",
+        "topics",
         description="Describe (default) or create the bars, trades, quotes and dead-letter "
                     "topics: partitions, replication, retention (unlimited) and compression.")
     parser.add_argument("action", nargs="?", choices=("describe", "create"), default="describe")
-    parser.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=POSITIVE_FLOAT, default=15.0, metavar="SECONDS",
                         help="how long to wait for the broker (default 15)")
     add_config_argument(parser)
     parser.set_defaults(func=run)

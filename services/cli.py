@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from common.logs import setup_logging
-from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
+from massive_fetcher.cli import POSITIVE_FLOAT, UsageError, add_config_argument, config_from_args
 from services.native import DEFAULT_SERVICES, SERVICE_NAMES, NativeServices
 
 DESCRIPTION = """\
@@ -21,7 +20,7 @@ mvn / go until the cache is warm."""
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
-        "services", help="start, inspect or stop local Kafka and MarketStore (no Docker)",
+        "services",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -44,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                 "Start Kafka and MarketStore unless already running (building or downloading "
                 "them into the cache on first use) and return once Kafka answers a metadata "
                 "request and MarketStore answers RPC.")
-    up.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS",
+    up.add_argument("--timeout", type=POSITIVE_FLOAT, default=180.0, metavar="SECONDS",
                     help="how long to wait for each service to answer (default: 180)")
     action("status", "show whether each service runs (exit 3 when one does not)",
            "One line per service: running or stopped, pid and address. Exit code 0 when "
@@ -55,7 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging("WARNING")
     config = config_from_args(args)
     handle = NativeServices(config.services, brokers=args.brokers,
                             startup_timeout_s=getattr(args, "timeout", 180.0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-import pymarketstore as pymkts
 import requests
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -40,6 +39,8 @@ def marketstore_answers(url: str) -> bool:
     parts = urlsplit(url)
     if not parts.hostname or not port_open(parts.hostname, parts.port or 5993):
         return False
+    import pymarketstore as pymkts  # pandas under it: only once the port is open
+
     try:
         pymkts.Client(url).list_symbols()
     except Exception:  # any failure (HTTP, decode, RPC error) means "not ready yet"

@@ -7,20 +7,20 @@ import asyncio
 import contextlib
 import logging
 import signal
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from common.config import ConfigError
-from common.logs import setup_logging
-from massive_fetcher.cli import add_config_argument, config_from_args
-from simulator.server import Simulator, settings_from
+from massive_fetcher.cli import add_config_argument, config_from_args, setup_cli_logging
+
+if TYPE_CHECKING:
+    from simulator.server import Simulator
 
 log = logging.getLogger("simulator")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "simulator", help="run a Massive-compatible WebSocket + REST simulator",
+        "simulator",
         description="Serve WS /stocks and the REST routes on one port from a deterministic "
                     "market model (control endpoints under /_sim/, /healthz and /metrics "
                     "on the same port). Defaults come from the config's simulator section.")
@@ -47,11 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="no real-time stream; data only through POST /_sim/burst")
     p.add_argument("--delayed", action="store_true",
                    help='REST answers carry status "DELAYED" instead of "OK"')
-    p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from simulator.server import Simulator, settings_from  # numpy, aiohttp: not for --help
+
     config = config_from_args(args)
     fields = ("host", "port", "seed", "symbols", "trades_per_second", "quotes_per_second",
               "api_keys", "unentitled_api_keys", "max_connections",
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         args.symbols = [s for arg in args.symbols for s in arg.split(",") if s]
     settings = settings_from(config, **{f: getattr(args, f) for f in fields})
     keys = [*settings.api_keys, *settings.unentitled_api_keys]
-    setup_logging(args.log_level, secrets=keys)
+    setup_cli_logging(args, secrets=keys)
     try:
         sim = Simulator(settings, live=args.live, status="DELAYED" if args.delayed else "OK")
     except ValueError as exc:
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(sim: Simulator) -> None:
+    from aiohttp import web
+
     runner = web.AppRunner(sim.app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, sim.settings.host, sim.settings.port)
