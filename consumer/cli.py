@@ -19,6 +19,7 @@ from common.config import DATA_TYPES, Config
 from massive_fetcher.cli import (
     EXIT_REFUSED,
     PORT,
+    POSITIVE_FLOAT,
     UsageError,
     add_config_argument,
     config_from_args,
@@ -65,6 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="rebuild into this MarketStore (http://host:port/rpc), not "
                         "marketstore.url; allowed while the live group runs (swap it in "
                         "afterwards)")
+    r.add_argument("--group-check-timeout", type=POSITIVE_FLOAT, default=30.0,
+                   metavar="SECONDS",
+                   help="how long to wait for Kafka to say whether the live group runs "
+                        "(30); without an answer, no replay")
     r.set_defaults(func=run_replay)
 
 
@@ -166,7 +171,7 @@ def run_replay(args: argparse.Namespace) -> int:
         until_caught_up=args.until_caught_up,
         client_id=args.client_id or "massive-fetcher-replay")
     try:
-        config = replay_config(config, target)
+        config = replay_config(config, target, args.group_check_timeout)
     except ReplayRefused as exc:
         print(f"massive-fetcher replay: refused: {exc}", file=sys.stderr)
         return REFUSED_EXIT_CODE

@@ -98,6 +98,7 @@ def test_consumer_command_serves_metrics_and_commits_on_sigterm(
     (["replay", "--from-timestamp", "yesterday"], "--from-timestamp"),
     (["replay", "--symbols", "A:B"], "--symbols"),
     (["replay", "--target-marketstore", "db:5993"], "--target-marketstore"),
+    (["replay", "--group-check-timeout", "0"], "--group-check-timeout"),
     (["replay", "--target-marketstore", "http://db:5993/rpc", "--group", "massive-fetcher"],
      "is the live group"),
 ])
@@ -115,8 +116,10 @@ def test_replay_that_cannot_see_the_live_group_is_refused(tmp_path: Path) -> Non
     path.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": f"127.0.0.1:{_free_port()}"},
                                     "metrics": {"enabled": False}}))
     done = subprocess.run([sys.executable, "-m", "massive_fetcher", "replay", "--config",
-                           str(path)], cwd=ROOT, capture_output=True, timeout=60)
+                           str(path), "--group-check-timeout", "3"], cwd=ROOT,
+                          capture_output=True, timeout=60)
     err = done.stderr.decode().strip()
     assert done.returncode == 3, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "cannot tell whether the live consumer group 'massive-fetcher' is running" in err
+    assert "for 3s" in err
