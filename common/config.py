@@ -418,7 +418,7 @@ def _convert(tp: Any, value: Any, where: str, source: str) -> Any:
                 except ValueError as exc:
                     raise ConfigError(f"{source}: {where}: {exc}") from None
         return converted
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, where, source)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
