@@ -9,6 +9,7 @@ import pymarketstore as pymkts
 from rich.console import Console
 from rich.table import Table
 
+from consumer.buckets import column_names
 from massive_fetcher.cli import add_config_argument, config_from_args
 
 # (title, timeframe, attribute group) in the layout the consumer writes.
@@ -40,11 +41,12 @@ def latest_rows(client: pymkts.Client, symbol: str, timeframe: str, group: str,
 
 def rows_table(title: str, array: np.ndarray) -> Table:
     table = Table(title=title)
-    for name in array.dtype.names:
+    columns = column_names(array.dtype)
+    for name in columns:
         table.add_column(name, justify="right")
     for row in array:
         cells = []
-        for name in array.dtype.names:
+        for name in columns:
             value = row[name]
             if name == "Epoch":
                 cells.append(str(np.datetime64(int(value), "s")))
