@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: run test test-fast lint fuzz
+.PHONY: run test test-fast lint typecheck fuzz
 
 # schemas/_native.c is compiled by the install (an optional C extension)
 $(INSTALLED): pyproject.toml schemas/_native.c
@@ -23,6 +23,10 @@ run: $(INSTALLED)
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 
+# the packages and settings are in pyproject.toml ([tool.mypy])
+typecheck: $(INSTALLED)
+	$(VENV)/bin/mypy
+
 # The tests that need no real server (the `integration` marker comes from the fixtures).
 test-fast: lint
 	$(VENV)/bin/pytest -q -m 'not integration'
@@ -32,6 +36,6 @@ fuzz: $(INSTALLED)
 	$(VENV)/bin/python -m tests.support.fuzz_native --seconds $(FUZZ_SECONDS)
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
-test: lint
+test: lint typecheck
 	$(VENV)/bin/pytest -ra --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc

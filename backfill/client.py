@@ -12,7 +12,7 @@ import email.utils
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -243,8 +243,8 @@ class MassiveRestClient:
             log.warning("retrying %s in %.2fs (%s), attempt %d%s", shown, delay, reason,
                         attempt, f"; {quiet} more retries since the last line" if quiet else "")
 
-    async def pages(self, path: str,
-                    params: Mapping[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def pages(self, path: str, params: Mapping[str, str] | None = None,
+                    ) -> AsyncGenerator[dict[str, Any], None]:
         """Every page of a listing, following ``next_url`` until it is absent."""
         target: str | None = path
         query: Mapping[str, str] | None = params

@@ -195,7 +195,8 @@ class BackfillEngine:
         gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         stopping = asyncio.create_task(self.stop.wait())
         try:
-            await asyncio.wait({gathered, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {gathered, stopping}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if not gathered.done():
                 # stopped: let in-flight pages finish briefly, then cancel (a request may be
                 # sleeping through retries); unfinished windows are simply not checkpointed

@@ -58,7 +58,7 @@ def plan_all(symbols: list[str], options: Options) -> list[Window]:
 
 async def run_job(config: Config, options: Options, publisher: Any, encoder: Any,
                   stop: asyncio.Event,
-                  on_engine: Callable[[BackfillEngine], None] | None = None,
+                  on_engine: Callable[[BackfillEngine], object] | None = None,
                   dead_letters: DeadLetters | None = None) -> JobResult:
     """Run the backfill ``options`` describe. Bad REST results go to ``dead_letters``;
     without it they fail their windows (see ``backfill.engine``)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from backfill.plan import MAX_LIMIT
 from backfill.symbols import split_symbols
@@ -17,6 +18,43 @@ from common.timeframes import TimeframeError, canonical, is_timeframe, parse_tim
 
 class OptionsError(ValueError):
     """A flag value the user must fix."""
+
+
+class Flags(Protocol):
+    """The parsed backfill flags (``backfill.cli``'s argparse namespace); None: not given."""
+
+    @property
+    def bars(self) -> str | None: ...
+    @property
+    def trades(self) -> str | None: ...
+    @property
+    def quotes(self) -> str | None: ...
+    @property
+    def bar_frequencies(self) -> str | None: ...
+    @property
+    def starts(self) -> list[str] | None: ...
+    @property
+    def to(self) -> str | None: ...
+    @property
+    def symbols(self) -> str | None: ...
+    @property
+    def parallelism(self) -> int | None: ...
+    @property
+    def batch_size(self) -> int | None: ...
+    @property
+    def adjusted(self) -> str | None: ...
+    @property
+    def rate(self) -> float | None: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def max_retries(self) -> int | None: ...
+    @property
+    def state_dir(self) -> str | None: ...
+    @property
+    def restart(self) -> bool: ...
+    @property
+    def dir(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +129,7 @@ def parse_starts(values: list[str]) -> dict[str, dt.date]:
     return starts
 
 
-def build_options(ns: object, config: Config, today: dt.date) -> Options:
+def build_options(ns: Flags, config: Config, today: dt.date) -> Options:
     """Validate the parsed argparse namespace ``ns`` against ``config``'s defaults."""
     warnings: list[str] = []
     if getattr(ns, "dir", None) is not None:

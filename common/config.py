@@ -341,7 +341,7 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader, except that a date-shaped scalar that is no date (2024-13-01) stays a
     string, so that validation names its key instead of PyYAML raising mid-parse."""
 
-    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
         try:
             return super().construct_yaml_timestamp(node)
         except ValueError:
@@ -432,7 +432,7 @@ def _convert(tp: Any, value: Any, where: str, source: str) -> Any:
                 except ValueError as exc:
                     raise ConfigError(f"{source}: {where}: {exc}") from None
         return converted
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, where, source)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

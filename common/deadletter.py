@@ -21,7 +21,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from common.config import Config
 from common.kafka import kafka_client_config, refused_as_too_large
 
-Headers = list[tuple[str, bytes]]
+# confluent-kafka's list form of a record's headers
+Headers = list[tuple[str, str | bytes | None]]
 
 DEFAULT_PROPERTIES: dict[str, Any] = {"enable.idempotence": True, "linger.ms": 5}
 
@@ -37,8 +38,9 @@ def dead_letter_properties(config: Config, client_id: str) -> dict[str, Any]:
 def dead_letter_headers(exc: BaseException, reason: str,
                         source: Mapping[str, object]) -> Headers:
     """``error``, ``error.class``, ``error.reason``, then ``source.<name>`` per item."""
-    headers = [("error", str(exc).encode()), ("error.class", type(exc).__name__.encode()),
-               ("error.reason", reason.encode())]
+    headers: Headers = [("error", str(exc).encode()),
+                        ("error.class", type(exc).__name__.encode()),
+                        ("error.reason", reason.encode())]
     headers += [(f"source.{name}", str(value).encode()) for name, value in source.items()]
     return headers
 

@@ -314,9 +314,17 @@ def sort_rows(attr: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
+def column_names(dtype: np.dtype) -> tuple[str, ...]:
+    """The fields of a row dtype (numpy gives None for a plain, unstructured one)."""
+    names = dtype.names
+    if names is None:
+        raise TypeError(f"{dtype} has no columns: not a structured dtype")
+    return names
+
+
 def aligned(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """A queried array in our column order (MarketStore returns Nanoseconds last)."""
     out = np.empty(len(array), dtype=dtype)
-    for name in dtype.names:
+    for name in column_names(dtype):
         out[name] = array[name]
     return out

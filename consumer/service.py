@@ -378,7 +378,7 @@ class ConsumerService:
             if not good:
                 return
             # the last message per partition wins in a dict: its offset + 1 is to commit
-            last = {(m.topic(), m.partition()): m.offset() for m in good}
+            last = dict(map(_position, good))
             result = self.codec.decode_batch([m.value() or b"" for m in good])
         for tp, offset in last.items():
             self._batch_offsets[tp] = offset + 1
@@ -410,7 +410,7 @@ class ConsumerService:
             uniq = np.flatnonzero(first_of >= 0)
             for bid, i in zip(uniq.tolist(), first_of[uniq].tolist(), strict=True):
                 m = good[int(index[i])]
-                self.sink.set_owner(bid, (m.topic(), m.partition()))
+                self.sink.set_owner(bid, _position(m)[0])
             self.sink.add_rows(ATTR_GROUP[kind], ids, rows)
             received = cols.get("received_ns")
             if isinstance(received, np.ma.MaskedArray):
@@ -427,11 +427,11 @@ class ConsumerService:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error", extra={"error": str(err)})
             return
-        tp = (msg.topic(), msg.partition())
+        tp, offset = _position(msg)
         if self._batch_started is None:
             self._batch_started = self._poll_started or time.monotonic()
         if not offsets_done:
-            self._batch_offsets[tp] = msg.offset() + 1
+            self._batch_offsets[tp] = offset + 1
         try:
             kind, record = self.codec.decode(msg.value() or b"")
             if DATA_TYPE_OF_KIND.get(kind) not in self.options.data_types:
@@ -631,8 +631,11 @@ class ConsumerService:
         assert self.consumer is not None
         try:
             # steady state: asynchronous (a lost commit only means a deduplicated redelivery)
-            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in owned.items()],
-                                 asynchronous=not wait)
+            commits = [TopicPartition(t, p, o) for (t, p), o in owned.items()]
+            if wait:
+                self.consumer.commit(offsets=commits, asynchronous=False)
+            else:
+                self.consumer.commit(offsets=commits, asynchronous=True)
             self.metrics.commits.inc()
         except KafkaException as exc:
             # Not fatal: the events are in MarketStore; a redelivery is deduplicated.
@@ -782,7 +785,7 @@ class ConsumerService:
     def _all_partitions(self) -> list[TopicPartition]:
         assert self.consumer is not None
         meta = self.consumer.list_topics(timeout=30)
-        out = []
+        out: list[TopicPartition] = []
         for topic in self.topics:
             tmeta = meta.topics.get(topic)
             if tmeta is None or tmeta.error is not None:
@@ -882,3 +885,12 @@ def consumed_symbols(values: Iterable[str] | None) -> frozenset[str] | None:
         bucket_symbol(v)  # raises RecordError for a symbol that can never be stored
         out.add(v)
     return frozenset(out)
+
+
+def _position(msg: Message) -> tuple[TP, int]:
+    """((topic, partition), offset) of a fetched message. librdkafka leaves them unset only on
+    some error events, which are handled before a message gets here."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(f"a fetched message without a position ({msg.error()})")
+    return (topic, partition), offset

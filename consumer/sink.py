@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from consumer import buckets
-from consumer.buckets import DTYPES, NS, VARIABLE, attr_group
+from consumer.buckets import DTYPES, NS, VARIABLE, attr_group, column_names
 from consumer.columns import BucketIds
 from consumer.dedupe import (
     MAX_READ_RANGES,
@@ -607,7 +607,7 @@ def _merged_spans(spans: list[list], horizon: float) -> list[list]:
 def _check_layout(tbk: str, rows: np.ndarray) -> None:
     """A bucket of another layout (the legacy plugin's, say) cannot take our rows; say so
     instead of failing on a missing column or letting the server reject every batch."""
-    want = set(DTYPES[attr_group(tbk)].names)
+    want = set(column_names(DTYPES[attr_group(tbk)]))
     got = set(rows.dtype.names or ())
     if got != want:
         raise BucketError(

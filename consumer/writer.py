@@ -23,7 +23,7 @@ from __future__ import annotations
 import select
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
 import msgpack
@@ -31,7 +31,7 @@ import numpy as np
 import requests
 from pymarketstore.jsonrpc import MsgpackRpcClient
 
-from consumer.buckets import KEY_CATEGORY, VARIABLE, attr_group
+from consumer.buckets import KEY_CATEGORY, VARIABLE, attr_group, column_names
 
 # how the server says "no such bucket" (an answer, not a failure)
 _MISSING = ("no files returned from query parse", "not in catalog")
@@ -89,7 +89,7 @@ def build_write_requests(groups: Iterable[WriteGroup]) -> list[dict]:
     """The ``requests`` list of one DataService.Write call: one request per column layout."""
     out = []
     for attr, allrows, slices in groups:
-        names = list(allrows.dtype.names)
+        names = list(column_names(allrows.dtype))
         out.append({
             "dataset": {
                 "types": [allrows.dtype[n].str.lstrip("<|") for n in names],
@@ -140,7 +140,7 @@ class MarketStoreWriter:
         """Write many buckets (one array each) in one RPC; returns the number of rows sent."""
         return self.write_groups(group_buckets(buckets))
 
-    def write_groups(self, groups: list[WriteGroup]) -> int:
+    def write_groups(self, groups: Sequence[WriteGroup]) -> int:
         """Write prepared layout groups in one RPC; returns the number of rows sent."""
         return self.write_requests(build_write_requests(groups))
 

@@ -94,7 +94,9 @@ def plain(value: Any) -> Any:
 
 
 def records(bucket: str, array: np.ndarray) -> Iterator[dict[str, Any]]:
-    names = tuple(array.dtype.names)
+    from consumer.buckets import column_names
+
+    names = column_names(array.dtype)
     for row in array:
         yield {"bucket": bucket, "time": iso_time(row, names),
                **{name: plain(row[name]) for name in names}}
@@ -133,23 +135,32 @@ class Printer:
         if bucket != self._csv_bucket:
             if self._csv_bucket is not None:
                 buffer.write("\n")
-            writer.writerow(["bucket", "time", *array.dtype.names])
+            writer.writerow(["bucket", "time", *columns_of(array)])
             self._csv_bucket = bucket
         for record in records(bucket, array):
             writer.writerow(["" if v is None else v for v in record.values()])
         self.out.write(buffer.getvalue())
 
 
+def columns_of(array: np.ndarray) -> tuple[str, ...]:
+    from consumer.buckets import column_names
+
+    return column_names(array.dtype)
+
+
 def rows_table(title: str, array: np.ndarray) -> Any:
     import numpy as np
     from rich.table import Table
 
+    from consumer.buckets import column_names
+
     table = Table(title=title)
-    for name in array.dtype.names:
+    columns = column_names(array.dtype)
+    for name in columns:
         table.add_column(name, justify="right")
     for row in array:
         cells = []
-        for name in array.dtype.names:
+        for name in columns:
             value = row[name]
             if name == "Epoch":
                 cells.append(str(np.datetime64(int(value), "s")))
@@ -214,7 +225,7 @@ def show_latest(reader: Reader, printer: Printer, symbol: str, chosen: list[Buck
             printer.empty(key)
             continue
         printer.rows(f"{bucket.data_type}: {key} (latest {len(array)})", key, array)
-        last[key] = row_key(array[-1], tuple(array.dtype.names))
+        last[key] = row_key(array[-1], columns_of(array))
     return last
 
 
@@ -231,7 +242,7 @@ def follow(reader: Reader, printer: Printer, symbol: str, chosen: list[Bucket],
             array = reader.query(key, start=start, limit=FOLLOW_BATCH, from_start=True)
             if array is None or len(array) == 0:
                 continue
-            names = tuple(array.dtype.names)
+            names = columns_of(array)
             fresh = array if seen is None else array[
                 [row_key(row, names) > seen for row in array]]
             if len(fresh):

@@ -226,6 +226,7 @@ class LiveEncoder:
             tape = SOME_SMALL[z]
         else:
             return None
+        conds: bytes | None  # None: an item that is not a small int
         if c is None:
             conds = NULL
         elif c.__class__ is list:
@@ -300,6 +301,7 @@ class LiveEncoder:
             conds = b"\x02" + SMALL[c] + NULL  # one item
         else:
             return None
+        inds: bytes | None  # None: an item that is not a small int
         if ind is None:
             inds = NULL
         elif ind.__class__ is list:

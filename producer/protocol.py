@@ -92,7 +92,7 @@ def subscription_channels(data_types: Iterable[str], symbols: Iterable[str]) -> 
     syms = [s.strip() for s in symbols if s.strip()]
     if "*" in syms:
         syms = ["*"]
-    channels = []
+    channels: list[str] = []
     for data_type in data_types:
         try:
             ev = EV_BY_KIND[KIND_BY_DATA_TYPE[data_type]]

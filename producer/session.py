@@ -91,7 +91,7 @@ _LIVE_TIME_STEP_NS = 1_000_000  # the WebSocket's event times are milliseconds
 _SYMBOL_OF_ROUTED = itemgetter(2)  # (topic, value, symbol) from the native encoder
 
 
-GapListener = Callable[[Gap], Awaitable[None]]
+GapListener = Callable[[Gap], Coroutine[Any, Any, None]]
 # Repairs a gap (returns the records published, or a RepairOutcome saying what part could
 # not be repaired) or raises.
 GapRepair = Callable[[Gap], Awaitable["int | RepairOutcome"]]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from schemas.native import native as _native  # None: the numpy path only
 
@@ -135,8 +136,8 @@ class _Unsupported(Exception):
 
 _NATIVE_CODES = {"long": "l", "int": "i", "double": "d", "float": "f", "boolean": "b",
                  "string": "s", "bytes": "y", "null": "0"}
-_NATIVE_DTYPES = {"l": np.int64, "i": np.int64, "e": np.int64, "d": "<f8", "f": "<f4",
-                  "b": np.bool_}
+_NATIVE_DTYPES: dict[str, npt.DTypeLike] = {
+    "l": np.int64, "i": np.int64, "e": np.int64, "d": "<f8", "f": "<f4", "b": np.bool_}
 # what the numpy path puts under a null's mask where C leaves a zero (ints, booleans: 0)
 _NULL_FILL = {"e": None, "d": np.nan, "f": np.nan}
 

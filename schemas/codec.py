@@ -156,14 +156,15 @@ class Codec:
         self._column_decoders: dict[str, ColumnDecoder] | None = None
         for kind, schema in self._schemas.items():
             parsed = parse_schema(schema, named_schemas={})
+            assert isinstance(parsed, dict)  # a record schema parses to a dict
             self._parsed[kind] = parsed
             self._kind_of_name[parsed["name"]] = kind
             fp = fingerprint(schema)
             self._by_fingerprint[fp] = _Reader(kind, self._same_schema_decoder(kind), False)
             if registry is None:
                 self._headers[kind] = SINGLE_OBJECT_MAGIC + fp
-        for schema in writer_schemas:
-            self._add_writer(dict(schema))
+        for writer in writer_schemas:
+            self._add_writer(dict(writer))
 
     # ---------------------------------------------------------------- encoding
     def encode(self, kind: str, record: Record) -> bytes:
@@ -189,6 +190,7 @@ class Codec:
             fast = fastpath.compile_encoder(self._schemas[kind], prefix=header)
         reference = self._reference_encode
 
+        encode: Callable[[Record], bytes]
         if fast is None:
             def encode(record: Record) -> bytes:
                 return header + reference(kind, record)

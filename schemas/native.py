@@ -31,13 +31,14 @@ class NativeMissing(ImportError):
 
 def _load() -> ModuleType | None:
     try:
-        from schemas import _native
+        import schemas._native as _native
     except ImportError as exc:
-        return _missing(f"schemas._native was not built ({exc}); install a C compiler "
-                        "(gcc) and re-run `pip install -e .`")
+        _missing(f"schemas._native was not built ({exc}); install a C compiler "
+                 "(gcc) and re-run `pip install -e .`")
+        return None
     if getattr(_native, "API_VERSION", None) != API_VERSION:
-        return _missing("schemas._native is out of date (re-run `pip install -e .` or "
-                        "`make test`)")
+        _missing("schemas._native is out of date (re-run `pip install -e .` or `make test`)")
+        return None
     return _native
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -25,8 +26,10 @@ def kafka_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
     first = bootstrap.split(",")[0].strip()
     if not port_open(*_host_port(first, 9092)):
         return False
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet,
-                         "socket.connection.setup.timeout.ms": int(timeout_s * 1000)})
+    # Any: the stub's config values leave out the logger object librdkafka takes
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _quiet,
+                            "socket.connection.setup.timeout.ms": int(timeout_s * 1000)}
+    admin = AdminClient(conf)
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException:

@@ -338,12 +338,12 @@ class RestApi:
         if "lo" in q:  # from a cursor
             return int(q["lo"]), int(q["hi"])
         if q.get("timestamp"):
-            value = q["timestamp"]
-            if len(value) == 10 and not value.isdigit():
-                lo = parse_time_ns(value, "timestamp")
+            stamp = q["timestamp"]
+            if len(stamp) == 10 and not stamp.isdigit():
+                lo = parse_time_ns(stamp, "timestamp")
                 hi = lo + DAY_NS
             else:
-                lo = parse_time_ns(value, "timestamp")
+                lo = parse_time_ns(stamp, "timestamp")
                 hi = lo + 1
         for op in ("gte", "gt", "lte", "lt"):
             value = q.get(f"timestamp.{op}")
@@ -458,7 +458,8 @@ class RestApi:
         body: dict[str, Any] = {"results": rows, "status": "OK", "request_id": request_id(),
                                 "count": len(rows)}
         if more:
-            cursor = {k: v for k, v in q.items() if k not in ("cursor", "apiKey", "limit")}
+            cursor: dict[str, object] = {k: v for k, v in q.items()
+                                         if k not in ("cursor", "apiKey", "limit")}
             cursor["ticker.gt" if order == "asc" else "ticker.lt"] = rows[-1]["ticker"]
             cursor["limit"] = str(limit)
             body["next_url"] = self._next_url(request, "/v3/reference/tickers", cursor)

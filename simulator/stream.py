@@ -484,10 +484,10 @@ class StreamHub:
             while True:
                 busy = False
                 for c in targets:
-                    frames = pending[c.id]
-                    while frames and not c.closing and c.queued_bytes < high:
-                        self.enqueue(c, frames.popleft())
-                    busy |= bool(not c.closing and (frames or c.queue or c.busy))
+                    queued = pending[c.id]
+                    while queued and not c.closing and c.queued_bytes < high:
+                        self.enqueue(c, queued.popleft())
+                    busy |= bool(not c.closing and (queued or c.queue or c.busy))
                 if not busy:
                     break
                 await asyncio.sleep(0.0005)

@@ -386,3 +386,11 @@ def test_a_bucket_is_quarantined_at_once_when_permanent_or_after_its_attempts() 
         sink.add("quote", quote("LG", 1, BASE_NS), ("q", 0))
     sink.add("trade", trade("OK", 1, BASE_NS), ("t", 0))
     assert sink.pending == 1
+
+
+def test_column_names_are_a_row_layouts_fields_and_a_plain_dtype_has_none() -> None:
+    trade_row = buckets.DTYPES["TRADE"]
+    assert buckets.column_names(trade_row) == trade_row.names
+    assert buckets.column_names(trade_row)[0] == "Epoch"
+    with pytest.raises(TypeError, match="not a structured dtype"):
+        buckets.column_names(np.dtype(np.int64))
