@@ -354,8 +354,8 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_ti
 SECTIONS = frozenset(f.name for f in dataclasses.fields(Config) if f.name != "source")
 
 
-def read_sections(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The file's sections as plain data, unvalidated; a mkts.yml already translated."""
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The file as plain data (a mapping at the top), or ConfigError with one line."""
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -367,6 +367,13 @@ def read_sections(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    return raw
+
+
+def read_sections(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The file's sections as plain data, unvalidated; a mkts.yml already translated."""
+    source = str(path)
+    raw = read_yaml(path)
     if is_mkts(raw):
         try:
             raw = from_mkts(raw, SECTIONS)

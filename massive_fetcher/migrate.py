@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from common.config import ConfigError, load_config
+from common.config import ConfigError, load_config, read_yaml
 from common.mkts import PLUGIN_MODULE, MktsError, is_mkts, plugin_config
+from massive_fetcher.cli import UsageError, add_config_argument
 
 HEADER = """\
 # massive-fetcher configuration, from {source}
@@ -44,22 +44,27 @@ NO_KEY = """\
 
 def register(sub: Any) -> None:
     p = sub.add_parser("migrate", description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
-    p.add_argument("--from", dest="source", required=True, metavar="MKTS_YML",
-                   help="MarketStore config file with the massive.so background worker")
+    p.add_argument("--from", dest="source", metavar="MKTS_YML",
+                   help="MarketStore config file with the massive.so background worker "
+                        "(default: --config)")
+    add_config_argument(p)
     p.add_argument("--with-api-key", action="store_true",
                    help="include massive.api_key in the output")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    sys.stdout.write(render(args.source, with_api_key=args.with_api_key))
+    source = args.source or getattr(args, "config", None)
+    if not source:
+        raise UsageError("which mkts.yml? give --from /etc/mkts.yml")
+    sys.stdout.write(render(source, with_api_key=args.with_api_key))
     return 0
 
 
 def render(path: str, with_api_key: bool = False) -> str:
     """The project YAML for the mkts.yml at ``path``; ConfigError on bad input."""
-    raw = _read(path)
     config = load_config(path, env={})  # every option checked as the commands will
+    raw = _read(path)
     config.require_data_types()
     massive: dict[str, Any] = {}
     given = plugin_config(raw) or {}
@@ -84,13 +89,8 @@ def render(path: str, with_api_key: bool = False) -> str:
 
 
 def _read(path: str) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict) or not is_mkts(raw):
+    raw = read_yaml(path)
+    if not is_mkts(raw):
         raise ConfigError(f"{path}: not a MarketStore config (no bgworkers, listen_port "
                           "or root_directory); give the mkts.yml the plugin ran in")
     try:
