@@ -33,7 +33,8 @@ def _producer(tmp_path: Path, bootstrap: str, prefix: str, registry: dict[str, A
               ) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "producer.yaml"
     path.write_text(yaml.safe_dump({
-        "massive": {"api_key": "test-key", "ws_server": f"ws://127.0.0.1:{free_port()}"},
+        "massive": {"api_key": "test-key", "ws_server": f"ws://127.0.0.1:{free_port()}",
+                    "data_types": ["trades"]},
         "kafka": {"bootstrap_servers": bootstrap,
                   "topics": {"bars": f"{prefix}.bars", "trades": f"{prefix}.trades",
                              "quotes": f"{prefix}.quotes", "dead_letter": f"{prefix}.dlq"}},
