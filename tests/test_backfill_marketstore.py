@@ -16,13 +16,13 @@ import yaml
 
 from backfill import inprocess
 from common.config import Config, ConsumerConfig, MarketStoreConfig, load_config
-from consumer.testkit import (
+from simulator.server import SimulatorServer
+from tests.support.testkit import (
     ThreadedConsumer,
     assert_buckets_equal,
     expected_buckets,
     read_bucket,
 )
-from simulator.server import SimulatorServer
 from tests.test_backfill_e2e import (
     KEY,
     ny_day,

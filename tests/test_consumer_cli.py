@@ -14,7 +14,7 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.testkit import (
+from tests.support.testkit import (
     create_topics,
     expected_buckets,
     make_config,

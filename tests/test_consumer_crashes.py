@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.testkit import (
+from consumer.writer import MarketStoreError
+from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
     assert_buckets_equal,
@@ -27,7 +28,6 @@ from consumer.testkit import (
     wait_for,
     write_config,
 )
-from consumer.writer import MarketStoreError
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.buckets import RecordError, on_january_first, to_row
-from consumer.testkit import (
+from tests.support.testkit import (
     ThreadedConsumer,
     assert_buckets_equal,
     bar,

@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Consumer, Message
 
 from common.config import Config
-from consumer.testkit import (
+from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
     assert_buckets_equal,

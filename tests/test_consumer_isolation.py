@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from confluent_kafka import Message
 
-from consumer.testkit import (
+from consumer.writer import MarketStoreError, MarketStoreWriter
+from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
     assert_buckets_equal,
@@ -22,7 +23,6 @@ from consumer.testkit import (
     unique,
     wait_for,
 )
-from consumer.writer import MarketStoreError, MarketStoreWriter
 from tests.test_consumer_exactly_once import read_dead_letters
 
 pytestmark = pytest.mark.integration

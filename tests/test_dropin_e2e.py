@@ -26,7 +26,9 @@ import yaml
 from common.config import Config, load_config
 from common.timeframes import STORABLE, parse_timeframe
 from consumer import buckets as consumer_buckets
-from consumer.testkit import (
+from consumer.writer import MarketStoreWriter
+from simulator.server import SimulatorServer
+from tests.support.testkit import (
     assert_buckets_equal,
     expected_buckets,
     read_bucket,
@@ -34,8 +36,6 @@ from consumer.testkit import (
     stop_processes,
     wait_for,
 )
-from consumer.writer import MarketStoreWriter
-from simulator.server import SimulatorServer
 from tests.test_backfill_e2e import (
     as_set,
     ny_day,

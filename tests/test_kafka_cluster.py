@@ -15,12 +15,12 @@ import pytest
 import yaml
 
 from common.config import ServicesConfig
-from consumer.testkit import make_config
 from massive_fetcher.doctor import Check, run_checks
 from schemas.replication import PartitionReplicas, replication_problems
 from schemas.topics import check_topics, describe_topics, ensure_topics
 from services.cluster import cluster_size, node_ports, node_properties
 from services.native import NativeServices
+from tests.support.testkit import make_config
 from tests.test_producer_live import wait_until
 
 # -- pure ---------------------------------------------------------------------------------

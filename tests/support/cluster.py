@@ -21,12 +21,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.config import Config
 from common.kafka import silent_logger
-from consumer.testkit import ThreadedConsumer, read_bucket
 from producer.publisher import producer_properties
 from schemas.replication import replication_problems
 from schemas.topics import describe_topics, ensure_topics, wanted_configs, wanted_replication
 from services.native import NativeServices
 from simulator.server import SimulatorServer
+from tests.support.testkit import ThreadedConsumer, read_bucket
 from tests.test_backfill_marketstore import assert_stored_equals_model, full_config
 from tests.test_producer_live import InProcessProducer, wait_until
 from tests.test_producer_promise import missed_by_the_stream, streamed_window

@@ -1,6 +1,6 @@
-"""Helpers for the consumer's tests and benchmark (records, publishing, reading buckets back).
+"""Helpers for the consumer's tests and benchmarks (records, publishing, reading buckets back).
 
-Not used by the consumer itself; kept in the package so tests and ``bench.consumer`` share it.
+Outside the installed packages: the tests and ``bench`` import it from the source tree.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from consumer.writer import MarketStoreWriter
 from schemas.codec import DATA_TYPE_OF_KIND, make_codec
 from schemas.topics import ensure_topics
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 
 BASE_NS = 1_764_000_000 * 1_000_000_000  # 2025-11-24T16:00:00Z
 
