@@ -11,6 +11,7 @@ from common.config import SchemaRegistryConfig
 from schemas.codec import Codec, make_codec
 from schemas.registry import Registry
 from tests.support.registry import private_registry
+from tests.support.samples import TRADE_V2
 from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
@@ -24,7 +25,6 @@ from tests.support.testkit import (
     unique,
     wait_for,
 )
-from tests.test_schemas_codec import TRADE_V2
 
 STEP_NS = 7_000_000
 
