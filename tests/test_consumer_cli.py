@@ -21,8 +21,8 @@ from tests.support.testkit import (
     publish,
     trades_stream,
     unique,
-    wait_for,
 )
+from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

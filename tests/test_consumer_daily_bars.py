@@ -20,8 +20,8 @@ from tests.support.testkit import (
     make_config,
     publish,
     unique,
-    wait_for,
 )
+from tests.support.wait import wait_for
 
 DAY_NS = 86_400 * 1_000_000_000
 DEC_30_2023 = 1_703_894_400 * 1_000_000_000

@@ -17,8 +17,8 @@ from tests.support.testkit import (
     make_config,
     row_count,
     unique,
-    wait_for,
 )
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

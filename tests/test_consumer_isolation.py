@@ -8,6 +8,7 @@ import pytest
 from confluent_kafka import Message
 
 from consumer.writer import MarketStoreError, MarketStoreWriter
+from tests.support.readback import read_dead_letters
 from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
@@ -21,9 +22,8 @@ from tests.support.testkit import (
     row_count,
     trades_stream,
     unique,
-    wait_for,
 )
-from tests.test_consumer_exactly_once import read_dead_letters
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

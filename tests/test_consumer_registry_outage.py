@@ -23,8 +23,8 @@ from tests.support.testkit import (
     row_count,
     trades_stream,
     unique,
-    wait_for,
 )
+from tests.support.wait import wait_for
 
 STEP_NS = 7_000_000
 

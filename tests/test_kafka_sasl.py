@@ -38,9 +38,9 @@ from tests.support.testkit import (
     make_config,
     row_count,
     unique,
-    wait_for,
 )
-from tests.test_backfill_e2e import ny_day, truth_trades
+from tests.support.truth import ny_day, truth_trades
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -37,8 +37,8 @@ from tests.support.testkit import (
     row_count,
     trades_stream,
     unique,
-    wait_for,
 )
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
