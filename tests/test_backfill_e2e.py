@@ -12,7 +12,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from simulator.server import SimulatorServer
 from tests.support.backfillrun import KEY, cli_command, run_cli, write_config
 from tests.support.readback import read_topics
 from tests.support.truth import as_set, ny_day, truth_bars, truth_trades
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -130,11 +130,9 @@ def test_kill_9_then_rerun_skips_done_windows_and_completes(sim: SimulatorServer
                              "--rate", "6"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if checkpoint.exists() and checkpoint.read_bytes().count(b"\n") >= 2:
-                break
-            time.sleep(0.05)
+        wait_for(lambda: proc.poll() is not None or (
+                     checkpoint.exists() and checkpoint.read_bytes().count(b"\n") >= 2),
+                 60, "two windows checkpointed", interval_s=0.05)
         assert proc.poll() is None, "finished before it could be killed; slow it down"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
