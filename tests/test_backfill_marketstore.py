@@ -98,7 +98,7 @@ def test_forced_disconnect_gap_is_repaired_into_marketstore(
             assert sim.force_disconnect() == [1]
             # stay away long enough that the outage holds events for sure
             wait_for(lambda: prod.session.reconnects >= 1 and prod.session.connected, 20,
-                       what="the reconnection")
+                     what="the reconnection")
             assert repaired.wait(60), "gap repair did not run"
             before = prod.events()
             wait_for(lambda: prod.events() >= before + 40, 20, what="events after the repair")

@@ -123,7 +123,7 @@ def test_doctor_reports_a_node_down_with_the_fix(cluster: NativeServices) -> Non
     config = make_config(cluster.kafka_bootstrap, cluster.marketstore_url)
     ensure_topics(config)
     wait_for(lambda: all(c.ok for c in run_checks(config)), timeout_s=60,
-               what="doctor all ok on the whole cluster")
+             what="doctor all ok on the whole cluster")
 
     seen: list[Check] = []
 
@@ -134,7 +134,7 @@ def test_doctor_reports_a_node_down_with_the_fix(cluster: NativeServices) -> Non
     cluster.kill("kafka-3")
     try:
         wait_for(every_topic_under_replicated, timeout_s=120,
-                   what="doctor to see broker 3 missing from the ISR")
+                 what="doctor to see broker 3 missing from the ISR")
         for check in seen:
             assert "replicas=3, min ISR=2, min.insync.replicas=2" in check.detail
             assert "under-replicated" in check.detail
@@ -143,4 +143,4 @@ def test_doctor_reports_a_node_down_with_the_fix(cluster: NativeServices) -> Non
     finally:
         cluster.start("kafka-3")
     wait_for(lambda: all(c.ok for c in run_checks(config)), timeout_s=180,
-               what="doctor all ok once broker 3 caught up")
+             what="doctor all ok once broker 3 caught up")

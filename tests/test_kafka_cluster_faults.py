@@ -69,7 +69,7 @@ def test_two_of_three_down_pauses_the_producer_and_everything_lands(
             cluster.kill(name)
         # below min.insync.replicas nothing is acknowledged: records wait in the queue
         wait_for(lambda: run.publisher.queue_depth >= 400, timeout_s=120,
-                   what="records piling up while two brokers are down")
+                 what="records piling up while two brokers are down")
         run.assert_alive()
         assert run.publisher.failed == 0
         waiting = run.publisher.queue_depth
@@ -78,7 +78,7 @@ def test_two_of_three_down_pauses_the_producer_and_everything_lands(
         answered = time.monotonic() - began
         produced = run.publisher.produced
         wait_for(lambda: run.publisher.delivered >= produced, timeout_s=180,
-                   what="everything queued meanwhile to be acknowledged")
+                 what="everything queued meanwhile to be acknowledged")
         seconds = time.monotonic() - began - answered
         wait_in_sync(run.config)
         run.finish()

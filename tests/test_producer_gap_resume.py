@@ -193,7 +193,7 @@ def run_producer(config: Config, until: Any, what: str) -> InProcessProducer:
     _attach_inprocess(prod.session, config, prod.publisher)
     with prod:
         wait_for(lambda: prod.session.connected and prod.events() > 0, timeout_s=30,
-                   what="the live stream")
+                 what="the live stream")
         wait_for(until, timeout_s=60, what=what)
         assert prod.stop() == 0
     return prod

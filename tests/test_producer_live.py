@@ -243,7 +243,7 @@ def test_forced_disconnect_reconnects_and_records_the_gap(
         wait_for(lambda: prod.events() >= 50, 20, what="events before the disconnect")
         assert simulator.force_disconnect() == [1]
         wait_for(lambda: prod.session.reconnects >= 1 and prod.session.connected, 20,
-                   what="the reconnection")
+                 what="the reconnection")
         before = prod.events()
         wait_for(lambda: prod.events() >= before + 50, 20, what="events after reconnecting")
         code = prod.stop()

@@ -112,15 +112,15 @@ def test_kafka_outage_longer_than_message_timeout_is_repaired(
             down_at = time.monotonic()
             # records queued now time out after 3 s and are dropped by librdkafka
             wait_for(lambda: prod.publisher.failed > 0, timeout_s=60,
-                       what="records dropped by message.timeout.ms")
+                     what="records dropped by message.timeout.ms")
             time.sleep(max(0.0, 8 - (time.monotonic() - down_at)))
             private_kafka.up(["kafka"])
             wait_for(lambda: _repaired(Path(config.producer.gaps_file),
                                          "Kafka did not acknowledge"),
-                       timeout_s=180, what="the dropped records' gaps to be repaired")
+                     timeout_s=180, what="the dropped records' gaps to be repaired")
             before = prod.events()
             wait_for(lambda: prod.events() >= before + 200, timeout_s=60,
-                       what="live events after the outage")
+                     what="live events after the outage")
             assert prod.stop() == 0
         assert side.close(30) == 0
         lo, hi = streamed_window(sim)
@@ -169,9 +169,9 @@ def test_downtime_between_two_runs_is_repaired(how: str, kafka_bootstrap: str,
                   if how == "kill -9" else "producer down between a clean stop")
         with cli_producer(path, tmp_path / "run2.log") as proc:
             wait_for(lambda: len(sim.connections()) == 2 and sent_trades() > 100,
-                       timeout_s=60, what="the second run")
+                     timeout_s=60, what="the second run")
             wait_for(lambda: _repaired(gaps_file, reason), timeout_s=120,
-                       what="the downtime to be repaired")
+                     what="the downtime to be repaired")
             lines = stop_cleanly(proc, tmp_path / "run2.log")
         lo, hi = streamed_window(sim)
         missed = {s: missed_by_the_stream(sim, s, lo, hi) for s in symbols}
@@ -220,10 +220,10 @@ def test_wildcard_gap_repairs_the_symbols_seen_and_says_what_it_cannot(
             time.sleep(0.3)  # trades in the window the disconnect opens
             assert sim.force_disconnect()
             wait_for(lambda: bool(read_gap_log(gaps_file).unrepairable), timeout_s=120,
-                       what="the wildcard gap's repair")
+                     what="the wildcard gap's repair")
             before = prod.events()
             wait_for(lambda: prod.events() >= before + 100, timeout_s=60,
-                       what="events after the repair")
+                     what="events after the repair")
             metrics = generate_latest(prod.registry).decode()
             assert prod.stop() == 0
         assert side.close(30) == 0
@@ -271,7 +271,7 @@ def test_the_watermark_moves_under_a_load_that_never_empties_the_queue(
         path = watermark_path(config.producer.gaps_file)
         with InProcessProducer(config) as prod:
             wait_for(lambda: prod.events() >= 10 and path.exists(), timeout_s=60,
-                       what="live events and the run's first watermark")
+                     what="live events and the run's first watermark")
             first = read_watermark(path)
             assert first is not None
             time.sleep(5.0)

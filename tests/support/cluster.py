@@ -78,7 +78,7 @@ def fully_in_sync(config: Config) -> bool:
 
 def wait_in_sync(config: Config, timeout_s: float = 180.0) -> None:
     wait_for(lambda: fully_in_sync(config), timeout_s=timeout_s,
-               what="every replica back in sync")
+             what="every replica back in sync")
 
 
 class AckProbe:
@@ -108,7 +108,7 @@ class AckProbe:
     def start(self) -> AckProbe:
         self._thread.start()
         wait_for(lambda: self.all_acked_since(time.monotonic() - 0.5), timeout_s=60,
-                   what="the probe's first acknowledgements")
+                 what="the probe's first acknowledgements")
         return self
 
     def stop(self) -> None:
@@ -210,7 +210,7 @@ class ClusterRun:
         assert not failing.is_alive(), "the fault did not finish"
         ended = time.monotonic()
         wait_for(lambda: self.probe.all_acked_since(ended), timeout_s=timeout_s,
-                   what="every partition to acknowledge again after the fault")
+                 what="every partition to acknowledge again after the fault")
         seconds = self.probe.worst_wait_since(began)
         self.recoveries.append(seconds)
         return seconds
