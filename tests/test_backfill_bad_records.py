@@ -19,11 +19,16 @@ import pytest
 from backfill.checkpoint import FILE_NAME
 from backfill.mapping import quote_from_rest, trade_from_rest
 from backfill.plan import plan_windows
-from consumer.testkit import assert_buckets_equal, expected_buckets, read_bucket
 from simulator.server import SimulatorServer
-from tests.test_backfill_e2e import KEY, ny_day, rest_results, run_cli
-from tests.test_backfill_marketstore import consume_into_marketstore, full_config
-from tests.test_consumer_exactly_once import read_dead_letters
+from tests.support.backfillrun import KEY, full_config, run_cli
+from tests.support.readback import read_dead_letters
+from tests.support.testkit import (
+    assert_buckets_equal,
+    consume_into_marketstore,
+    expected_buckets,
+    read_bucket,
+)
+from tests.support.truth import ny_day, rest_results
 
 pytestmark = pytest.mark.integration
 

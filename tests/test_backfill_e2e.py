@@ -12,31 +12,23 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from backfill.checkpoint import FILE_NAME
-from backfill.mapping import bar_from_rest, quote_from_rest, trade_from_rest
-from backfill.plan import day_start_ns
-from common.config import Config, load_config
 from schemas.codec import make_codec
 from simulator.server import SimulatorServer
+from tests.support.backfillrun import KEY, cli_command, run_cli, write_config
+from tests.support.readback import read_topics
+from tests.support.truth import as_set, ny_day, truth_bars, truth_trades
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY = "BFKEY" + uuid.uuid4().hex[:12]  # unique, so finding it in output means a leak
 UTC_DAY_NS = 86_400 * 1_000_000_000
 
 
@@ -48,124 +40,6 @@ def sim() -> Iterator[SimulatorServer]:
     with SimulatorServer(symbols=["AAPL", "MSFT", "ZBFA1", "ZBFA2", "ZBFB1"],
                          trades_per_second=0.01, quotes_per_second=0.01) as server:
         yield server
-
-
-def write_config(tmp_path: Path, kafka_bootstrap: str, base_url: str,
-                 **massive: Any) -> tuple[Config, Path]:
-    tag = f"bf-{uuid.uuid4().hex[:10]}"
-    raw = {
-        "massive": {"api_key": KEY, "base_url": base_url, **massive},
-        "kafka": {"bootstrap_servers": kafka_bootstrap, "partitions": 2,
-                  "topics": {"bars": f"{tag}.bars", "trades": f"{tag}.trades",
-                             "quotes": f"{tag}.quotes", "dead_letter": f"{tag}.dlq"}},
-        "metrics": {"enabled": False},
-        "services": {"state_dir": str(tmp_path / "state")},
-        "producer": {"gaps_file": str(tmp_path / "gaps.jsonl")},
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_config(path, env={}), path
-
-
-def read_topics(config: Config, kinds: tuple[str, ...] = ("bar", "trade", "quote")
-                ) -> dict[str, list[dict[str, Any]]]:
-    """Every record on the config's topics, from offset 0 to the high watermarks."""
-    codec = make_codec(config)
-    topics = {"bar": config.kafka.topics.bars, "trade": config.kafka.topics.trades,
-              "quote": config.kafka.topics.quotes}
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
-                         "group.id": f"bf-test-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "enable.partition.eof": False})
-    out: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
-    try:
-        assignment, ends = [], {}
-        for kind in kinds:
-            meta = consumer.list_topics(topics[kind], timeout=10).topics[topics[kind]]
-            if meta.error is not None:
-                continue
-            for p in meta.partitions:
-                lo, hi = consumer.get_watermark_offsets(TopicPartition(topics[kind], p),
-                                                        timeout=10)
-                if hi > lo:
-                    assignment.append(TopicPartition(topics[kind], p, OFFSET_BEGINNING))
-                    ends[(topics[kind], p)] = hi
-        if not assignment:
-            return out
-        consumer.assign(assignment)
-        deadline = time.monotonic() + 60
-        while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(10000, timeout=1.0):
-                if msg.error():
-                    continue
-                kind, record = codec.decode(msg.value())
-                assert msg.key() == record["symbol"].encode()
-                out[kind].append(record)
-                tp = (msg.topic(), msg.partition())
-                if tp in ends and msg.offset() + 1 >= ends[tp]:
-                    del ends[tp]
-        assert not ends, f"could not read to the end of {ends}"
-    finally:
-        consumer.close()
-    return out
-
-
-def rest_results(base_url: str, path: str, **params: Any) -> list[dict[str, Any]]:
-    """The simulator's answer in one page (small windows only)."""
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    request = urllib.request.Request(f"{base_url}{path}?{query}",
-                                     headers={"Authorization": f"Bearer {KEY}"})
-    for _ in range(20):
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                body = orjson.loads(resp.read())
-            break
-        except urllib.error.HTTPError as exc:  # a rate-limited simulator
-            if exc.code != 429:
-                raise
-            time.sleep(float(exc.headers.get("Retry-After", "1")))
-    assert "next_url" not in body, "truth must fit one page"
-    return body.get("results") or []
-
-
-def truth_trades(base_url: str, kind: str, symbol: str, lo: int, hi: int
-                 ) -> list[dict[str, Any]]:
-    results = rest_results(base_url, f"/v3/{kind}s/{symbol}", **{
-        "timestamp.gte": lo, "timestamp.lt": hi, "order": "asc", "limit": 50000})
-    mapper = trade_from_rest if kind == "trade" else quote_from_rest
-    return [mapper(r, symbol) for r in results]
-
-
-def truth_bars(base_url: str, symbol: str, multiplier: int, timespan: str, timeframe: str,
-               lo: str, hi: str, adjusted: bool = True) -> list[dict[str, Any]]:
-    results = rest_results(base_url, f"/v2/aggs/ticker/{symbol}/range/{multiplier}/"
-                           f"{timespan}/{lo}/{hi}", limit=50000,
-                           adjusted=str(adjusted).lower())
-    return [bar_from_rest(r, symbol, timeframe) for r in results]
-
-
-def key_of(record: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
-                        for k, v in record.items()))
-
-
-def as_set(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-    return {key_of(r) for r in records}
-
-
-def cli_command() -> list[str]:
-    """The installed console script (what users run), else the module."""
-    script = Path(sys.executable).parent / "massive-fetcher"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "massive_fetcher"]
-
-
-def run_cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*cli_command(), "backfill", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def ny_day(day: str) -> int:
-    return day_start_ns(dt.date.fromisoformat(day))
 
 
 # -- the seed's two example invocations --------------------------------------------------
@@ -256,11 +130,9 @@ def test_kill_9_then_rerun_skips_done_windows_and_completes(sim: SimulatorServer
                              "--rate", "6"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if checkpoint.exists() and checkpoint.read_bytes().count(b"\n") >= 2:
-                break
-            time.sleep(0.05)
+        wait_for(lambda: proc.poll() is not None or (
+                     checkpoint.exists() and checkpoint.read_bytes().count(b"\n") >= 2),
+                 60, "two windows checkpointed", interval_s=0.05)
         assert proc.poll() is None, "finished before it could be killed; slow it down"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

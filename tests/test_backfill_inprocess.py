@@ -19,14 +19,9 @@ from producer.gaps import Gap, RepairOutcome
 from producer.publisher import Publisher
 from schemas.topics import ensure_topics
 from simulator.server import SimulatorServer
-from tests.test_backfill_e2e import (
-    as_set,
-    read_topics,
-    truth_bars,
-    truth_trades,
-    write_config,
-)
-from tests.test_consumer_exactly_once import read_dead_letters
+from tests.support.backfillrun import write_config
+from tests.support.readback import read_dead_letters, read_topics
+from tests.support.truth import as_set, truth_bars, truth_trades
 
 pytestmark = pytest.mark.integration
 

@@ -12,97 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from backfill import inprocess
-from common.config import Config, ConsumerConfig, MarketStoreConfig, load_config
-from consumer.testkit import (
-    ThreadedConsumer,
+from common.config import Config
+from simulator.server import SimulatorServer
+from tests.support.backfillrun import KEY, full_config, run_cli
+from tests.support.readback import read_topics
+from tests.support.testkit import (
     assert_buckets_equal,
+    consume_into_marketstore,
     expected_buckets,
     read_bucket,
 )
-from simulator.server import SimulatorServer
-from tests.test_backfill_e2e import (
-    KEY,
-    ny_day,
-    read_topics,
-    run_cli,
-    truth_bars,
-    truth_trades,
-)
+from tests.support.truth import assert_stored_equals_model, ny_day, truth_bars, truth_trades
 
 pytestmark = pytest.mark.integration
-
-
-def full_config(tmp_path: Path, kafka_bootstrap: str, marketstore_url: str, sim_url: str,
-                symbols: list[str], data_types: list[str]) -> tuple[Config, Path]:
-    tag = f"bfms-{uuid.uuid4().hex[:10]}"
-    raw = {
-        "massive": {"api_key": KEY, "base_url": sim_url, "symbols": symbols,
-                    "data_types": data_types,
-                    "ws_server": sim_url.replace("http://", "ws://")},
-        "kafka": {"bootstrap_servers": kafka_bootstrap, "partitions": 2,
-                  "topics": {"bars": f"{tag}.bars", "trades": f"{tag}.trades",
-                             "quotes": f"{tag}.quotes", "dead_letter": f"{tag}.dlq"},
-                  "consumer": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}},
-        "marketstore": {"url": marketstore_url, "timeout_s": 10.0},
-        "consumer": {"group_id": f"{tag}-group", "batch_max_ms": 100, "commit_delay_ms": 300,
-                     "retry_initial_s": 0.2, "retry_max_s": 1.0},
-        "producer": {"gaps_file": str(tmp_path / "gaps.jsonl"), "gap_repair": True,
-                     "reconnect_initial_s": 0.1, "reconnect_max_s": 1.0},
-        "metrics": {"enabled": False},
-        "services": {"state_dir": str(tmp_path / "state")},
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    config = load_config(path, env={})
-    assert isinstance(config.consumer, ConsumerConfig)
-    assert isinstance(config.marketstore, MarketStoreConfig)
-    return config, path
-
-
-def consume_into_marketstore(config: Config) -> None:
-    """Run the consumer until it has caught up with the topics (then it stops)."""
-    with ThreadedConsumer(config, until_caught_up=True) as consumer:
-        consumer.thread.join(120)
-        assert not consumer.thread.is_alive(), "the consumer did not catch up"
-
-
-def assert_stored_equals_model(url: str, model: Any, symbol: str, lo: int, hi: int) -> None:
-    """MarketStore's trades and quotes of ``symbol`` with SIP times in [lo, hi) are the
-    simulator model's, row by row: every print once (a live (ms) and a repaired (ns) copy
-    of one print are one row), nothing else, same prices, sizes and SIP millisecond.
-
-    The window is narrowed to whole milliseconds, so that a live row (its time cut to the
-    millisecond) and the model's event fall on the same side of both edges."""
-    ms = 1_000_000
-    lo, hi = -(-lo // ms) * ms, hi // ms * ms
-    for tbk, want, cols in (
-            (f"{symbol}/1Sec/TRADE", model.trades(symbol, lo, hi),
-             (("price", "Price"),)),
-            (f"{symbol}/1Min/QUOTE", model.quotes(symbol, lo, hi),
-             (("bid", "BidPrice"), ("ask", "AskPrice")))):
-        stored = read_bucket(url, tbk)
-        assert stored is not None, tbk
-        in_range = stored[(stored["SipTimestamp"] >= lo) & (stored["SipTimestamp"] < hi)]
-        seqs = in_range["SequenceNumber"].tolist()
-        assert len(seqs) == len(set(seqs)), f"{tbk}: a print stored twice"
-        want_seq = want.seq.tolist()
-        assert sorted(seqs) == sorted(want_seq), (
-            f"{tbk}: {len(set(want_seq) - set(seqs))} missing, "
-            f"{len(set(seqs) - set(want_seq))} unexpected")
-        for model_col, stored_col in cols:
-            by_seq = dict(zip(want_seq, getattr(want, model_col).tolist(), strict=True))
-            assert all(by_seq[int(q)] == v for q, v in zip(
-                seqs, in_range[stored_col].tolist(), strict=True)), (tbk, stored_col)
-        if tbk.endswith("TRADE"):
-            size = dict(zip(want_seq, (want.size_e4 / 10_000).tolist(), strict=True))
-            assert all(size[int(q)] == v for q, v in zip(
-                seqs, in_range["Size"].tolist(), strict=True)), (tbk, "Size")
-        sip_ms = dict(zip(want_seq, (want.sip // 1_000_000).tolist(), strict=True))
-        assert all(sip_ms[int(q)] == int(t) // 1_000_000 for q, t in zip(
-            seqs, in_range["SipTimestamp"].tolist(), strict=True))
 
 
 def test_backfill_to_marketstore_equals_rest_truth(tmp_path: Path, kafka_bootstrap: str,
@@ -145,7 +69,8 @@ def test_forced_disconnect_gap_is_repaired_into_marketstore(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from producer.cli import _attach_inprocess
     from schemas.topics import ensure_topics
-    from tests.test_producer_live import InProcessProducer, wait_until
+    from tests.support.liveproducer import InProcessProducer
+    from tests.support.wait import wait_for
 
     symbol = f"ZBG{uuid.uuid4().hex[:6].upper()}"
     repaired = threading.Event()
@@ -169,14 +94,14 @@ def test_forced_disconnect_gap_is_repaired_into_marketstore(
         ensure_topics(config)
         with InProcessProducer(config) as prod:
             _attach_inprocess(prod.session, config, prod.publisher)
-            wait_until(lambda: prod.events() >= 40, what="events before the disconnect")
+            wait_for(lambda: prod.events() >= 40, 20, what="events before the disconnect")
             assert sim.force_disconnect() == [1]
             # stay away long enough that the outage holds events for sure
-            wait_until(lambda: prod.session.reconnects >= 1 and prod.session.connected,
-                       what="the reconnection")
+            wait_for(lambda: prod.session.reconnects >= 1 and prod.session.connected, 20,
+                     what="the reconnection")
             assert repaired.wait(60), "gap repair did not run"
             before = prod.events()
-            wait_until(lambda: prod.events() >= before + 40, what="events after the repair")
+            wait_for(lambda: prod.events() >= before + 40, 20, what="events after the repair")
             prod.stop()
         conns = sim.connections()
         assert len(conns) == 2

@@ -18,7 +18,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from common.config import Config
-from consumer.testkit import (
+from producer.mapping import record_from_ws_event
+from simulator.server import SimulatorServer
+from tests.support.cliproducer import stream_a_burst_through_the_cli_producer
+from tests.support.testkit import (
     ThreadedConsumer,
     assert_buckets_equal,
     create_topics,
@@ -26,11 +29,8 @@ from consumer.testkit import (
     make_config,
     row_count,
     unique,
-    wait_for,
 )
-from producer.mapping import record_from_ws_event
-from simulator.server import SimulatorServer
-from tests.support.cliproducer import stream_a_burst_through_the_cli_producer
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 8

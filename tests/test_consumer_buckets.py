@@ -22,8 +22,8 @@ from consumer.dedupe import (
     missing_mask,
     read_ranges,
 )
-from consumer.testkit import BASE_NS, bar, quote, trade
 from consumer.writer import build_write_requests, group_buckets
+from tests.support.testkit import BASE_NS, bar, quote, trade
 
 
 def test_symbols_map_slash_and_reject_unkeyable() -> None:
@@ -292,7 +292,7 @@ def test_a_flush_records_when_marketstore_acknowledged_the_write() -> None:
     import time
 
     from consumer.sink import MarketStoreSink
-    from consumer.testkit import trade
+    from tests.support.testkit import trade
 
     class SlowWriter:  # a fake: nothing stored yet, and a write that takes 50 ms
         acked_ns = 0

@@ -14,15 +14,15 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.testkit import (
+from tests.support.testkit import (
     create_topics,
     expected_buckets,
     make_config,
     publish,
     trades_stream,
     unique,
-    wait_for,
 )
+from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

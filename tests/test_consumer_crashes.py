@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.testkit import (
+from consumer.writer import MarketStoreError
+from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
     assert_buckets_equal,
@@ -24,10 +25,9 @@ from consumer.testkit import (
     stop_processes,
     trades_stream,
     unique,
-    wait_for,
     write_config,
 )
-from consumer.writer import MarketStoreError
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,15 +43,13 @@ def _chunk(symbols: list[str], i: int, n: int) -> list[tuple[str, dict]]:
 
 
 def _eventually_equal(url: str, expected: dict, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            assert_buckets_equal(url, expected)
-            return
-        except (AssertionError, MarketStoreError):  # a restarted server may still refuse reads
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    def equal() -> bool:
+        assert_buckets_equal(url, expected)
+        return True
+
+    # a restarted server may still refuse reads (MarketStoreError)
+    wait_for(equal, timeout, "MarketStore to hold the expected rows",
+             retry_on=(AssertionError, MarketStoreError), interval_s=0.5)
 
 
 def test_kill_9_of_marketstore_mid_stream(kafka_bootstrap: str, marketstore_control) -> None:
@@ -68,7 +66,7 @@ def test_kill_9_of_marketstore_mid_stream(kafka_bootstrap: str, marketstore_cont
             if i == 2:
                 # the consumer is mid-stream: some of chunk 2 written, some not
                 wait_for(lambda: row_count(url, f"{symbols[0]}/1Sec/TRADE") > 0, 30,
-                         interval=0.05, what="first rows")
+                         interval_s=0.05, what="first rows")
                 marketstore_control.kill_marketstore()
                 time.sleep(1.0)
                 marketstore_control.start_marketstore()
@@ -135,7 +133,7 @@ def test_kill_9_of_the_consumer_mid_batch_then_restart(kafka_bootstrap: str,
     try:
         # some batches written, most not: the kill lands in the middle of the stream
         wait_for(lambda: log.exists() and log.read_bytes().count(b'"batch written"') >= 2,
-                 60, interval=0.01, what="first batches")
+                 60, interval_s=0.01, what="first batches")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         stored = sum(row_count(marketstore_url, t) for t in expected)

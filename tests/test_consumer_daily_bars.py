@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.buckets import RecordError, on_january_first, to_row
-from consumer.testkit import (
+from tests.support.testkit import (
     ThreadedConsumer,
     assert_buckets_equal,
     bar,
@@ -20,8 +20,8 @@ from consumer.testkit import (
     make_config,
     publish,
     unique,
-    wait_for,
 )
+from tests.support.wait import wait_for
 
 DAY_NS = 86_400 * 1_000_000_000
 DEC_30_2023 = 1_703_894_400 * 1_000_000_000

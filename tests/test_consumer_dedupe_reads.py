@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from consumer.sink import MarketStoreSink
-from consumer.testkit import (
+from consumer.writer import MarketStoreWriter
+from tests.support.testkit import (
     BASE_NS,
     assert_buckets_equal,
     expected_buckets,
     trades_stream,
     unique,
 )
-from consumer.writer import MarketStoreWriter
 
 pytestmark = pytest.mark.integration
 

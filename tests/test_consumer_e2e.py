@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from consumer.testkit import (
+from producer.mapping import record_from_ws_event
+from simulator.server import SimulatorServer
+from tests.support.cliproducer import stream_a_burst_through_the_cli_producer
+from tests.support.testkit import (
     ThreadedConsumer,
     assert_buckets_equal,
     create_topics,
@@ -14,11 +17,8 @@ from consumer.testkit import (
     make_config,
     row_count,
     unique,
-    wait_for,
 )
-from producer.mapping import record_from_ws_event
-from simulator.server import SimulatorServer
-from tests.support.cliproducer import stream_a_burst_through_the_cli_producer
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from confluent_kafka import Consumer, Message
 
-from common.config import Config
-from consumer.testkit import (
+from tests.support.readback import read_dead_letters
+from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
     assert_buckets_equal,
@@ -22,8 +19,8 @@ from consumer.testkit import (
     trade,
     trades_stream,
     unique,
-    wait_for,
 )
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,21 +66,6 @@ def test_everything_lands_once_and_replay_changes_nothing(kafka_bootstrap: str,
         wait_for(lambda: again.service.metrics.duplicates._value.get() >= 50, 60,
                  what="redelivered trades to be recognised")
     assert_buckets_equal(marketstore_url, expected)
-
-
-def read_dead_letters(config: Config, n: int) -> list[Message]:
-    """Up to ``n`` records of the dead-letter topic (polling for at most ~30 s)."""
-    reader = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
-                       "group.id": unique("dlq"), "auto.offset.reset": "earliest"})
-    reader.subscribe([config.kafka.topics.dead_letter])
-    got: list[Message] = []
-    deadline = time.monotonic() + 30
-    try:
-        while len(got) < n and time.monotonic() < deadline:
-            got += [m for m in reader.consume(n - len(got), 0.5) if m.error() is None]
-    finally:
-        reader.close()
-    return got
 
 
 def test_poison_messages_go_to_dead_letter_and_the_rest_lands(kafka_bootstrap: str,

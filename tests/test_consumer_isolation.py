@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from confluent_kafka import Message
 
-from consumer.testkit import (
+from consumer.writer import MarketStoreError, MarketStoreWriter
+from tests.support.readback import read_dead_letters
+from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
     assert_buckets_equal,
@@ -20,10 +22,8 @@ from consumer.testkit import (
     row_count,
     trades_stream,
     unique,
-    wait_for,
 )
-from consumer.writer import MarketStoreError, MarketStoreWriter
-from tests.test_consumer_exactly_once import read_dead_letters
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

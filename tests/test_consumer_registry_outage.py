@@ -8,7 +8,11 @@ import dataclasses
 from pathlib import Path
 
 from common.config import SchemaRegistryConfig
-from consumer.testkit import (
+from schemas.codec import Codec, make_codec
+from schemas.registry import Registry
+from tests.support.registry import private_registry
+from tests.support.samples import TRADE_V2
+from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
     assert_buckets_equal,
@@ -19,12 +23,8 @@ from consumer.testkit import (
     row_count,
     trades_stream,
     unique,
-    wait_for,
 )
-from schemas.codec import Codec, make_codec
-from schemas.registry import Registry
-from tests.support.registry import private_registry
-from tests.test_schemas_codec import TRADE_V2
+from tests.support.wait import wait_for
 
 STEP_NS = 7_000_000
 

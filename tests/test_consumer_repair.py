@@ -7,8 +7,8 @@ import pytest
 
 from consumer import buckets
 from consumer.sink import MarketStoreSink, _shadow_keys
-from consumer.testkit import comparable, expected_buckets, read_bucket, trades_stream, unique
 from consumer.writer import MarketStoreError, MarketStoreWriter
+from tests.support.testkit import comparable, expected_buckets, read_bucket, trades_stream, unique
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ def test_repair_interrupted_after_destroy_is_finished_by_the_next_user(
 
 
 def test_a_bucket_of_another_layout_is_reported_not_corrupted(marketstore_url: str) -> None:
-    from consumer.testkit import trade
+    from tests.support.testkit import trade
 
     sym = unique("LG")
     legacy = np.zeros(1, dtype=[("Epoch", "<i8"), ("Nanoseconds", "<i4"), ("Price", "<f8"),

@@ -26,26 +26,20 @@ import yaml
 from common.config import Config, load_config
 from common.timeframes import STORABLE, parse_timeframe
 from consumer import buckets as consumer_buckets
-from consumer.testkit import (
+from consumer.writer import MarketStoreWriter
+from simulator.server import SimulatorServer
+from tests.support.plugin_example import PLUGIN_EXAMPLE
+from tests.support.readback import read_topics
+from tests.support.testkit import (
     assert_buckets_equal,
+    consume_into_marketstore,
     expected_buckets,
     read_bucket,
     row_count,
     stop_processes,
-    wait_for,
 )
-from consumer.writer import MarketStoreWriter
-from simulator.server import SimulatorServer
-from tests.test_backfill_e2e import (
-    as_set,
-    ny_day,
-    read_topics,
-    rest_results,
-    truth_bars,
-    truth_trades,
-)
-from tests.test_backfill_marketstore import consume_into_marketstore
-from tests.test_dropin_units import PLUGIN_EXAMPLE
+from tests.support.truth import as_set, ny_day, rest_results, truth_bars, truth_trades
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +104,7 @@ def test_the_plugins_mkts_yml_drives_producer_and_consumer_into_marketstore(
             minute = (time.time_ns() // MINUTE_NS - 1) * MINUTE_NS
             assert sim.send_minute(minute) >= 1  # the last whole minute's AM bars
             wait_for(lambda: all(row_count(marketstore_url, b) > before[b] for b in buckets),
-                     180, interval=1.0, what=f"rows in {buckets}")
+                     180, interval_s=1.0, what=f"rows in {buckets}")
             stored = read_bucket(marketstore_url, "AAPL/1Min/OHLCV")
             assert stored is not None and minute // 1_000_000_000 in stored["Epoch"].tolist()
             procs["producer"].send_signal(signal.SIGTERM)

@@ -15,13 +15,13 @@ import pytest
 import yaml
 
 from common.config import ServicesConfig
-from consumer.testkit import make_config
 from massive_fetcher.doctor import Check, run_checks
 from schemas.replication import PartitionReplicas, replication_problems
 from schemas.topics import check_topics, describe_topics, ensure_topics
 from services.cluster import cluster_size, node_ports, node_properties
 from services.native import NativeServices
-from tests.test_producer_live import wait_until
+from tests.support.testkit import make_config
+from tests.support.wait import wait_for
 
 # -- pure ---------------------------------------------------------------------------------
 
@@ -122,8 +122,8 @@ def test_topics_get_replication_3_and_min_insync_2(cluster: NativeServices) -> N
 def test_doctor_reports_a_node_down_with_the_fix(cluster: NativeServices) -> None:
     config = make_config(cluster.kafka_bootstrap, cluster.marketstore_url)
     ensure_topics(config)
-    wait_until(lambda: all(c.ok for c in run_checks(config)), timeout=60,
-               what="doctor all ok on the whole cluster")
+    wait_for(lambda: all(c.ok for c in run_checks(config)), timeout_s=60,
+             what="doctor all ok on the whole cluster")
 
     seen: list[Check] = []
 
@@ -133,8 +133,8 @@ def test_doctor_reports_a_node_down_with_the_fix(cluster: NativeServices) -> Non
 
     cluster.kill("kafka-3")
     try:
-        wait_until(every_topic_under_replicated, timeout=120,
-                   what="doctor to see broker 3 missing from the ISR")
+        wait_for(every_topic_under_replicated, timeout_s=120,
+                 what="doctor to see broker 3 missing from the ISR")
         for check in seen:
             assert "replicas=3, min ISR=2, min.insync.replicas=2" in check.detail
             assert "under-replicated" in check.detail
@@ -142,5 +142,5 @@ def test_doctor_reports_a_node_down_with_the_fix(cluster: NativeServices) -> Non
             assert "`massive-fetcher services up`" in check.detail
     finally:
         cluster.start("kafka-3")
-    wait_until(lambda: all(c.ok for c in run_checks(config)), timeout=180,
-               what="doctor all ok once broker 3 caught up")
+    wait_for(lambda: all(c.ok for c in run_checks(config)), timeout_s=180,
+             what="doctor all ok once broker 3 caught up")

@@ -17,7 +17,7 @@ import pytest
 
 from services.native import NativeServices
 from tests.support.cluster import ClusterRun, busiest_leader, wait_in_sync
-from tests.test_producer_live import wait_until
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +68,8 @@ def test_two_of_three_down_pauses_the_producer_and_everything_lands(
         for name in down:
             cluster.kill(name)
         # below min.insync.replicas nothing is acknowledged: records wait in the queue
-        wait_until(lambda: run.publisher.queue_depth >= 400, timeout=120,
-                   what="records piling up while two brokers are down")
+        wait_for(lambda: run.publisher.queue_depth >= 400, timeout_s=120,
+                 what="records piling up while two brokers are down")
         run.assert_alive()
         assert run.publisher.failed == 0
         waiting = run.publisher.queue_depth
@@ -77,8 +77,8 @@ def test_two_of_three_down_pauses_the_producer_and_everything_lands(
         cluster.up(down)  # both at once: neither can answer before a quorum of two is back
         answered = time.monotonic() - began
         produced = run.publisher.produced
-        wait_until(lambda: run.publisher.delivered >= produced, timeout=180,
-                   what="everything queued meanwhile to be acknowledged")
+        wait_for(lambda: run.publisher.delivered >= produced, timeout_s=180,
+                 what="everything queued meanwhile to be acknowledged")
         seconds = time.monotonic() - began - answered
         wait_in_sync(run.config)
         run.finish()

@@ -26,7 +26,11 @@ from common.config import Config, load_config
 from common.files import write_private
 from common.kafka import KAFKA_AUTH_EXIT_CODE
 from common.logs import Redactor
-from consumer.testkit import (
+from producer.mapping import record_from_ws_event
+from simulator.server import SimulatorServer
+from tests.support.cliproducer import stream_a_burst_through_the_cli_producer
+from tests.support.securekafka import SecureKafka
+from tests.support.testkit import (
     ThreadedConsumer,
     assert_buckets_equal,
     create_topics,
@@ -34,13 +38,9 @@ from consumer.testkit import (
     make_config,
     row_count,
     unique,
-    wait_for,
 )
-from producer.mapping import record_from_ws_event
-from simulator.server import SimulatorServer
-from tests.support.cliproducer import stream_a_burst_through_the_cli_producer
-from tests.support.securekafka import SecureKafka
-from tests.test_backfill_e2e import ny_day, truth_trades
+from tests.support.truth import ny_day, truth_trades
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -34,8 +34,10 @@ from producer.gaps import Gap, gap_id, parse_gap_log, read_gap_log, read_gaps
 from producer.session import ProducerSession
 from schemas.topics import ensure_topics
 from simulator.server import SimulatorServer
-from tests.test_backfill_e2e import key_of, read_topics, truth_trades
-from tests.test_producer_live import KEY, InProcessProducer, wait_until
+from tests.support.liveproducer import KEY, InProcessProducer
+from tests.support.readback import read_topics
+from tests.support.truth import key_of, truth_trades
+from tests.support.wait import wait_for
 
 S = 1_000_000_000
 
@@ -190,9 +192,9 @@ def run_producer(config: Config, until: Any, what: str) -> InProcessProducer:
     # wired before run(), as producer.cli does
     _attach_inprocess(prod.session, config, prod.publisher)
     with prod:
-        wait_until(lambda: prod.session.connected and prod.events() > 0, timeout=30,
-                   what="the live stream")
-        wait_until(until, timeout=60, what=what)
+        wait_for(lambda: prod.session.connected and prod.events() > 0, timeout_s=30,
+                 what="the live stream")
+        wait_for(until, timeout_s=60, what=what)
         assert prod.stop() == 0
     return prod
 
@@ -276,9 +278,9 @@ def test_failed_repair_stays_pending_and_is_logged(
     prod = InProcessProducer(config)
     prod.session.set_gap_repair(failing)
     with caplog.at_level(logging.WARNING), prod:
-        wait_until(lambda: prod.session.gap_repairs_failed == 1, what="the failed repair")
+        wait_for(lambda: prod.session.gap_repairs_failed == 1, 20, what="the failed repair")
         # the live stream was not held up by it
-        wait_until(lambda: prod.events() > 0, what="live events")
+        wait_for(lambda: prod.events() > 0, 20, what="live events")
         assert prod.stop() == 0
     assert seen and all(g == gap for g in seen)  # tried, perhaps retried, never marked
     assert read_gaps(config.producer.gaps_file, pending=True) == [gap]
@@ -307,9 +309,9 @@ def test_live_gap_is_marked_and_a_repair_cut_off_by_stop_stays_pending(
     prod = InProcessProducer(config)
     prod.session.set_gap_repair(repair)
     with prod:
-        wait_until(lambda: prod.events() >= 20, what="events before the disconnect")
+        wait_for(lambda: prod.events() >= 20, 20, what="events before the disconnect")
         assert sim.force_disconnect()
-        wait_until(lambda: prod.session.gaps_repaired == 1, what="the live gap repaired")
+        wait_for(lambda: prod.session.gaps_repaired == 1, 20, what="the live gap repaired")
         assert prod.stop() == 0
     (live_gap,) = prod.session.gaps
     assert repaired == [live_gap]
@@ -326,7 +328,7 @@ def test_live_gap_is_marked_and_a_repair_cut_off_by_stop_stays_pending(
     prod.session.set_gap_repair(repair)
     with prod:
         assert started.wait(20), "the pending gap was not picked up"
-        wait_until(lambda: prod.events() > 0, what="live events beside the repair")
+        wait_for(lambda: prod.events() > 0, 20, what="live events beside the repair")
         assert prod.stop() == 0
     assert read_gaps(config.producer.gaps_file, pending=True) == [old]
 
@@ -335,7 +337,7 @@ def test_live_gap_is_marked_and_a_repair_cut_off_by_stop_stays_pending(
     prod = InProcessProducer(config)
     prod.session.set_gap_repair(repair)
     with prod:
-        wait_until(lambda: prod.session.gaps_repaired == 1, what="the resumed repair")
+        wait_for(lambda: prod.session.gaps_repaired == 1, 20, what="the resumed repair")
         assert prod.stop() == 0
     assert repaired == [live_gap, old]
     assert read_gaps(config.producer.gaps_file, pending=True) == []

@@ -8,17 +8,13 @@ through ``producer.mapping``, must be in the topics exactly once with equal cont
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import importlib.util
 import itertools
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -31,7 +27,7 @@ import orjson
 import pytest
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 
 from common.config import (
     Config,
@@ -55,13 +51,11 @@ from schemas.codec import make_codec
 from schemas.topics import ensure_topics
 from simulator import wire
 from simulator.server import SimulatorServer
+from tests.support.liveproducer import KEY, InProcessProducer, cli_env, cli_producer, stop_cleanly
+from tests.support.wait import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "producer"
 SYMBOLS = ["AAPL", "MSFT"]
-KEY = "producer-test-key"
-
-
 # -- helpers ---------------------------------------------------------------------------
 
 def make_config(kafka_bootstrap: str, ws_server: str, tmp_path: Path,
@@ -150,47 +144,6 @@ def assert_exactly_once(consumed: list[tuple[str, dict[str, Any]]],
         assert isinstance(record["received_ns"], int)
 
 
-class InProcessProducer:
-    """A ProducerSession on its own event loop thread, like the CLI runs it."""
-
-    def __init__(self, config: Config) -> None:
-        self.registry = CollectorRegistry()
-        self.publisher = Publisher(config, client_id="producer", registry=self.registry)
-        self.session = ProducerSession(config, self.publisher, registry=self.registry)
-        self.loop = asyncio.new_event_loop()
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, name="test-producer", daemon=True)
-
-    def _run(self) -> None:
-        self.code = self.loop.run_until_complete(self.session.run())
-
-    def __enter__(self) -> InProcessProducer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> int | None:
-        if self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self.session.request_stop)
-            self.thread.join(30)
-            assert not self.thread.is_alive(), "producer session did not stop"
-            assert self.publisher.flush(30) == 0
-        return self.code
-
-    def events(self) -> int:
-        return sum(self.session.events_by_kind.values())
-
-
-def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def simulator() -> Iterator[SimulatorServer]:
     with SimulatorServer(symbols=SYMBOLS, trades_per_second=40, quotes_per_second=40,
@@ -198,47 +151,12 @@ def simulator() -> Iterator[SimulatorServer]:
         yield sim
 
 
-def cli_env(kafka_bootstrap: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MASSIVE_API_KEY", "MASSIVE_WS_SERVER", "KAFKA_BOOTSTRAP_SERVERS",
-                        "MASSIVE_FETCHER_CONFIG")}
-    env["PYTHONPATH"] = str(ROOT)
-    if kafka_bootstrap:
-        env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap
-    return env
-
-
-@contextlib.contextmanager
-def cli_producer(config_path: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``massive-fetcher producer`` logging to ``log_path``; killed if the test leaves it
-    running (an assertion failed before it was stopped)."""
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "massive_fetcher", "producer", "--config",
-             str(config_path)], env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-
-
 def wait_streaming(simulator: SimulatorServer, trades: int) -> None:
     """Until the newest connection was sent more than ``trades`` trades."""
     def streaming() -> bool:
         conns = simulator.connections()
         return bool(conns) and conns[-1]["counts"].get("T", 0) > trades
-    wait_until(streaming, timeout=60, what="the CLI producer to stream")
-
-
-def stop_cleanly(proc: subprocess.Popen[bytes], log_path: Path) -> list[dict[str, Any]]:
-    """SIGTERM; the producer exits 0; its JSON log lines."""
-    proc.send_signal(signal.SIGTERM)
-    code = proc.wait(60)
-    output = log_path.read_text()
-    assert code == 0, output[-3000:]
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    wait_for(streaming, timeout_s=60, what="the CLI producer to stream")
 
 
 def write_config(config: Config, path: Path) -> Path:
@@ -277,13 +195,13 @@ def test_every_sent_event_is_in_kafka_exactly_once(kafka_bootstrap: str, tmp_pat
         metrics = MetricsServer(prod.registry, "127.0.0.1", 0,
                                 health=prod.session.health).start()
         try:
-            wait_until(lambda: prod.events() >= 100, what="100 events")
+            wait_for(lambda: prod.events() >= 100, 20, what="100 events")
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/healthz") as r:
                 assert r.status == 200
             burst = simulator.burst(3000)  # many events per frame, as fast as it can
             assert burst["events"] >= 2000
             sent_so_far = burst["events"]
-            wait_until(lambda: prod.events() >= sent_so_far + 100, what="the burst")
+            wait_for(lambda: prod.events() >= sent_so_far + 100, 20, what="the burst")
         finally:
             code = prod.stop()
             metrics.stop()
@@ -322,12 +240,12 @@ def test_forced_disconnect_reconnects_and_records_the_gap(
 
     with InProcessProducer(config) as prod:
         prod.session.add_gap_listener(on_gap)
-        wait_until(lambda: prod.events() >= 50, what="events before the disconnect")
+        wait_for(lambda: prod.events() >= 50, 20, what="events before the disconnect")
         assert simulator.force_disconnect() == [1]
-        wait_until(lambda: prod.session.reconnects >= 1 and prod.session.connected,
-                   what="the reconnection")
+        wait_for(lambda: prod.session.reconnects >= 1 and prod.session.connected, 20,
+                 what="the reconnection")
         before = prod.events()
-        wait_until(lambda: prod.events() >= before + 50, what="events after reconnecting")
+        wait_for(lambda: prod.events() >= before + 50, 20, what="events after reconnecting")
         code = prod.stop()
     assert code == EXIT_OK
     conns = simulator.connections()
@@ -500,7 +418,7 @@ def test_the_cli_producer_repairs_a_gap_through_a_kafka_producer_of_its_own(
         wait_streaming(simulator, trades=50)
         time.sleep(0.5)  # a few trades in the window the disconnect opens
         assert simulator.force_disconnect()
-        wait_until(lambda: bool(repaired()), timeout=60, what="the gap to be repaired")
+        wait_for(lambda: bool(repaired()), timeout_s=60, what="the gap to be repaired")
         lines = stop_cleanly(proc, log_path)
     marker = repaired()[0]
     assert marker["records"] > 0  # ~80+ ms of 240 events/s: the window is never empty

@@ -14,6 +14,7 @@ from common.config import Config
 from producer.liveencode import LiveEncoder
 from producer.mapping import MappingError, record_from_ws_event
 from schemas.codec import make_codec
+from tests.support.nativeframes import simulator_events
 
 DATA = Path(__file__).parent / "data" / "producer"
 
@@ -33,20 +34,6 @@ def _reference(codec: Any, ev: Any, received_ns: int) -> tuple[str, str, bytes, 
     return kind, record["symbol"], value, ts
 
 
-def _simulator_events() -> list[dict[str, Any]]:
-    from simulator import wire
-    from simulator.model import MarketModel
-
-    model = MarketModel(seed=11, trades_per_second=3000, quotes_per_second=3000,
-                        symbols=["AAPL", "BRK.A", "SPY"])
-    start = 1704205800 * 10**9
-    events: list[dict[str, Any]] = []
-    for sym in model.symbols:
-        events += wire.ws_trades(model.trades(sym, start, start + 10**9))
-        events += wire.ws_quotes(model.quotes(sym, start, start + 10**9))
-    return events
-
-
 def _mutations(ev: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
     weird = [None, True, False, 0, -1, 1.5, 2.0, 8191, 8192, -8193, 2**31, 2**63, 10**30,
              "", "x", "1.5", [], [1], [1.0], [True], {}, "\u00e9\u4e2d"]
@@ -61,7 +48,7 @@ def _mutations(ev: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
 def test_identical_bytes_on_simulator_events(codec: Any) -> None:
     enc = LiveEncoder(codec)
     assert enc.enabled
-    events = _simulator_events()
+    events = simulator_events()
     assert len(events) > 10_000
     fast_hits = 0
     for received_ns in (1_795_581_905_157_190_423, 0):

@@ -28,17 +28,11 @@ from schemas.topics import ensure_topics
 from services.native import NativeServices
 from simulator.server import SimulatorServer
 from tests.conftest import native_settings
-from tests.test_backfill_marketstore import (
-    assert_stored_equals_model,
-    consume_into_marketstore,
-    full_config,
-)
-from tests.test_producer_live import (
-    InProcessProducer,
-    cli_producer,
-    stop_cleanly,
-    wait_until,
-)
+from tests.support.backfillrun import full_config
+from tests.support.liveproducer import InProcessProducer, cli_producer, stop_cleanly
+from tests.support.testkit import consume_into_marketstore
+from tests.support.truth import assert_stored_equals_model, missed_by_the_stream, streamed_window
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,23 +40,6 @@ pytestmark = pytest.mark.integration
 def _symbols(prefix: str) -> list[str]:
     tag = uuid.uuid4().hex[:5].upper()
     return [f"{prefix}{tag}A", f"{prefix}{tag}B"]
-
-
-def streamed_window(sim: SimulatorServer) -> tuple[int, int]:
-    """[lo, hi): from the first event sent on the first connection to the end of what
-    every (type, symbol) of the last connection was sent; everything the model holds in
-    it must be stored, whatever happened in between."""
-    conns = sim.connections()
-    first, last = sim.sent(conns[0]["conn"])[0], sim.sent(conns[-1]["conn"])[0]
-    lo = min(w["spans"][0][0] for w in first["windows"])
-    hi = min(w["spans"][-1][1] for w in last["windows"])
-    return lo, hi
-
-
-def missed_by_the_stream(sim: SimulatorServer, symbol: str, lo: int, hi: int) -> int:
-    """Trades in [lo, hi) that no connection was sent: only a repair can store them."""
-    live = {ev["q"] for ev in sim.sent_events(ev="T", sym=symbol)}
-    return sum(1 for q in sim.model.trades(symbol, lo, hi).seq.tolist() if q not in live)
 
 
 def _repaired(path: Path, reason_prefix: str) -> bool:
@@ -94,15 +71,10 @@ def wait_for_group_coordinator(config: Config, timeout_s: float = 90.0) -> None:
     reader = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
                        "group.id": config.consumer.group_id})
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                reader.committed([TopicPartition(config.kafka.topics.trades, 0)], timeout=5)
-                return
-            except KafkaException:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        wait_for(lambda: reader.committed([TopicPartition(config.kafka.topics.trades, 0)],
+                                          timeout=5) is not None,
+                 timeout_s, "the group coordinator", retry_on=(KafkaException,),
+                 interval_s=0.5)
     finally:
         reader.close()
 
@@ -134,21 +106,21 @@ def test_kafka_outage_longer_than_message_timeout_is_repaired(
         side = Publisher(config, client_id="producer-backfill")
         with InProcessProducer(config) as prod:
             _attach_inprocess(prod.session, config, side)
-            wait_until(lambda: prod.events() >= 200, timeout=60, what="the live stream")
+            wait_for(lambda: prod.events() >= 200, timeout_s=60, what="the live stream")
             time.sleep(1.5)  # a saved watermark and acknowledged records before the outage
             private_kafka.kill("kafka")
             down_at = time.monotonic()
             # records queued now time out after 3 s and are dropped by librdkafka
-            wait_until(lambda: prod.publisher.failed > 0, timeout=60,
-                       what="records dropped by message.timeout.ms")
+            wait_for(lambda: prod.publisher.failed > 0, timeout_s=60,
+                     what="records dropped by message.timeout.ms")
             time.sleep(max(0.0, 8 - (time.monotonic() - down_at)))
             private_kafka.up(["kafka"])
-            wait_until(lambda: _repaired(Path(config.producer.gaps_file),
+            wait_for(lambda: _repaired(Path(config.producer.gaps_file),
                                          "Kafka did not acknowledge"),
-                       timeout=180, what="the dropped records' gaps to be repaired")
+                     timeout_s=180, what="the dropped records' gaps to be repaired")
             before = prod.events()
-            wait_until(lambda: prod.events() >= before + 200, timeout=60,
-                       what="live events after the outage")
+            wait_for(lambda: prod.events() >= before + 200, timeout_s=60,
+                     what="live events after the outage")
             assert prod.stop() == 0
         assert side.close(30) == 0
         lo, hi = streamed_window(sim)
@@ -185,7 +157,7 @@ def test_downtime_between_two_runs_is_repaired(how: str, kafka_bootstrap: str,
             return conns[-1]["counts"].get("T", 0) if conns else 0
 
         with cli_producer(path, tmp_path / "run1.log") as proc:
-            wait_until(lambda: sent_trades() > 200, timeout=60, what="the first run")
+            wait_for(lambda: sent_trades() > 200, timeout_s=60, what="the first run")
             time.sleep(1.5)  # the watermark was saved
             if how == "kill -9":
                 proc.kill()
@@ -196,10 +168,10 @@ def test_downtime_between_two_runs_is_repaired(how: str, kafka_bootstrap: str,
         reason = ("producer down: the previous run ended without a clean stop"
                   if how == "kill -9" else "producer down between a clean stop")
         with cli_producer(path, tmp_path / "run2.log") as proc:
-            wait_until(lambda: len(sim.connections()) == 2 and sent_trades() > 100,
-                       timeout=60, what="the second run")
-            wait_until(lambda: _repaired(gaps_file, reason), timeout=120,
-                       what="the downtime to be repaired")
+            wait_for(lambda: len(sim.connections()) == 2 and sent_trades() > 100,
+                     timeout_s=60, what="the second run")
+            wait_for(lambda: _repaired(gaps_file, reason), timeout_s=120,
+                     what="the downtime to be repaired")
             lines = stop_cleanly(proc, tmp_path / "run2.log")
         lo, hi = streamed_window(sim)
         missed = {s: missed_by_the_stream(sim, s, lo, hi) for s in symbols}
@@ -225,7 +197,7 @@ def test_repair_downtime_false_leaves_a_clean_stop_alone(kafka_bootstrap: str,
         ensure_topics(config)
         for _ in range(2):
             with InProcessProducer(config) as prod:
-                wait_until(lambda: prod.events() >= 10, timeout=60, what="live events")
+                wait_for(lambda: prod.events() >= 10, timeout_s=60, what="live events")
                 assert prod.stop() == 0
     assert read_gap_log(config.producer.gaps_file).gaps == []
 
@@ -244,14 +216,14 @@ def test_wildcard_gap_repairs_the_symbols_seen_and_says_what_it_cannot(
         gaps_file = Path(config.producer.gaps_file)
         with InProcessProducer(config) as prod:
             _attach_inprocess(prod.session, config, side)
-            wait_until(lambda: prod.events() >= 200, timeout=60, what="the live stream")
+            wait_for(lambda: prod.events() >= 200, timeout_s=60, what="the live stream")
             time.sleep(0.3)  # trades in the window the disconnect opens
             assert sim.force_disconnect()
-            wait_until(lambda: bool(read_gap_log(gaps_file).unrepairable), timeout=120,
-                       what="the wildcard gap's repair")
+            wait_for(lambda: bool(read_gap_log(gaps_file).unrepairable), timeout_s=120,
+                     what="the wildcard gap's repair")
             before = prod.events()
-            wait_until(lambda: prod.events() >= before + 100, timeout=60,
-                       what="events after the repair")
+            wait_for(lambda: prod.events() >= before + 100, timeout_s=60,
+                     what="events after the repair")
             metrics = generate_latest(prod.registry).decode()
             assert prod.stop() == 0
         assert side.close(30) == 0
@@ -298,8 +270,8 @@ def test_the_watermark_moves_under_a_load_that_never_empties_the_queue(
         ensure_topics(config)
         path = watermark_path(config.producer.gaps_file)
         with InProcessProducer(config) as prod:
-            wait_until(lambda: prod.events() >= 10 and path.exists(), timeout=60,
-                       what="live events and the run's first watermark")
+            wait_for(lambda: prod.events() >= 10 and path.exists(), timeout_s=60,
+                     what="live events and the run's first watermark")
             first = read_watermark(path)
             assert first is not None
             time.sleep(5.0)

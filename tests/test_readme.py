@@ -15,12 +15,12 @@ import pytest
 
 from common.config import load_config
 from consumer import buckets
-from consumer.testkit import bar, quote, trade
 from consumer.writer import MarketStoreWriter
 from massive_fetcher.doctor import check_broker, check_marketstore, check_registry
 from schemas.native import INACTIVE
 from schemas.replication import PartitionReplicas, replication_problems
 from schemas.topics import TopicInfo, check_topics
+from tests.support.testkit import bar, quote, trade
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

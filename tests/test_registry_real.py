@@ -23,7 +23,7 @@ from tests.support.registry import (
     registry_config,
     unique_prefix,
 )
-from tests.test_schemas_support import sample
+from tests.support.samples import sample
 
 EXIT_REGISTRY_FAILED = 6
 PASSWORD = "pw-9f3b71c2"

@@ -19,7 +19,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from common.config import Config
 from consumer.replayguard import REFUSED_EXIT_CODE, live_members
-from consumer.testkit import (
+from schemas.codec import make_codec
+from services.base import ServiceError
+from services.native import NativeServices
+from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
     assert_buckets_equal,
@@ -34,11 +37,8 @@ from consumer.testkit import (
     row_count,
     trades_stream,
     unique,
-    wait_for,
 )
-from schemas.codec import make_codec
-from services.base import ServiceError
-from services.native import NativeServices
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,10 +12,9 @@ import pytest
 from schemas.batch import BatchResult, ListColumn
 from schemas.codec import KINDS, Codec, DecodeError, load_schema, make_codec
 from schemas.registry import Registry
+from tests.support.batchrows import row
 from tests.support.registry import registry_config, unique_prefix
-from tests.test_schemas_support import random_record, sample
-
-TRADE_V2 = json.loads((Path(__file__).parent / "data" / "schemas" / "trade_v2.avsc").read_text())
+from tests.support.samples import TRADE_V2, random_record, sample
 
 
 @pytest.fixture(autouse=True, params=["native", "numpy"])
@@ -38,21 +35,6 @@ def test_the_native_decoder_is_used_when_built(decoder_path: str) -> None:
     decoders = Codec().column_decoders()
     assert {k: d.native for k, d in decoders.items()} == \
         dict.fromkeys(decoders, decoder_path == "native")
-
-
-def row(result: BatchResult, kind: str, j: int) -> dict[str, Any]:
-    """Row j of a kind's columns as a record dict (None for masked, lists for ListColumn)."""
-    out: dict[str, Any] = {}
-    for name, column in result.columns[kind].items():
-        if isinstance(column, ListColumn):
-            out[name] = column[j]
-        elif isinstance(column, np.ma.MaskedArray):
-            out[name] = None if column.mask[j] else column.data[j].item() \
-                if isinstance(column.data[j], np.generic) else column.data[j]
-        else:
-            value = column[j]
-            out[name] = value.item() if isinstance(value, np.generic) else value
-    return out
 
 
 def comparable(record: dict[str, Any]) -> dict[str, Any]:

@@ -33,10 +33,9 @@ from schemas.codec import (
 from schemas.registry import Registry, RegistryError
 from services.process import free_port
 from tests.support.registry import record_requests, registry_config, unique_prefix
-from tests.test_schemas_support import random_record, sample
+from tests.support.samples import TRADE_V2, random_record, sample
 
 DATA = Path(__file__).parent / "data" / "schemas"
-TRADE_V2 = json.loads((DATA / "trade_v2.avsc").read_text())
 TRADE_V2_BAD = json.loads((DATA / "trade_v2_incompatible.avsc").read_text())
 
 

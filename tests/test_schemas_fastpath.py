@@ -13,7 +13,7 @@ from fastavro.schema import parse_schema
 
 from schemas import fastpath
 from schemas.codec import KINDS, Codec, load_schema
-from tests.test_schemas_support import LONG_MAX, LONG_MIN, random_record, sample
+from tests.support.samples import LONG_MAX, LONG_MIN, random_record, sample
 
 # Everything the generator supports, beyond what our three schemas use.
 WIDE_SCHEMA: dict[str, Any] = {

@@ -19,16 +19,18 @@ import pytest
 
 from common.config import Config
 from producer.liveencode import LiveEncoder, NativeFrames
-from producer.mapping import MappingError, record_from_ws_event
+from producer.mapping import record_from_ws_event
 from schemas.codec import make_codec
 from schemas.keys import symbol_key
-from tests.test_producer_liveencode import _simulator_events as simulator_events
+from tests.support.nativeframes import (
+    RECEIVED,
+    TOPICS,
+    check_frame,
+    events_by_time,
+    reference_frame,
+)
 
 native = pytest.importorskip("schemas._native", reason="the C extension was not built")
-
-TOPICS = {"trade": "t-topic", "quote": "q-topic"}
-RECEIVED = (1_795_581_905_157_190_423, 0, -5)
-
 
 @pytest.fixture(scope="module")
 def codec() -> Any:
@@ -42,53 +44,14 @@ def frames_encoder(codec: Any) -> NativeFrames:
     return enc
 
 
-def _reference(codec: Any, frame: bytes, received_ns: int) -> Any:
-    """The Python path's records for a frame, or None if it rejects any part of it."""
-    try:
-        items = orjson.loads(frame)
-    except orjson.JSONDecodeError:
-        return None
-    if type(items) is not list or not items:
-        return None
-    records, trades, quotes = [], 0, 0
-    for ev in items:
-        if type(ev) is not dict or ev.get("ev") not in ("T", "Q"):
-            return None
-        try:
-            kind, record = record_from_ws_event(ev, received_ns)
-            value = codec.encode(kind, record)
-        except (MappingError, ValueError, TypeError, KeyError, OverflowError):
-            return None
-        records.append((TOPICS[kind], value, symbol_key(record["symbol"])))
-        trades += kind == "trade"
-        quotes += kind == "quote"
-    return records, trades, quotes, record["sip_timestamp_ns"]
-
-
-def _simulator_events() -> list[dict[str, Any]]:
-    return sorted(simulator_events(), key=lambda e: e["t"])
-
-
-def _check(enc: NativeFrames, codec: Any, frame: bytes) -> bool:
-    """True when the native encoder took the frame (and then gave the reference bytes)."""
-    for received_ns in RECEIVED:
-        got = enc.encode(frame, received_ns)
-        if got is None:
-            return False
-        want = _reference(codec, frame, received_ns)
-        assert want is not None, f"native accepted a frame the Python path rejects: {frame!r}"
-        assert got == want, frame
-    return True
-
-
 def test_simulator_frames_take_the_native_path(frames_encoder: NativeFrames,
                                                codec: Any) -> None:
-    events = _simulator_events()
+    events = events_by_time()
     assert len(events) > 5000
     # the simulator sends fractional sizes as "ds" strings: they must not force a fallback
     assert any("ds" in ev for ev in events)
     for i in range(0, len(events), 500):
-        assert _check(frames_encoder, codec, orjson.dumps(events[i:i + 500]))
+        assert check_frame(frames_encoder, codec, orjson.dumps(events[i:i + 500]))
 
 
 def test_odd_values_never_differ(frames_encoder: NativeFrames, codec: Any) -> None:
@@ -98,27 +61,27 @@ def test_odd_values_never_differ(frames_encoder: NativeFrames, codec: Any) -> No
              [], [1], [1, 2**31], [1.0], [True], [None], {}, {"a": [1, {"b": None}]},
              "\u00e9\u4e2d", 'a"b', "a\\b", "\n", "BRK/A", "/", "A//B"]
     rng = random.Random(7)
-    events = _simulator_events()[:300]
+    events = events_by_time()[:300]
     taken = 0
     for ev in events:
         for key in [*ev, "ds", "zz", "trft", "trfi", "c"]:
             for value in rng.sample(weird, 8):
                 frame = orjson.dumps([ev, {**ev, key: value}])
-                taken += _check(frames_encoder, codec, frame)
+                taken += check_frame(frames_encoder, codec, frame)
             frame = orjson.dumps([{k: v for k, v in ev.items() if k != key}])
-            taken += _check(frames_encoder, codec, frame)
+            taken += check_frame(frames_encoder, codec, frame)
     assert taken > 1000  # the odd but valid shapes are taken, not all thrown back
 
 
 def test_symbols_with_a_slash_are_keyed_as_their_bucket(frames_encoder: NativeFrames,
                                                         codec: Any) -> None:
     """The key is the bucket's spelling (``BRK/A`` -> ``BRK.A``, schemas.keys), the value
-    keeps Massive's; _check compares both with the Python path."""
-    events = _simulator_events()[:300]
+    keeps Massive's; check_frame compares both with the Python path."""
+    events = events_by_time()[:300]
     for sym in ("BRK/A", "BRK.A", "A/B/C", "/", "X/", "/X", "a" * 255 + "/"):
         frame = orjson.dumps([{**ev, "sym": sym} if i % 3 == 0 else ev
                               for i, ev in enumerate(events)])
-        assert _check(frames_encoder, codec, frame), sym
+        assert check_frame(frames_encoder, codec, frame), sym
         records = frames_encoder.encode(frame, 1)[0]  # type: ignore[index]
         assert records[0][2] == symbol_key(sym) == sym.replace("/", ".")
     # longer than the native encoder takes: the Python path's (no key of its own to check)
@@ -146,12 +109,12 @@ def test_hand_written_json_never_differs(frames_encoder: NativeFrames, codec: An
                 one = base % (price, size, extra)
                 for frame in (b"[" + one + b"]", b" [ " + one + b" , " + one + b" ] ",
                               b"[" + one + b"]x", b"[" + one, b"[" + one + b",]"):
-                    _check(frames_encoder, codec, frame)
+                    check_frame(frames_encoder, codec, frame)
 
 
 def test_byte_level_corruption_never_differs(frames_encoder: NativeFrames, codec: Any) -> None:
     rng = random.Random(11)
-    events = _simulator_events()
+    events = events_by_time()
     alphabet = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzTQds\xc3\xa9\x00\x7f'
     taken = 0
     for _ in range(10_000):
@@ -166,7 +129,7 @@ def test_byte_level_corruption_never_differs(frames_encoder: NativeFrames, codec
                 del data[pos]
             else:
                 data.insert(pos, rng.choice(alphabet))
-        taken += _check(frames_encoder, codec, bytes(data))
+        taken += check_frame(frames_encoder, codec, bytes(data))
     assert taken > 1000  # harmless mutations (whitespace, values) still take the C path
 
 
@@ -174,7 +137,7 @@ def test_other_frames_are_left_to_the_python_path(frames_encoder: NativeFrames) 
     am = {"ev": "AM", "sym": "AAPL", "v": 1, "o": 1.0, "c": 1.0, "h": 1.0, "l": 1.0,
           "s": 1, "e": 2}
     status = {"ev": "status", "status": "auth_success", "message": "authenticated"}
-    trade = _simulator_events()[0]
+    trade = events_by_time()[0]
     for frame in ([], [am], [status], [trade, am], [trade, status], [trade, {"ev": "XX"}],
                   [trade, [1]], {"ev": "T"}, "T", None):
         for received_ns in RECEIVED:
@@ -248,7 +211,7 @@ def test_decode_messages_on_a_real_poll(kafka_bootstrap: str) -> None:
     from common.config import KafkaConfig, TopicsConfig
     from schemas.batch import decode_batch, decode_messages
     from schemas.topics import ensure_topics
-    from tests.test_schemas_batch import row
+    from tests.support.batchrows import row
 
     suffix = uuid.uuid4().hex[:8]
     topics = TopicsConfig(**{name: f"native-{name}-{suffix}"
@@ -257,7 +220,7 @@ def test_decode_messages_on_a_real_poll(kafka_bootstrap: str) -> None:
                                       partitions=3))
     ensure_topics(config)
     codec = make_codec(config)
-    events = _simulator_events()[:3000]
+    events = events_by_time()[:3000]
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     for ev in events:
         kind, record = record_from_ws_event(ev, 1)
@@ -315,12 +278,12 @@ def test_a_one_sided_quote_in_a_frame_gets_the_reference_bytes(frames_encoder: N
                                                               codec: Any) -> None:
     """A quote without a bid (or ask) price: the frame is left to the Python path, which
     writes NaN; or, if the native encoder takes it, the very same bytes."""
-    quotes = [e for e in _simulator_events() if e["ev"] == "Q"][:20]
+    quotes = [e for e in events_by_time() if e["ev"] == "Q"][:20]
     for absent in (("bp", "bs"), ("ap", "as"), ("bp",)):
         one_sided = {k: v for k, v in quotes[7].items() if k not in absent}
         frame = orjson.dumps([*quotes[:7], one_sided, *quotes[8:]])
-        _check(frames_encoder, codec, frame)
-        want = _reference(codec, frame, RECEIVED[0])
+        check_frame(frames_encoder, codec, frame)
+        want = reference_frame(codec, frame, RECEIVED[0])
         assert want is not None
         _, record = codec.decode(want[0][7][1])
         empty, full = ("bid", "ask") if "bp" in absent else ("ask", "bid")

@@ -28,6 +28,7 @@ from simulator.model import (
     aggregate_trades,
     regroup,
 )
+from tests.support.wait import wait_for
 
 DAY = 1_704_153_600 * NS  # 2024-01-02T00:00:00Z
 DATA = Path(__file__).parent / "data" / "simulator"
@@ -145,15 +146,15 @@ def test_cli_serves_everything_on_one_port_and_stops_on_sigterm(tmp_path: Path) 
                              "--api-key", "sekrit-key-42"], env=env, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as resp:
-                    assert resp.status == 200
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
+
+        def healthy() -> bool:
+            assert proc.poll() is None, "the simulator exited"
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as resp:
+                assert resp.status == 200
+            return True
+
+        wait_for(healthy, 20, "the simulator's /healthz", retry_on=(OSError,),
+                 interval_s=0.1)
         with urllib.request.urlopen(f"{base}/v3/reference/tickers?apiKey=sekrit-key-42") as resp:
             assert [r["ticker"] for r in json.loads(resp.read())["results"]] == ["AAPL",
                                                                                "ZZSIM1"]

@@ -42,10 +42,10 @@ from common.config import Config, ConsumerConfig
 from common.runtime import tune_for_throughput
 from consumer import buckets
 from consumer.service import ConsumerService, Options
-from consumer.testkit import BASE_NS, bar, make_config, quote, trade
 from consumer.writer import MarketStoreWriter, build_write_requests, group_buckets
 from schemas.codec import make_codec
 from schemas.topics import ensure_topics
+from tests.support.testkit import BASE_NS, bar, make_config, quote, trade
 
 
 def _events(n: int, symbols: list[str], start_seq: int = 1) -> list[tuple[str, dict]]:

@@ -7,9 +7,9 @@ import time
 from confluent_kafka import Producer
 
 from common.config import Config
-from consumer.testkit import trade
 from producer.publisher import producer_properties
 from schemas.codec import make_codec
+from tests.support.testkit import trade
 
 
 def paced_publisher(config: Config, rate: int, seconds: float, symbols: list[str]) -> None:

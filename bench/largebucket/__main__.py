@@ -41,11 +41,11 @@ from bench.consumer.measured import Measured, throughput
 from common.config import ServicesConfig
 from consumer import buckets
 from consumer.sink import MarketStoreSink
-from consumer.testkit import BASE_NS, make_config, trade
 from consumer.writer import MarketStoreError, MarketStoreWriter
 from schemas.topics import ensure_topics
 from services.native import NativeServices
 from services.process import free_port
+from tests.support.testkit import BASE_NS, make_config, trade
 
 DAY = 86_400 * 10**9
 FILL_CHUNK = 250_000  # rows per write while filling

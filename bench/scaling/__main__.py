@@ -18,7 +18,7 @@ from that change to the last write.
 Ownership: a bucket is fed by exactly one topic partition (key = symbol, one topic per
 attribute group), so no bucket is written by two members at once when no partition is:
 checked twice, with the owned intervals from the assign/revoke log lines and with
-``consumer.testkit.ownership_violations`` over the write spans. The rows stored
+``tests.support.testkit.ownership_violations`` over the write spans. The rows stored
 are counted back from MarketStore.
 
 The consumers share the machine's cores with Kafka and MarketStore (and this script): on
@@ -43,7 +43,9 @@ from pathlib import Path
 from bench.consumer.__main__ import _events, _publish
 from bench.procstat import cpu_seconds
 from common.config import Config
-from consumer.testkit import (
+from consumer.writer import MarketStoreWriter
+from schemas.topics import ensure_topics
+from tests.support.testkit import (
     BASE_NS,
     Span,
     consumer_process,
@@ -55,8 +57,6 @@ from consumer.testkit import (
     stop_processes,
     write_config,
 )
-from consumer.writer import MarketStoreWriter
-from schemas.topics import ensure_topics
 
 DAY_NS = 86_400 * 10**9
 

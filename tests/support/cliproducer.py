@@ -13,8 +13,8 @@ import yaml
 
 from common.config import Config
 from common.files import write_private
-from consumer.testkit import wait_for
 from simulator.server import SimulatorServer
+from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MINUTE_NS = 60_000_000_000

@@ -21,15 +21,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.config import Config
 from common.kafka import silent_logger
-from consumer.testkit import ThreadedConsumer, read_bucket
 from producer.publisher import producer_properties
 from schemas.replication import replication_problems
 from schemas.topics import describe_topics, ensure_topics, wanted_configs, wanted_replication
 from services.native import NativeServices
 from simulator.server import SimulatorServer
-from tests.test_backfill_marketstore import assert_stored_equals_model, full_config
-from tests.test_producer_live import InProcessProducer, wait_until
-from tests.test_producer_promise import missed_by_the_stream, streamed_window
+from tests.support.backfillrun import full_config
+from tests.support.liveproducer import InProcessProducer
+from tests.support.testkit import ThreadedConsumer, read_bucket
+from tests.support.truth import assert_stored_equals_model, missed_by_the_stream, streamed_window
+from tests.support.wait import wait_for
 
 PARTITIONS = 6  # two leaders per broker on each topic
 
@@ -76,8 +77,8 @@ def fully_in_sync(config: Config) -> bool:
 
 
 def wait_in_sync(config: Config, timeout_s: float = 180.0) -> None:
-    wait_until(lambda: fully_in_sync(config), timeout=timeout_s,
-               what="every replica back in sync")
+    wait_for(lambda: fully_in_sync(config), timeout_s=timeout_s,
+             what="every replica back in sync")
 
 
 class AckProbe:
@@ -106,8 +107,8 @@ class AckProbe:
 
     def start(self) -> AckProbe:
         self._thread.start()
-        wait_until(lambda: self.all_acked_since(time.monotonic() - 0.5), timeout=60,
-                   what="the probe's first acknowledgements")
+        wait_for(lambda: self.all_acked_since(time.monotonic() - 0.5), timeout_s=60,
+                 what="the probe's first acknowledgements")
         return self
 
     def stop(self) -> None:
@@ -194,7 +195,7 @@ class ClusterRun:
     def wait_events(self, more: int, what: str, timeout_s: float = 120.0) -> None:
         """Until the producer has read ``more`` further events from the stream."""
         target = self.producer.events() + more
-        wait_until(lambda: self.producer.events() >= target, timeout=timeout_s, what=what)
+        wait_for(lambda: self.producer.events() >= target, timeout_s=timeout_s, what=what)
 
     def time_until_flow_resumes(self, fault: Callable[[], object],
                                 timeout_s: float = 180.0) -> float:
@@ -208,8 +209,8 @@ class ClusterRun:
         failing.join(timeout_s)
         assert not failing.is_alive(), "the fault did not finish"
         ended = time.monotonic()
-        wait_until(lambda: self.probe.all_acked_since(ended), timeout=timeout_s,
-                   what="every partition to acknowledge again after the fault")
+        wait_for(lambda: self.probe.all_acked_since(ended), timeout_s=timeout_s,
+                 what="every partition to acknowledge again after the fault")
         seconds = self.probe.worst_wait_since(began)
         self.recoveries.append(seconds)
         return seconds
@@ -241,7 +242,7 @@ class ClusterRun:
                         return False
             return True
 
-        wait_until(landed, timeout=180, what="every row in MarketStore")
+        wait_for(landed, timeout_s=180, what="every row in MarketStore")
         assert self.consumer.thread.is_alive(), f"the consumer stopped: {self.consumer.error}"
         for symbol in self.symbols:
             assert_stored_equals_model(self.cluster.marketstore_url, model, symbol, lo, hi)

@@ -108,18 +108,18 @@ def fuzz_frames(rng: random.Random, rounds: int) -> int:
     from common.config import Config
     from producer.liveencode import LiveEncoder, NativeFrames
     from schemas.codec import make_codec
-    from tests.test_schemas_native import TOPICS, _check, _simulator_events
+    from tests.support.nativeframes import TOPICS, check_frame, events_by_time
 
     the_codec = make_codec(Config())
     encoder = NativeFrames(LiveEncoder(the_codec), TOPICS)
     assert encoder.enabled, "the frame encoder is not on the native path"
-    events = _simulator_events()
+    events = events_by_time()
     alphabet = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzTQds\xc3\xa9\x00\x7f'
     taken = 0
     for _ in range(rounds):
         start = rng.randrange(len(events) - 30)
         frame = orjson.dumps(events[start:start + rng.randint(1, 30)])
-        taken += _check(encoder, the_codec, _mutate(rng, frame, alphabet))
+        taken += check_frame(encoder, the_codec, _mutate(rng, frame, alphabet))
     return taken
 
 
@@ -130,7 +130,7 @@ def fuzz_rows(native: Any, rng: random.Random, rounds: int) -> int:
     from schemas.batch import _native_field
     from schemas.codec import KINDS, load_schema
     from schemas.fastpath import _expand
-    from tests.test_schemas_support import random_record
+    from tests.support.samples import random_record
 
     checked = 0
     for schema in [*(load_schema(k) for k in KINDS), NATIVE_WIDE_SCHEMA]:

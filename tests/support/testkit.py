@@ -1,6 +1,6 @@
-"""Helpers for the consumer's tests and benchmark (records, publishing, reading buckets back).
+"""Helpers for the consumer's tests and benchmarks (records, publishing, reading buckets back).
 
-Not used by the consumer itself; kept in the package so tests and ``bench.consumer`` share it.
+Outside the installed packages: the tests and ``bench`` import it from the source tree.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from consumer.writer import MarketStoreWriter
 from schemas.codec import DATA_TYPE_OF_KIND, make_codec
 from schemas.topics import ensure_topics
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 
 BASE_NS = 1_764_000_000 * 1_000_000_000  # 2025-11-24T16:00:00Z
 
@@ -192,16 +191,6 @@ def _same(a: tuple, b: tuple) -> bool:
                for x, y in zip(a, b, strict=True))
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2,
-             what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def row_count(url: str, tbk: str) -> int:
     rows = read_bucket(url, tbk)
     return 0 if rows is None else len(rows)
@@ -327,3 +316,12 @@ def ownership_violations(logs: dict[str, Path]) -> list[str]:
                         (event["t_start"], event["t_end"], member))
     return [f"{part}: {owner} and {member} at {start}"
             for part, owner, _end, member, start in overlapping_spans(spans)]
+
+
+def consume_into_marketstore(config: Config) -> None:
+    """Run the consumer until it has caught up with the topics (then it stops)."""
+    with ThreadedConsumer(config, until_caught_up=True) as consumer:
+        consumer.thread.join(120)
+        assert not consumer.thread.is_alive(), "the consumer did not catch up"
+
+

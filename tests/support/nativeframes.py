@@ -1,0 +1,68 @@
+"""The simulator's events as WebSocket frames, and the check that the native frame encoder
+gives for a frame exactly the Python path's records (or declines it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from producer.liveencode import NativeFrames
+from producer.mapping import MappingError, record_from_ws_event
+from schemas.keys import symbol_key
+
+TOPICS = {"trade": "t-topic", "quote": "q-topic"}
+RECEIVED = (1_795_581_905_157_190_423, 0, -5)
+
+
+def simulator_events() -> list[dict[str, Any]]:
+    from simulator import wire
+    from simulator.model import MarketModel
+
+    model = MarketModel(seed=11, trades_per_second=3000, quotes_per_second=3000,
+                        symbols=["AAPL", "BRK.A", "SPY"])
+    start = 1704205800 * 10**9
+    events: list[dict[str, Any]] = []
+    for sym in model.symbols:
+        events += wire.ws_trades(model.trades(sym, start, start + 10**9))
+        events += wire.ws_quotes(model.quotes(sym, start, start + 10**9))
+    return events
+
+
+def events_by_time() -> list[dict[str, Any]]:
+    return sorted(simulator_events(), key=lambda e: e["t"])
+
+
+def reference_frame(codec: Any, frame: bytes, received_ns: int) -> Any:
+    """The Python path's records for a frame, or None if it rejects any part of it."""
+    try:
+        items = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return None
+    if type(items) is not list or not items:
+        return None
+    records, trades, quotes = [], 0, 0
+    for ev in items:
+        if type(ev) is not dict or ev.get("ev") not in ("T", "Q"):
+            return None
+        try:
+            kind, record = record_from_ws_event(ev, received_ns)
+            value = codec.encode(kind, record)
+        except (MappingError, ValueError, TypeError, KeyError, OverflowError):
+            return None
+        records.append((TOPICS[kind], value, symbol_key(record["symbol"])))
+        trades += kind == "trade"
+        quotes += kind == "quote"
+    return records, trades, quotes, record["sip_timestamp_ns"]
+
+
+def check_frame(enc: NativeFrames, codec: Any, frame: bytes) -> bool:
+    """True when the native encoder took the frame (and then gave the reference bytes)."""
+    for received_ns in RECEIVED:
+        got = enc.encode(frame, received_ns)
+        if got is None:
+            return False
+        want = reference_frame(codec, frame, received_ns)
+        assert want is not None, f"native accepted a frame the Python path rejects: {frame!r}"
+        assert got == want, frame
+    return True
