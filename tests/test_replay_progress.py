@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from consumer.testkit import (
+from tests.support.testkit import (
     BASE_NS,
     bar,
     create_topics,
