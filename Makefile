@@ -27,9 +27,10 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(VENV)/bin/mypy
 
-# The tests that need no real server (the `integration` marker comes from the fixtures).
+# The tests that need no real server (the `integration` marker comes from the fixtures),
+# on both cores: they wait on subprocesses more than they compute.
 test-fast: lint
-	$(VENV)/bin/pytest -q -m 'not integration'
+	$(VENV)/bin/pytest -q -m 'not integration' -n 2
 
 # The compiled paths under AddressSanitizer + UBSan, on seeded random input, for a while.
 fuzz: $(INSTALLED)

@@ -25,6 +25,9 @@ from tests.support.registry import (
 )
 from tests.support.samples import sample
 
+# every test here runs against a real registry process (some start their own)
+pytestmark = pytest.mark.integration
+
 EXIT_REGISTRY_FAILED = 6
 PASSWORD = "pw-9f3b71c2"
 
