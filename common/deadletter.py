@@ -83,8 +83,8 @@ class DeadLetterProducer:
         self.sent = 0
         self.failed = 0
 
-    def send(self, key: str, value: bytes, exc: BaseException, reason: str,
-             source: Mapping[str, object]) -> None:
+    def send(self, key: bytes | str | None, value: bytes | None, exc: BaseException,
+             reason: str, source: Mapping[str, object]) -> None:
         """Queue one dead letter (see :func:`produce_dead_letter`)."""
         produce_dead_letter(self._producer, self.topic, key, value,
                             dead_letter_headers(exc, reason, source), self._on_delivery)

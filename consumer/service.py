@@ -3,8 +3,8 @@
 Checkpointing follows quix-streams' shape: every record is ``add()``-ed to the sink, the sink is
 ``flush()``-ed at the end of a batch (``consumer.batch_max_events`` or ``batch_max_ms``), and
 offsets are committed only after every flush succeeded: here additionally only once the write
-is older than ``consumer.commit_delay_ms`` and one written row reads back (durable in
-MarketStore, see ``consumer.writer``). Any MarketStore error (or a dead-letter delivery
+is older than ``consumer.commit_delay_ms`` and one written row reads back
+(``consumer.checkpoint``). Any MarketStore error (or a dead-letter delivery
 failure) aborts the checkpoint: the assigned partitions are paused and rewound to their last
 committed offsets, the unflushed batch and every cached tail are dropped, and the loop backs
 off (``retry_initial_s`` doubling to ``retry_max_s``) while still serving the group protocol,
@@ -18,10 +18,8 @@ one batch deep (Kafka polling and decoding of the next batch overlap the current
 stay strictly ordered).
 
 Poison messages (undecodable, unknown schema, invalid values, unkeyable symbol) go to the
-dead-letter topic with the original key and value and headers ``error``, ``error.class``,
-``source.topic``, ``source.partition``, ``source.offset``, ``source.timestamp``; they are
-counted and consumption goes on. The dead-letter producer is flushed before the offsets that
-cover those messages are committed.
+dead-letter topic (``consumer.deadletters``); they are counted and consumption goes on. The
+dead letters are acknowledged before the offsets that cover them are committed.
 
 Rebalances (cooperative-sticky): revoked partitions are flushed and committed before they are
 given up, and the sink forgets their buckets' tails; assigned ones load their tails lazily.
@@ -35,9 +33,8 @@ import logging
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,47 +44,33 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from common.config import Config
-from common.deadletter import dead_letter_headers, dead_letter_properties, produce_dead_letter
-from common.kafka import AuthWatch, worth_asking_again
-from common.metrics import NAMESPACE, new_registry
+from common.kafka import AuthWatch
+from common.metrics import new_registry
 from consumer import columns
+from consumer.batch import TP, Batch, InflightWrite
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
+from consumer.checkpoint import Checkpoint
+from consumer.deadletters import ConsumerDeadLetters, DeadLetterError
 from consumer.dedupe import take_rows
-from consumer.sink import BucketError, FlushResult, MarketStoreSink, Probe, QuarantinedError
+from consumer.metrics import ConsumerMetrics, LatencySamples
+from consumer.offsets import GroupOffsets, replay_progress
+from consumer.sink import BucketError, FlushResult, MarketStoreSink, QuarantinedError
 from consumer.writer import MarketStoreError, MarketStoreWriter, ServerWatch
 from schemas.batch import decode_messages
 from schemas.codec import DATA_TYPE_OF_KIND, DecodeError, RegistryError, make_codec
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
-# Offsets are committed at most this often in steady state (a synchronous commit is a broker
-# round trip; doing it per 20 ms batch would add that to every event's latency). Rebalances
-# and shutdown commit at once.
-COMMIT_INTERVAL_S = 1.0
 # Fetch in chunks of up to 10 ms instead of one fetch per produce request: with librdkafka's
 # defaults (fetch.min.bytes 1) the broker answered every few hundred bytes, which cost it 0.45
 # of a core at 50k events/s on a 2-core machine and made its p99 fetch latency 20-40 ms; with
 # these, 0.3 of a core and 11-19 ms (kafka.consumer in the config overrides them).
 FETCH_DEFAULTS: dict[str, object] = {"fetch.min.bytes": 65536, "fetch.wait.max.ms": 10}
-MAX_LATENCY_SAMPLES = 1_000_000  # receive-time latencies kept for the bench (8 MB)
-
-
-class DeadLetterError(Exception):
-    """The dead-letter topic did not take a message: retry the batch, commit nothing."""
-
-
-@dataclass
-class PendingCommit:
-    written_at: float
-    offsets: dict[TP, int]
-    probe: Probe | None
 
 
 @dataclass
@@ -103,50 +86,6 @@ class Options:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-class ConsumerMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.written = Counter("consumer_events_written",
-                               "Rows written to MarketStore, by data type", ["type"],
-                               namespace=NAMESPACE, registry=registry)
-        self.duplicates = Counter("consumer_duplicates_dropped",
-                                  "Trades/quotes not written because MarketStore held them",
-                                  namespace=NAMESPACE, registry=registry)
-        self.batch = Histogram("consumer_batch_events", "Events per flushed batch",
-                               buckets=(1, 10, 100, 1000, 5000, 10000, 25000, 50000, 100000),
-                               namespace=NAMESPACE, registry=registry)
-        self.write_latency = Histogram("consumer_write_seconds",
-                                       "Time to flush one batch to MarketStore",
-                                       buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
-                                       namespace=NAMESPACE, registry=registry)
-        self.e2e = Histogram("consumer_end_to_end_seconds",
-                             "Producer receipt to queryable in MarketStore (sampled)",
-                             buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10),
-                             namespace=NAMESPACE, registry=registry)
-        self.lag = Gauge("consumer_lag", "High watermark minus position",
-                         ["topic", "partition"], namespace=NAMESPACE, registry=registry)
-        self.dead_letter = Counter("consumer_dead_letter",
-                                   "Messages sent to the dead-letter topic", ["reason"],
-                                   namespace=NAMESPACE, registry=registry)
-        self.store_errors = Counter("consumer_marketstore_errors",
-                                    "MarketStore failures (each one rewinds and backs off)",
-                                    namespace=NAMESPACE, registry=registry)
-        self.commits = Counter("consumer_commits", "Offset commits",
-                               namespace=NAMESPACE, registry=registry)
-        self.repairs = Counter("consumer_bucket_repairs",
-                               "Buckets rebuilt after MarketStore duplicated rows on replay",
-                               namespace=NAMESPACE, registry=registry)
-        self.bucket_failures = Counter("consumer_bucket_failures",
-                                       "Failures of one bucket's reads or writes while "
-                                       "MarketStore answered", namespace=NAMESPACE,
-                                       registry=registry)
-        self.quarantined = Counter("consumer_buckets_quarantined",
-                                   "Buckets isolated: their records go to the dead-letter topic",
-                                   namespace=NAMESPACE, registry=registry)
-        self.rows_read = Counter("consumer_dedupe_rows_read",
-                                 "Stored rows read back to deduplicate trades and quotes",
-                                 namespace=NAMESPACE, registry=registry)
-
-
 class ConsumerService:
     def __init__(self, config: Config, options: Options,
                  registry: CollectorRegistry | None = None) -> None:
@@ -154,48 +93,45 @@ class ConsumerService:
         self.options = options
         self.registry = registry or new_registry()
         self.metrics = ConsumerMetrics(self.registry)
+        self.latency = LatencySamples(self.metrics.e2e)
+        self.latencies_ns = self.latency.arrays  # e2e samples (bench), bounded
         self.codec = make_codec(config)
+        # the commit's read-back (never used by two threads at once: the loop waits for a
+        # read-back in progress before it uses this writer itself)
         self.writer = MarketStoreWriter(config.marketstore.url, config.marketstore.timeout_s)
         # the sink writes on the writer thread: its own HTTP session
         self.sink = MarketStoreSink(MarketStoreWriter(config.marketstore.url,
                                                       config.marketstore.timeout_s),
                                     bucket_max_attempts=config.consumer.bucket_max_attempts)
+        self.checkpoint = Checkpoint(lambda probe: self.sink.verify(probe, self.writer),
+                                     config.consumer.commit_delay_ms / 1000,
+                                     self.metrics.commits)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="marketstore-writer")
-        # the commit's read-back (``self.writer``'s session; never used by two threads at once)
-        self._verify_executor = ThreadPoolExecutor(1, thread_name_prefix="marketstore-verify")
-        self._verifying: tuple[Future[bool], list[PendingCommit], Probe] | None = None
-        # the write on the writer thread: (its future, offsets, receive times, started)
-        self._inflight: tuple[Future[FlushResult], dict[TP, int], list[np.ndarray],
-                              float] | None = None
+        self._inflight: InflightWrite | None = None
+        self.batch = Batch()
         self.watch = ServerWatch(config.marketstore.url)
         self.fast_path = True  # columnar decode (schemas.batch); False: per-record reference
         topics = config.kafka.topics
         self.topics = [topics.for_type(t) for t in options.data_types]
         self._stop = threading.Event()
-        self._pending: deque[PendingCommit] = deque()
-        self._batch_offsets: dict[TP, int] = {}
-        self._batch_received: list[np.ndarray] = []  # received_ns of the batch's rows
-        self._batch_started: float | None = None
         self._poll_started = 0.0  # when the current poll began (a batch's age counts from it)
         self._paused_since: float | None = None
         self._backoff = config.consumer.retry_initial_s
         self._assigned: set[TP] = set()
         self._suspect: BucketError | None = None  # the failure that paused, if one bucket's
-        self._dlq_failed = 0
-        self.dead_letters = 0
         self.consumer: Consumer | None = None
-        self.dlq: Producer | None = None
+        self.dlq: ConsumerDeadLetters | None = None
+        self._dead_letters_closed = 0  # what the closed dead-letter producer sent
+        self.offsets: GroupOffsets | None = None
         self.last_flush: FlushResult | None = None
-        self.latencies_ns: deque[np.ndarray] = deque()  # e2e samples (bench), bounded
-        self._latency_samples = 0
-        self._end_offsets: dict[TP, int] | None = None
         # a wrong password or CA ends the run (KafkaAuthError) instead of a silent retry loop
         self._auth = AuthWatch(config.kafka.bootstrap_servers)
-        self._last_commit = 0.0
-        # --until-caught-up progress: where each partition started and what was committed
-        self._start_offsets: dict[TP, int] = {}
-        self._committed: dict[TP, int] = {}
         self.on_written: Callable[[FlushResult], None] | None = None  # hook (bench)
+
+    @property
+    def dead_letters(self) -> int:
+        """Messages sent to the dead-letter topic so far."""
+        return self.dlq.sent if self.dlq is not None else self._dead_letters_closed
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -229,14 +165,16 @@ class ConsumerService:
             **self.options.extra,
         }
         self.consumer = Consumer(conf, logger=logging.getLogger("librdkafka.consumer"))
-        self.dlq = Producer(dead_letter_properties(self.config,
-                                                   f"{self.options.client_id}-dlq"))
+        self.dlq = ConsumerDeadLetters(self.config, f"{self.options.client_id}-dlq",
+                                       self.metrics.dead_letter)
+        self.offsets = GroupOffsets(self.consumer, self.topics)
         if self.options.start_timestamp_ms is not None:
-            self._seed_group_offsets(self.options.start_timestamp_ms)
+            self.offsets.seed_at(self.options.start_timestamp_ms)
         if self.options.until_caught_up:
-            self._end_offsets = self._high_watermarks()
-        self.consumer.subscribe(self.topics, on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+            self.offsets.take_end_offsets()
+        self.consumer.subscribe(self.topics, on_assign=self.partitions_assigned,
+                                on_revoke=self.partitions_revoked,
+                                on_lost=self.partitions_lost)
 
     def run(self) -> int:
         max_events = self.config.consumer.batch_max_events
@@ -245,7 +183,7 @@ class ConsumerService:
         try:
             if self.consumer is None:
                 self.open()  # inside the try: a half-opened service is closed too
-            assert self.consumer is not None
+            assert self.consumer is not None and self.offsets is not None
             while not self._stop.is_set():
                 self._auth.check()
                 if self._paused_since is not None:
@@ -262,8 +200,8 @@ class ConsumerService:
                     if self._paused_since is not None:
                         continue
                     timeout = 0.0
-                elif self._batch_started is not None:
-                    timeout = max(0.0, self._batch_started + max_s - time.monotonic())
+                elif self.batch.started is not None:
+                    timeout = max(0.0, self.batch.started + max_s - time.monotonic())
                 else:
                     timeout = max_s
                 room = max_events - self.sink.pending
@@ -273,9 +211,10 @@ class ConsumerService:
                 if self._paused_since is not None:
                     continue
                 if self._inflight is None and self._batch_due(max_events, max_s):
-                    self._checkpoint()
-                self._maybe_commit()
-                if self._end_offsets is not None and time.monotonic() - last_caught_up_check > 1:
+                    self._flush_batch()
+                self._commit()
+                if self.offsets.ends is not None and \
+                        time.monotonic() - last_caught_up_check > 1:
                     last_caught_up_check = time.monotonic()
                     if self._caught_up():
                         log.info("caught up with the end offsets taken at start")
@@ -286,10 +225,7 @@ class ConsumerService:
         return 0
 
     def _batch_due(self, max_events: int, max_s: float) -> bool:
-        """The batch holds something and is full or ``batch_max_ms`` old."""
-        return bool(self._batch_offsets) and (
-            self.sink.pending >= max_events
-            or time.monotonic() - (self._batch_started or 0) >= max_s)
+        return self.batch.due(self.sink.pending, max_events, max_s, time.monotonic())
 
     def _poll(self, room: int, timeout: float) -> bool:
         """Consume and decode one poll into the batch; False when the loop must start over.
@@ -316,7 +252,7 @@ class ConsumerService:
         """Wait (at most about a second at a time, to keep stop and callbacks responsive)
         for the write in flight; True once it is accounted for."""
         assert self._inflight is not None
-        future = self._inflight[0]
+        future = self._inflight.future
         deadline = time.monotonic() + max(cap_s, 1.0)
         while not future.done():
             with contextlib.suppress(TimeoutError):
@@ -331,12 +267,12 @@ class ConsumerService:
                 self.consumer.close()
             self.consumer = None
         if self.dlq is not None:
-            self.dlq.flush(5)
+            self.dlq.close()
+            self._dead_letters_closed = self.dlq.sent
             self.dlq = None
         self.watch.close()
         self._executor.shutdown(wait=True)
-        self._abandon_verify()
-        self._verify_executor.shutdown(wait=True)
+        self.checkpoint.close()
         self.writer.close()
         self.sink.writer.close()
 
@@ -344,10 +280,10 @@ class ConsumerService:
         if self._paused_since is not None:
             return
         try:
-            ok = self._checkpoint(wait=True) if self._batch_offsets else \
+            ok = self._flush_batch(wait=True) if self.batch.offsets else \
                 self._complete_inflight(block=True)
             if ok:
-                self._maybe_commit(wait=True)
+                self._commit(wait=True)
         except (MarketStoreError, DeadLetterError, KafkaException) as exc:
             log.warning("final flush failed; uncommitted events will be re-read",
                         extra={"error": str(exc)})
@@ -380,10 +316,11 @@ class ConsumerService:
             # the last message per partition wins in a dict: its offset + 1 is to commit
             last = dict(map(_position, good))
             result = self.codec.decode_batch([m.value() or b"" for m in good])
+        batch = self.batch
         for tp, offset in last.items():
-            self._batch_offsets[tp] = offset + 1
-        if self._batch_started is None:
-            self._batch_started = self._poll_started or time.monotonic()
+            batch.offsets[tp] = offset + 1
+        if batch.started is None:
+            batch.started = self._poll_started or time.monotonic()
         slow = sorted([i for i, _ in result.errors] + [i for i, _k, _r in result.records])
         for kind, cols in result.columns.items():
             if DATA_TYPE_OF_KIND[kind] not in self.options.data_types:
@@ -416,7 +353,7 @@ class ConsumerService:
             if isinstance(received, np.ma.MaskedArray):
                 got = received[ok].compressed() if len(ok) != len(rows) else received.compressed()
                 if len(got):
-                    self._batch_received.append(got)
+                    batch.received.append(got)
         for i in sorted(slow):
             self._handle(good[i], offsets_done=True)
 
@@ -428,10 +365,11 @@ class ConsumerService:
                 log.warning("consumer error", extra={"error": str(err)})
             return
         tp, offset = _position(msg)
-        if self._batch_started is None:
-            self._batch_started = self._poll_started or time.monotonic()
+        batch = self.batch
+        if batch.started is None:
+            batch.started = self._poll_started or time.monotonic()
         if not offsets_done:
-            self._batch_offsets[tp] = offset + 1
+            batch.offsets[tp] = offset + 1
         try:
             kind, record = self.codec.decode(msg.value() or b"")
             if DATA_TYPE_OF_KIND.get(kind) not in self.options.data_types:
@@ -442,7 +380,7 @@ class ConsumerService:
             self.sink.add(kind, record, tp)
             received = record.get("received_ns")
             if received:
-                self._batch_received.append(np.array([received], dtype=np.int64))
+                batch.received.append(np.array([received], dtype=np.int64))
         except DecodeError as exc:
             self._dead_letter(msg, "decode", exc)
         except RecordError as exc:
@@ -452,29 +390,10 @@ class ConsumerService:
 
     def _dead_letter(self, msg: Message, reason: str, exc: Exception) -> None:
         assert self.dlq is not None
-        # A value too large to copy is left out: the dead letter points at the original
-        # (source topic/partition/offset; topics keep their data forever).
-        headers = dead_letter_headers(exc, reason, {
-            "topic": msg.topic() or "", "partition": msg.partition(),
-            "offset": msg.offset(), "timestamp": msg.timestamp()[1]})
+        self.dlq.send(msg, reason, exc)
 
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                self._dlq_failed += 1
-
-        try:
-            produce_dead_letter(self.dlq, self.config.kafka.topics.dead_letter, msg.key(),
-                                msg.value(), headers, delivered)
-        except KafkaException as kexc:
-            raise DeadLetterError(f"dead-letter produce failed: {kexc}") from kexc
-        self.dead_letters += 1
-        self.metrics.dead_letter.labels(reason).inc()
-        log.warning("message sent to the dead-letter topic", extra={
-            "reason": reason, "error": str(exc), "topic": msg.topic(),
-            "partition": msg.partition(), "offset": msg.offset()})
-
-    # --- checkpoint --------------------------------------------------------------------------
-    def _checkpoint(self, wait: bool = False) -> bool:
+    # --- flush and commit --------------------------------------------------------------------
+    def _flush_batch(self, wait: bool = False) -> bool:
         """Hand the batch to the writer thread (after the previous one is written).
 
         Writes are pipelined one deep: Kafka polling and decoding of batch N+1 overlap the
@@ -484,175 +403,67 @@ class ConsumerService:
         """
         assert self.dlq is not None
         try:
-            if (self.dead_letters and self.dlq.flush(30) > 0) or self._dlq_failed:
-                self._dlq_failed = 0
-                raise DeadLetterError("dead-letter topic did not acknowledge")
+            self.dlq.confirm()
         except DeadLetterError as exc:
             self._fail(exc)
             return False
         if not self._complete_inflight(block=True):
             return False
         taken = self.sink.take()
-        self._inflight = (self._executor.submit(self.sink.flush_taken, taken),
-                          dict(self._batch_offsets), self._batch_received, time.time())
-        self._batch_offsets = {}
-        self._batch_received = []
-        self._batch_started = None
+        batch, self.batch = self.batch, Batch()
+        self._inflight = InflightWrite(self._executor.submit(self.sink.flush_taken, taken),
+                                       batch.offsets, batch.received, time.time())
         return self._complete_inflight(block=True) if wait else True
 
     def _complete_inflight(self, block: bool) -> bool:
         """Account for the write on the writer thread if it finished (or wait for it)."""
-        if self._inflight is None:
+        inflight = self._inflight
+        if inflight is None:
             return True
-        future, offsets, received, started = self._inflight
-        if not block and not future.done():
+        if not block and not inflight.future.done():
             return True
         self._inflight = None
         try:
-            result = future.result()
+            result = inflight.future.result()
         except MarketStoreError as exc:
             self._fail(exc)
             return False
-        if received:
-            self._sample_latencies(received, result.written_ns or time.time_ns())
-        events = sum(result.rows_written.values()) + result.duplicates_dropped
-        if result.rows_written or result.duplicates_dropped:
-            self.metrics.batch.observe(events)
-            self.metrics.write_latency.observe(result.seconds)
-            for kind, n in result.rows_written.items():
-                self.metrics.written.labels(DATA_TYPE_OF_KIND[kind]).inc(n)
-            self.metrics.duplicates.inc(result.duplicates_dropped)
-            self.metrics.rows_read.inc(result.rows_read)
+        if inflight.received:
+            self.latency.add(inflight.received, result.written_ns or time.time_ns())
+        self.metrics.observe_write(result)
         log.debug("batch written", extra={
             "group": self.options.group_id, "client": self.options.client_id,
-            "partitions": sorted(f"{t}:{p}" for t, p in offsets),
+            "partitions": sorted(f"{t}:{p}" for t, p in inflight.offsets),
             "rows": result.rows_written, "duplicates": result.duplicates_dropped,
-            "t_start": started, "t_end": time.time()})
+            "t_start": inflight.started, "t_end": time.time()})
         self.last_flush = result
-        self._pending.append(PendingCommit(time.monotonic(), offsets, result.probe))
+        self.checkpoint.written(inflight.offsets, result.probe)
         self._update_lag()
         if self.on_written is not None:
             self.on_written(result)
         return True
 
-    def _sample_latencies(self, received: list[np.ndarray], queryable_ns: int) -> None:
-        """End-to-end latencies of a written batch: metric samples and the bench's arrays.
-
-        They end when MarketStore acknowledged the write (the writer thread's clock), not
-        when this loop noticed: that can be a poll later.
-        The arrays are bounded by samples, not batches: a replay writes batches of up to
-        ``batch_max_events`` receive times each, and thousands of those were kept."""
-        lat = queryable_ns - np.concatenate(received)
-        self.latencies_ns.append(lat)
-        self._latency_samples += len(lat)
-        while self._latency_samples > MAX_LATENCY_SAMPLES and len(self.latencies_ns) > 1:
-            self._latency_samples -= len(self.latencies_ns.popleft())
-        for v in lat[:: max(1, len(lat) // 20)]:
-            self.metrics.e2e.observe(v / 1e9)
-
     def _abandon_inflight(self) -> None:
         """Wait for a write in progress and drop its outcome (its events will be re-read)."""
         if self._inflight is not None:
-            self._inflight[0].exception()
+            self._inflight.future.exception()
             self._inflight = None
 
-    def _maybe_commit(self, wait: bool = False, only: set[TP] | None = None) -> None:
-        """Commit the offsets of writes older than ``commit_delay_ms`` once a probe reads back.
-
-        In steady state the read-back runs on a thread of its own (it took 3-13 ms, once a
-        second, on the loop's critical path) and the commit happens on a later call when it
-        succeeded; ``wait`` (rebalance, shutdown) finishes one in progress and verifies and
-        commits at once.
-        """
+    def _commit(self, wait: bool = False) -> None:
+        """Let the checkpoint commit what is due (nothing while paused)."""
         if self._paused_since is not None:
             return
-        if self._verifying is not None:
-            future, verified, checked = self._verifying
-            if not wait and not future.done():
-                return
-            self._verifying = None
-            try:
-                ok = future.result()
-            except MarketStoreError as exc:
-                self._fail(exc)
-                return
-            if ok:
-                self._commit(verified, wait, only)
-            else:
-                log.warning("written row not yet readable; commit postponed",
-                            extra={"bucket": checked.tbk})
-            if not wait:
-                return
-        if not self._pending:
-            return
-        if not wait and time.monotonic() - self._last_commit < COMMIT_INTERVAL_S:
-            return
-        delay = self.config.consumer.commit_delay_ms / 1000
-        if wait:
-            remaining = self._pending[-1].written_at + delay - time.monotonic()
-            if remaining > 0:
-                time.sleep(remaining)
-        now = time.monotonic()
-        ready = [p for p in self._pending if now - p.written_at >= delay]
-        if not ready:
-            return
-        probe = next((p.probe for p in reversed(ready) if p.probe is not None), None)
-        if probe is not None and not wait:
-            self._last_commit = now
-            self._verifying = (self._verify_executor.submit(self.sink.verify, probe,
-                                                            self.writer), ready, probe)
-            return
-        try:
-            if probe is not None and not self.sink.verify(probe, self.writer):
-                log.warning("written row not yet readable; commit postponed",
-                            extra={"bucket": probe.tbk})
-                return
-        except MarketStoreError as exc:
-            self._fail(exc)
-            return
-        self._commit(ready, wait, only)
-
-    def _commit(self, ready: list[PendingCommit], wait: bool, only: set[TP] | None) -> None:
-        """Commit verified pending writes (the oldest ones, unless they were dropped since)."""
-        if len(self._pending) < len(ready) or any(
-                self._pending[i] is not p for i, p in enumerate(ready)):
-            return  # the batch state was dropped (a failure or a lost assignment) meanwhile
-        offsets: dict[TP, int] = {}
-        for p in ready:
-            offsets.update(p.offsets)
-        for _ in ready:
-            self._pending.popleft()
-        self._last_commit = time.monotonic()
-        owned = {tp: o for tp, o in offsets.items() if tp in self._assigned
-                 and (only is None or tp in only)}
-        if not owned:
-            return
-        self._committed.update(owned)
         assert self.consumer is not None
         try:
-            # steady state: asynchronous (a lost commit only means a deduplicated redelivery)
-            commits = [TopicPartition(t, p, o) for (t, p), o in owned.items()]
-            if wait:
-                self.consumer.commit(offsets=commits, asynchronous=False)
-            else:
-                self.consumer.commit(offsets=commits, asynchronous=True)
-            self.metrics.commits.inc()
-        except KafkaException as exc:
-            # Not fatal: the events are in MarketStore; a redelivery is deduplicated.
-            log.warning("offset commit failed", extra={"error": str(exc)})
-
-    def _abandon_verify(self) -> None:
-        """Wait for a read-back in progress and drop it (its writes are committed later or
-        re-read); the main writer's HTTP session is free again afterwards."""
-        if self._verifying is not None:
-            self._verifying[0].exception()
-            self._verifying = None
+            self.checkpoint.commit(self.consumer, self._assigned, wait)
+        except MarketStoreError as exc:
+            self._fail(exc)
 
     # --- failures ----------------------------------------------------------------------------
     def _fail(self, exc: Exception) -> None:
         """Abort the checkpoint: pause, rewind, drop cached state, back off."""
         self._abandon_inflight()
-        self._abandon_verify()
+        self.checkpoint.abandon_read_back()
         self.metrics.store_errors.inc()
         if isinstance(exc, BucketError):
             self._suspect = exc
@@ -730,8 +541,8 @@ class ConsumerService:
             "bucket": exc.tbk, "reason": self.sink.quarantined[exc.tbk]})
         return True
 
-    # --- rebalance ---------------------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    # --- rebalance (librdkafka calls these from inside consume()) ----------------------------
+    def partitions_assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         self._assigned |= tps
         log.info("partitions assigned", extra={
@@ -741,139 +552,59 @@ class ConsumerService:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def partitions_revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Flush and commit before the partitions are given up."""
         tps = {(p.topic, p.partition) for p in partitions}
         if self._paused_since is None:
-            ok = self._checkpoint(wait=True) if self._batch_offsets else \
+            ok = self._flush_batch(wait=True) if self.batch.offsets else \
                 self._complete_inflight(block=True)
             if ok:
-                self._maybe_commit(wait=True)
+                self._commit(wait=True)
         self._abandon_inflight()
         self._give_up(tps, "revoked")
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def partitions_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Someone else may own them already: never commit or write for them again."""
         tps = {(p.topic, p.partition) for p in partitions}
-        # Someone else may own them already: never commit or write for them again.
         self._abandon_inflight()
-        self._abandon_verify()
+        self.checkpoint.abandon_read_back()
         self._drop_batch()
         self._give_up(tps, "lost")
 
     def _drop_batch(self) -> None:
-        """Forget the unflushed batch and the uncommitted offsets (their events are re-read).
-
-        ``_batch_started`` goes too: left set, it would make every later poll wait 0 s
-        (a busy loop) until the next message arrives.
-        """
+        """Forget the unflushed batch and the uncommitted offsets (their events are re-read)."""
         self.sink.clear()
-        self._pending.clear()
-        self._batch_offsets.clear()
-        self._batch_received.clear()
-        self._batch_started = None
+        self.checkpoint.drop()
+        self.batch.clear()
 
     def _give_up(self, tps: set[TP], how: str) -> None:
         self._assigned -= tps
         self.sink.forget(tps)
-        for p in self._pending:
-            for tp in tps:
-                p.offsets.pop(tp, None)
+        self.checkpoint.forget(tps)
         log.info(f"partitions {how}", extra={
             "group": self.options.group_id, "client": self.options.client_id,
             "partitions": sorted(f"{t}:{p}" for t, p in tps), "t": time.time()})
 
     # --- offsets -----------------------------------------------------------------------------
-    def _all_partitions(self) -> list[TopicPartition]:
-        assert self.consumer is not None
-        meta = self.consumer.list_topics(timeout=30)
-        out: list[TopicPartition] = []
-        for topic in self.topics:
-            tmeta = meta.topics.get(topic)
-            if tmeta is None or tmeta.error is not None:
-                continue
-            out.extend(TopicPartition(topic, p) for p in tmeta.partitions)
-        return out
-
-    def _high_watermarks(self) -> dict[TP, int]:
-        assert self.consumer is not None
-        out = {}
-        for tp in self._all_partitions():
-            lo, hi = self.consumer.get_watermark_offsets(tp, timeout=30)
-            out[(tp.topic, tp.partition)] = hi
-            self._start_offsets.setdefault((tp.topic, tp.partition), lo)
-        return out
-
     def replay_progress(self) -> tuple[int, int] | None:
         """(offsets committed, offsets to commit) from the start offsets up to the end
         offsets taken at start; None unless ``until_caught_up``. Reads only plain dicts,
         so a display thread may call it."""
-        ends = self._end_offsets
-        if ends is None:
+        offsets = self.offsets
+        if offsets is None:
             return None
-        starts, committed = dict(self._start_offsets), dict(self._committed)
-        done = total = 0
-        for tp, end in ends.items():
-            start = min(starts.get(tp, 0), end)
-            total += end - start
-            done += max(0, min(committed.get(tp, start), end) - start)
-        return done, total
+        return replay_progress(offsets.starts, offsets.ends, self.checkpoint.committed)
 
     def _caught_up(self) -> bool:
-        assert self.consumer is not None and self._end_offsets is not None
-        if self._pending or self._batch_offsets or self._inflight is not None:
+        assert self.offsets is not None
+        if self.checkpoint.pending or self.batch.offsets or self._inflight is not None:
             return False
-        todo = [TopicPartition(t, p) for (t, p), end in self._end_offsets.items() if end > 0]
-        if not todo:
-            return True
-        try:
-            committed = self.consumer.committed(todo, timeout=30)
-        except KafkaException as exc:
-            # A broker that just (re)started answers NOT_COORDINATOR or
-            # COORDINATOR_LOAD_IN_PROGRESS until the group's coordinator is up: ask again at
-            # the next check instead of ending the replay with an error.
-            if worth_asking_again(exc):
-                log.info("committed offsets not readable yet: %s", exc)
-                return False
-            raise
-        return all(tp.offset >= self._end_offsets[(tp.topic, tp.partition)]
-                   for tp in committed)
-
-    def _seed_group_offsets(self, timestamp_ms: int) -> None:
-        """A fresh group starting at a time: commit offsets_for_times before subscribing."""
-        assert self.consumer is not None
-        parts = self._all_partitions()
-        committed = self.consumer.committed(parts, timeout=30)
-        if any(tp.offset >= 0 for tp in committed):
-            log.info("group has committed offsets; --from-timestamp ignored")
-            return
-        query = [TopicPartition(tp.topic, tp.partition, timestamp_ms) for tp in parts]
-        found = self.consumer.offsets_for_times(query, timeout=30)
-        seeds = []
-        for tp in found:
-            offset = tp.offset
-            if offset < 0:  # nothing at or after the time: start at the end
-                _lo, offset = self.consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=30)
-            seeds.append(TopicPartition(tp.topic, tp.partition, offset))
-            self._start_offsets[(tp.topic, tp.partition)] = offset
-        if seeds:
-            self.consumer.commit(offsets=seeds, asynchronous=False)
-        log.info("group seeded at a timestamp", extra={"timestamp_ms": timestamp_ms,
-                                                        "partitions": len(seeds)})
+        return self.offsets.caught_up()
 
     def _update_lag(self) -> None:
-        assert self.consumer is not None
-        try:
-            positions = self.consumer.position(
-                [TopicPartition(t, p) for t, p in self._assigned])
-        except KafkaException:
-            return
-        for tp in positions:
-            try:
-                _lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
-            except KafkaException:
-                continue
-            if hi >= 0 and tp.offset >= 0:
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(hi - tp.offset)
+        assert self.offsets is not None
+        for (topic, partition), lag in self.offsets.lag(self._assigned):
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
 
 
 def consumed_symbols(values: Iterable[str] | None) -> frozenset[str] | None:

@@ -15,7 +15,7 @@ from backfill.client import MassiveRestClient
 from backfill.engine import BackfillEngine
 from common.config import Config
 from common.metrics import new_registry
-from consumer.service import ConsumerMetrics
+from consumer.metrics import ConsumerMetrics
 from producer.publisher import _PublisherCollector
 from producer.session import ProducerSession
 from schemas.codec import make_codec
