@@ -312,6 +312,10 @@ def test_group_offsets_seed_at_a_time_take_the_end_and_see_the_group_caught_up(
                          "group.id": config.consumer.group_id, "enable.auto.commit": False})
     tp = (topic, 0)
     try:
+        # a broker that just started answers NOT_COORDINATOR until the group's coordinator
+        # is up (seeding, as in ``replay``, asks once)
+        wait_for(lambda: consumer.committed([TopicPartition(topic, 0)], timeout=5), 60,
+                 "the group coordinator", retry_on=(KafkaException,))
         offsets = GroupOffsets(consumer, [topic])
         offsets.seed_at(base_ms + 4000)
         [seeded] = consumer.committed([TopicPartition(topic, 0)], timeout=30)
