@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -182,13 +183,19 @@ class Publisher:
             by_kind[kind] += 1
         self._count(len(items), by_kind)
 
-    def produce_routed(self, records: list[tuple[str, bytes, str]], trades: int,
-                       quotes: int) -> None:
+    def produce_values(self, kind: str, symbol: str, values: list[bytes]) -> None:
+        """``produce_many`` for values of one kind and one symbol (a REST page's records,
+        encoded by the compiled page encoder)."""
+        self._produce_all(zip(repeat(self._topics[kind]), values, repeat(symbol_key(symbol))))
+        self._count(len(values), {kind: len(values)})
+
+    def produce_routed(self, records: list[tuple[str, bytes, str]],
+                       by_kind: Mapping[str, int]) -> None:
         """``produce_many`` for records already routed to their topic and keyed: (topic,
         value, key), as the native frame encoder returns them (the live hot path; its keys
         are :func:`schemas.keys.symbol_key`'s, checked at start), with their counts by kind."""
         self._produce_all(records)
-        self._count(len(records), {"trade": trades, "quote": quotes})
+        self._count(len(records), by_kind)
 
     def _produce_all(self, records: Iterable[tuple[str, bytes, str]]) -> None:
         """Queue (topic, value, key) records: waits while the local queue is full, counts
@@ -202,7 +209,7 @@ class Publisher:
             except KafkaException as exc:
                 self._refused(topic, symbol, value, exc)
 
-    def _count(self, produced: int, by_kind: dict[str, int]) -> None:
+    def _count(self, produced: int, by_kind: Mapping[str, int]) -> None:
         with self._count_lock:
             self.produced += produced
             for kind, n in by_kind.items():

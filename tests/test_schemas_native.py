@@ -1,5 +1,5 @@
-"""schemas._native.FrameEncoder (via producer.liveencode.NativeFrames) gives, for a whole
-frame, exactly what the Python path gives (orjson -> mapping -> codec), or None.
+"""schemas._native.Encoder (via producer.nativeframes.NativeFrames) gives, for a whole
+frame, exactly what the reference path gives (orjson -> mapping -> codec), or None.
 
 None is always allowed (the caller then runs the Python path on the frame); a result that
 differs by one byte, or a result for a frame the Python path would reject in any part, is
@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from common.config import Config
-from producer.liveencode import LiveEncoder, NativeFrames
 from producer.mapping import record_from_ws_event
+from producer.nativeframes import NativeFrames
 from schemas.codec import make_codec
 from schemas.keys import symbol_key
 from tests.support.nativeframes import (
@@ -27,6 +27,7 @@ from tests.support.nativeframes import (
     TOPICS,
     check_frame,
     events_by_time,
+    minute_bars,
     reference_frame,
 )
 
@@ -39,8 +40,9 @@ def codec() -> Any:
 
 @pytest.fixture(scope="module")
 def frames_encoder(codec: Any) -> NativeFrames:
-    enc = NativeFrames(LiveEncoder(codec), TOPICS)
+    enc = NativeFrames(codec, TOPICS)
     assert enc.enabled
+    assert set(enc.kinds) == {"bar", "trade", "quote"}
     return enc
 
 
@@ -133,12 +135,25 @@ def test_byte_level_corruption_never_differs(frames_encoder: NativeFrames, codec
     assert taken > 1000  # harmless mutations (whitespace, values) still take the C path
 
 
+def test_minute_bars_take_the_native_path(frames_encoder: NativeFrames, codec: Any) -> None:
+    bars = minute_bars()
+    bars[::7] = [{**b, "otc": True} for b in bars[::7]]
+    assert len(bars) > 100 and any("dv" in b for b in bars)
+    trades = events_by_time()[:50]
+    for i in range(0, len(bars), 40):
+        assert check_frame(frames_encoder, codec, orjson.dumps(bars[i:i + 40]))
+        assert check_frame(frames_encoder, codec, orjson.dumps([*bars[i:i + 5], *trades]))
+    rng = random.Random(9)
+    weird = [None, True, False, 0, -1, 1.5, 2**63, "", "1.5", "x", [], {}]
+    for bar in bars[:60]:
+        for key in [*bar, "otc", "dav"]:
+            check_frame(frames_encoder, codec, orjson.dumps([{**bar, key: rng.choice(weird)}]))
+
+
 def test_other_frames_are_left_to_the_python_path(frames_encoder: NativeFrames) -> None:
-    am = {"ev": "AM", "sym": "AAPL", "v": 1, "o": 1.0, "c": 1.0, "h": 1.0, "l": 1.0,
-          "s": 1, "e": 2}
     status = {"ev": "status", "status": "auth_success", "message": "authenticated"}
     trade = events_by_time()[0]
-    for frame in ([], [am], [status], [trade, am], [trade, status], [trade, {"ev": "XX"}],
+    for frame in ([], [status], [trade, status], [trade, {"ev": "XX"}],
                   [trade, [1]], {"ev": "T"}, "T", None):
         for received_ns in RECEIVED:
             assert frames_encoder.encode(orjson.dumps(frame), received_ns) is None
@@ -265,11 +280,30 @@ def test_the_built_module_is_the_one_the_code_expects() -> None:
 
 def test_misuse_is_an_error_not_a_crash() -> None:
     with pytest.raises(RuntimeError, match="__init__"):
-        native.FrameEncoder.__new__(native.FrameEncoder).encode(b"[]", 1)
+        native.Encoder.__new__(native.Encoder).encode_frame(b"[]", ())
+    one = [("c", "l", (), b"\x00", None, 0, 0)]
+    enc = native.Encoder(["ev"], "ev", [("T", b"h", "t", -1, -1, one)])
     with pytest.raises(TypeError):
-        native.FrameEncoder(b"h", b"h", "t", "q").encode("[]", 1)  # str, not bytes
-    with pytest.raises(ValueError):
-        native.FrameEncoder(bytes(65), b"h", "t", "q")
+        enc.encode_frame("[]", ())  # str, not bytes
+    with pytest.raises(TypeError):
+        enc.encode_frame(b"[]", (1.5,))  # a parameter is None, str or int
+    with pytest.raises(IndexError):
+        enc.encode_page(b"{}", 1, ())
+    with pytest.raises(RuntimeError, match="tag key"):
+        native.Encoder(["a"], None, []).encode_frame(b"[]", ())
+    for keys, tag, programs in (
+            (["ev"], "ev", [("T", bytes(65), "t", -1, -1, one)]),  # header too long
+            (["ev", "ev"], "ev", []),  # a key twice
+            (["ev"], "zz", []),  # the tag is no key
+            (["ev"], "ev", [("T", b"", "t", -1, -1, [("j", "l", ((5, "l", 1),), b"", None,
+                                                       0, 0)])]),  # no such key
+            (["ev"], "ev", [("T", b"", "t", -1, -1, [("j", "d", ((0, "d", 1000),), b"",
+                                                       None, 0, 0)])]),  # a scaled double
+            (["ev"], "ev", [("T", b"", "t", -1, -1, [("+", "l", (), b"", None, 0, 0)])]),
+            (["ev"], "ev", [("T", b"", "t", -1, 0, one)]),  # a key field that is no string
+            (["ev"], "ev", [("T", b"", "t", 3, -1, one)])):  # a time field out of range
+        with pytest.raises(ValueError):
+            native.Encoder(keys, tag, programs)
     with pytest.raises(ValueError, match="differ in length"):
         native.decode_rows(b"", bytes(8), bytes(16), [])
 

@@ -106,12 +106,12 @@ def fuzz_frames(rng: random.Random, rounds: int) -> int:
     import orjson
 
     from common.config import Config
-    from producer.liveencode import LiveEncoder, NativeFrames
+    from producer.nativeframes import NativeFrames
     from schemas.codec import make_codec
     from tests.support.nativeframes import TOPICS, check_frame, events_by_time
 
     the_codec = make_codec(Config())
-    encoder = NativeFrames(LiveEncoder(the_codec), TOPICS)
+    encoder = NativeFrames(the_codec, TOPICS)
     assert encoder.enabled, "the frame encoder is not on the native path"
     events = events_by_time()
     alphabet = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzTQds\xc3\xa9\x00\x7f'
