@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 import pytest
 
+from backfill.nativepages import NativePages
 from common.config import Config
 from producer.mapping import record_from_ws_event
 from producer.nativeframes import NativeFrames
@@ -26,9 +27,11 @@ from tests.support.nativeframes import (
     RECEIVED,
     TOPICS,
     check_frame,
+    check_page,
     events_by_time,
     minute_bars,
     reference_frame,
+    simulator_pages,
 )
 
 native = pytest.importorskip("schemas._native", reason="the C extension was not built")
@@ -340,3 +343,88 @@ def test_a_plain_null_field_survives_a_bad_row(program: list[tuple[str, int, int
     for (code, *_), (values, mask, offsets) in zip(program, cols, strict=True):
         if code == "0":
             assert (values, mask, offsets) == (None, None, None)
+
+
+# -- REST pages (backfill.nativepages) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pages_encoder(codec: Any) -> NativePages:
+    pages = NativePages(codec)
+    assert set(pages.kinds) == {"bar", "trade", "quote"}
+    return pages
+
+
+def _body(results: Any, **envelope: Any) -> bytes:
+    return orjson.dumps({"results": results, "status": "OK", "request_id": "r1",
+                         "count": len(results) if type(results) is list else 0, **envelope})
+
+
+def test_simulator_pages_take_the_native_path(pages_encoder: NativePages, codec: Any) -> None:
+    for kind, results in simulator_pages().items():
+        assert len(results) > 100, kind
+        for symbol in ("AAPL", "BRK/A"):
+            body = _body(results, next_url="https://api.massive.com/v3/x?cursor=YWJj")
+            assert check_page(pages_encoder, codec, kind, body, symbol), kind
+        # the envelope is read as orjson reads it, escapes and all
+        body = _body(results[:10], next_url="https://h/v3?a=1\\u0026cursor=\\u00e9")
+        assert check_page(pages_encoder, codec, kind, body.replace(b"\\\\", b"\\"))
+    for timeframe in ("5Min", "1H"):
+        bars = simulator_pages()["bar"][:50]
+        assert check_page(pages_encoder, codec, "bar", _body(bars), timeframe=timeframe)
+
+
+def test_odd_results_never_differ(pages_encoder: NativePages, codec: Any) -> None:
+    weird = [None, True, False, 0, -0.0, -1, 1.5, 2.0, 1e300, 2**31, -(2**31) - 1, 2**53 + 1,
+             2**63 - 1, -(2**63), 2**64 - 1, "", "x", "1.5", "-0", " 1", "nan", "4.", [],
+             [1], [1, 2**31], [1.0], [True], [None], {}, {"a": [1]}, "\u00e9", 'a"b']
+    rng = random.Random(17)
+    taken = 0
+    for kind, results in simulator_pages().items():
+        for result in results[:40]:
+            for key in [*result, "decimal_size", "conditions", "otc", "zz"]:
+                for value in rng.sample(weird, 6):
+                    body = _body([result, {**result, key: value}])
+                    taken += check_page(pages_encoder, codec, kind, body)
+                body = _body([{k: v for k, v in result.items() if k != key}])
+                taken += check_page(pages_encoder, codec, kind, body)
+    assert taken > 1000
+
+
+def test_byte_level_corruption_of_pages_never_differs(pages_encoder: NativePages,
+                                                      codec: Any) -> None:
+    rng = random.Random(23)
+    alphabet = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzrs\xc3\xa9\x00\x7f'
+    taken = 0
+    for kind, results in simulator_pages().items():
+        for _ in range(2000):
+            start = rng.randrange(len(results) - 10)
+            data = bytearray(_body(results[start:start + rng.randint(0, 10)],
+                                   next_url="http://h/?c=1"))
+            for _ in range(rng.randint(0, 3)):
+                pos = rng.randrange(len(data))
+                op = rng.random()
+                if op < 0.4:
+                    data[pos] = rng.choice(alphabet)
+                elif op < 0.7:
+                    del data[pos]
+                else:
+                    data.insert(pos, rng.choice(alphabet))
+            taken += check_page(pages_encoder, codec, kind, bytes(data))
+    assert taken > 500
+
+
+def test_other_pages_are_left_to_the_reference_path(pages_encoder: NativePages,
+                                                    codec: Any) -> None:
+    trade = simulator_pages()["trade"][0]
+    decode = pages_encoder.decoder("trade", "AAPL")
+    assert decode is not None
+    for body in (b"", b"[]", b"null", b'{"results": {}}', b'{"results": [1]}',
+                 b'{"results": [], "results": []}', b'{"results": []} x',
+                 _body([trade, {**trade, "price": "1.5"}]), b'{"results": [{}]}'):
+        assert decode(body) is None, body
+    for body in (b"{}", b'{"status": "OK"}', b'{"results": null}', b'{"results": []}'):
+        assert check_page(pages_encoder, codec, "trade", body)
+    # a day's end follows the market's calendar: the reference path computes it
+    assert pages_encoder.decoder("bar", "AAPL", "1D") is None
+    assert pages_encoder.decoder("bar", "AAPL", None) is None

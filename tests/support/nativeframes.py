@@ -3,6 +3,7 @@ gives for a frame exactly the reference path's records (or declines it)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -83,4 +84,68 @@ def check_frame(enc: NativeFrames, codec: Any, frame: bytes) -> bool:
         want = reference_frame(codec, frame, received_ns, enc.kinds)
         assert want is not None, f"native accepted a frame the Python path rejects: {frame!r}"
         assert got == want, frame
+    return True
+
+
+# -- REST pages ------------------------------------------------------------------------
+
+
+@functools.cache
+def simulator_pages(symbol: str = "AAPL") -> dict[str, list[dict[str, Any]]]:
+    """The simulator's REST results per kind: a few seconds of trades and quotes, a few
+    hours of minute bars (of a slower market: bars are made of trades)."""
+    from simulator import wire
+    from simulator.model import MarketModel
+
+    start = 1704205800 * 10**9
+    model = MarketModel(seed=13, trades_per_second=3000, quotes_per_second=3000,
+                        symbols=[symbol])
+    slow = MarketModel(seed=13, trades_per_second=0.5, quotes_per_second=0.5,
+                       symbols=[symbol])
+    end = start + 3 * 3600 * 10**9
+    return {"trade": wire.rest_trades(model.trades(symbol, start, start + 2 * 10**9)),
+            "quote": wire.rest_quotes(model.quotes(symbol, start, start + 2 * 10**9)),
+            "bar": wire.rest_bars(slow.bars(symbol, 1, "minute", start, end, end), otc=False)}
+
+
+def reference_page(codec: Any, kind: str, body: bytes, symbol: str,
+                   timeframe: str | None) -> Any:
+    """The reference path's (page without its results, records) for a page body, or None
+    if it rejects the body or any result in it."""
+    from backfill.mapping import MappingError as RestMappingError
+    from backfill.mapping import record_from_rest
+
+    try:
+        page = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(page) is not dict:
+        return None
+    results = page.get("results")
+    if results is not None and type(results) is not list:
+        return None
+    records = []
+    for result in results or []:
+        try:
+            record = record_from_rest(kind, result, symbol, timeframe)
+            records.append(codec.encode(kind, record))
+        except (RestMappingError, ValueError, TypeError, KeyError, OverflowError):
+            return None
+    if "results" in page:
+        page["results"] = None
+    return page, records
+
+
+def check_page(pages: Any, codec: Any, kind: str, body: bytes, symbol: str = "AAPL",
+               timeframe: str | None = "1Min") -> bool:
+    """True when the native page encoder took the page (and then gave the reference's page
+    and bytes)."""
+    decode = pages.decoder(kind, symbol, timeframe)
+    assert decode is not None
+    got = decode(body)
+    if got is None:
+        return False
+    want = reference_page(codec, kind, body, symbol, timeframe)
+    assert want is not None, f"native accepted a page the reference rejects: {body!r}"
+    assert (dict(got), got.records) == want, body
     return True
