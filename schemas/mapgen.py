@@ -115,9 +115,9 @@ def _ws_read(src: _Source, f: FieldSpec, key: str, v: str, required: bool, absen
     expected = _EXPECTED.get(f.base)
     if expected is None:
         raise SpecError(f"{f.name}: a WebSocket value of type {f.base} is not supported")
-    ok = {"string": f"{v}.__class__ is str and {v}", "boolean": f"{v}.__class__ is bool",
-          "array": f"{v}.__class__ is list"}.get(
-        f.base, f"{v}.__class__ is {'float' if f.base in _FLOATS else 'int'}")
+    fails = {"string": f"{v}.__class__ is not str or not {v}",
+             "boolean": f"{v}.__class__ is not bool", "array": f"{v}.__class__ is not list"}.get(
+        f.base, f"{v}.__class__ is not {'float' if f.base in _FLOATS else 'int'}")
     branches = []  # what else is accepted when the common type test fails
     if not required:
         branches.append((f"{v} is None", "pass" if absent == "None" else f"{v} = {absent}"))
@@ -126,7 +126,7 @@ def _ws_read(src: _Source, f: FieldSpec, key: str, v: str, required: bool, absen
     fail = (f"raise _bad(ev, {key!r}, {expected!r})" if required
             else f"raise _ill(ev, {key!r}, {expected!r})")
     src.add(depth, f"{v} = g({key!r})")
-    src.add(depth, f"if not ({ok}):")
+    src.add(depth, f"if {fails}:")
     word = "if"
     for condition, statement in branches:
         src.add(depth + 1, f"{word} {condition}:")
@@ -137,9 +137,11 @@ def _ws_read(src: _Source, f: FieldSpec, key: str, v: str, required: bool, absen
         src.add(depth + 2, fail)
     else:
         src.add(depth + 1, fail)
-    if f.base == "array":
-        src.add(depth, f"elif {v}:")
-        src.add(depth + 1, f"{v} = _int_list(ev, {key!r}, {v})")
+    if f.base == "array":  # checked inline: a function call would cost more than the loop
+        src.add(depth, "else:")
+        src.add(depth + 1, f"for x in {v}:")
+        src.add(depth + 2, "if x.__class__ is not int:")
+        src.add(depth + 3, f"raise _ill(ev, {key!r}, {expected!r})")
 
 
 def _ws_field(src: _Source, f: FieldSpec, o: Origin, v: str) -> str:
@@ -150,11 +152,13 @@ def _ws_field(src: _Source, f: FieldSpec, o: Origin, v: str) -> str:
     if o.rule == "received":
         return "received_ns"
     if o.rule in ("required", "optional"):
-        _ws_read(src, f, o.keys[0], v, o.rule == "required", absent)
-        if o.scale != 1:
-            guard = "" if o.rule == "required" else f"if {v} is not None: "
-            src.add(1, f"{guard}{v} = {v} * {o.scale}")
-        return v
+        if o.scale == 1:
+            _ws_read(src, f, o.keys[0], v, o.rule == "required", absent)
+            return v
+        _ws_read(src, f, o.keys[0], v, o.rule == "required", "None")
+        if o.rule == "required":
+            return f"{v} * {o.scale}"
+        return f"{absent} if {v} is None else {v} * {o.scale}"  # absent is not scaled
     if o.rule == "decimal":
         src.add(1, f"if g({o.keys[0]!r}) is not None:")
         src.add(2, f"{v} = _decimal(ev, {o.keys[0]!r})")
