@@ -35,7 +35,7 @@ _EXPECTED = {"long": "an integer", "int": "an integer", "double": "a number",
              "array": "a list of integers"}
 
 
-class _Source:
+class FunctionSource:
     """One function's source lines and the objects it reads (bound as default arguments)."""
 
     def __init__(self) -> None:
@@ -50,6 +50,9 @@ class _Source:
             return repr(value)
         if isinstance(value, list) and all(type(v) is int for v in value):
             return repr(value)  # a literal: a fresh list per record
+        for name, bound in self.consts.items():
+            if bound is value:
+                return name
         name = f"_c{len(self.consts)}"
         self.consts[name] = value
         return name
@@ -109,7 +112,7 @@ def _ws_helpers(error: ErrorType) -> dict[str, Any]:
     return {"_ill": ill_typed, "_bad": bad, "_decimal": decimal, "_int_list": int_list}
 
 
-def _ws_read(src: _Source, f: FieldSpec, key: str, v: str, required: bool, absent: str,
+def _ws_read(src: FunctionSource, f: FieldSpec, key: str, v: str, required: bool, absent: str,
              depth: int = 1) -> None:
     """Statements leaving ``f``'s value from ``key`` in ``v`` (``absent`` when null)."""
     expected = _EXPECTED.get(f.base)
@@ -144,7 +147,7 @@ def _ws_read(src: _Source, f: FieldSpec, key: str, v: str, required: bool, absen
         src.add(depth + 3, f"raise _ill(ev, {key!r}, {expected!r})")
 
 
-def _ws_field(src: _Source, f: FieldSpec, o: Origin, v: str) -> str:
+def _ws_field(src: FunctionSource, f: FieldSpec, o: Origin, v: str) -> str:
     """Statements for one field; returns the expression of its value."""
     absent = src.const(o.absent)
     if o.rule == "constant":
@@ -183,7 +186,7 @@ def _ws_field(src: _Source, f: FieldSpec, o: Origin, v: str) -> str:
 
 def compile_ws(spec: KindSpec, error: ErrorType) -> WsMapper:
     """The WebSocket mapper of ``spec``'s kind: ``f(event, received_ns) -> record``."""
-    src = _Source()
+    src = FunctionSource()
     src.add(1, "g = ev.get")
     values = [_ws_field(src, f, f.ws, f"v{i}") for i, f in enumerate(spec.fields)]
     items = ", ".join(f"{f.name!r}: {x}" for f, x in zip(spec.fields, values, strict=True))
@@ -222,7 +225,7 @@ def _rest_value(f: FieldSpec, v: str, rule: str) -> str:
     return f"{convert}({v})"
 
 
-def _rest_read(src: _Source, f: FieldSpec, key: str, v: str, required: bool, absent: str,
+def _rest_read(src: FunctionSource, f: FieldSpec, key: str, v: str, required: bool, absent: str,
                rule: str, scale: int = 1, depth: int = 1) -> None:
     scaled = "" if scale == 1 else f" * {scale}"
     src.add(depth, f"{v} = g({key!r})")
@@ -234,7 +237,7 @@ def _rest_read(src: _Source, f: FieldSpec, key: str, v: str, required: bool, abs
         src.add(depth, f"{v} = {absent} if {v} is None else {_rest_value(f, v, rule)}{scaled}")
 
 
-def _rest_field(src: _Source, f: FieldSpec, o: Origin, v: str, names: dict[str, str]) -> str:
+def _rest_field(src: FunctionSource, f: FieldSpec, o: Origin, v: str, names: dict[str, str]) -> str:
     absent = src.const(o.absent)
     if o.rule == "constant":
         return src.const(o.value)
@@ -267,9 +270,9 @@ def _rest_field(src: _Source, f: FieldSpec, o: Origin, v: str, names: dict[str, 
 def compile_rest(spec: KindSpec, error: ErrorType,
                  bar_end: Callable[[int, str], int]) -> RestMapper:
     """The REST mapper of ``spec``'s kind: ``f(result, symbol, timeframe) -> record``."""
-    src = _Source()
+    src = FunctionSource()
     src.add(1, "try:")
-    body = _Source()
+    body = FunctionSource()
     body.consts = src.consts  # one namespace for both
     body.add(1, "g = result.get")
     names: dict[str, str] = {}
