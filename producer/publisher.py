@@ -27,12 +27,12 @@ from common.config import Config
 from common.kafka import AuthWatch, fetch_metadata, refused_as_too_large
 from common.metrics import NAMESPACE
 from producer.mapping import event_timestamp_ns
-from schemas.codec import DATA_TYPE_OF_KIND
 from schemas.keys import symbol_key
+from schemas.spec import Kind
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("bar", "trade", "quote")
+KINDS: tuple[Kind, ...] = tuple(Kind)
 
 # Defaults tuned for many small records (60-200 bytes); kafka.properties and
 # kafka.producer in the config override any of them.
@@ -121,11 +121,7 @@ class Publisher:
             codec = make_codec(config)
         self._codec = codec
         self._encode: Callable[[str, dict[str, Any]], bytes] = codec.encode
-        self._topics = {
-            "bar": config.kafka.topics.bars,
-            "trade": config.kafka.topics.trades,
-            "quote": config.kafka.topics.quotes,
-        }
+        self._topics: dict[str, str] = {k: config.kafka.topics.for_type(k.data_type) for k in Kind}
         self.client_id = client_id
         self.bootstrap_servers = config.kafka.bootstrap_servers
         props = producer_properties(config, client_id)
@@ -148,12 +144,12 @@ class Publisher:
         self.failed = 0
         self.backpressure_waits = 0
         self.backpressure_seconds = 0.0
-        self.produced_by_kind = dict.fromkeys(KINDS, 0)
+        self.produced_by_kind: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.fatal_error: str | None = None
         self.last_error: str | None = None
         # Failed deliveries by data type, until the session takes them as gaps.
         self._failed_ranges: dict[str, FailedRange] = {}
-        self._type_of_topic = {t: DATA_TYPE_OF_KIND[k] for k, t in self._topics.items()}
+        self._type_of_topic = {self._topics[k]: k.data_type for k in Kind}
         self._last_backpressure_log = 0.0
         if registry is not None:
             registry.register(_PublisherCollector(self))
@@ -350,7 +346,7 @@ class Publisher:
         a value that does not decode is placed at its Kafka timestamp (produce time)."""
         try:
             kind, record = self._codec.decode(msg.value())
-            data_type = DATA_TYPE_OF_KIND[kind]
+            data_type = Kind.of(kind).data_type
             ts_ns, symbol = event_timestamp_ns(kind, record), str(record["symbol"])
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             log.error("a record Kafka did not acknowledge does not decode; its produce time "

@@ -66,7 +66,7 @@ from producer.watermark import (
     watermark_path,
     write_watermark,
 )
-from schemas.codec import DATA_TYPE_OF_KIND
+from schemas.spec import Kind
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class ProducerSession:
         self.unacknowledged_at_stop: int | None = None  # set by run()'s final flush
 
         self.stats = ProtocolStats()
-        self.events_by_kind = {"bar": 0, "trade": 0, "quote": 0}
+        self.events_by_kind: dict[str, int] = dict.fromkeys(Kind, 0)
         self.encode_errors = 0
         self.reconnects = 0
         self.gaps: list[Gap] = []
@@ -474,7 +474,7 @@ class ProducerSession:
             ts = event_timestamp_ns(kind, record)
             add((kind, symbol, value))
             counts[kind] += 1
-            data_type = DATA_TYPE_OF_KIND[kind]
+            data_type = Kind.of(kind).data_type
             if ts > newest.get(data_type, ts):
                 newest[data_type] = ts
             if seen is not None and data_type in seen:
@@ -744,7 +744,7 @@ class _SessionCollector(Collector):
         events = CounterMetricFamily(f"{METRIC_PREFIX}_events", "Events received and queued for "
                                      "Kafka, by type", labels=["type"])
         for kind, n in s.events_by_kind.items():
-            events.add_metric([DATA_TYPE_OF_KIND[kind]], n)
+            events.add_metric([Kind.of(kind).data_type], n)
         yield events
         yield CounterMetricFamily(f"{METRIC_PREFIX}_frames", "WebSocket frames received",
                                   value=s.stats.frames)

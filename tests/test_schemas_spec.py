@@ -182,3 +182,69 @@ def test_bad_annotations_are_named(tmp_path: Path, change, message: str) -> None
     _edit(tmp_path / "trade.avsc", change)
     with pytest.raises(SpecError, match=message):
         load_spec(Kind.TRADE, tmp_path)
+
+
+NEW_FIELD = {
+    "name": "venue_flags", "type": ["null", "int"], "default": None,
+    "doc": "A field added in a test: nothing but this annotation names it.",
+    "massive": {"ws": {"rule": "optional", "keys": ["vf"]},
+                "rest": {"rule": "optional", "keys": ["venue_flags"]},
+                "columns": [{"name": "VenueFlags", "dtype": "<i4", "check": "id32",
+                             "absent": -1}]},
+}
+WS_TRADE = {"ev": "T", "sym": "AAPL", "i": "5096", "x": 10, "p": 161.87, "s": 300,
+            "c": [14, 41], "t": 1651684192462, "q": 4009402, "z": 3}
+REST_TRADE = {"conditions": [12, 37], "exchange": 11, "id": "183276", "price": 156.43,
+              "sequence_number": 7179341, "sip_timestamp": 1651181822461979400, "size": 10,
+              "tape": 3}
+
+
+def test_adding_a_field_to_trades_is_a_change_to_the_avsc_only(tmp_path: Path) -> None:
+    """One annotated field in a copy of trade.avsc reaches the WebSocket and REST mappings,
+    their validation, the bucket layout and its validation, and the batch decode."""
+    from backfill.mapping import rest_mapper
+    from consumer import buckets, columns
+    from consumer.buckets import RecordError
+    from producer.mapping import MappingError, WsMapping
+    from schemas.codec import Codec
+
+    _copy(tmp_path)
+    _edit(tmp_path / "trade.avsc", lambda s: s["fields"].append(NEW_FIELD))
+    specs = load_specs(tmp_path)
+    trade = specs[Kind.TRADE]
+    assert trade.names[-1] == "venue_flags" and spec(Kind.TRADE).names[-1] == "received_ns"
+
+    # the mappings, and their validation
+    ws = WsMapping(specs)
+    kind, live = ws.record({**WS_TRADE, "vf": 7}, 1)
+    assert kind == Kind.TRADE and live["venue_flags"] == 7
+    assert ws.record(WS_TRADE, 1)[1]["venue_flags"] is None
+    with pytest.raises(MappingError, match="'T' event: field 'vf' must be an integer"):
+        ws.record({**WS_TRADE, "vf": "7"}, 1)
+    backfilled = rest_mapper(trade)({**REST_TRADE, "venue_flags": 9}, "AAPL", None)
+    assert backfilled["venue_flags"] == 9 and backfilled["source"] == "backfill"
+    assert rest_mapper(trade)(REST_TRADE, "AAPL", None)["venue_flags"] is None
+
+    # the bucket layout and its validation
+    assert trade.dtype.names == (*DTYPES[Kind.TRADE].names, "VenueFlags")
+    assert buckets.DTYPES["TRADE"] == DTYPES[Kind.TRADE]  # the package's own is unchanged
+    rows = []
+    for record in (live, backfilled, {**live, "venue_flags": None}):
+        _, row = buckets.to_row(Kind.TRADE, record, trade)
+        rows.append(row)
+    stored = buckets.rows_to_array("TRADE", rows, trade.dtype)
+    assert stored["VenueFlags"].tolist() == [7, 9, -1]
+    with pytest.raises(RecordError, match="venue_flags -5 is not a non-negative 32-bit"):
+        buckets.to_row(Kind.TRADE, {**live, "venue_flags": -5}, trade)
+
+    # the batch decode, and the vectorised rows built from it
+    codec = Codec({k: s.schema for k, s in specs.items()})
+    messages = [codec.encode(Kind.TRADE, r)
+                for r in (live, backfilled, {**live, "venue_flags": None})]
+    decoded = codec.decode_batch(messages)
+    assert not decoded.errors and not decoded.records
+    cols = decoded.columns[Kind.TRADE]
+    assert cols["venue_flags"].tolist() == [7, 9, None]
+    built, _, ok = columns.build(Kind.TRADE, cols, columns.BucketIds(), trade)
+    assert ok.all() and built["VenueFlags"].tolist() == [7, 9, -1]
+    assert built.tobytes() == stored.tobytes()
