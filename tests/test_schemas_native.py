@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -428,3 +429,50 @@ def test_other_pages_are_left_to_the_reference_path(pages_encoder: NativePages,
     # a day's end follows the market's calendar: the reference path computes it
     assert pages_encoder.decoder("bar", "AAPL", "1D") is None
     assert pages_encoder.decoder("bar", "AAPL", None) is None
+
+
+def test_a_field_added_to_a_copy_of_trade_avsc_reaches_both_native_paths(
+        tmp_path: Path) -> None:
+    """The programs come from the spec: a field annotated in the .avsc only is read from
+    the WebSocket and REST JSON and written where the reference writes it."""
+    import json
+    import shutil
+
+    from backfill.mapping import rest_mapper
+    from producer.mapping import WsMapping
+    from schemas.codec import Codec
+    from schemas.program import frame_programs, header_of, page_programs
+    from schemas.spec import SCHEMA_DIR, Kind, load_specs
+
+    for kind in Kind:
+        shutil.copy(SCHEMA_DIR / kind.avsc, tmp_path / kind.avsc)
+    schema = json.loads((tmp_path / "trade.avsc").read_text())
+    schema["fields"].append({
+        "name": "venue_flags", "type": ["null", "int"], "default": None,
+        "massive": {"ws": {"rule": "optional", "keys": ["vf"]},
+                    "rest": {"rule": "optional", "keys": ["venue_flags"]}}})
+    (tmp_path / "trade.avsc").write_text(json.dumps(schema))
+    specs = load_specs(tmp_path)
+    codec = Codec({k: s.schema for k, s in specs.items()})
+    ws = WsMapping(specs)
+    events = [{**ev, "vf": 7} if i % 2 else ev for i, ev in enumerate(events_by_time()[:200])]
+    headers = {k: header_of(codec, specs[k], ws.record(next(
+        e for e in events if e["ev"] == k.ev), 1)[1]) for k in (Kind.TRADE, Kind.QUOTE)}
+    frames = frame_programs([specs[Kind.TRADE], specs[Kind.QUOTE]], headers, TOPICS)
+    encoder = native.Encoder(frames.keys, frames.tag_key, frames.programs)
+    records, _, _ = encoder.encode_frame(orjson.dumps(events), (5,))
+    for ev, (_, value, _) in zip(events, records, strict=True):
+        kind, record = ws.record(ev, 5)
+        assert value == codec.encode(kind, record)
+        if kind == Kind.TRADE:
+            assert codec.decode(value)[1]["venue_flags"] == ev.get("vf")
+
+    results = [{**r, "venue_flags": 9} if i % 2 else r
+               for i, r in enumerate(simulator_pages()["trade"][:200])]
+    pages = page_programs([specs[Kind.TRADE]], headers)
+    encoder = native.Encoder(pages.keys, pages.tag_key, pages.programs)
+    values, _, _ = encoder.encode_page(orjson.dumps({"results": results}), 0,
+                                       ("AAPL", None, None))
+    mapper = rest_mapper(specs[Kind.TRADE])
+    assert values == [codec.encode(Kind.TRADE, mapper(r, "AAPL", None)) for r in results]
+    assert {codec.decode(v)[1]["venue_flags"] for v in values} == {None, 9}
