@@ -12,7 +12,7 @@ import email.utils
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -30,6 +30,8 @@ RETRY_STATUSES = frozenset({413, 429, 499, 500, 502, 503, 504})
 RETRY_LOG_FIRST = 10
 RETRY_LOG_INTERVAL_S = 5.0
 _APIKEY_PARAM = re.compile(r"(?i)([?&])apikey=[^&#]*&?")
+# A response body -> the page, or None to decode it as JSON (see MassiveRestClient.pages).
+Decode = Callable[[bytes], "dict[str, Any] | None"]
 
 
 class RestError(Exception):
@@ -166,8 +168,10 @@ class MassiveRestClient:
     def _redact(self, text: str) -> str:
         return strip_api_key(text).replace(self._api_key, "***")
 
-    async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """GET ``path`` (may carry a query) with ``params``; retried; returns the JSON body."""
+    async def get_json(self, path: str, params: Mapping[str, str] | None = None,
+                       decode: Decode | None = None) -> dict[str, Any]:
+        """GET ``path`` (may carry a query) with ``params``; retried; returns the JSON body,
+        or what ``decode`` makes of it (when not None: see :meth:`pages`)."""
         await self.open()
         assert self._session is not None
         target = path if not params else f"{path}{'&' if '?' in path else '?'}{urlencode(params)}"
@@ -197,12 +201,14 @@ class MassiveRestClient:
                     self.stats.bytes += len(body)
                     self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
             if status == 200:
-                started = time.thread_time()
-                try:
-                    data = orjson.loads(body)
-                except orjson.JSONDecodeError:
-                    data = None
-                self.stats.json_s += time.thread_time() - started
+                data = decode(body) if decode is not None else None
+                if data is None:
+                    started = time.thread_time()
+                    try:
+                        data = orjson.loads(body)
+                    except orjson.JSONDecodeError:
+                        data = None
+                    self.stats.json_s += time.thread_time() - started
                 if isinstance(data, dict) and data.get("status") != "ERROR":
                     return data
                 status, reason = 0, ("HTTP 200 with status ERROR: " + _error_message(body)
@@ -244,12 +250,16 @@ class MassiveRestClient:
                         attempt, f"; {quiet} more retries since the last line" if quiet else "")
 
     async def pages(self, path: str, params: Mapping[str, str] | None = None,
-                    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Every page of a listing, following ``next_url`` until it is absent."""
+                    decode: Decode | None = None) -> AsyncGenerator[dict[str, Any], None]:
+        """Every page of a listing, following ``next_url`` until it is absent.
+
+        ``decode`` (the compiled page encoder's, ``backfill.nativepages``) reads a response
+        body in place of ``orjson.loads``: it returns the page, or None to leave the body to
+        orjson; what it returns is checked like any page."""
         target: str | None = path
         query: Mapping[str, str] | None = params
         while target is not None:
-            page = await self.get_json(target, query)
+            page = await self.get_json(target, query, decode)
             results, next_url = page.get("results"), page.get("next_url")
             if not isinstance(results, list | None) or not isinstance(next_url, str | None):
                 # a RestError fails this listing only; a TypeError further on would be

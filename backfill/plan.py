@@ -16,9 +16,10 @@ from urllib.parse import quote
 from backfill.mapping import MARKET_TZ, NS_PER_MS, NS_PER_S
 from common.config import REST_MAX_LIMIT
 from common.timeframes import Timeframe, TimeframeError, parse_timeframe
-from producer.mapping import KIND_BY_DATA_TYPE as KIND_OF
+from schemas.spec import Kind
 
 MAX_LIMIT = REST_MAX_LIMIT
+DATA_TYPES: tuple[str, ...] = tuple(k.data_type for k in Kind)
 NS_PER_MIN = 60 * NS_PER_S
 
 
@@ -36,8 +37,8 @@ class Window:
     last_day: str = ""
 
     @property
-    def kind(self) -> str:
-        return KIND_OF[self.data_type]
+    def kind(self) -> Kind:
+        return Kind.of_data_type(self.data_type)
 
     @property
     def id(self) -> str:
@@ -73,7 +74,7 @@ def _timeframe(timeframe: str) -> Timeframe:
 def plan_windows(symbol: str, data_type: str, start: dt.date, end: dt.date,
                  timeframe: str = "", limit: int = MAX_LIMIT) -> list[Window]:
     """Windows covering the market days ``start``..``end`` (both included)."""
-    if data_type not in KIND_OF:
+    if data_type not in DATA_TYPES:
         raise ValueError(f"unknown data type {data_type!r}")
     timeframe = _timeframe(timeframe).name if data_type == "bars" else ""
     if end < start:
@@ -113,7 +114,7 @@ def gap_windows(symbol: str, data_types: list[str], start_ns: int, end_ns: int,
                 hi = min(hi, now_ns - now_ns % NS_PER_MIN)
             if hi > lo:
                 windows.append(Window("bars", symbol, "1Min", lo, hi, f"{lo}-{hi}"))
-        elif data_type in KIND_OF:
+        elif data_type in DATA_TYPES:
             windows.append(Window(data_type, symbol, "", start_ns, end_ns + 1,
                                   f"{start_ns}-{end_ns + 1}"))
         else:

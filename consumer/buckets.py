@@ -38,13 +38,15 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from common.timeframes import TimeframeError, parse_timeframe
 from schemas.keys import symbol_key
+from schemas.mapgen import FunctionSource
+from schemas.spec import Kind, KindSpec, spec
 
 Record = dict[str, Any]
 
@@ -58,29 +60,17 @@ MAX_CODES = 4
 _CODE_BITS = 16
 _CODE_MAX = (1 << _CODE_BITS) - 2  # stored as code + 1 in 16 bits
 
-OHLCV_DTYPE = np.dtype([
-    ("Epoch", "<i8"), ("Open", "<f8"), ("High", "<f8"), ("Low", "<f8"), ("Close", "<f8"),
-    ("Volume", "<f8"), ("VWAP", "<f8"), ("Trades", "<i8"), ("AccumulatedVolume", "<f8"),
-    ("OfficialOpen", "<f8"), ("DayVWAP", "<f8"), ("AverageTradeSize", "<f8"),
-    ("OTC", "<i1"), ("Source", "<i1"), ("StartNs", "<i8"), ("EndNs", "<i8"),
-])
-TRADE_DTYPE = np.dtype([
-    ("Epoch", "<i8"), ("Nanoseconds", "<i4"), ("Price", "<f8"), ("Size", "<f8"),
-    ("Exchange", "<i4"), ("Tape", "<i4"), ("Conditions", "<i8"), ("SequenceNumber", "<i8"),
-    ("TrfId", "<i4"), ("Correction", "<i4"), ("SipTimestamp", "<i8"),
-    ("ParticipantTimestamp", "<i8"), ("TrfTimestamp", "<i8"),
-])
-QUOTE_DTYPE = np.dtype([
-    ("Epoch", "<i8"), ("Nanoseconds", "<i4"), ("BidPrice", "<f8"), ("AskPrice", "<f8"),
-    ("BidSize", "<f8"), ("AskSize", "<f8"), ("BidExchange", "<i4"), ("AskExchange", "<i4"),
-    ("Conditions", "<i8"), ("Indicators", "<i8"), ("SequenceNumber", "<i8"), ("Tape", "<i4"),
-    ("SipTimestamp", "<i8"), ("ParticipantTimestamp", "<i8"), ("TrfTimestamp", "<i8"),
-])
-DTYPES: dict[str, np.dtype] = {"OHLCV": OHLCV_DTYPE, "TRADE": TRADE_DTYPE, "QUOTE": QUOTE_DTYPE}
-ATTR_GROUP: dict[str, str] = {"bar": "OHLCV", "trade": "TRADE", "quote": "QUOTE"}
-VARIABLE: dict[str, bool] = {"OHLCV": False, "TRADE": True, "QUOTE": True,
-                             "TRADEREPAIR": True, "QUOTEREPAIR": True,
-                             "TRADEREPAIRED": False, "QUOTEREPAIRED": False}
+# The row layouts are the schemas' (schemas.spec): one column list per kind, in the order
+# existing buckets were written with.
+DTYPES: dict[str, np.dtype] = {k.attr_group: spec(k).dtype for k in Kind}
+# for callers that index by a kind string (consumer.service); new code reads Kind.attr_group
+ATTR_GROUP: dict[str, str] = {k: k.attr_group for k in Kind}
+# the sink's repair buckets: shadows are variable-length like their source, markers fixed
+VARIABLE: dict[str, bool] = {
+    **{k.attr_group: k.variable for k in Kind},
+    **{f"{k.attr_group}REPAIR": True for k in Kind if k.variable},
+    **{f"{k.attr_group}REPAIRED": False for k in Kind if k.variable},
+}
 
 _SYMBOL_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,39}")
 _MAX_TS = 4_102_444_800 * NS  # 2100-01-01: anything later is a unit mistake, not a timestamp
@@ -104,11 +94,11 @@ def bucket_symbol(symbol: str) -> str:
 def bucket_key(kind: str, record: Record) -> str:
     """``SYMBOL/TIMEFRAME/ATTRGROUP`` of the bucket a record goes to."""
     symbol = bucket_symbol(record.get("symbol"))  # type: ignore[arg-type]
-    if kind == "trade":
+    if kind == Kind.TRADE:
         return f"{symbol}/{TRADE_TIMEFRAME}/TRADE"
-    if kind == "quote":
+    if kind == Kind.QUOTE:
         return f"{symbol}/{QUOTE_TIMEFRAME}/QUOTE"
-    if kind == "bar":
+    if kind == Kind.BAR:
         if record.get("source") == "live":
             return f"{symbol}/1Min/OHLCV"
         timeframe = record.get("timeframe")
@@ -148,60 +138,55 @@ def unpack_codes(packed: int) -> list[int]:
     return codes
 
 
-def _ts(record: Record, name: str, required: bool = True) -> int:
-    value = record.get(name)
-    if value is None and not required:
-        return NULL_INT
+def _timestamp(name: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < _MAX_TS:
         raise RecordError(f"{name} {value!r} is not a Unix nanosecond timestamp")
     return value
 
 
-def _price(record: Record, name: str) -> float:
-    value = record.get(name)
+def _price(name: str, value: Any) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise RecordError(f"{name} {value!r} is not a finite number")
     return float(value)
 
 
-def _quote_price(record: Record, name: str) -> float:
+def _side_price(name: str, value: Any) -> float:
     """A quote side's price: finite, or NaN for the side a one-sided quote does not have."""
-    value = record.get(name)
     if isinstance(value, float) and math.isnan(value):
         return value
-    return _price(record, name)
+    return _price(name, value)
 
 
-def _size(record: Record, name: str) -> float:
-    value = _price(record, name)
+def _size(name: str, value: Any) -> float:
+    value = _price(name, value)
     if value < 0:
         raise RecordError(f"{name} {value!r} is negative")
     return value
 
 
-def _opt_float(record: Record, name: str) -> float:
-    value = record.get(name)
-    if value is None:
-        return math.nan
+def _number(name: str, value: Any) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise RecordError(f"{name} {value!r} is not a number")
     return float(value)
 
 
-def _opt_int(record: Record, name: str) -> int:
-    value = record.get(name)
-    if value is None:
-        return NULL_INT
+def _id32(name: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 31:
         raise RecordError(f"{name} {value!r} is not a non-negative 32-bit integer")
     return value
 
 
-def _seq(record: Record) -> int:
-    value = record.get("sequence_number")
+def _count(name: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 63:
-        raise RecordError(f"sequence_number {value!r} is not a non-negative integer")
+        raise RecordError(f"{name} {value!r} is not a non-negative integer")
     return value
+
+
+# column check (schemas.spec) -> (field name, value) -> stored value, or RecordError
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "timestamp": _timestamp, "price": _price, "side_price": _side_price, "size": _size,
+    "number": _number, "id32": _id32, "count": _count,
+}
 
 
 DAY_S = 86400
@@ -234,73 +219,93 @@ def on_january_first(epoch_s: np.ndarray | int) -> np.ndarray | bool:
     return bool(result) if np.ndim(result) == 0 else result
 
 
-def bar_row(record: Record, timeframe: str = "1Min") -> tuple:
-    """``Epoch`` is the start floored to the bucket's interval, as MarketStore stores it."""
-    start = _ts(record, "start_ns")
+def _fixed_epoch(name: str, record: Record, timeframe: str) -> int:
+    """``Epoch`` of a fixed-length row: the start floored to the bucket's interval, as
+    MarketStore stores it."""
+    start = _timestamp(name, record.get(name))
     width = slot_seconds(timeframe)
     if not width:
         raise RecordError(f"{timeframe!r} is not a bar timeframe")
     if width == DAY_S and on_january_first(start // NS):
         raise RecordError(f"MarketStore cannot store a {timeframe} bar on 1 January (UTC): "
                           f"start_ns {start}")
-    end = _ts(record, "end_ns", required=False)
-    trades = record.get("trades")
-    if trades is not None and (not isinstance(trades, int) or trades < 0):
-        raise RecordError(f"trades {trades!r} is not a non-negative integer")
-    return (
-        start // NS // width * width, _price(record, "open"), _price(record, "high"),
-        _price(record, "low"), _price(record, "close"), _size(record, "volume"),
-        _opt_float(record, "vwap"),
-        NULL_INT if trades is None else trades, _opt_float(record, "accumulated_volume"),
-        _opt_float(record, "official_open"), _opt_float(record, "day_vwap"),
-        _opt_float(record, "average_trade_size"), 1 if record.get("otc") else 0,
-        0 if record.get("source") == "live" else 1, start, end,
-    )
+    return start // NS // width * width
 
 
-def trade_row(record: Record) -> tuple:
-    sip = _ts(record, "sip_timestamp_ns")
-    exchange = record.get("exchange")
-    if not isinstance(exchange, int) or isinstance(exchange, bool) or not 0 <= exchange < 1 << 31:
-        raise RecordError(f"exchange {exchange!r} is not a non-negative integer")
-    return (
-        sip // NS, sip % NS, _price(record, "price"), _size(record, "size"), exchange,
-        _opt_int(record, "tape"), pack_codes(record.get("conditions")), _seq(record),
-        _opt_int(record, "trf_id"), _opt_int(record, "correction"), sip,
-        _ts(record, "participant_timestamp_ns", required=False),
-        _ts(record, "trf_timestamp_ns", required=False),
-    )
+def _enum_index(name: str, symbols: tuple[str, ...]) -> Callable[[Any], int]:
+    index = {symbol: i for i, symbol in enumerate(symbols)}
+
+    def enum(value: Any) -> int:
+        try:
+            return index[value]
+        except (KeyError, TypeError):
+            raise RecordError(f"{name} {value!r} is none of {', '.join(symbols)}") from None
+    return enum
 
 
-def quote_row(record: Record) -> tuple:
-    sip = _ts(record, "sip_timestamp_ns")
-    return (
-        sip // NS, sip % NS, _quote_price(record, "bid_price"),
-        _quote_price(record, "ask_price"),
-        _size(record, "bid_size"), _size(record, "ask_size"), _opt_int(record, "bid_exchange"),
-        _opt_int(record, "ask_exchange"), pack_codes(record.get("conditions")),
-        pack_codes(record.get("indicators")), _seq(record), _opt_int(record, "tape"), sip,
-        _ts(record, "participant_timestamp_ns", required=False),
-        _ts(record, "trf_timestamp_ns", required=False),
-    )
+_TIME_CHECKS = ("epoch", "nanoseconds", "timestamp")
 
 
-ROW_BUILDERS = {"bar": bar_row, "trade": trade_row, "quote": quote_row}
+def row_builder(kind_spec: KindSpec) -> Callable[[Record, str], tuple]:
+    """``f(record, bucket timeframe) -> row tuple`` in ``kind_spec``'s column order, or
+    RecordError for a value its column cannot store (one generated function per kind:
+    the per-record path carries whole batches while writers move to a new schema)."""
+    src = FunctionSource()
+    src.add(1, "g = r.get")
+    fields = {f.name: f for f in kind_spec.fields}
+    checked: dict[str, str] = {}  # field -> variable holding its checked timestamp
+    for name, column in zip(kind_spec.column_fields, kind_spec.columns, strict=True):
+        if column.check in _TIME_CHECKS and column.absent is None and name not in checked:
+            checked[name] = f"t{len(checked)}"
+            src.add(1, f"{checked[name]} = _timestamp({name!r}, g({name!r}))")
+    items = []
+    for i, (name, column) in enumerate(zip(kind_spec.column_fields, kind_spec.columns,
+                                           strict=True)):
+        check, absent = column.check, column.absent
+        if check == "epoch":
+            items.append(f"{checked[name]} // {NS}" if kind_spec.kind.variable
+                         else f"_fixed_epoch({name!r}, r, tf)")
+        elif check == "nanoseconds":
+            items.append(f"{checked[name]} % {NS}")
+        elif check == "timestamp" and absent is None:
+            items.append(checked[name])
+        elif check == "enum":
+            enum = src.const(_enum_index(name, fields[name].symbols))
+            items.append(f"{enum}(g({name!r}))")
+        elif check == "flag":
+            items.append(f"(1 if g({name!r}) else 0)")
+        elif check == "codes":
+            items.append(f"pack_codes(g({name!r}))")
+        else:
+            value_of = src.const(_CHECKS[check])
+            if absent is None:
+                items.append(f"{value_of}({name!r}, g({name!r}))")
+            else:
+                items.append(f"({src.const(absent)} if (x{i} := g({name!r})) is None "
+                             f"else {value_of}({name!r}, x{i}))")
+    src.add(1, f"return ({', '.join(items)},)")
+    helpers = {"_timestamp": _timestamp, "_fixed_epoch": _fixed_epoch, "pack_codes": pack_codes}
+    build: Callable[[Record, str], tuple] = src.compile("r, tf", helpers,
+                                                       f"{kind_spec.kind}_row")
+    return build
 
 
-def to_row(kind: str, record: Record) -> tuple[str, tuple]:
-    """(bucket key, row tuple) for one record, or RecordError for a record that cannot be stored."""
+_ROWS = {kind: row_builder(spec(kind)) for kind in Kind}
+
+
+def to_row(kind: str, record: Record, kind_spec: KindSpec | None = None) -> tuple[str, tuple]:
+    """(bucket key, row tuple) for one record, or RecordError for a record that cannot be
+    stored. ``kind_spec``: another specification of ``kind`` (default: the package's)."""
     tbk = bucket_key(kind, record)
+    build = _ROWS[kind] if kind_spec is None else row_builder(kind_spec)  # type: ignore[index]
     try:
-        if kind == "bar":
-            return tbk, bar_row(record, tbk.split("/")[1])
-        return tbk, ROW_BUILDERS[kind](record)
+        return tbk, build(record, tbk.split("/")[1])
     except (TypeError, KeyError, OverflowError) as exc:  # a malformed record, not our bug
         raise RecordError(f"{kind} record has a bad field: {exc}") from None
 
 
-def rows_to_array(attr: str, rows: Iterable[tuple]) -> np.ndarray:
-    return np.array(list(rows), dtype=DTYPES[attr])
+def rows_to_array(attr: str, rows: Iterable[tuple], dtype: np.dtype | None = None) -> np.ndarray:
+    return np.array(list(rows), dtype=DTYPES[attr] if dtype is None else dtype)
 
 
 def sort_rows(attr: str, array: np.ndarray) -> np.ndarray:

@@ -19,7 +19,6 @@ from consumer.buckets import (
     _CODE_MAX,
     _MAX_TS,
     DAY_S,
-    DTYPES,
     MAX_CODES,
     NS,
     NULL_INT,
@@ -28,6 +27,7 @@ from consumer.buckets import (
     on_january_first,
     slot_seconds,
 )
+from schemas.spec import Column, Kind, KindSpec, spec
 
 Columns = dict[str, Any]
 _I31 = 1 << 31
@@ -60,7 +60,7 @@ class BucketIds:
                         cols["source"].tolist(), strict=True))
         return self._cached(self._by_bar, keys,
                             lambda k: {"symbol": k[0], "timeframe": k[1], "source": k[2]},
-                            "bar")
+                            Kind.BAR)
 
     def _cached(self, cache: dict[Any, int], keys: list[Any],
                 record: Callable[[Any], dict[str, Any]], kind: str) -> np.ndarray:
@@ -92,22 +92,6 @@ def _ts_ok(v: np.ndarray) -> np.ndarray:
     return (v > 0) & (v < _MAX_TS)
 
 
-def _opt_int(col: Any) -> tuple[np.ndarray, np.ndarray]:
-    v, present = _filled(col, NULL_INT)
-    ok = ~present | ((v >= 0) & (v < _I31))
-    return np.where(present, v, NULL_INT), ok
-
-
-def _opt_ts(col: Any) -> tuple[np.ndarray, np.ndarray]:
-    v, present = _filled(col, NULL_INT)
-    return np.where(present, v, NULL_INT), ~present | _ts_ok(v)
-
-
-def _opt_float(col: Any) -> np.ndarray:
-    v, present = _filled(col, np.nan)
-    return np.where(present, v.astype(np.float64), np.nan)
-
-
 def _codes(col: Any) -> tuple[np.ndarray, np.ndarray]:
     """Packed condition codes (see buckets.pack_codes) and a valid mask."""
     offsets = np.asarray(col.offsets, dtype=np.int64)
@@ -131,103 +115,97 @@ def _codes(col: Any) -> tuple[np.ndarray, np.ndarray]:
     return packed.view(np.int64), ok
 
 
-def _finite(v: np.ndarray) -> np.ndarray:
-    return np.isfinite(v)
-
-
-def trade_rows(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
-    n = len(cols["sip_timestamp_ns"])
-    out = np.empty(n, dtype=DTYPES["TRADE"])
-    sip = np.asarray(cols["sip_timestamp_ns"], dtype=np.int64)
-    price = np.asarray(cols["price"], dtype=np.float64)
-    size = np.asarray(cols["size"], dtype=np.float64)
-    exchange = np.asarray(cols["exchange"], dtype=np.int64)
-    seq = np.asarray(cols["sequence_number"], dtype=np.int64)
-    tape, ok_tape = _opt_int(cols["tape"])
-    trf_id, ok_trf = _opt_int(cols["trf_id"])
-    corr, ok_corr = _opt_int(cols["correction"])
-    part, ok_part = _opt_ts(cols["participant_timestamp_ns"])
-    trft, ok_trft = _opt_ts(cols["trf_timestamp_ns"])
-    codes, ok_codes = _codes(cols["conditions"])
-    ok = (_ts_ok(sip) & _finite(price) & _finite(size) & (size >= 0) & (exchange >= 0)
-          & (exchange < _I31) & (seq >= 0) & ok_tape & ok_trf & ok_corr & ok_part & ok_trft
-          & ok_codes)
-    out["Epoch"], out["Nanoseconds"] = sip // NS, sip % NS
-    out["Price"], out["Size"], out["Exchange"], out["Tape"] = price, size, exchange, tape
-    out["Conditions"], out["SequenceNumber"], out["TrfId"] = codes, seq, trf_id
-    out["Correction"], out["SipTimestamp"] = corr, sip
-    out["ParticipantTimestamp"], out["TrfTimestamp"] = part, trft
-    return out, ok
-
-
-def quote_rows(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
-    n = len(cols["sip_timestamp_ns"])
-    out = np.empty(n, dtype=DTYPES["QUOTE"])
-    sip = np.asarray(cols["sip_timestamp_ns"], dtype=np.int64)
-    bp = np.asarray(cols["bid_price"], dtype=np.float64)
-    ap = np.asarray(cols["ask_price"], dtype=np.float64)
-    bs = np.asarray(cols["bid_size"], dtype=np.float64)
-    asz = np.asarray(cols["ask_size"], dtype=np.float64)
-    seq = np.asarray(cols["sequence_number"], dtype=np.int64)
-    bx, ok_bx = _opt_int(cols["bid_exchange"])
-    ax, ok_ax = _opt_int(cols["ask_exchange"])
-    tape, ok_tape = _opt_int(cols["tape"])
-    part, ok_part = _opt_ts(cols["participant_timestamp_ns"])
-    trft, ok_trft = _opt_ts(cols["trf_timestamp_ns"])
-    cond, ok_cond = _codes(cols["conditions"])
-    ind, ok_ind = _codes(cols["indicators"])
-    # a one-sided quote has a NaN price on its empty side (backfill.mapping)
-    ok = (_ts_ok(sip) & ~np.isinf(bp) & ~np.isinf(ap) & _finite(bs) & _finite(asz) & (bs >= 0)
-          & (asz >= 0) & (seq >= 0) & ok_bx & ok_ax & ok_tape & ok_part & ok_trft & ok_cond
-          & ok_ind)
-    out["Epoch"], out["Nanoseconds"] = sip // NS, sip % NS
-    out["BidPrice"], out["AskPrice"], out["BidSize"], out["AskSize"] = bp, ap, bs, asz
-    out["BidExchange"], out["AskExchange"], out["Conditions"] = bx, ax, cond
-    out["Indicators"], out["SequenceNumber"], out["Tape"] = ind, seq, tape
-    out["SipTimestamp"], out["ParticipantTimestamp"], out["TrfTimestamp"] = sip, part, trft
-    return out, ok
-
-
-def bar_rows(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
-    n = len(cols["start_ns"])
-    out = np.empty(n, dtype=DTYPES["OHLCV"])
-    start = np.asarray(cols["start_ns"], dtype=np.int64)
-    source = cols["source"]
-    tf = np.where(source == "live", "1Min", cols["timeframe"]).astype(object)
+def _bar_widths(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """(row slot width in seconds, valid mask) per bar: live bars go to 1Min buckets
+    (as in :func:`consumer.buckets.bucket_key`), backfilled ones to their timeframe's."""
+    tf = np.where(cols["source"] == "live", "1Min", cols["timeframe"]).astype(object)
     slots = [slot_seconds(t) for t in tf.tolist()]
-    tf_ok = np.array([s > 0 for s in slots], dtype=bool)
-    width = np.array([s or 60 for s in slots], dtype=np.int64)
-    end, ok_end = _opt_ts(cols["end_ns"])
-    trades, present = _filled(cols["trades"], NULL_INT)
-    ok_trades = ~present | (trades >= 0)
-    prices = {c: np.asarray(cols[c], dtype=np.float64) for c in ("open", "high", "low", "close")}
-    volume = np.asarray(cols["volume"], dtype=np.float64)
-    ok = _ts_ok(start) & tf_ok & ok_end & ok_trades & _finite(volume) & (volume >= 0)
-    for v in prices.values():
-        ok &= _finite(v)
-    out["Epoch"] = start // NS // width * width
-    daily = width == DAY_S
-    if daily.any():
-        ok &= ~(daily & on_january_first(out["Epoch"]))
-    out["Open"], out["High"] = prices["open"], prices["high"]
-    out["Low"], out["Close"], out["Volume"] = prices["low"], prices["close"], volume
-    out["VWAP"] = _opt_float(cols["vwap"])
-    out["Trades"] = np.where(present, trades, NULL_INT)
-    out["AccumulatedVolume"] = _opt_float(cols["accumulated_volume"])
-    out["OfficialOpen"] = _opt_float(cols["official_open"])
-    out["DayVWAP"] = _opt_float(cols["day_vwap"])
-    out["AverageTradeSize"] = _opt_float(cols["average_trade_size"])
-    out["OTC"] = np.asarray(cols["otc"], dtype=bool).astype(np.int8)
-    out["Source"] = np.where(source == "live", 0, 1)
-    out["StartNs"], out["EndNs"] = start, end
+    ok = np.array([s > 0 for s in slots], dtype=bool)
+    return np.array([s or 60 for s in slots], dtype=np.int64), ok
+
+
+def _column(kind: Kind, column: Column, col: Any, symbols: tuple[str, ...],
+            cols: Columns) -> tuple[np.ndarray, np.ndarray | None]:
+    """(stored values, valid mask or None) of one column, the vectorised twin of
+    :func:`consumer.buckets.row_builder`'s checks."""
+    check, absent = column.check, column.absent
+    if check in ("epoch", "nanoseconds", "timestamp") and absent is None:
+        v = np.asarray(col, dtype=np.int64)
+        ok = _ts_ok(v)
+        if check == "nanoseconds":
+            return v % NS, ok
+        if check == "timestamp":
+            return v, ok
+        if kind.variable:
+            return v // NS, ok
+        width, ok_width = _bar_widths(cols)
+        epoch = v // NS // width * width
+        daily = width == DAY_S
+        if daily.any():
+            ok = ok & ~(daily & on_january_first(epoch))
+        return epoch, ok & ok_width
+    if check == "timestamp":
+        assert absent is not None
+        v, present = _filled(col, absent)
+        return np.where(present, v, absent), ~present | _ts_ok(v)
+    if check in ("price", "side_price", "size", "number"):
+        given: np.ndarray | None = None  # rows with a value, for a column that takes nulls
+        if absent is not None:
+            v, given = _filled(col, absent)
+            v = np.where(given, v.astype(np.float64), absent)
+        else:
+            v = np.asarray(col, dtype=np.float64)
+        if check == "price":
+            ok = np.isfinite(v)
+        elif check == "side_price":  # a one-sided quote has a NaN price on its empty side
+            ok = ~np.isinf(v)
+        elif check == "size":
+            ok = np.isfinite(v) & (v >= 0)
+        else:
+            return v, None
+        return v, ok if given is None else ~given | ok
+    if check in ("id32", "count"):
+        v, present = _filled(col, NULL_INT if absent is None else absent)
+        v = v.astype(np.int64)
+        ok = (v >= 0) & (v < _I31) if check == "id32" else v >= 0
+        if absent is None:
+            return v, ok
+        return np.where(present, v, absent), ~present | ok
+    if check == "codes":
+        return _codes(col)
+    if check == "flag":
+        return np.asarray(col, dtype=bool).astype(np.int8), None
+    if check == "enum":
+        values = np.asarray(col, dtype=object)
+        out = np.zeros(len(values), dtype=np.int64)
+        ok = np.zeros(len(values), dtype=bool)
+        for i, symbol in enumerate(symbols):
+            is_symbol = values == symbol
+            out[is_symbol] = i
+            ok |= is_symbol
+        return out, ok
+    raise ValueError(f"column {column.name}: unknown check {check!r}")
+
+
+def rows_of(kind_spec: KindSpec, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """(structured rows, valid mask) of one kind's decoded columns."""
+    kind = kind_spec.kind
+    n = len(cols[kind_spec.fields[0].name])
+    out = np.empty(n, dtype=kind_spec.dtype)
+    ok = np.ones(n, dtype=bool)
+    symbols = {f.name: f.symbols for f in kind_spec.fields}
+    for name, column in zip(kind_spec.column_fields, kind_spec.columns, strict=True):
+        values, valid = _column(kind, column, cols[name], symbols[name], cols)
+        out[column.name] = values
+        if valid is not None:
+            ok &= valid
     return out, ok
 
 
-ROW_BUILDERS = {"trade": trade_rows, "quote": quote_rows, "bar": bar_rows}
-
-
-def build(kind: str, cols: Columns, ids: BucketIds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, bucket id per row, ok mask) for one kind's decoded columns."""
-    rows, ok = ROW_BUILDERS[kind](cols)
-    bucket = ids.for_bars(cols) if kind == "bar" else ids.for_symbols(kind, cols["symbol"])
+def build(kind: str, cols: Columns, ids: BucketIds, kind_spec: KindSpec | None = None,
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, bucket id per row, ok mask) for one kind's decoded columns; ``kind_spec``:
+    another specification of ``kind`` (default: the package's)."""
+    rows, ok = rows_of(spec(kind) if kind_spec is None else kind_spec, cols)
+    bucket = ids.for_bars(cols) if kind == Kind.BAR else ids.for_symbols(kind, cols["symbol"])
     return rows, bucket, ok & (bucket >= 0)

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from producer.mapping import EV_BY_KIND, KIND_BY_DATA_TYPE, KIND_BY_EV
+from schemas.spec import Kind
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ _MALFORMED_LOG_FIRST = 50
 _MALFORMED_LOG_EVERY = 10_000
 
 # A tuple, not a set: `in` then compares instead of hashing, so an unhashable ev is no crash.
-DATA_EVS: tuple[str, ...] = tuple(KIND_BY_EV)
+DATA_EVS: tuple[str, ...] = tuple(k.ev for k in Kind)
 OK_STATUSES: frozenset[str] = frozenset({"connected", "auth_success", "success"})
 # Statuses a server sends before it drops us; logged with their message.
 DISCONNECT_STATUSES: frozenset[str] = frozenset(
@@ -95,10 +95,10 @@ def subscription_channels(data_types: Iterable[str], symbols: Iterable[str]) -> 
     channels: list[str] = []
     for data_type in data_types:
         try:
-            ev = EV_BY_KIND[KIND_BY_DATA_TYPE[data_type]]
+            ev = Kind.of_data_type(data_type).ev
         except KeyError:
             raise ValueError(f"unknown data type {data_type!r} "
-                             f"(expected one of {', '.join(KIND_BY_DATA_TYPE)})") from None
+                             f"(expected one of {', '.join(k.data_type for k in Kind)})") from None
         channels.extend(f"{ev}.{sym}" for sym in syms)
     if not channels:
         raise ValueError("nothing to subscribe to: no data types or no symbols")

@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -26,12 +27,12 @@ from common.config import Config
 from common.kafka import AuthWatch, fetch_metadata, refused_as_too_large
 from common.metrics import NAMESPACE
 from producer.mapping import event_timestamp_ns
-from schemas.codec import DATA_TYPE_OF_KIND
 from schemas.keys import symbol_key
+from schemas.spec import Kind
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("bar", "trade", "quote")
+KINDS: tuple[Kind, ...] = tuple(Kind)
 
 # Defaults tuned for many small records (60-200 bytes); kafka.properties and
 # kafka.producer in the config override any of them.
@@ -120,11 +121,7 @@ class Publisher:
             codec = make_codec(config)
         self._codec = codec
         self._encode: Callable[[str, dict[str, Any]], bytes] = codec.encode
-        self._topics = {
-            "bar": config.kafka.topics.bars,
-            "trade": config.kafka.topics.trades,
-            "quote": config.kafka.topics.quotes,
-        }
+        self._topics: dict[str, str] = {k: config.kafka.topics.for_type(k.data_type) for k in Kind}
         self.client_id = client_id
         self.bootstrap_servers = config.kafka.bootstrap_servers
         props = producer_properties(config, client_id)
@@ -147,12 +144,12 @@ class Publisher:
         self.failed = 0
         self.backpressure_waits = 0
         self.backpressure_seconds = 0.0
-        self.produced_by_kind = dict.fromkeys(KINDS, 0)
+        self.produced_by_kind: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.fatal_error: str | None = None
         self.last_error: str | None = None
         # Failed deliveries by data type, until the session takes them as gaps.
         self._failed_ranges: dict[str, FailedRange] = {}
-        self._type_of_topic = {t: DATA_TYPE_OF_KIND[k] for k, t in self._topics.items()}
+        self._type_of_topic = {self._topics[k]: k.data_type for k in Kind}
         self._last_backpressure_log = 0.0
         if registry is not None:
             registry.register(_PublisherCollector(self))
@@ -182,13 +179,19 @@ class Publisher:
             by_kind[kind] += 1
         self._count(len(items), by_kind)
 
-    def produce_routed(self, records: list[tuple[str, bytes, str]], trades: int,
-                       quotes: int) -> None:
+    def produce_values(self, kind: str, symbol: str, values: list[bytes]) -> None:
+        """``produce_many`` for values of one kind and one symbol (a REST page's records,
+        encoded by the compiled page encoder)."""
+        self._produce_all(zip(repeat(self._topics[kind]), values, repeat(symbol_key(symbol))))
+        self._count(len(values), {kind: len(values)})
+
+    def produce_routed(self, records: list[tuple[str, bytes, str]],
+                       by_kind: Mapping[str, int]) -> None:
         """``produce_many`` for records already routed to their topic and keyed: (topic,
         value, key), as the native frame encoder returns them (the live hot path; its keys
         are :func:`schemas.keys.symbol_key`'s, checked at start), with their counts by kind."""
         self._produce_all(records)
-        self._count(len(records), {"trade": trades, "quote": quotes})
+        self._count(len(records), by_kind)
 
     def _produce_all(self, records: Iterable[tuple[str, bytes, str]]) -> None:
         """Queue (topic, value, key) records: waits while the local queue is full, counts
@@ -202,7 +205,7 @@ class Publisher:
             except KafkaException as exc:
                 self._refused(topic, symbol, value, exc)
 
-    def _count(self, produced: int, by_kind: dict[str, int]) -> None:
+    def _count(self, produced: int, by_kind: Mapping[str, int]) -> None:
         with self._count_lock:
             self.produced += produced
             for kind, n in by_kind.items():
@@ -343,7 +346,7 @@ class Publisher:
         a value that does not decode is placed at its Kafka timestamp (produce time)."""
         try:
             kind, record = self._codec.decode(msg.value())
-            data_type = DATA_TYPE_OF_KIND[kind]
+            data_type = Kind.of(kind).data_type
             ts_ns, symbol = event_timestamp_ns(kind, record), str(record["symbol"])
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             log.error("a record Kafka did not acknowledge does not decode; its produce time "

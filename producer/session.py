@@ -49,8 +49,8 @@ from common.backoff import backoff_s
 from common.config import Config
 from common.metrics import NAMESPACE
 from producer.gaps import Gap, RepairOutcome, append_line, read_gap_log
-from producer.liveencode import LiveEncoder, NativeFrames
 from producer.mapping import MappingError, event_timestamp_ns, record_from_ws_event
+from producer.nativeframes import NativeFrames
 from producer.protocol import (
     AuthFailed,
     MassiveProtocol,
@@ -66,7 +66,7 @@ from producer.watermark import (
     watermark_path,
     write_watermark,
 )
-from schemas.codec import DATA_TYPE_OF_KIND
+from schemas.spec import Kind
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,11 @@ class ProducerSession:
             from schemas.codec import make_codec
             codec = make_codec(config)
         self._encode = codec.encode
-        live = LiveEncoder(codec)
-        self._fast_encode = live.encode if live.enabled else None
-        self._received = live.received
         topics = config.kafka.topics
-        native = NativeFrames(live, {"trade": topics.trades, "quote": topics.quotes})
+        native = NativeFrames(codec, {"bar": topics.bars, "trade": topics.trades,
+                                      "quote": topics.quotes})
         self._native_encode = native.encode if native.enabled else None
+        self._native_kinds = native.kinds
         self.native_frames = 0  # frames the compiled encoder took whole
         self._pcfg = config.producer
         self.gaps_file = Path(config.producer.gaps_file)
@@ -161,7 +160,7 @@ class ProducerSession:
         self.unacknowledged_at_stop: int | None = None  # set by run()'s final flush
 
         self.stats = ProtocolStats()
-        self.events_by_kind = {"bar": 0, "trade": 0, "quote": 0}
+        self.events_by_kind: dict[str, int] = dict.fromkeys(Kind, 0)
         self.encode_errors = 0
         self.reconnects = 0
         self.gaps: list[Gap] = []
@@ -403,10 +402,10 @@ class ProducerSession:
         """The hot path: one frame -> records -> librdkafka's queue.
 
         The native frame encoder (schemas/_native.c, when built) takes a whole frame of
-        well-formed T/Q events straight to routed records. Any other frame is parsed here:
-        the fused encoder (producer.liveencode) takes well-formed T/Q events straight to
-        bytes; everything else (bars, odd shapes, bad events) goes through the mapping and
-        the codec, which encode it identically or reject it with a clear error.
+        well-formed events straight to routed records. Any other frame (a status, odd
+        shapes, bad events, or every frame without the build) goes through the protocol,
+        the mapping and the codec, which encode it identically or reject it with a clear
+        error.
         """
         received_ns = time.time_ns()
         self.last_receipt_ns = received_ns
@@ -428,63 +427,54 @@ class ProducerSession:
         out = native(frame, received_ns)
         if out is None:
             return None
-        records, trades, quotes, ts = out
+        records, counts, ts = out
         self.native_frames += 1
-        proto.count_data_frame(trades + quotes)
-        counts = self.events_by_kind
-        counts["trade"] += trades
-        counts["quote"] += quotes
-        self.publisher.produce_routed(records, trades, quotes)
-        ts = int(ts)
+        proto.count_data_frame(len(records))
         # The encoder returns one event time per frame (its last event's): it stands for
-        # both types, the same trust in the feed's time order a live gap's start takes.
-        newest, seen = self._newest, self._seen
-        if trades:
-            if ts > newest.get("trades", ts):
-                newest["trades"] = ts
-            if seen is not None:
-                seen["trades"].update(map(_SYMBOL_OF_ROUTED, records))
-        if quotes:
-            if ts > newest.get("quotes", ts):
-                newest["quotes"] = ts
-            if seen is not None:
-                seen["quotes"].update(map(_SYMBOL_OF_ROUTED, records))
+        # every type in it, the same trust in the feed's time order a live gap's start takes.
+        by_kind: dict[str, int] = {}
+        events, newest, seen = self.events_by_kind, self._newest, self._seen
+        for kind, n in zip(self._native_kinds, counts, strict=True):
+            if not n:
+                continue
+            by_kind[kind] = n
+            events[kind] += n
+            data_type = kind.data_type
+            if ts > newest.get(data_type, ts):
+                newest[data_type] = ts
+            if seen is not None and data_type in seen:
+                seen[data_type].update(map(_SYMBOL_OF_ROUTED, records))
+        self.publisher.produce_routed(records, by_kind)
         return ts
 
     def _python_frame(self, proto: MassiveProtocol, frame: bytes | str,
                       received_ns: int) -> int:
-        """The frame through the protocol, the fused encoder and the reference path: its
-        last encoded event's time (0 when none)."""
+        """The frame through the protocol and the reference path: its last encoded event's
+        time (0 when none)."""
         events = proto.feed(frame)
         if not events:
             return 0
-        fast = self._fast_encode
-        recv = self._received(received_ns) if fast is not None else b""
         items: list[tuple[str, str, bytes]] = []
         add = items.append
         counts = self.events_by_kind
         newest, seen = self._newest, self._seen
         ts = 0
         for ev in events:
-            out = fast(ev, recv) if fast is not None else None
-            if out is None:
-                try:
-                    kind, record = record_from_ws_event(ev, received_ns)
-                    value = self._encode(kind, record)
-                except MappingError as exc:
-                    proto.reject(ev, "bad_event", str(exc))
-                    continue
-                except _ENCODE_ERRORS as exc:
-                    self.encode_errors += 1
-                    proto.reject(ev, "unencodable", f"{type(exc).__name__}: {exc}")
-                    continue
-                symbol = record["symbol"]
-                ts = event_timestamp_ns(kind, record)
-            else:
-                kind, symbol, value, ts = out
+            try:
+                kind, record = record_from_ws_event(ev, received_ns)
+                value = self._encode(kind, record)
+            except MappingError as exc:
+                proto.reject(ev, "bad_event", str(exc))
+                continue
+            except _ENCODE_ERRORS as exc:
+                self.encode_errors += 1
+                proto.reject(ev, "unencodable", f"{type(exc).__name__}: {exc}")
+                continue
+            symbol = record["symbol"]
+            ts = event_timestamp_ns(kind, record)
             add((kind, symbol, value))
             counts[kind] += 1
-            data_type = DATA_TYPE_OF_KIND[kind]
+            data_type = Kind.of(kind).data_type
             if ts > newest.get(data_type, ts):
                 newest[data_type] = ts
             if seen is not None and data_type in seen:
@@ -754,7 +744,7 @@ class _SessionCollector(Collector):
         events = CounterMetricFamily(f"{METRIC_PREFIX}_events", "Events received and queued for "
                                      "Kafka, by type", labels=["type"])
         for kind, n in s.events_by_kind.items():
-            events.add_metric([DATA_TYPE_OF_KIND[kind]], n)
+            events.add_metric([Kind.of(kind).data_type], n)
         yield events
         yield CounterMetricFamily(f"{METRIC_PREFIX}_frames", "WebSocket frames received",
                                   value=s.stats.frames)

@@ -1,18 +1,24 @@
 /*
  * schemas._native: the compiled hot paths of the Avro contract.
  *
- * FrameEncoder turns one Massive WebSocket frame (a JSON array of T and Q events) into
- * framed Avro records in one pass over the frame's bytes, without building a Python dict,
- * str or float per field. It is an accelerator, never the definition: the definition is
- * producer.mapping + schemas.codec (and producer.liveencode, which gives the same bytes).
- * It takes only the common, well-formed shape; for anything else (a status message, a
- * bar, an escape in a string, a non-ASCII byte, an unexpected type, a number out of
- * range, a duplicate key, malformed JSON) it returns None and the caller hands the whole
- * frame to the Python path, which encodes it identically or rejects it with a clear
- * error. Python checks it against the codec at start (producer.liveencode.NativeFrames)
- * and the tests fuzz it against the Python path byte for byte.
+ * Encoder turns JSON straight into framed Avro records, without building a Python dict,
+ * str or float per field: a Massive WebSocket frame (a JSON array of events, each taken
+ * by the program its "ev" names) or a REST page (an object whose "results" array holds
+ * one kind). It is table-driven: each program is a list of field operations compiled in
+ * Python from the field specification (schemas/program.py), in the schema's field order,
+ * so no JSON key or Avro field is written here by hand.
  *
- * Field order follows schemas/trade.avsc and schemas/quote.avsc.
+ * It is an accelerator, never the definition: the definition is the mappings
+ * (producer.mapping, backfill.mapping) + schemas.codec. It takes only the common,
+ * well-formed shape; for anything else (an escape in a string it reads, an unexpected
+ * type, a number out of range, a duplicate key, malformed JSON, an unknown "ev") it
+ * returns None and the caller hands the whole frame or page to the reference path, which
+ * encodes it identically or rejects it with a clear error. Python checks each program
+ * against the reference at start and the tests fuzz it against the reference byte for
+ * byte.
+ *
+ * decode_rows (Avro bodies -> columns) and scan_messages (a Kafka poll -> one buffer) are
+ * the consumer's side.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -25,26 +31,20 @@
 
 #define MAX_DEPTH 32
 #define MAX_ITEMS 64      /* int arrays (conditions, indicators) longer than this bail */
-#define MAX_TEXT 256      /* symbols and trade ids longer than this bail */
-#define NS_PER_MS 1000000LL
-#define MAX_MS (INT64_MAX / NS_PER_MS)
+#define MAX_TEXT 256      /* strings (symbols, trade ids) longer than this bail */
 
 /* ---- JSON values of the fields we read ------------------------------------------- */
 
-enum { V_ABSENT = 0, V_NULL, V_INT, V_FLOAT, V_STR, V_INTS, V_OTHER };
+enum { V_ABSENT = 0, V_NULL, V_INT, V_FLOAT, V_STR, V_INTS, V_TRUE, V_FALSE, V_OTHER };
 
 typedef struct {
     int type;
     int64_t i;          /* V_INT */
     double f;           /* V_FLOAT (V_INT keeps its exact value in i) */
-    const char *s;      /* V_STR: ASCII, no escapes */
-    Py_ssize_t n;       /* V_STR length, V_INTS count */
+    const char *s;      /* V_STR: UTF-8 without escapes */
+    Py_ssize_t n;       /* V_STR length in bytes, V_INTS count */
     int32_t items[MAX_ITEMS];
 } Value;
-
-/* The keys of T and Q events we read; anything else is skipped. */
-enum { K_EV, K_SYM, K_T, K_P, K_S, K_X, K_I, K_Q, K_Z, K_C, K_TRFI, K_TRFT, K_DS,
-       K_BP, K_BS, K_AP, K_AS, K_BX, K_AX, K_COUNT };
 
 typedef struct {
     const char *p;
@@ -61,9 +61,42 @@ static inline void skip_ws(Cursor *c) {
     }
 }
 
-/* A string without escapes and with printable ASCII only; c->p is at the opening quote. */
+/* The length of the UTF-8 character at p (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF, as orjson requires), or -1. */
+static inline int utf8_char(const unsigned char *p, const unsigned char *end) {
+    unsigned c0 = p[0];
+    int n;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c0 >= 0xC2 && c0 <= 0xDF) {
+        n = 2;
+    } else if (c0 >= 0xE0 && c0 <= 0xEF) {
+        n = 3;
+        if (c0 == 0xE0)
+            lo = 0xA0;
+        else if (c0 == 0xED)
+            hi = 0x9F;
+    } else if (c0 >= 0xF0 && c0 <= 0xF4) {
+        n = 4;
+        if (c0 == 0xF0)
+            lo = 0x90;
+        else if (c0 == 0xF4)
+            hi = 0x8F;
+    } else {
+        return -1;
+    }
+    if (end - p < n || p[1] < lo || p[1] > hi)
+        return -1;
+    for (int k = 2; k < n; k++)
+        if (p[k] < 0x80 || p[k] > 0xBF)
+            return -1;
+    return n;
+}
+
+/* A string without escapes (valid UTF-8); c->p is at the opening quote. -1 (c->p
+ * anywhere) on an escape or anything invalid. */
 static int parse_string(Cursor *c, const char **out, Py_ssize_t *len) {
     const char *start = ++c->p;
+    const unsigned char *end = (const unsigned char *)c->end;
     while (c->p < c->end) {
         unsigned char ch = (unsigned char)*c->p;
         if (ch == '"') {
@@ -72,9 +105,76 @@ static int parse_string(Cursor *c, const char **out, Py_ssize_t *len) {
             c->p++;
             return 0;
         }
-        if (ch == '\\' || ch < 0x20 || ch >= 0x80)
+        if (ch == '\\' || ch < 0x20)
             return -1;
-        c->p++;
+        if (ch < 0x80) {
+            c->p++;
+        } else {
+            int n = utf8_char((const unsigned char *)c->p, end);
+            if (n < 0)
+                return -1;
+            c->p += n;
+        }
+    }
+    return -1;
+}
+
+static inline int hex_digit(unsigned char ch) {
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Any JSON string validated and skipped, escapes included; c->p at the opening quote. A
+ * \u escape of a surrogate bails: whether a pair or a lone one, that is orjson's call. */
+static int skip_string(Cursor *c) {
+    const unsigned char *p = (const unsigned char *)c->p + 1;
+    const unsigned char *end = (const unsigned char *)c->end;
+    while (p < end) {
+        unsigned ch = *p;
+        if (ch == '"') {
+            c->p = (const char *)p + 1;
+            return 0;
+        }
+        if (ch < 0x20)
+            return -1;
+        if (ch == '\\') {
+            if (++p >= end)
+                return -1;
+            switch (*p) {
+            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+                p++;
+                break;
+            case 'u': {
+                if (end - p < 5)
+                    return -1;
+                unsigned v = 0;
+                for (int k = 1; k <= 4; k++) {
+                    int d = hex_digit(p[k]);
+                    if (d < 0)
+                        return -1;
+                    v = v * 16 + (unsigned)d;
+                }
+                if (v >= 0xD800 && v <= 0xDFFF)
+                    return -1;
+                p += 5;
+                break;
+            }
+            default:
+                return -1;
+            }
+        } else if (ch < 0x80) {
+            p++;
+        } else {
+            int n = utf8_char(p, end);
+            if (n < 0)
+                return -1;
+            p += n;
+        }
     }
     return -1;
 }
@@ -181,6 +281,7 @@ static int parse_number(Cursor *c, Value *v) {
     return 0;
 }
 
+
 /* After an array item or object member: 1 when a comma follows (consumed, with the space
  * after it: another item comes), 0 when ``close`` does (consumed), -1 otherwise. */
 static int next_item(Cursor *c, char close) {
@@ -216,16 +317,14 @@ static int literal(Cursor *c, const char *word, Py_ssize_t n) {
     return 0;
 }
 
+
 /* Any JSON value, validated and skipped (the fields we do not read). */
 static int skip_value(Cursor *c, int depth) {
     if (depth > MAX_DEPTH || c->p >= c->end)
         return -1;
     char ch = *c->p;
-    if (ch == '"') {
-        const char *s;
-        Py_ssize_t n;
-        return parse_string(c, &s, &n);
-    }
+    if (ch == '"')
+        return skip_string(c);
     if (ch == '-' || (ch >= '0' && ch <= '9')) {
         Value v;
         return parse_number(c, &v);
@@ -259,24 +358,35 @@ static int skip_value(Cursor *c, int depth) {
     return -1;
 }
 
-/* The value of a field we read: null, an int, a float, a plain string, an array of
- * int32 (anything else is V_OTHER, after validating and skipping it). */
+/* The value of a field we read: null, true, false, an int, a float, a string without
+ * escapes, an array of int32 (anything else is V_OTHER, after validating and skipping
+ * it: a program that reads it bails, one that does not carries on). */
 static int parse_value(Cursor *c, Value *v) {
     if (c->p >= c->end)
         return -1;
     char ch = *c->p;
     if (ch == '"') {
+        const char *save = c->p;
         v->type = V_STR;
         if (parse_string(c, &v->s, &v->n) == 0)
             return 0;
-        /* an escape or non-ASCII text: valid JSON perhaps, but not ours to decode */
-        return -1;
+        c->p = save;  /* an escape perhaps: valid JSON, but not ours to decode */
+        v->type = V_OTHER;
+        return skip_string(c);
     }
     if (ch == '-' || (ch >= '0' && ch <= '9'))
         return parse_number(c, v);
     if (ch == 'n') {
         v->type = V_NULL;
         return literal(c, "null", 4);
+    }
+    if (ch == 't') {
+        v->type = V_TRUE;
+        return literal(c, "true", 4);
+    }
+    if (ch == 'f') {
+        v->type = V_FALSE;
+        return literal(c, "false", 5);
     }
     if (ch == '[') {
         const char *save = c->p;
@@ -310,44 +420,10 @@ static int parse_value(Cursor *c, Value *v) {
     return skip_value(c, 1);
 }
 
-static int key_of(const char *k, Py_ssize_t n) {
-    switch (n) {
-    case 1:
-        switch (k[0]) {
-        case 't': return K_T;
-        case 'p': return K_P;
-        case 's': return K_S;
-        case 'x': return K_X;
-        case 'i': return K_I;
-        case 'q': return K_Q;
-        case 'z': return K_Z;
-        case 'c': return K_C;
-        }
-        return -1;
-    case 2:
-        if (k[0] == 'e' && k[1] == 'v') return K_EV;
-        if (k[0] == 'd' && k[1] == 's') return K_DS;
-        if (k[0] == 'b' && k[1] == 'p') return K_BP;
-        if (k[0] == 'b' && k[1] == 's') return K_BS;
-        if (k[0] == 'a' && k[1] == 'p') return K_AP;
-        if (k[0] == 'a' && k[1] == 's') return K_AS;
-        if (k[0] == 'b' && k[1] == 'x') return K_BX;
-        if (k[0] == 'a' && k[1] == 'x') return K_AX;
-        return -1;
-    case 3:
-        return memcmp(k, "sym", 3) == 0 ? K_SYM : -1;
-    case 4:
-        if (memcmp(k, "trfi", 4) == 0) return K_TRFI;
-        if (memcmp(k, "trft", 4) == 0) return K_TRFT;
-        return -1;
-    }
-    return -1;
-}
-
 /* ---- Avro encoding --------------------------------------------------------------- */
 
 typedef struct {
-    char buf[2048];
+    char *buf;
     Py_ssize_t n;
 } Out;
 
@@ -420,116 +496,7 @@ static int decimal(const Value *v, double *out) {
     return 0;
 }
 
-/* ["null", "int"] from an optional int32 field; -1 when it is not one */
-static inline int put_opt_int(Out *o, const Value *v) {
-    if (is_absent(v)) {
-        put_byte(o, 0);
-        return 0;
-    }
-    if (!is_int32(v))
-        return -1;
-    put_byte(o, 2);
-    put_long(o, v->i);
-    return 0;
-}
 
-static inline int is_ms(const Value *v) {
-    return v->type == V_INT && v->i <= MAX_MS && v->i >= -MAX_MS;
-}
-
-static inline int is_text(const Value *v) {
-    return v->type == V_STR && v->n > 0 && v->n <= MAX_TEXT;
-}
-
-/* trade.avsc: symbol, sip_timestamp_ns, participant_timestamp_ns, trf_timestamp_ns,
- * price, size, exchange, tape, conditions, id, sequence_number, trf_id, correction,
- * source, received_ns */
-static int encode_trade(Out *o, const Value *f, const char *head, Py_ssize_t head_n,
-                        const char *recv, Py_ssize_t recv_n) {
-    const Value *sym = &f[K_SYM], *t = &f[K_T], *p = &f[K_P], *s = &f[K_S], *x = &f[K_X],
-                *i = &f[K_I], *q = &f[K_Q], *c = &f[K_C], *trft = &f[K_TRFT];
-    double size;
-    if (!is_text(sym) || !is_ms(t) || !is_number(p) || !is_int32(x) || !is_text(i) ||
-        q->type != V_INT)
-        return -1;
-    if (is_absent(&f[K_DS])) {  /* a fractional size in "ds" replaces the whole "s" */
-        if (!is_number(s))
-            return -1;
-        size = number(s);
-    } else if (decimal(&f[K_DS], &size) < 0) {
-        return -1;
-    }
-    if (!(is_absent(c) || c->type == V_INTS) || !(is_absent(trft) || is_ms(trft)))
-        return -1;
-    o->n = 0;
-    put_bytes(o, head, head_n);
-    put_text(o, sym->s, sym->n);
-    put_long(o, t->i * NS_PER_MS);
-    put_byte(o, 0);
-    if (is_absent(trft)) {
-        put_byte(o, 0);
-    } else {
-        put_byte(o, 2);
-        put_long(o, trft->i * NS_PER_MS);
-    }
-    put_double(o, number(p));
-    put_double(o, size);
-    put_long(o, x->i);
-    if (put_opt_int(o, &f[K_Z]) < 0)
-        return -1;
-    put_ints(o, c->items, c->type == V_INTS ? c->n : 0);
-    put_text(o, i->s, i->n);
-    put_long(o, q->i);
-    if (put_opt_int(o, &f[K_TRFI]) < 0)
-        return -1;
-    put_byte(o, 0);  /* correction: null */
-    put_byte(o, 0);  /* source: live */
-    put_bytes(o, recv, recv_n);
-    return 0;
-}
-
-/* quote.avsc: symbol, sip_timestamp_ns, participant_timestamp_ns, trf_timestamp_ns,
- * bid_price, bid_size, bid_exchange, ask_price, ask_size, ask_exchange, conditions,
- * indicators, sequence_number, tape, source, received_ns */
-static int encode_quote(Out *o, const Value *f, const char *head, Py_ssize_t head_n,
-                        const char *recv, Py_ssize_t recv_n) {
-    const Value *sym = &f[K_SYM], *t = &f[K_T], *bp = &f[K_BP], *bs = &f[K_BS],
-                *ap = &f[K_AP], *as = &f[K_AS], *q = &f[K_Q], *c = &f[K_C], *ind = &f[K_I];
-    if (!is_text(sym) || !is_ms(t) || !is_number(bp) || !is_number(bs) ||
-        !is_number(ap) || !is_number(as) || q->type != V_INT)
-        return -1;
-    if (!(is_absent(c) || is_int32(c)) || !(is_absent(ind) || ind->type == V_INTS))
-        return -1;
-    o->n = 0;
-    put_bytes(o, head, head_n);
-    put_text(o, sym->s, sym->n);
-    put_long(o, t->i * NS_PER_MS);
-    put_byte(o, 0);
-    put_byte(o, 0);
-    put_double(o, number(bp));
-    put_double(o, number(bs));
-    if (put_opt_int(o, &f[K_BX]) < 0)
-        return -1;
-    put_double(o, number(ap));
-    put_double(o, number(as));
-    if (put_opt_int(o, &f[K_AX]) < 0)
-        return -1;
-    if (is_absent(c)) {
-        put_byte(o, 0);
-    } else {
-        int32_t one = (int32_t)c->i;
-        put_ints(o, &one, 1);
-    }
-    put_ints(o, ind->items, ind->type == V_INTS ? ind->n : 0);
-    put_long(o, q->i);
-    if (put_opt_int(o, &f[K_Z]) < 0)
-        return -1;
-    put_byte(o, 0);  /* source: live */
-    put_bytes(o, recv, recv_n);
-    return 0;
-}
-
-/* ---- decode_rows: Avro bodies -> column buffers ------------------------------------ */
 
 /* Field program codes (schemas.batch builds the program from the schema). */
 enum { F_LONG = 'l', F_INT = 'i', F_DOUBLE = 'd', F_FLOAT = 'f', F_BOOL = 'b',
@@ -1043,178 +1010,648 @@ done:
     return result;
 }
 
-static PyMethodDef native_functions[] = {
-    {"decode_rows", decode_rows, METH_VARARGS, decode_rows_doc},
-    {"scan_messages", scan_messages, METH_VARARGS, scan_messages_doc},
-    {NULL, NULL, 0, NULL},
-};
 
-/* ---- FrameEncoder ---------------------------------------------------------------- */
+/* ---- Encoder: JSON -> framed Avro records, driven by field programs ---------------- */
+
+/* Operations, one per Avro field in the schema's order (schemas/program.py compiles
+ * them from the field specification). */
+enum { OP_JSON = 'j', OP_CONST = 'c', OP_PARAM = 'p', OP_SUM = '+' };
+/* How a JSON value becomes the field's Avro value. */
+enum { T_LONG = 'l', T_INT = 'i', T_DOUBLE = 'd', T_DECIMAL = 'D', T_STRING = 's',
+       T_BOOL = 'b', T_INTS = 'a', T_ONE_OR_INTS = 'A' };
+
+#define MAX_SOURCES 4
+#define MAX_SLOTS 64      /* distinct JSON keys one encoder reads */
+#define MAX_LIT 64
+#define MAX_PARAMS 8
+#define KEY_TABLE 256
+#define KEY_CACHE 64
+
+typedef struct {
+    int slot;       /* the JSON key, as an index into the encoder's keys */
+    int type;       /* T_* */
+    int64_t scale;  /* integers are multiplied by it (ms -> ns), overflow bails */
+} Source;
+
+typedef struct {
+    int op;
+    int type;                 /* OP_PARAM, OP_SUM: T_LONG or T_STRING */
+    int n_src;
+    Source src[MAX_SOURCES];  /* OP_JSON: the first one present and not null is taken */
+    char lit[MAX_LIT];        /* OP_CONST: the bytes; else the union branch before a value */
+    Py_ssize_t lit_n;
+    char absent[16];          /* what an absent (or null) value writes */
+    Py_ssize_t absent_n;
+    int absent_ok;            /* 0: an absent value bails */
+    int arg;                  /* OP_PARAM: the call's parameter; OP_SUM: the op it adds to */
+    int arg2;                 /* OP_SUM: the parameter added */
+} Op;
+
+typedef struct {
+    char tag[8];              /* the "ev" code that selects it (frames) */
+    Py_ssize_t tag_n;
+    PyObject *header;         /* bytes: the codec's framing prefix */
+    PyObject *topic;          /* whatever the caller wants back with each record */
+    int n_ops;
+    Op *ops;
+    int time_op;              /* the op whose long value is the event time, or -1 */
+    int key_op;               /* the string op whose text is the Kafka key, or -1 */
+} Program;
+
+typedef struct {
+    Py_ssize_t n;
+    char text[16];
+    PyObject *key;
+} CachedKey;
 
 typedef struct {
     PyObject_HEAD
-    PyObject *trade_header;  /* bytes: the codec's framing prefix of a trade record */
-    PyObject *quote_header;
-    PyObject *trade_topic;   /* whatever the caller wants back with each record */
-    PyObject *quote_topic;
-} FrameEncoder;
+    int ready;
+    int n_slots;
+    char *key_text[MAX_SLOTS];
+    Py_ssize_t key_len[MAX_SLOTS];
+    unsigned char table[KEY_TABLE];   /* hash -> slot + 1, open addressing */
+    int tag_slot;                     /* the "ev" key's slot, or -1 */
+    int n_programs;
+    Program *programs;
+    Py_ssize_t max_record;            /* bytes: the largest record any program writes */
+    CachedKey keys[KEY_CACHE];
+} Encoder;
 
-static int FrameEncoder_init(FrameEncoder *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"trade_header", "quote_header", "trade_topic", "quote_topic",
-                             NULL};
-    PyObject *th, *qh, *tt, *qt;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SSOO", kwlist, &th, &qh, &tt, &qt))
-        return -1;
-    if (PyBytes_GET_SIZE(th) > 64 || PyBytes_GET_SIZE(qh) > 64) {
-        PyErr_SetString(PyExc_ValueError, "record headers longer than 64 bytes");
-        return -1;
-    }
-    Py_INCREF(th);
-    Py_INCREF(qh);
-    Py_INCREF(tt);
-    Py_INCREF(qt);
-    Py_XSETREF(self->trade_header, th);
-    Py_XSETREF(self->quote_header, qh);
-    Py_XSETREF(self->trade_topic, tt);
-    Py_XSETREF(self->quote_topic, qt);
-    return 0;
+static inline unsigned key_hash(const char *k, Py_ssize_t n) {
+    unsigned h = (unsigned)n * 131u;
+    if (n > 0)
+        h += (unsigned char)k[0] * 31u + (unsigned char)k[n - 1] * 7u +
+             (unsigned char)k[n / 2] * 3u;
+    return h & (KEY_TABLE - 1);
 }
 
-static void FrameEncoder_dealloc(FrameEncoder *self) {
-    Py_XDECREF(self->trade_header);
-    Py_XDECREF(self->quote_header);
-    Py_XDECREF(self->trade_topic);
-    Py_XDECREF(self->quote_topic);
+static inline int slot_of(const Encoder *e, const char *k, Py_ssize_t n) {
+    unsigned h = key_hash(k, n);
+    for (int probe = 0; probe < KEY_TABLE; probe++) {
+        int s = e->table[(h + probe) & (KEY_TABLE - 1)];
+        if (s == 0)
+            return -1;
+        s--;
+        if (e->key_len[s] == n && memcmp(e->key_text[s], k, (size_t)n) == 0)
+            return s;
+    }
+    return -1;
+}
+
+static void Encoder_clear(Encoder *self) {
+    for (int s = 0; s < self->n_slots; s++)
+        PyMem_Free(self->key_text[s]);
+    self->n_slots = 0;
+    if (self->programs) {
+        for (int k = 0; k < self->n_programs; k++) {
+            Py_XDECREF(self->programs[k].header);
+            Py_XDECREF(self->programs[k].topic);
+            PyMem_Free(self->programs[k].ops);
+        }
+        PyMem_Free(self->programs);
+        self->programs = NULL;
+    }
+    self->n_programs = 0;
+    for (int k = 0; k < KEY_CACHE; k++)
+        Py_CLEAR(self->keys[k].key);
+    self->ready = 0;
+}
+
+static void Encoder_dealloc(Encoder *self) {
+    Encoder_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* One object of the frame: its fields in f (c->p at '{'). Returns 'T', 'Q' or -1. */
-static int parse_event(Cursor *c, Value *f) {
-    unsigned seen = 0;
-    for (int k = 0; k < K_COUNT; k++)
-        f[k].type = V_ABSENT;
+static int bad_program(const char *what) {
+    PyErr_Format(PyExc_ValueError, "Encoder program: %s", what);
+    return -1;
+}
+
+/* Bytes of a Python bytes object into buf (at most cap), or -1 with an error set. */
+static int copy_bytes(PyObject *b, char *buf, Py_ssize_t cap, Py_ssize_t *n,
+                      const char *what) {
+    if (!PyBytes_Check(b) || PyBytes_GET_SIZE(b) > cap)
+        return bad_program(what);
+    *n = PyBytes_GET_SIZE(b);
+    memcpy(buf, PyBytes_AS_STRING(b), (size_t)*n);
+    return 0;
+}
+
+/* The largest value an op writes after its literal. */
+static Py_ssize_t max_value(int type) {
+    switch (type) {
+    case T_LONG: return 10;
+    case T_INT: return 5;
+    case T_DOUBLE: case T_DECIMAL: return 8;
+    case T_STRING: return 2 + MAX_TEXT;
+    case T_BOOL: return 1;
+    case T_INTS: case T_ONE_OR_INTS: return 10 + MAX_ITEMS * 5 + 1;
+    }
+    return -1;
+}
+
+static int parse_op(Encoder *self, Program *prog, int index, PyObject *spec) {
+    Op *op = &prog->ops[index];
+    int code, type;
+    PyObject *sources, *lit, *absent;
+    if (!PyArg_ParseTuple(spec, "CCO!SOii", &code, &type, &PyTuple_Type, &sources, &lit,
+                          &absent, &op->arg, &op->arg2))
+        return -1;
+    op->op = code;
+    op->type = type;
+    if (copy_bytes(lit, op->lit, MAX_LIT, &op->lit_n, "a literal longer than 64 bytes") < 0)
+        return -1;
+    op->absent_ok = absent != Py_None;
+    if (op->absent_ok && copy_bytes(absent, op->absent, (Py_ssize_t)sizeof(op->absent),
+                                    &op->absent_n, "an absent value longer than 16 bytes") < 0)
+        return -1;
+    op->n_src = (int)PyTuple_GET_SIZE(sources);
+    if (op->n_src > MAX_SOURCES)
+        return bad_program("more than 4 sources for one field");
+    for (int k = 0; k < op->n_src; k++) {
+        Source *s = &op->src[k];
+        long long scale;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(sources, k), "iCL", &s->slot, &s->type,
+                              &scale))
+            return -1;
+        s->scale = scale;
+        if (s->slot < 0 || s->slot >= self->n_slots)
+            return bad_program("a source's key is not among the keys");
+        if (max_value(s->type) < 0)
+            return bad_program("an unknown source type");
+        if (scale < 1 || (scale != 1 && s->type != T_LONG && s->type != T_INT))
+            return bad_program("a scale on a value that is not an integer");
+    }
+    switch (code) {
+    case OP_JSON:
+        if (op->n_src == 0)
+            return bad_program("a JSON field without a key");
+        break;
+    case OP_CONST:
+        break;
+    case OP_PARAM:
+        if (op->arg < 0 || op->arg >= MAX_PARAMS || (type != T_LONG && type != T_STRING))
+            return bad_program("a parameter out of range or of another type than long/string");
+        break;
+    case OP_SUM:
+        if (op->arg < 0 || op->arg >= index || op->arg2 < 0 || op->arg2 >= MAX_PARAMS ||
+            type != T_LONG)
+            return bad_program("a sum of something but an earlier field and a parameter");
+        break;
+    default:
+        return bad_program("an unknown operation");
+    }
+    return 0;
+}
+
+static Py_ssize_t op_size(const Op *op) {
+    if (op->op == OP_CONST)
+        return op->lit_n;
+    Py_ssize_t value = 0;
+    if (op->op == OP_JSON) {
+        for (int k = 0; k < op->n_src; k++)
+            if (max_value(op->src[k].type) > value)
+                value = max_value(op->src[k].type);
+    } else {
+        value = max_value(op->type);
+    }
+    Py_ssize_t present = op->lit_n + value;
+    return present > op->absent_n ? present : op->absent_n;
+}
+
+static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"keys", "tag_key", "programs", NULL};
+    PyObject *keys, *tag_key, *programs;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!", kwlist, &PyList_Type, &keys,
+                                     &tag_key, &PyList_Type, &programs))
+        return -1;
+    Encoder_clear(self);
+    Py_ssize_t n_keys = PyList_GET_SIZE(keys);
+    if (n_keys > MAX_SLOTS)
+        return bad_program("more than 64 keys");
+    memset(self->table, 0, sizeof(self->table));
+    self->tag_slot = -1;
+    for (Py_ssize_t s = 0; s < n_keys; s++) {
+        Py_ssize_t n;
+        const char *text = PyUnicode_Check(PyList_GET_ITEM(keys, s))
+            ? PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(keys, s), &n) : NULL;
+        if (text == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "keys must be str");
+            return -1;
+        }
+        if (slot_of(self, text, n) >= 0)
+            return bad_program("a key listed twice");
+        self->key_text[s] = PyMem_Malloc((size_t)(n ? n : 1));
+        if (self->key_text[s] == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(self->key_text[s], text, (size_t)n);
+        self->key_len[s] = n;
+        self->n_slots = (int)s + 1;
+        unsigned h = key_hash(text, n);
+        while (self->table[h])
+            h = (h + 1) & (KEY_TABLE - 1);
+        self->table[h] = (unsigned char)(s + 1);
+        if (tag_key != Py_None && PyUnicode_Compare(tag_key, PyList_GET_ITEM(keys, s)) == 0)
+            self->tag_slot = (int)s;
+    }
+    if (PyErr_Occurred())
+        return -1;
+    if (tag_key != Py_None && self->tag_slot < 0)
+        return bad_program("the tag key is not among the keys");
+    Py_ssize_t n_programs = PyList_GET_SIZE(programs);
+    self->programs = PyMem_Calloc((size_t)(n_programs ? n_programs : 1), sizeof(Program));
+    if (self->programs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->n_programs = (int)n_programs;
+    self->max_record = 0;
+    for (Py_ssize_t k = 0; k < n_programs; k++) {
+        Program *prog = &self->programs[k];
+        PyObject *tag, *header, *topic, *ops;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(programs, k), "OSOiiO!", &tag, &header, &topic,
+                              &prog->time_op, &prog->key_op, &PyList_Type, &ops))
+            return -1;
+        prog->header = Py_NewRef(header);
+        prog->topic = Py_NewRef(topic);
+        if (tag != Py_None) {
+            Py_ssize_t n;
+            const char *t = PyUnicode_Check(tag) ? PyUnicode_AsUTF8AndSize(tag, &n) : NULL;
+            if (t == NULL || n > (Py_ssize_t)sizeof(prog->tag))
+                return PyErr_Occurred() ? -1 : bad_program("a tag must be a short str");
+            memcpy(prog->tag, t, (size_t)n);
+            prog->tag_n = n;
+        }
+        if (PyBytes_GET_SIZE(header) > 64)
+            return bad_program("a header longer than 64 bytes");
+        prog->n_ops = (int)PyList_GET_SIZE(ops);
+        prog->ops = PyMem_Calloc((size_t)(prog->n_ops ? prog->n_ops : 1), sizeof(Op));
+        if (prog->ops == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        Py_ssize_t size = PyBytes_GET_SIZE(header);
+        for (int j = 0; j < prog->n_ops; j++) {
+            if (parse_op(self, prog, j, PyList_GET_ITEM(ops, j)) < 0)
+                return -1;
+            size += op_size(&prog->ops[j]);
+        }
+        if (prog->time_op >= prog->n_ops || prog->key_op >= prog->n_ops)
+            return bad_program("the time or key field is out of range");
+        if (prog->key_op >= 0) {
+            const Op *kop = &prog->ops[prog->key_op];
+            if (kop->op != OP_JSON || kop->n_src != 1 || kop->src[0].type != T_STRING ||
+                kop->absent_ok || kop->src[0].slot < 0)
+                return bad_program("the key field must be one required JSON string");
+        }
+        if (size > self->max_record)
+            self->max_record = size;
+    }
+    self->ready = 1;
+    return 0;
+}
+
+/* One JSON object's members into vals by slot (c->p at '{'): -1 when it is not ours
+ * (malformed, or a key we read given twice: "last one wins" is the reference's). */
+static int parse_object(const Encoder *e, Cursor *c, Value *vals) {
+    uint64_t seen = 0;
+    for (int k = 0; k < e->n_slots; k++)
+        vals[k].type = V_ABSENT;
     c->p++;
     skip_ws(c);
-    if (c->p < c->end && *c->p == '}')
-        return -1;
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+        return 0;
+    }
     for (;;) {
         const char *k;
         Py_ssize_t kn;
         if (parse_key(c, &k, &kn) < 0)
             return -1;
-        int key = key_of(k, kn);
-        if (key < 0) {
+        int slot = slot_of(e, k, kn);
+        if (slot < 0) {
             if (skip_value(c, 1) < 0)
                 return -1;
         } else {
-            if (seen & (1u << key))
-                return -1;  /* a duplicate key: leave "last one wins" to the Python path */
-            seen |= 1u << key;
-            if (parse_value(c, &f[key]) < 0)
+            if (seen & (1ull << slot))
+                return -1;
+            seen |= 1ull << slot;
+            if (parse_value(c, &vals[slot]) < 0)
                 return -1;
         }
         int more = next_item(c, '}');
         if (more < 0)
             return -1;
         if (more == 0)
-            break;
+            return 0;
     }
-    const Value *ev = &f[K_EV];
-    if (ev->type != V_STR || ev->n != 1 || (ev->s[0] != 'T' && ev->s[0] != 'Q'))
+}
+
+/* The call's parameters, read once per call. */
+typedef struct {
+    int n;
+    int is_none[MAX_PARAMS];
+    int is_str[MAX_PARAMS];
+    int64_t i[MAX_PARAMS];
+    const char *s[MAX_PARAMS];
+    Py_ssize_t len[MAX_PARAMS];
+} Params;
+
+/* 0, or -1 with a TypeError/OverflowError set. */
+static int read_params(PyObject *params, Params *out) {
+    if (!PyTuple_Check(params) || PyTuple_GET_SIZE(params) > MAX_PARAMS) {
+        PyErr_SetString(PyExc_TypeError, "params must be a tuple of at most 8 items");
         return -1;
-    return ev->s[0];
+    }
+    out->n = (int)PyTuple_GET_SIZE(params);
+    for (int k = 0; k < out->n; k++) {
+        PyObject *v = PyTuple_GET_ITEM(params, k);
+        out->is_none[k] = v == Py_None;
+        out->is_str[k] = PyUnicode_Check(v);
+        if (out->is_none[k])
+            continue;
+        if (out->is_str[k]) {
+            out->s[k] = PyUnicode_AsUTF8AndSize(v, &out->len[k]);
+            if (out->s[k] == NULL)
+                return -1;
+        } else if (PyLong_CheckExact(v)) {
+            out->i[k] = PyLong_AsLongLong(v);
+            if (out->i[k] == -1 && PyErr_Occurred())
+                return -1;
+        } else {
+            PyErr_SetString(PyExc_TypeError, "a parameter must be None, str or int");
+            return -1;
+        }
+    }
+    return 0;
 }
 
-/* The Kafka key of an event: its symbol as bucket names spell it, '/' -> '.'; the rule
- * of schemas/keys.py (symbol_key), which NativeFrames checks this against at start. */
-static PyObject *symbol_key(const Value *sym) {
-    if (memchr(sym->s, '/', (size_t)sym->n) == NULL)
-        return PyUnicode_FromStringAndSize(sym->s, sym->n);
-    char key[MAX_TEXT];
-    for (Py_ssize_t j = 0; j < sym->n; j++)
-        key[j] = sym->s[j] == '/' ? '.' : sym->s[j];
-    return PyUnicode_FromStringAndSize(key, sym->n);
+
+/* One record of prog from vals into o, the framing header first; *time_ns gets its event
+ * time. -1: not ours (the reference path decides). */
+static int encode_record(const Program *prog, const Value *vals, const Params *params,
+                         Out *o, int64_t *longs, int64_t *time_ns) {
+    o->n = 0;
+    put_bytes(o, PyBytes_AS_STRING(prog->header), PyBytes_GET_SIZE(prog->header));
+    for (int j = 0; j < prog->n_ops; j++) {
+        const Op *op = &prog->ops[j];
+        longs[j] = 0;
+        if (op->op == OP_CONST) {
+            put_bytes(o, op->lit, op->lit_n);
+            continue;
+        }
+        if (op->op == OP_PARAM) {
+            int k = op->arg;
+            if (k >= params->n)
+                return -1;
+            if (params->is_none[k]) {
+                if (!op->absent_ok)
+                    return -1;
+                put_bytes(o, op->absent, op->absent_n);
+                continue;
+            }
+            put_bytes(o, op->lit, op->lit_n);
+            if (op->type == T_STRING) {
+                if (!params->is_str[k] || params->len[k] > MAX_TEXT)
+                    return -1;
+                put_text(o, params->s[k], params->len[k]);
+            } else {
+                if (params->is_str[k])
+                    return -1;
+                put_long(o, params->i[k]);
+                longs[j] = params->i[k];
+            }
+            continue;
+        }
+        if (op->op == OP_SUM) {
+            int k = op->arg2;
+            int64_t sum;
+            if (k >= params->n || params->is_none[k] || params->is_str[k] ||
+                __builtin_add_overflow(longs[op->arg], params->i[k], &sum))
+                return -1;
+            put_bytes(o, op->lit, op->lit_n);
+            put_long(o, sum);
+            longs[j] = sum;
+            continue;
+        }
+        const Value *v = NULL;
+        const Source *s = NULL;
+        for (int k = 0; k < op->n_src; k++) {
+            if (!is_absent(&vals[op->src[k].slot])) {
+                s = &op->src[k];
+                v = &vals[s->slot];
+                break;
+            }
+        }
+        if (v == NULL) {
+            if (!op->absent_ok)
+                return -1;
+            put_bytes(o, op->absent, op->absent_n);
+            continue;
+        }
+        put_bytes(o, op->lit, op->lit_n);
+        switch (s->type) {
+        case T_LONG:
+        case T_INT: {
+            int64_t x;
+            if (v->type != V_INT || __builtin_mul_overflow(v->i, s->scale, &x))
+                return -1;
+            if (s->type == T_INT && (x < INT32_MIN || x > INT32_MAX))
+                return -1;
+            put_long(o, x);
+            longs[j] = x;
+            break;
+        }
+        case T_DOUBLE:
+            if (!is_number(v))
+                return -1;
+            put_double(o, number(v));
+            break;
+        case T_DECIMAL: {
+            double d;
+            if (decimal(v, &d) < 0)
+                return -1;
+            put_double(o, d);
+            break;
+        }
+        case T_STRING:
+            if (v->type != V_STR || v->n == 0 || v->n > MAX_TEXT)
+                return -1;
+            put_text(o, v->s, v->n);
+            break;
+        case T_BOOL:
+            if (v->type != V_TRUE && v->type != V_FALSE)
+                return -1;
+            put_byte(o, v->type == V_TRUE);
+            break;
+        case T_INTS:
+            if (v->type != V_INTS)
+                return -1;
+            put_ints(o, v->items, v->n);
+            break;
+        case T_ONE_OR_INTS:
+            if (v->type == V_INTS) {
+                put_ints(o, v->items, v->n);
+            } else if (is_int32(v)) {
+                int32_t one = (int32_t)v->i;
+                put_ints(o, &one, 1);
+            } else {
+                return -1;
+            }
+            break;
+        default:
+            return -1;
+        }
+    }
+    if (prog->time_op >= 0)
+        *time_ns = longs[prog->time_op];
+    return 0;
 }
 
-PyDoc_STRVAR(encode_doc,
-"encode(frame, received_ns) -> (records, trades, quotes, last_event_ns) or None\n\n"
-"records: a list of (topic, value, key) in frame order, topic being trade_topic or\n"
-"quote_topic, value the framed Avro record and key its symbol as buckets spell it\n"
-"('/' -> '.'). None: the frame is not a well-formed array of T and Q events only; use\n"
-"the Python path for the whole frame.");
+/* The Kafka key of a record: its symbol as bucket names spell it, '/' -> '.'; the rule
+ * of schemas/keys.py (symbol_key), which the Python side checks this against at start.
+ * Short symbols are cached: a frame repeats a few of them. */
+static PyObject *key_of(Encoder *e, const Value *sym) {
+    CachedKey *slot = NULL;
+    if (sym->n <= 16) {
+        unsigned h = 2166136261u;
+        for (Py_ssize_t k = 0; k < sym->n; k++)
+            h = (h ^ (unsigned char)sym->s[k]) * 16777619u;
+        slot = &e->keys[h % KEY_CACHE];
+        if (slot->key && slot->n == sym->n && memcmp(slot->text, sym->s, (size_t)sym->n) == 0)
+            return Py_NewRef(slot->key);
+    }
+    PyObject *key;
+    if (memchr(sym->s, '/', (size_t)sym->n) == NULL) {
+        key = PyUnicode_FromStringAndSize(sym->s, sym->n);
+    } else {
+        char text[MAX_TEXT];
+        for (Py_ssize_t j = 0; j < sym->n; j++)
+            text[j] = sym->s[j] == '/' ? '.' : sym->s[j];
+        key = PyUnicode_FromStringAndSize(text, sym->n);
+    }
+    if (key != NULL && slot != NULL) {
+        Py_XSETREF(slot->key, Py_NewRef(key));
+        slot->n = sym->n;
+        memcpy(slot->text, sym->s, (size_t)sym->n);
+    }
+    return key;
+}
 
-static PyObject *FrameEncoder_encode(FrameEncoder *self, PyObject *args) {
+/* Per-call scratch: slot values, the record buffer, the ops' long values. */
+typedef struct {
+    Value *vals;
+    Out out;
+    int64_t *longs;
+} Scratch;
+
+static int scratch_alloc(const Encoder *e, Scratch *s) {
+    int max_ops = 1;
+    for (int k = 0; k < e->n_programs; k++)
+        if (e->programs[k].n_ops > max_ops)
+            max_ops = e->programs[k].n_ops;
+    s->vals = PyMem_Malloc(sizeof(Value) * (size_t)(e->n_slots ? e->n_slots : 1));
+    s->out.buf = PyMem_Malloc((size_t)e->max_record + 1);
+    s->out.n = 0;
+    s->longs = PyMem_Malloc(sizeof(int64_t) * (size_t)max_ops);
+    if (s->vals == NULL || s->out.buf == NULL || s->longs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void scratch_free(Scratch *s) {
+    PyMem_Free(s->vals);
+    PyMem_Free(s->out.buf);
+    PyMem_Free(s->longs);
+}
+
+static int check_ready(const Encoder *self) {
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Encoder.__init__ was not called or failed");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(encode_frame_doc,
+"encode_frame(frame, params) -> (records, counts, last_time) or None\n\n"
+"frame: a JSON array of objects, each encoded by the program its tag key names.\n"
+"records: a list of (topic, value, key) in frame order, value the framed Avro record and\n"
+"key the text of the program's key field as buckets spell it ('/' -> '.'); counts: the\n"
+"records per program (a tuple); last_time: the last record's event time. None: the frame\n"
+"is not one this encoder takes exactly (use the reference path for the whole frame).");
+
+static PyObject *Encoder_encode_frame(Encoder *self, PyObject *args) {
     Py_buffer frame;
-    long long received_ns;
-    if (self->trade_header == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "FrameEncoder.__init__ was not called");
+    PyObject *params_obj;
+    if (check_ready(self) < 0)
+        return NULL;
+    if (self->tag_slot < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "encode_frame needs an encoder with a tag key");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "y*L", &frame, &received_ns))
+    if (!PyArg_ParseTuple(args, "y*O", &frame, &params_obj))
         return NULL;
-    Cursor cur = {(const char *)frame.buf, (const char *)frame.buf + frame.len};
-    Cursor *c = &cur;
-    Value *fields = PyMem_Malloc(sizeof(Value) * K_COUNT);
-    Out *out = PyMem_Malloc(sizeof(Out));
+    Params params;
+    Scratch s = {NULL, {NULL, 0}, NULL};
     PyObject *records = NULL, *result = NULL;
-    if (fields == NULL || out == NULL) {
-        PyErr_NoMemory();
+    long counts[16] = {0};
+    int64_t last_time = 0;
+    if (self->n_programs > 16) {
+        PyErr_SetString(PyExc_ValueError, "encode_frame takes at most 16 programs");
         goto done;
     }
-    char recv[11];
-    Py_ssize_t recv_n;
-    {
-        Out r;
-        r.n = 0;
-        put_byte(&r, 2);
-        put_long(&r, received_ns);
-        memcpy(recv, r.buf, (size_t)r.n);
-        recv_n = r.n;
-    }
-    const char *th = PyBytes_AS_STRING(self->trade_header);
-    Py_ssize_t th_n = PyBytes_GET_SIZE(self->trade_header);
-    const char *qh = PyBytes_AS_STRING(self->quote_header);
-    Py_ssize_t qh_n = PyBytes_GET_SIZE(self->quote_header);
-    long trades = 0, quotes = 0;
-    long long last_ns = 0;
-
+    if (read_params(params_obj, &params) < 0 || scratch_alloc(self, &s) < 0)
+        goto done;
     records = PyList_New(0);
     if (records == NULL)
         goto done;
+    Cursor cur = {(const char *)frame.buf, (const char *)frame.buf + frame.len};
+    Cursor *c = &cur;
     skip_ws(c);
     if (c->p >= c->end || *c->p != '[')
         goto fallback;
     c->p++;
     skip_ws(c);
     for (;;) {
-        if (c->p >= c->end || *c->p != '{')
+        if (c->p >= c->end || *c->p != '{' || parse_object(self, c, s.vals) < 0)
             goto fallback;
-        int ev = parse_event(c, fields);
-        if (ev < 0)
+        const Value *tag = &s.vals[self->tag_slot];
+        if (tag->type != V_STR)
             goto fallback;
-        PyObject *topic;
-        if (ev == 'T') {
-            if (encode_trade(out, fields, th, th_n, recv, recv_n) < 0)
-                goto fallback;
-            topic = self->trade_topic;
-            trades++;
-        } else {
-            if (encode_quote(out, fields, qh, qh_n, recv, recv_n) < 0)
-                goto fallback;
-            topic = self->quote_topic;
-            quotes++;
+        int which = -1;
+        for (int k = 0; k < self->n_programs; k++) {
+            const Program *p = &self->programs[k];
+            if (p->tag_n == tag->n && memcmp(p->tag, tag->s, (size_t)tag->n) == 0) {
+                which = k;
+                break;
+            }
         }
-        last_ns = fields[K_T].i * NS_PER_MS;
-        PyObject *value = PyBytes_FromStringAndSize(out->buf, out->n);
-        PyObject *key = value ? symbol_key(&fields[K_SYM]) : NULL;
+        if (which < 0)
+            goto fallback;
+        const Program *prog = &self->programs[which];
+        if (encode_record(prog, s.vals, &params, &s.out, s.longs, &last_time) < 0)
+            goto fallback;
+        counts[which]++;
+        PyObject *value = PyBytes_FromStringAndSize(s.out.buf, s.out.n);
+        PyObject *key = NULL;
+        if (value != NULL)
+            key = prog->key_op >= 0
+                ? key_of(self, &s.vals[prog->ops[prog->key_op].src[0].slot])
+                : Py_NewRef(Py_None);
         PyObject *item = key ? PyTuple_New(3) : NULL;
         if (item == NULL) {
             Py_XDECREF(value);
             Py_XDECREF(key);
             goto done;
         }
-        Py_INCREF(topic);
-        PyTuple_SET_ITEM(item, 0, topic);
+        PyTuple_SET_ITEM(item, 0, Py_NewRef(prog->topic));
         PyTuple_SET_ITEM(item, 1, value);
         PyTuple_SET_ITEM(item, 2, key);
         int rc = PyList_Append(records, item);
@@ -1230,37 +1667,171 @@ static PyObject *FrameEncoder_encode(FrameEncoder *self, PyObject *args) {
     skip_ws(c);
     if (c->p != c->end)
         goto fallback;
-    result = Py_BuildValue("(OllL)", records, trades, quotes, last_ns);
+    PyObject *count_tuple = PyTuple_New(self->n_programs);
+    if (count_tuple == NULL)
+        goto done;
+    for (int k = 0; k < self->n_programs; k++) {
+        PyObject *n = PyLong_FromLong(counts[k]);
+        if (n == NULL) {
+            Py_DECREF(count_tuple);
+            goto done;
+        }
+        PyTuple_SET_ITEM(count_tuple, k, n);
+    }
+    result = Py_BuildValue("(NNL)", Py_NewRef(records), count_tuple, (long long)last_time);
     goto done;
 fallback:
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(records);
-    PyMem_Free(fields);
-    PyMem_Free(out);
+    scratch_free(&s);
     PyBuffer_Release(&frame);
     return result;
 }
 
-static PyMethodDef FrameEncoder_methods[] = {
-    {"encode", (PyCFunction)FrameEncoder_encode, METH_VARARGS, encode_doc},
+PyDoc_STRVAR(encode_page_doc,
+"encode_page(body, program, params) -> (values, start, end) or None\n\n"
+"body: a JSON object (a REST page) whose \"results\" array holds objects of one kind,\n"
+"each encoded by programs[program]. values: the framed Avro records in order; start:end\n"
+"the bytes of the \"results\" value in body (-1, -1 when there is none), so the caller\n"
+"can read the rest of the page without them. None: the page is not one this encoder\n"
+"takes exactly (use the reference path for the whole page).");
+
+static PyObject *Encoder_encode_page(Encoder *self, PyObject *args) {
+    Py_buffer body;
+    int which;
+    PyObject *params_obj;
+    if (check_ready(self) < 0)
+        return NULL;
+    if (!PyArg_ParseTuple(args, "y*iO", &body, &which, &params_obj))
+        return NULL;
+    Params params;
+    Scratch s = {NULL, {NULL, 0}, NULL};
+    PyObject *values = NULL, *result = NULL;
+    int have_results = 0;
+    Py_ssize_t start = -1, stop = -1;
+    int64_t last_time = 0;
+    if (which < 0 || which >= self->n_programs) {
+        PyErr_SetString(PyExc_IndexError, "no such program");
+        goto done;
+    }
+    const Program *prog = &self->programs[which];
+    if (read_params(params_obj, &params) < 0 || scratch_alloc(self, &s) < 0)
+        goto done;
+    values = PyList_New(0);
+    if (values == NULL)
+        goto done;
+    const char *base = (const char *)body.buf;
+    Cursor cur = {base, base + body.len};
+    Cursor *c = &cur;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != '{')
+        goto fallback;
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+    } else {
+        for (;;) {
+            const char *k;
+            Py_ssize_t kn;
+            if (parse_key(c, &k, &kn) < 0)
+                goto fallback;
+            if (kn != 7 || memcmp(k, "results", 7) != 0) {
+                if (skip_value(c, 1) < 0)
+                    goto fallback;
+            } else {
+                if (have_results)
+                    goto fallback;  /* twice: "last one wins" is the reference's */
+                have_results = 1;
+                start = c->p - base;
+                if (literal(c, "null", 4) == 0) {
+                    stop = c->p - base;
+                } else {
+                    if (c->p >= c->end || *c->p != '[')
+                        goto fallback;
+                    c->p++;
+                    skip_ws(c);
+                    if (c->p < c->end && *c->p == ']') {
+                        c->p++;
+                    } else {
+                        for (;;) {
+                            if (c->p >= c->end || *c->p != '{' ||
+                                parse_object(self, c, s.vals) < 0 ||
+                                encode_record(prog, s.vals, &params, &s.out, s.longs,
+                                              &last_time) < 0)
+                                goto fallback;
+                            PyObject *value = PyBytes_FromStringAndSize(s.out.buf, s.out.n);
+                            if (value == NULL)
+                                goto done;
+                            int rc = PyList_Append(values, value);
+                            Py_DECREF(value);
+                            if (rc < 0)
+                                goto done;
+                            int more = next_item(c, ']');
+                            if (more < 0)
+                                goto fallback;
+                            if (more == 0)
+                                break;
+                        }
+                    }
+                    stop = c->p - base;
+                }
+            }
+            int more = next_item(c, '}');
+            if (more < 0)
+                goto fallback;
+            if (more == 0)
+                break;
+        }
+    }
+    skip_ws(c);
+    if (c->p != c->end)
+        goto fallback;
+    result = Py_BuildValue("(Onn)", values, start, stop);
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(values);
+    scratch_free(&s);
+    PyBuffer_Release(&body);
+    return result;
+}
+
+static PyMethodDef Encoder_methods[] = {
+    {"encode_frame", (PyCFunction)Encoder_encode_frame, METH_VARARGS, encode_frame_doc},
+    {"encode_page", (PyCFunction)Encoder_encode_page, METH_VARARGS, encode_page_doc},
     {NULL, NULL, 0, NULL},
 };
 
-PyDoc_STRVAR(FrameEncoder_doc,
-"FrameEncoder(trade_header, quote_header, trade_topic, quote_topic)\n\n"
-"Massive WS frames of T/Q events -> framed Avro records, or None for the Python path.");
+PyDoc_STRVAR(Encoder_doc,
+"Encoder(keys, tag_key, programs)\n\n"
+"keys: the JSON keys read (a source names one by its index); tag_key: the key whose\n"
+"string value selects a frame object's program (None: pages only); programs: a list of\n"
+"(tag, header, topic, time_op, key_op, ops), ops one per Avro field in order:\n"
+"(op, type, sources, literal, absent, arg, arg2) with op 'j' (JSON: sources a tuple of\n"
+"(key index, type, scale), the first present and not null taken), 'c' (the literal\n"
+"bytes), 'p' (call parameter arg), '+' (op arg's long value + parameter arg2); type one\n"
+"of l i d D s b a A; literal the union branch written before a value; absent the bytes\n"
+"of an absent or null value, or None to bail. schemas/program.py builds them.");
 
-static PyTypeObject FrameEncoderType = {
+static PyTypeObject EncoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "schemas._native.FrameEncoder",
-    .tp_basicsize = sizeof(FrameEncoder),
+    .tp_name = "schemas._native.Encoder",
+    .tp_basicsize = sizeof(Encoder),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = FrameEncoder_doc,
+    .tp_doc = Encoder_doc,
     .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)FrameEncoder_init,
-    .tp_dealloc = (destructor)FrameEncoder_dealloc,
-    .tp_methods = FrameEncoder_methods,
+    .tp_init = (initproc)Encoder_init,
+    .tp_dealloc = (destructor)Encoder_dealloc,
+    .tp_methods = Encoder_methods,
+};
+
+static PyMethodDef native_functions[] = {
+    {"decode_rows", decode_rows, METH_VARARGS, decode_rows_doc},
+    {"scan_messages", scan_messages, METH_VARARGS, scan_messages_doc},
+    {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef native_module = {
@@ -1272,14 +1843,14 @@ static struct PyModuleDef native_module = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
-    if (PyType_Ready(&FrameEncoderType) < 0)
+    if (PyType_Ready(&EncoderType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
     /* schemas/native.py refuses a module whose API_VERSION is not its own */
-    if (PyModule_AddIntConstant(m, "API_VERSION", 2) < 0 ||
-        PyModule_AddObjectRef(m, "FrameEncoder", (PyObject *)&FrameEncoderType) < 0) {
+    if (PyModule_AddIntConstant(m, "API_VERSION", 3) < 0 ||
+        PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

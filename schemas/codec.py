@@ -28,7 +28,7 @@ import io
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import fastavro
@@ -36,6 +36,7 @@ import fastavro.validation
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
 from schemas.registry import Registry, RegistryError, UnknownSchemaId
+from schemas.spec import Kind, read_schema
 
 if TYPE_CHECKING:
     from common.config import Config
@@ -53,8 +54,9 @@ __all__ = [
     "make_codec",
 ]
 
-KINDS: tuple[str, ...] = ("bar", "trade", "quote")
-DATA_TYPE_OF_KIND: dict[str, str] = {"bar": "bars", "trade": "trades", "quote": "quotes"}
+KINDS: tuple[Kind, ...] = tuple(Kind)
+# for callers that index by a kind string (consumer.service); new code reads Kind.data_type
+DATA_TYPE_OF_KIND: dict[str, str] = {k: k.data_type for k in Kind}
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
 
@@ -71,13 +73,10 @@ class EncodeError(ValueError):
     """A record that does not fit its schema (or an unknown kind)."""
 
 
-def load_schema(kind: str) -> dict[str, Any]:
-    """Our current schema for ``kind`` (the JSON of ``schemas/<kind>.avsc``)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
-    text = resources.files("schemas").joinpath(f"{kind}.avsc").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
+def load_schema(kind: str, schema_dir: Path | str | None = None) -> dict[str, Any]:
+    """Our current schema for ``kind`` (the JSON of ``schemas/<kind>.avsc``, or of
+    ``<schema_dir>/<kind>.avsc``); ValueError for an unknown kind."""
+    return read_schema(kind, schema_dir)
 
 
 def canonical_form(schema: Mapping[str, Any] | str) -> str:
@@ -370,5 +369,5 @@ def make_codec(config: Config) -> Codec:
     if not url:
         return Codec()
     topics = config.kafka.topics
-    subjects = {kind: f"{topics.for_type(dt)}-value" for kind, dt in DATA_TYPE_OF_KIND.items()}
+    subjects: dict[str, str] = {k: f"{topics.for_type(k.data_type)}-value" for k in Kind}
     return Codec(registry=Registry(config.schema_registry), subjects=subjects)

@@ -6,7 +6,7 @@ which holds only if the key is the bucket's symbol, not the ticker as Massive sp
 ``BRK/A`` and ``BRK.A`` are one bucket (``BRK.A/...``) and must be one key. Producer,
 backfill and consumer all take the mapping from here; the compiled frame encoder
 (``schemas/_native.c``) applies the same one and is checked against :func:`symbol_key`
-at start (``producer.liveencode.NativeFrames``).
+at start (``producer.nativeframes.NativeFrames``).
 
 The mapping is pure and total: it never rejects a symbol. Whether a symbol can be a
 MarketStore key at all is the consumer's question (``consumer.buckets.bucket_symbol``),

@@ -19,7 +19,7 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-API_VERSION = 2  # bump with any change to the functions or types the module exports
+API_VERSION = 3  # bump with any change to the functions or types the module exports
 REQUIRE_ENV = "MASSIVE_FETCHER_REQUIRE_NATIVE"
 INACTIVE = ("inactive: the Python paths run (same data, slower); install gcc and re-run "
             "`pip install -e .` (or `make test`)")

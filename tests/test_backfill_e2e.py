@@ -185,8 +185,9 @@ def test_adjusted_flag_reaches_the_api(sim: SimulatorServer, kafka_bootstrap: st
     seen: list[tuple[str, Any]] = []
 
     class Recording(MassiveRestClient):
-        async def get_json(self, path: str, params: Any = None) -> dict[str, Any]:
-            page = await super().get_json(path, params)
+        async def get_json(self, path: str, params: Any = None,
+                           decode: Any = None) -> dict[str, Any]:
+            page = await super().get_json(path, params, decode)
             seen.append((path + "?" + "&".join(f"{k}={v}" for k, v in (params or {}).items()),
                          page.get("adjusted")))
             return page

@@ -184,7 +184,8 @@ class _OnePage:
     def __init__(self, results: list[Any]) -> None:
         self.results = results
 
-    async def pages(self, path: str, params: Any) -> AsyncIterator[dict[str, Any]]:
+    async def pages(self, path: str, params: Any,
+                    decode: Any = None) -> AsyncIterator[dict[str, Any]]:
         yield {"results": self.results}
 
 

@@ -44,3 +44,26 @@ def test_the_status_line_says_active_when_built() -> None:
     active, line = native.status()
     assert active == (native.native is not None)
     assert line.startswith("active" if active else "inactive")
+
+
+REFERENCE_TIER = (
+    "import sys; sys.modules['schemas._native'] = None\n"
+    "import orjson\n"
+    "from common.config import Config\n"
+    "from schemas.codec import make_codec\n"
+    "from producer.nativeframes import NativeFrames\n"
+    "from backfill.nativepages import NativePages\n"
+    "codec = make_codec(Config())\n"
+    "frames = NativeFrames(codec, {'bar': 'b', 'trade': 't', 'quote': 'q'})\n"
+    "pages = NativePages(codec)\n"
+    "ev = {'ev': 'T', 'sym': 'A', 'i': '1', 'x': 1, 'p': 1.5, 's': 1, 't': 1, 'q': 1}\n"
+    "print(frames.enabled, frames.encode(orjson.dumps([ev]), 1), pages.kinds,\n"
+    "      pages.decoder('trade', 'A'))\n")
+
+
+def test_without_the_build_the_encoders_leave_everything_to_the_reference_path() -> None:
+    env = {k: v for k, v in os.environ.items() if k != native.REQUIRE_ENV}
+    done = subprocess.run([sys.executable, "-c", REFERENCE_TIER], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "None", "()", "None"]

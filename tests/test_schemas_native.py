@@ -1,5 +1,5 @@
-"""schemas._native.FrameEncoder (via producer.liveencode.NativeFrames) gives, for a whole
-frame, exactly what the Python path gives (orjson -> mapping -> codec), or None.
+"""schemas._native.Encoder (via producer.nativeframes.NativeFrames) gives, for a whole
+frame, exactly what the reference path gives (orjson -> mapping -> codec), or None.
 
 None is always allowed (the caller then runs the Python path on the frame); a result that
 differs by one byte, or a result for a frame the Python path would reject in any part, is
@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
+from backfill.nativepages import NativePages
 from common.config import Config
-from producer.liveencode import LiveEncoder, NativeFrames
 from producer.mapping import record_from_ws_event
+from producer.nativeframes import NativeFrames
 from schemas.codec import make_codec
 from schemas.keys import symbol_key
 from tests.support.nativeframes import (
     RECEIVED,
     TOPICS,
     check_frame,
+    check_page,
     events_by_time,
+    minute_bars,
     reference_frame,
+    simulator_pages,
 )
 
 native = pytest.importorskip("schemas._native", reason="the C extension was not built")
@@ -39,8 +44,9 @@ def codec() -> Any:
 
 @pytest.fixture(scope="module")
 def frames_encoder(codec: Any) -> NativeFrames:
-    enc = NativeFrames(LiveEncoder(codec), TOPICS)
+    enc = NativeFrames(codec, TOPICS)
     assert enc.enabled
+    assert set(enc.kinds) == {"bar", "trade", "quote"}
     return enc
 
 
@@ -133,12 +139,25 @@ def test_byte_level_corruption_never_differs(frames_encoder: NativeFrames, codec
     assert taken > 1000  # harmless mutations (whitespace, values) still take the C path
 
 
+def test_minute_bars_take_the_native_path(frames_encoder: NativeFrames, codec: Any) -> None:
+    bars = minute_bars()
+    bars[::7] = [{**b, "otc": True} for b in bars[::7]]
+    assert len(bars) > 100 and any("dv" in b for b in bars)
+    trades = events_by_time()[:50]
+    for i in range(0, len(bars), 40):
+        assert check_frame(frames_encoder, codec, orjson.dumps(bars[i:i + 40]))
+        assert check_frame(frames_encoder, codec, orjson.dumps([*bars[i:i + 5], *trades]))
+    rng = random.Random(9)
+    weird = [None, True, False, 0, -1, 1.5, 2**63, "", "1.5", "x", [], {}]
+    for bar in bars[:60]:
+        for key in [*bar, "otc", "dav"]:
+            check_frame(frames_encoder, codec, orjson.dumps([{**bar, key: rng.choice(weird)}]))
+
+
 def test_other_frames_are_left_to_the_python_path(frames_encoder: NativeFrames) -> None:
-    am = {"ev": "AM", "sym": "AAPL", "v": 1, "o": 1.0, "c": 1.0, "h": 1.0, "l": 1.0,
-          "s": 1, "e": 2}
     status = {"ev": "status", "status": "auth_success", "message": "authenticated"}
     trade = events_by_time()[0]
-    for frame in ([], [am], [status], [trade, am], [trade, status], [trade, {"ev": "XX"}],
+    for frame in ([], [status], [trade, status], [trade, {"ev": "XX"}],
                   [trade, [1]], {"ev": "T"}, "T", None):
         for received_ns in RECEIVED:
             assert frames_encoder.encode(orjson.dumps(frame), received_ns) is None
@@ -265,11 +284,30 @@ def test_the_built_module_is_the_one_the_code_expects() -> None:
 
 def test_misuse_is_an_error_not_a_crash() -> None:
     with pytest.raises(RuntimeError, match="__init__"):
-        native.FrameEncoder.__new__(native.FrameEncoder).encode(b"[]", 1)
+        native.Encoder.__new__(native.Encoder).encode_frame(b"[]", ())
+    one = [("c", "l", (), b"\x00", None, 0, 0)]
+    enc = native.Encoder(["ev"], "ev", [("T", b"h", "t", -1, -1, one)])
     with pytest.raises(TypeError):
-        native.FrameEncoder(b"h", b"h", "t", "q").encode("[]", 1)  # str, not bytes
-    with pytest.raises(ValueError):
-        native.FrameEncoder(bytes(65), b"h", "t", "q")
+        enc.encode_frame("[]", ())  # str, not bytes
+    with pytest.raises(TypeError):
+        enc.encode_frame(b"[]", (1.5,))  # a parameter is None, str or int
+    with pytest.raises(IndexError):
+        enc.encode_page(b"{}", 1, ())
+    with pytest.raises(RuntimeError, match="tag key"):
+        native.Encoder(["a"], None, []).encode_frame(b"[]", ())
+    for keys, tag, programs in (
+            (["ev"], "ev", [("T", bytes(65), "t", -1, -1, one)]),  # header too long
+            (["ev", "ev"], "ev", []),  # a key twice
+            (["ev"], "zz", []),  # the tag is no key
+            (["ev"], "ev", [("T", b"", "t", -1, -1, [("j", "l", ((5, "l", 1),), b"", None,
+                                                       0, 0)])]),  # no such key
+            (["ev"], "ev", [("T", b"", "t", -1, -1, [("j", "d", ((0, "d", 1000),), b"",
+                                                       None, 0, 0)])]),  # a scaled double
+            (["ev"], "ev", [("T", b"", "t", -1, -1, [("+", "l", (), b"", None, 0, 0)])]),
+            (["ev"], "ev", [("T", b"", "t", -1, 0, one)]),  # a key field that is no string
+            (["ev"], "ev", [("T", b"", "t", 3, -1, one)])):  # a time field out of range
+        with pytest.raises(ValueError):
+            native.Encoder(keys, tag, programs)
     with pytest.raises(ValueError, match="differ in length"):
         native.decode_rows(b"", bytes(8), bytes(16), [])
 
@@ -306,3 +344,135 @@ def test_a_plain_null_field_survives_a_bad_row(program: list[tuple[str, int, int
     for (code, *_), (values, mask, offsets) in zip(program, cols, strict=True):
         if code == "0":
             assert (values, mask, offsets) == (None, None, None)
+
+
+# -- REST pages (backfill.nativepages) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pages_encoder(codec: Any) -> NativePages:
+    pages = NativePages(codec)
+    assert set(pages.kinds) == {"bar", "trade", "quote"}
+    return pages
+
+
+def _body(results: Any, **envelope: Any) -> bytes:
+    return orjson.dumps({"results": results, "status": "OK", "request_id": "r1",
+                         "count": len(results) if type(results) is list else 0, **envelope})
+
+
+def test_simulator_pages_take_the_native_path(pages_encoder: NativePages, codec: Any) -> None:
+    for kind, results in simulator_pages().items():
+        assert len(results) > 100, kind
+        for symbol in ("AAPL", "BRK/A"):
+            body = _body(results, next_url="https://api.massive.com/v3/x?cursor=YWJj")
+            assert check_page(pages_encoder, codec, kind, body, symbol), kind
+        # the envelope is read as orjson reads it, escapes and all
+        body = _body(results[:10], next_url="https://h/v3?a=1\\u0026cursor=\\u00e9")
+        assert check_page(pages_encoder, codec, kind, body.replace(b"\\\\", b"\\"))
+    for timeframe in ("5Min", "1H"):
+        bars = simulator_pages()["bar"][:50]
+        assert check_page(pages_encoder, codec, "bar", _body(bars), timeframe=timeframe)
+
+
+def test_odd_results_never_differ(pages_encoder: NativePages, codec: Any) -> None:
+    weird = [None, True, False, 0, -0.0, -1, 1.5, 2.0, 1e300, 2**31, -(2**31) - 1, 2**53 + 1,
+             2**63 - 1, -(2**63), 2**64 - 1, "", "x", "1.5", "-0", " 1", "nan", "4.", [],
+             [1], [1, 2**31], [1.0], [True], [None], {}, {"a": [1]}, "\u00e9", 'a"b']
+    rng = random.Random(17)
+    taken = 0
+    for kind, results in simulator_pages().items():
+        for result in results[:40]:
+            for key in [*result, "decimal_size", "conditions", "otc", "zz"]:
+                for value in rng.sample(weird, 6):
+                    body = _body([result, {**result, key: value}])
+                    taken += check_page(pages_encoder, codec, kind, body)
+                body = _body([{k: v for k, v in result.items() if k != key}])
+                taken += check_page(pages_encoder, codec, kind, body)
+    assert taken > 1000
+
+
+def test_byte_level_corruption_of_pages_never_differs(pages_encoder: NativePages,
+                                                      codec: Any) -> None:
+    rng = random.Random(23)
+    alphabet = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzrs\xc3\xa9\x00\x7f'
+    taken = 0
+    for kind, results in simulator_pages().items():
+        for _ in range(2000):
+            start = rng.randrange(len(results) - 10)
+            data = bytearray(_body(results[start:start + rng.randint(0, 10)],
+                                   next_url="http://h/?c=1"))
+            for _ in range(rng.randint(0, 3)):
+                pos = rng.randrange(len(data))
+                op = rng.random()
+                if op < 0.4:
+                    data[pos] = rng.choice(alphabet)
+                elif op < 0.7:
+                    del data[pos]
+                else:
+                    data.insert(pos, rng.choice(alphabet))
+            taken += check_page(pages_encoder, codec, kind, bytes(data))
+    assert taken > 500
+
+
+def test_other_pages_are_left_to_the_reference_path(pages_encoder: NativePages,
+                                                    codec: Any) -> None:
+    trade = simulator_pages()["trade"][0]
+    decode = pages_encoder.decoder("trade", "AAPL")
+    assert decode is not None
+    for body in (b"", b"[]", b"null", b'{"results": {}}', b'{"results": [1]}',
+                 b'{"results": [], "results": []}', b'{"results": []} x',
+                 _body([trade, {**trade, "price": "1.5"}]), b'{"results": [{}]}'):
+        assert decode(body) is None, body
+    for body in (b"{}", b'{"status": "OK"}', b'{"results": null}', b'{"results": []}'):
+        assert check_page(pages_encoder, codec, "trade", body)
+    # a day's end follows the market's calendar: the reference path computes it
+    assert pages_encoder.decoder("bar", "AAPL", "1D") is None
+    assert pages_encoder.decoder("bar", "AAPL", None) is None
+
+
+def test_a_field_added_to_a_copy_of_trade_avsc_reaches_both_native_paths(
+        tmp_path: Path) -> None:
+    """The programs come from the spec: a field annotated in the .avsc only is read from
+    the WebSocket and REST JSON and written where the reference writes it."""
+    import json
+    import shutil
+
+    from backfill.mapping import rest_mapper
+    from producer.mapping import WsMapping
+    from schemas.codec import Codec
+    from schemas.program import frame_programs, header_of, page_programs
+    from schemas.spec import SCHEMA_DIR, Kind, load_specs
+
+    for kind in Kind:
+        shutil.copy(SCHEMA_DIR / kind.avsc, tmp_path / kind.avsc)
+    schema = json.loads((tmp_path / "trade.avsc").read_text())
+    schema["fields"].append({
+        "name": "venue_flags", "type": ["null", "int"], "default": None,
+        "massive": {"ws": {"rule": "optional", "keys": ["vf"]},
+                    "rest": {"rule": "optional", "keys": ["venue_flags"]}}})
+    (tmp_path / "trade.avsc").write_text(json.dumps(schema))
+    specs = load_specs(tmp_path)
+    codec = Codec({k: s.schema for k, s in specs.items()})
+    ws = WsMapping(specs)
+    events = [{**ev, "vf": 7} if i % 2 else ev for i, ev in enumerate(events_by_time()[:200])]
+    headers = {k: header_of(codec, specs[k], ws.record(next(
+        e for e in events if e["ev"] == k.ev), 1)[1]) for k in (Kind.TRADE, Kind.QUOTE)}
+    frames = frame_programs([specs[Kind.TRADE], specs[Kind.QUOTE]], headers, TOPICS)
+    encoder = native.Encoder(frames.keys, frames.tag_key, frames.programs)
+    records, _, _ = encoder.encode_frame(orjson.dumps(events), (5,))
+    for ev, (_, value, _) in zip(events, records, strict=True):
+        kind, record = ws.record(ev, 5)
+        assert value == codec.encode(kind, record)
+        if kind == Kind.TRADE:
+            assert codec.decode(value)[1]["venue_flags"] == ev.get("vf")
+
+    results = [{**r, "venue_flags": 9} if i % 2 else r
+               for i, r in enumerate(simulator_pages()["trade"][:200])]
+    pages = page_programs([specs[Kind.TRADE]], headers)
+    encoder = native.Encoder(pages.keys, pages.tag_key, pages.programs)
+    values, _, _ = encoder.encode_page(orjson.dumps({"results": results}), 0,
+                                       ("AAPL", None, None))
+    mapper = rest_mapper(specs[Kind.TRADE])
+    assert values == [codec.encode(Kind.TRADE, mapper(r, "AAPL", None)) for r in results]
+    assert {codec.decode(v)[1]["venue_flags"] for v in values} == {None, 9}

@@ -4,14 +4,13 @@ What is timed (the same run, the same broker, the same librdkafka settings, uniq
 
 * pipeline: the producer's real read loop (``ProducerSession._stream``) fed pre-built
   frames by an in-memory socket (the simulator's wire format, ``max_frame_events`` events
-  per frame), i.e. the native frame encoder (C: parse + encode; or, without it, orjson
-  parse -> protocol -> fused encoder) -> produce, plus the final flush: events / second
-  until Kafka acknowledged the last one;
+  per frame), i.e. the native frame encoder (C: parse + encode; or, without it, the
+  reference path: orjson parse -> protocol -> mapping -> codec) -> produce, plus the
+  final flush: events / second until Kafka acknowledged the last one;
 * ceiling: confluent-kafka producing the very same records pre-encoded (bytes + key), with a
   counting delivery callback, plus the final flush;
-* per stage (no Kafka): the native frame encoder (what the loop runs), the Python path
-  (parse+protocol, the fused live encoder) and for reference mapping + codec.encode, in
-  microseconds per event.
+* per stage (no Kafka): the native frame encoder (what the loop runs), and the reference
+  path (parse+protocol, mapping, codec.encode), in microseconds per event.
 
 "per core" divides by the main Python thread's CPU time (the loop is single-threaded;
 librdkafka's own threads and the broker run beside it on the other core), and the process
@@ -267,25 +266,16 @@ def _warm(publisher: Publisher, config: Config) -> None:
 
 def stages(frames: list[bytes], codec: Any, n_events: int) -> dict[str, float]:
     """Microseconds per event of each stage on its own (best of 3), without Kafka."""
-    from producer.liveencode import LiveEncoder, NativeFrames
+    from producer.nativeframes import NativeFrames
 
     proto = MassiveProtocol("bench", ["T.*", "Q.*"])
     proto.state = State.SUBSCRIBED
     parsed = [proto.feed(f) for f in frames]
     mapped = [[record_from_ws_event(ev, 1) for ev in evs] for evs in parsed]
-    live = LiveEncoder(codec)
-    assert live.enabled
 
     def t_parse() -> None:
         for f in frames:
             proto.feed(f)
-
-    def t_live() -> None:
-        encode = live.encode
-        for evs in parsed:
-            recv = live.received(time.time_ns())
-            for ev in evs:
-                encode(ev, recv)
 
     def t_map() -> None:
         for evs in parsed:
@@ -298,7 +288,7 @@ def stages(frames: list[bytes], codec: Any, n_events: int) -> dict[str, float]:
             for kind, rec in recs:
                 encode(kind, rec)
 
-    native = NativeFrames(live, {"trade": "t", "quote": "q"})
+    native = NativeFrames(codec, {"bar": "b", "trade": "t", "quote": "q"})
 
     def t_native() -> None:
         encode = native.encode
@@ -306,8 +296,8 @@ def stages(frames: list[bytes], codec: Any, n_events: int) -> dict[str, float]:
             if encode(f, time.time_ns()) is None:
                 raise AssertionError("the native encoder refused a simulator frame")
 
-    runs = [("parse+protocol", t_parse), ("fused live encode", t_live),
-            ("[reference: mapping", t_map), ("codec.encode]", t_encode)]
+    runs = [("parse+protocol", t_parse), ("[reference: mapping", t_map),
+            ("codec.encode]", t_encode)]
     if native.enabled:  # what the loop runs when the C extension is built
         runs.insert(0, ("native frame encode (parse+encode, C)", t_native))
     out = {}
@@ -372,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(target >= {TARGET_PER_CORE:,})")
     print(f"runs: pipeline {', '.join(f'{r.rate:,.0f}' for r in pipelines)}; "
           f"ceiling {', '.join(f'{r.rate:,.0f}' for r in ceilings)}")
-    python_path = st["parse+protocol"] + st["fused live encode"]
+    python_path = st["parse+protocol"] + st["[reference: mapping"] + st["codec.encode]"]
     print("per event, stages alone, main-thread CPU (us): "
           + ", ".join(f"{k} {v:.2f}" for k, v in st.items()))
     native_us = st.get("native frame encode (parse+encode, C)")
@@ -381,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"native parse + encode: {native_us:.2f} us -> {1e6 / native_us:,.0f} "
               "events/s before Kafka (the loop's path)")
-    print(f"Python path (parse + fused encode): {python_path:.2f} us -> "
+    print(f"reference path (parse + mapping + codec): {python_path:.2f} us -> "
           f"{1e6 / python_path:,.0f} events/s before Kafka")
     if args.ws:
         ws_run = run_ws(config, symbols, n, args.frame_events)

@@ -7,8 +7,11 @@ right answer and corrupt the heap silently. Here the module is compiled again wi
 allocator off, so ASan sees every object), then fed seeded random and corrupted input
 until the time is up:
 
-- the frame encoder (WebSocket JSON -> framed Avro), on slices of the simulator's stream
-  with bytes replaced, deleted and inserted, each frame checked against the Python path;
+- the encoder on WebSocket frames (JSON -> framed Avro), on slices of the simulator's
+  stream with bytes replaced, deleted and inserted, each frame checked against the
+  reference path;
+- the same encoder on REST pages (the simulator's trades, quotes and bars results), mutated
+  the same way, each page checked against the reference path;
 - ``decode_rows`` (Avro bodies -> columns), on random records of our three schemas and of
   a schema with every type it supports (a plain ``null`` field included), truncated,
   extended and with bytes flipped, each good body checked against fastavro.
@@ -106,12 +109,12 @@ def fuzz_frames(rng: random.Random, rounds: int) -> int:
     import orjson
 
     from common.config import Config
-    from producer.liveencode import LiveEncoder, NativeFrames
+    from producer.nativeframes import NativeFrames
     from schemas.codec import make_codec
     from tests.support.nativeframes import TOPICS, check_frame, events_by_time
 
     the_codec = make_codec(Config())
-    encoder = NativeFrames(LiveEncoder(the_codec), TOPICS)
+    encoder = NativeFrames(the_codec, TOPICS)
     assert encoder.enabled, "the frame encoder is not on the native path"
     events = events_by_time()
     alphabet = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzTQds\xc3\xa9\x00\x7f'
@@ -120,6 +123,28 @@ def fuzz_frames(rng: random.Random, rounds: int) -> int:
         start = rng.randrange(len(events) - 30)
         frame = orjson.dumps(events[start:start + rng.randint(1, 30)])
         taken += check_frame(encoder, the_codec, _mutate(rng, frame, alphabet))
+    return taken
+
+
+def fuzz_pages(rng: random.Random, rounds: int) -> int:
+    import orjson
+
+    from backfill.nativepages import NativePages
+    from common.config import Config
+    from schemas.codec import make_codec
+    from tests.support.nativeframes import check_page, simulator_pages
+
+    the_codec = make_codec(Config())
+    pages = NativePages(the_codec)
+    assert pages.kinds, "the page encoder is not on the native path"
+    alphabet = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzrs\xc3\xa9\x00\x7f'
+    taken = 0
+    for kind, results in simulator_pages().items():
+        for _ in range(rounds // 3):
+            start = rng.randrange(len(results) - 10)
+            body = orjson.dumps({"results": results[start:start + rng.randint(0, 10)],
+                                 "status": "OK", "next_url": "http://h/?c=1"})
+            taken += check_page(pages, the_codec, kind, _mutate(rng, body, alphabet))
     return taken
 
 
@@ -165,16 +190,18 @@ def fuzz_rows(native: Any, rng: random.Random, rounds: int) -> int:
 def child(seconds: float, seed: int) -> int:
     native = _load(os.environ[CHILD_ENV])
     deadline = time.monotonic() + seconds
-    frames = rows = 0
+    frames = pages = rows = 0
     round_no = 0
     while True:
         rng = random.Random(seed + round_no)
         frames += fuzz_frames(rng, 500)
+        pages += fuzz_pages(rng, 300)
         rows += fuzz_rows(native, rng, 500)
         round_no += 1
         if time.monotonic() >= deadline:
             break
-    print(f"fuzz: {round_no} rounds, {frames} frames on the native path, {rows} bodies "
+    print(f"fuzz: {round_no} rounds, {frames} frames and {pages} pages on the native path, "
+          f"{rows} bodies "
           f"decoded, no sanitizer report (seeds {seed}..{seed + round_no - 1})")
     return 0
 
