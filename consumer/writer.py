@@ -32,6 +32,7 @@ import requests
 from pymarketstore.jsonrpc import MsgpackRpcClient
 
 from consumer.buckets import KEY_CATEGORY, VARIABLE, attr_group, column_names
+from consumer.tornread import read_whole
 
 # how the server says "no such bucket" (an answer, not a failure)
 _MISSING = ("no files returned from query parse", "not in catalog")
@@ -136,6 +137,10 @@ class MarketStoreWriter:
         except Exception as exc:  # pymarketstore raises bare Exception for RPC errors
             raise MarketStoreError(f"{method} failed: {exc}") from exc
 
+    def _read(self, reqs: list[dict[str, object]]) -> dict:
+        """One DataService.Query call, read again while the server answers a torn block."""
+        return read_whole(lambda: self._call("DataService.Query", requests=reqs))
+
     def write(self, buckets: Mapping[str, np.ndarray]) -> int:
         """Write many buckets (one array each) in one RPC; returns the number of rows sent."""
         return self.write_groups(group_buckets(buckets))
@@ -179,7 +184,7 @@ class MarketStoreWriter:
             if columns is not None:
                 req["columns"] = list(columns)
             try:
-                reply = self._call("DataService.Query", requests=[req])
+                reply = self._read([req])
             except MarketStoreError as exc:
                 if any(m in str(exc) for m in _MISSING):
                     continue
@@ -207,7 +212,7 @@ class MarketStoreWriter:
             reqs.append(req)
         parts: dict[str, list[np.ndarray]] = defaultdict(list)
         for i in range(0, len(reqs), RANGES_PER_CALL):
-            reply = self._call("DataService.Query", requests=reqs[i:i + RANGES_PER_CALL])
+            reply = self._read(reqs[i:i + RANGES_PER_CALL])
             for response in reply.get("responses") or []:
                 for tbk, rows in _decode(response["result"]).items():
                     self.rows_read += len(rows)

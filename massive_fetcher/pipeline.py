@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ from rich.table import Table
 from common.config import Config, read_sections
 from common.files import write_private
 from common.metrics import NAMESPACE
+from consumer.tornread import read_whole
 from massive_fetcher.cli import UsageError, add_config_argument, config_from_args
 from services.containers import docker_available
 from services.native import NativeServices
@@ -164,7 +166,8 @@ def bucket_table(url: str, symbols: list[str]) -> Table:
     for tbk in tbks[:MAX_TABLE_BUCKETS]:
         symbol, timeframe, group = tbk.split("/")
         try:
-            reply = client.query(pymkts.Params(symbol, timeframe, group))
+            reply = read_whole(functools.partial(client.query,
+                                                 pymkts.Params(symbol, timeframe, group)))
             array = next(iter(reply.all().values())).array
         except Exception as exc:  # one unreadable bucket must not hide the others
             table.add_row(tbk, f"error: {exc}", "", "")

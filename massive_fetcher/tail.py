@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from common.config import DATA_TYPES
+from consumer.tornread import ATTEMPTS, is_torn, read_whole
 from massive_fetcher.cli import (
     EXIT_FAILED,
     INSTANT,
@@ -190,12 +191,14 @@ class Reader:
         params = self._pymkts.Params(symbol, timeframe, group, start=start, end=end,
                                      limit=limit, limit_from_start=from_start)
         try:
-            reply = self._client.query(params)
-        except requests.RequestException as exc:
-            raise Unreachable(self.url, exc) from None
-        except Exception as exc:  # the server answers "no files returned" for no bucket
+            reply = read_whole(lambda: self._client.query(params))
+        except Exception as exc:
+            if is_torn(exc):
+                raise StillTorn(bucket, exc) from None
+            if isinstance(exc, requests.RequestException):
+                raise Unreachable(self.url, exc) from None
             if "no files returned" in str(exc) or "does not exist" in str(exc):
-                return None
+                return None  # how the server answers for a bucket never written
             raise
         datasets = reply.all()
         return next(iter(datasets.values())).array if datasets else None
@@ -206,6 +209,14 @@ class Unreachable(Exception):
         super().__init__(f"no MarketStore answers at {url} ({type(exc).__name__}); start it "
                          "(`massive-fetcher services up`) or fix marketstore.url / "
                          "MARKETSTORE_URL")
+
+
+class StillTorn(Exception):
+    def __init__(self, bucket: str, exc: Exception) -> None:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        super().__init__(f"MarketStore answered {ATTEMPTS} reads of {bucket} with a torn "
+                         f"block ({detail}): it is being appended to faster than it can be "
+                         "read; try again")
 
 
 def _seconds(args: argparse.Namespace, name: str) -> int | None:
@@ -265,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
         if args.follow:
             follow(reader, printer, symbol, chosen, last, args.interval,
                    _seconds(args, "since"))
-    except Unreachable as exc:
+    except (Unreachable, StillTorn) as exc:
         print(f"massive-fetcher tail: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0 if last else EXIT_FAILED

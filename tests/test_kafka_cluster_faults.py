@@ -2,7 +2,9 @@
 the simulator streams through the producer and a consumer-group member into MarketStore.
 
 After each fault MarketStore must equal the simulator's model row by row and Kafka must
-hold every produced record once: nothing lost, nothing duplicated, no manual action.
+hold every produced record, with no manual action; Kafka may hold a second copy of a record
+only when librdkafka bumped the idempotent producer's epoch meanwhile (see
+``tests.support.cluster.EpochWatch``), and the consumer drops such copies.
 The time from a broker kill until the flow resumes is printed (``-s`` shows it) and
 recorded in bench/brokerfault/README.md.
 """

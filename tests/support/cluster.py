@@ -3,12 +3,13 @@
 ``ClusterRun`` runs the simulator, the in-process producer and a consumer-group member on
 the session's cluster; a test breaks brokers in between, then ``finish`` checks that
 MarketStore equals the simulator's model row by row and that Kafka holds each produced
-record exactly once.
+record once, or twice only where librdkafka bumped the idempotent producer's epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from schemas.topics import describe_topics, ensure_topics, wanted_configs, wante
 from services.native import NativeServices
 from simulator.server import SimulatorServer
 from tests.support.backfillrun import full_config
+from tests.support.kafkacopies import repeated_values
 from tests.support.liveproducer import InProcessProducer
 from tests.support.testkit import ThreadedConsumer, read_bucket
 from tests.support.truth import assert_stored_equals_model, missed_by_the_stream, streamed_window
@@ -107,7 +109,7 @@ class AckProbe:
 
     def start(self) -> AckProbe:
         self._thread.start()
-        wait_for(lambda: self.all_acked_since(time.monotonic() - 0.5), timeout_s=60,
+        wait_for(lambda: self.all_acked_since(time.monotonic() - 0.5), timeout_s=180,
                  what="the probe's first acknowledgements")
         return self
 
@@ -151,6 +153,38 @@ class AckProbe:
                        default=0.0)
 
 
+class EpochWatch:
+    """The idempotent producer's (producer id, epoch) pairs, from librdkafka's statistics.
+
+    librdkafka bumps the epoch of an idempotent producer when a broker answers
+    OUT_OF_ORDER_SEQUENCE_NUMBER for a request behind a failed one, which a leader change
+    can cause (also on UNKNOWN_PRODUCER_ID and message timeouts). Every partition then
+    starts its sequence numbers again, so a batch whose first send was written but not
+    answered (the connection to the old leader closed) is sent again under the new epoch
+    and the broker cannot recognise it: Kafka holds it twice
+    (https://github.com/confluentinc/librdkafka/issues/4953, open).
+    """
+
+    INTERVAL_MS = 500
+
+    def __init__(self) -> None:
+        self.pids: list[tuple[int, int]] = []
+
+    def properties(self) -> dict[str, Any]:
+        return {"statistics.interval.ms": self.INTERVAL_MS, "stats_cb": self._stats}
+
+    def _stats(self, text: str) -> None:
+        eos = json.loads(text).get("eos") or {}
+        pid = (int(eos.get("producer_id", -1)), int(eos.get("producer_epoch", -1)))
+        if pid[0] >= 0 and (not self.pids or self.pids[-1] != pid):
+            self.pids.append(pid)
+
+    @property
+    def bumps(self) -> int:
+        """How often the producer id or epoch changed after the first one."""
+        return max(0, len(self.pids) - 1)
+
+
 @dataclasses.dataclass
 class ClusterRun:
     cluster: NativeServices
@@ -176,7 +210,8 @@ class ClusterRun:
         ensure_topics(self.config)
         self.consumer = ThreadedConsumer(self.config).start()
         self.probe = AckProbe(self.config).start()
-        self.producer = InProcessProducer(self.config).__enter__()
+        self.epochs = EpochWatch()
+        self.producer = InProcessProducer(self.config, self.epochs.properties()).__enter__()
         self.wait_events(200, "the live stream")
         return self
 
@@ -219,6 +254,21 @@ class ClusterRun:
         assert self.producer.thread.is_alive(), f"the producer exited ({self.producer.code})"
         assert self.consumer.thread.is_alive(), f"the consumer stopped: {self.consumer.error}"
 
+    def assert_kafka_holds_each_record_once(self) -> None:
+        """Kafka holds every produced record, and a second copy of one only after an epoch
+        bump (see :class:`EpochWatch`); the consumer drops such copies, which the
+        comparison with the model in :meth:`finish` proves."""
+        stored = sum(records_per_partition(self.config).values())
+        copies = repeated_values(self.config, sorted(partition_leaders(self.config)))
+        extra = sum(len(offsets) - 1 for found in copies.values() for offsets in found)
+        print(f"\nKafka holds {stored} records for {self.publisher.produced} produced; "
+              f"{extra} second copies {dict(copies)}; producer id/epoch "
+              f"{self.epochs.pids}")
+        assert stored - extra == self.publisher.produced, \
+            "Kafka does not hold every produced record (lost, or records of another writer)"
+        assert not copies or self.epochs.bumps, \
+            "Kafka holds records twice without an epoch bump: a cause not yet understood"
+
     def finish(self) -> None:
         """Stop the producer cleanly, let the consumer land everything, compare."""
         self.wait_events(200, "live events after the faults")
@@ -229,14 +279,7 @@ class ClusterRun:
         assert len(self.sim.connections()) == 1, "the stream was cut: not a broker fault"
         assert {s: missed_by_the_stream(self.sim, s, lo, hi) for s in self.symbols} == \
             dict.fromkeys(self.symbols, 0)
-        # Nothing lost in Kafka. A second copy there is possible: a rolling restart once left
-        # 2 more records than were produced (8806 for 8804) despite idempotence; the
-        # consumer's dedupe keeps MarketStore exact, which the comparison below proves.
-        stored = sum(records_per_partition(self.config).values())
-        assert stored >= self.publisher.produced, "Kafka lost acknowledged records"
-        self.kafka_duplicates = stored - self.publisher.produced
-        print(f"\nKafka holds {stored} records for {self.publisher.produced} produced "
-              f"({self.kafka_duplicates} duplicated in Kafka)")
+        self.assert_kafka_holds_each_record_once()
         model = self.sim.model
 
         def landed() -> bool:

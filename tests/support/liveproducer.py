@@ -27,9 +27,10 @@ KEY = "producer-test-key"
 class InProcessProducer:
     """A ProducerSession on its own event loop thread, like the CLI runs it."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, properties: dict[str, Any] | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.publisher = Publisher(config, client_id="producer", registry=self.registry)
+        self.publisher = Publisher(config, client_id="producer", registry=self.registry,
+                                   properties=properties)
         self.session = ProducerSession(config, self.publisher, registry=self.registry)
         self.loop = asyncio.new_event_loop()
         self.code: int | None = None

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,7 +25,7 @@ from common.config import Config, ConsumerConfig, KafkaConfig, MarketStoreConfig
 from common.timeframes import parse_timeframe
 from consumer import buckets
 from consumer.dedupe import first_occurrences
-from consumer.writer import MarketStoreError, MarketStoreWriter
+from consumer.writer import MarketStoreWriter
 from schemas.codec import DATA_TYPE_OF_KIND, make_codec
 from schemas.topics import ensure_topics
 
@@ -137,25 +136,14 @@ def publish(config: Config, records: Iterable[tuple[str, dict]],
     return n
 
 
-# MarketStore can answer a read that overlaps an append to the same variable-length bucket
-# with a torn compressed block ("snappy: corrupt input"); the next read is whole. Tests read
-# while the consumer writes, so they read again instead of failing on it.
-TORN_READ = "snappy: corrupt input"
-TORN_READ_ATTEMPTS = 5
-
-
 def read_bucket(url: str, tbk: str) -> np.ndarray | None:
-    for attempt in range(TORN_READ_ATTEMPTS):
-        writer = MarketStoreWriter(url)
-        try:
-            rows = writer.query([tbk]).get(tbk)
-            break
-        except MarketStoreError as exc:
-            if TORN_READ not in str(exc) or attempt == TORN_READ_ATTEMPTS - 1:
-                raise
-        finally:
-            writer.close()
-        time.sleep(0.05)
+    """Every row of ``tbk`` (None: no such bucket); a torn read is read again by the writer
+    (:mod:`consumer.tornread`), so tests may read while the consumer writes."""
+    writer = MarketStoreWriter(url)
+    try:
+        rows = writer.query([tbk]).get(tbk)
+    finally:
+        writer.close()
     if rows is None:
         return None
     return buckets.aligned(rows, buckets.DTYPES[buckets.attr_group(tbk)])
