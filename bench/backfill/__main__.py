@@ -1,11 +1,11 @@
 """``python -m bench.backfill``: records/s from the simulator's REST API to acknowledged Kafka.
 
 The simulator runs as a separate process (``massive-fetcher simulator --no-live``) so it
-does not share this interpreter's GIL; Kafka is ``$KAFKA_BOOTSTRAP_SERVERS`` (default
-127.0.0.1:19092). For each parallelism (1, 4, 8 by default) the same trades/quotes windows
-(one market day per symbol) go through the real engine -- aiohttp client, orjson, mapping,
-codec, Publisher -- into fresh topics, and the clock stops when Kafka has acknowledged the
-last record.
+does not share this interpreter's GIL; Kafka is ``$KAFKA_BOOTSTRAP_SERVERS``, else one
+started for the run (``bench.services``). For each parallelism (1, 4, 8 by default) the
+same trades/quotes windows (one market day per symbol) go through the real engine --
+aiohttp client, orjson, mapping, codec, Publisher -- into fresh topics, and the clock stops
+when Kafka has acknowledged the last record.
 
 The split: HTTP is the time requests spent waiting for their response bodies, summed over
 requests (with parallelism > 1 they overlap, so it can exceed the wall time); JSON, map,
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from backfill.client import MassiveRestClient
 from backfill.engine import BackfillEngine
 from backfill.plan import plan_windows
+from bench.services import bench_services
 from common.config import Config, KafkaConfig, MassiveConfig, MetricsConfig, TopicsConfig
 from producer.publisher import Publisher
 from schemas.codec import make_codec
@@ -107,7 +107,11 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=10000, help="REST page size")
     parser.add_argument("--parallelism", default="1,4,8")
     args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    with bench_services(marketstore=False) as svc:
+        return run_bench(args, svc.kafka_bootstrap)
+
+
+def run_bench(args: argparse.Namespace, bootstrap: str) -> int:
     symbols = [f"ZBENCH{i}" for i in range(args.symbols)]
     day = dt.date(2024, 1, 3)
     proc, url = start_simulator(symbols, args.rate)
