@@ -367,11 +367,16 @@ class StreamHub:
         else:
             cols = self.model.quotes(sym, start_ns, end_ns) if cols is None else cols
             events = wire.ws_quotes(cols)
+        return self.cut(ev, sym, start_ns, end_ns, events, cols.sip)
+
+    def cut(self, ev: str, sym: str, start_ns: int, end_ns: int, events: list[Any],
+            sip: Any) -> list[tuple[bytes, Window]]:
+        """``events`` (with SIP times ``sip``) of one window, serialised in frame-sized
+        pieces, each with the exact sub-window it covers."""
         if not events:  # still a window: it proves nothing was left out
             return [(b"", (ev, sym, start_ns, end_ns, 0))]
         size = self.settings.max_frame_events
         out = []
-        sip = cols.sip
         for i in range(0, len(events), size):
             chunk = events[i:i + size]
             w0 = start_ns if i == 0 else int(sip[i])
@@ -565,14 +570,14 @@ class StreamHub:
             for ev, cols in (("T", trades), ("Q", quotes)):
                 if (ev, sym) not in pairs:
                     continue
-                idx = np.searchsorted(cols.sip, bounds)
+                # serialised once per window, then cut by minute: most symbol-minutes hold
+                # a handful of events, so per-minute column work would dominate
+                events = wire.ws_trades(cols) if ev == "T" else wire.ws_quotes(cols)
+                idx = np.searchsorted(cols.sip, bounds).tolist()
                 for k in range(len(cuts) - 1):
-                    m0, m1 = cuts[k], cuts[k + 1]
-                    if idx[k] == idx[k + 1]:
-                        out[k][0][ev, sym] = [(b"", (ev, sym, m0, m1, 0))]
-                    else:
-                        out[k][0][ev, sym] = self.pieces(
-                            ev, sym, m0, m1, cols.take(slice(int(idx[k]), int(idx[k + 1]))))
+                    i0, i1 = idx[k], idx[k + 1]
+                    out[k][0][ev, sym] = self.cut(ev, sym, cuts[k], cuts[k + 1],
+                                                  events[i0:i1], cols.sip[i0:i1])
             if sym in am:
                 tidx = np.searchsorted(trades.sip, bounds)
                 for k in range(len(cuts) - 1):
