@@ -281,6 +281,8 @@ class MarketModel:
         self.zipf = float(zipf)
         self.day_shape = bool(day_shape)
         self._weights: dict[str, float] = {}
+        # (s0, s1, session seconds, their intensity) of the last window
+        self._shape_memo: tuple[int, int, np.ndarray, np.ndarray | float] | None = None
         if self.zipf > 0:
             raw = np.arange(1, len(self.symbols) + 1, dtype=np.float64) ** -self.zipf
             raw /= raw.mean()
@@ -344,14 +346,21 @@ class MarketModel:
         secs = np.arange(s0, s1 + 1, dtype=np.int64)
         if not self.day_shape:
             return secs
+        # the same window for thousands of symbols in a row (a burst): shape it once
+        memo = self._shape_memo
+        if memo is not None and memo[0] == s0 and memo[1] == s1:
+            return memo[2]
         of_day = secs % DAY_S
-        return secs[(of_day >= SESSION_OPEN_S) & (of_day < SESSION_CLOSE_S)]
+        secs = secs[(of_day >= SESSION_OPEN_S) & (of_day < SESSION_CLOSE_S)]
+        self._shape_memo = (s0, s1, secs, self.intensity(secs))
+        return secs
 
     def _rates(self, symbol: str, secs: np.ndarray, rate: float) -> np.ndarray | float:
         if not self._weights and not self.day_shape:
             return rate
-        scaled = rate * self.weight(symbol) * self.intensity(secs)
-        return np.minimum(scaled, MAX_RATE)
+        memo = self._shape_memo
+        shape = memo[3] if memo is not None and memo[2] is secs else self.intensity(secs)
+        return np.minimum(rate * self.weight(symbol) * shape, MAX_RATE)
 
     # ----------------------------------------------------------------- prices
     def mid_price(self, symbol: str, t_ns: np.ndarray) -> np.ndarray:
