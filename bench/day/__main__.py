@@ -355,4 +355,8 @@ def rebuild(run: Run, svc: BenchServices, total: int, live_wall: float, timeout:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the finally blocks stopped what the bench started
+        print("bench.day: interrupted", file=sys.stderr)
+        sys.exit(130)
