@@ -254,6 +254,9 @@ class SimulatorConfig:
     slow_consumer_bytes: Annotated[int, Range(min=1)] = 32 * 1024 * 1024
     tick_ms: Annotated[int, Range(min=1)] = 50  # how often live T/Q frames are generated and sent
     max_frame_events: Annotated[int, Range(min=1)] = 2000  # events per WebSocket frame at most
+    # activity rank ** -zipf per symbol (0: every symbol alike); bench.day uses 0.7
+    zipf: Annotated[float, Range(min=0, max=5)] = 0.0
+    day_shape: bool = False  # trade only in the US session, with open and close bursts
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="queued bytes before a WS client is dropped as slow_consumer")
     p.add_argument("--tick-ms", type=int, help="live frame interval")
     p.add_argument("--max-frame-events", type=int, help="events per frame at most")
+    p.add_argument("--zipf", type=float, metavar="S",
+                   help="activity rank ** -S per symbol, in --symbols order (0: all alike)")
+    p.add_argument("--day-shape", action="store_true", default=None,
+                   help="trade only in the US session (14:30-21:00 UTC), with open and "
+                        "close bursts")
     p.add_argument("--no-live", dest="live", action="store_false",
                    help="no real-time stream; data only through POST /_sim/burst")
     p.add_argument("--delayed", action="store_true",
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     fields = ("host", "port", "seed", "symbols", "trades_per_second", "quotes_per_second",
               "api_keys", "unentitled_api_keys", "max_connections",
               "rest_requests_per_second", "slow_consumer_bytes", "tick_ms",
-              "max_frame_events")
+              "max_frame_events", "zipf", "day_shape")
     if args.symbols:  # "AAPL,MSFT" works as well as "AAPL MSFT"
         args.symbols = [s for arg in args.symbols for s in arg.split(",") if s]
     settings = settings_from(config, **{f: getattr(args, f) for f in fields})

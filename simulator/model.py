@@ -14,6 +14,12 @@ Documented choices
 * Each (symbol, UTC second) slot holds ``floor(rate)`` or ``floor(rate) + 1`` trades and
   quotes (the fraction decided by the hash), spread over the second in order and
   interleaved, so SIP nanosecond timestamps are distinct and increasing per symbol.
+* Activity (optional, off by default): ``zipf`` > 0 scales a symbol's rates by
+  ``rank ** -zipf`` (rank = its place in the universe, 1 first), normalised so that the
+  universe's mean stays the configured rate: a market where the top names carry 100x the
+  median symbol. ``day_shape`` confines trading to the US session (14:30-21:00 UTC, 9:30-16:00
+  New York in winter) with bursts at the open and the close; the session's mean rate is
+  the configured one.
 * ``sequence_number = second_of_utc_day * SEQ_STRIDE + index_in_second + 1``: shared by the
   trades and quotes of a ticker, increasing within a day, reset at UTC midnight, and never
   repeated inside any 24-hour window (so (symbol, any day, sequence) is a unique key).
@@ -53,6 +59,12 @@ MINUTE_NS = 60 * NS
 SEQ_STRIDE = 100_000  # > the largest number of events (trades + quotes) in one symbol-second
 MAX_RATE = SEQ_STRIDE // 2 - 1
 DATA_START_S = 946_684_800  # 2000-01-01T00:00:00Z
+SESSION_OPEN_S = 14 * 3600 + 30 * 60  # UTC second of the day (day_shape)
+SESSION_CLOSE_S = 21 * 3600
+# day_shape: extra activity at the open and at the close, decaying over this share of the
+# session (0.04 of 6.5 h: about 16 minutes); the factor keeps the session's mean at 1.
+OPEN_BURST, CLOSE_BURST, BURST_WIDTH = 3.0, 2.0, 0.04
+_SHAPE_MEAN = 1 + (OPEN_BURST + CLOSE_BURST) * BURST_WIDTH
 
 _U64 = np.uint64
 _GOLD = _U64(0x9E3779B97F4A7C15)
@@ -252,7 +264,7 @@ class MarketModel:
 
     def __init__(self, seed: int = 42, trades_per_second: float = 5.0,
                  quotes_per_second: float = 5.0, symbols: Sequence[str] | None = None,
-                 cache_days: int = 256) -> None:
+                 cache_days: int = 256, zipf: float = 0.0, day_shape: bool = False) -> None:
         for name, rate in (("trades_per_second", trades_per_second),
                            ("quotes_per_second", quotes_per_second)):
             if not 0 <= rate <= MAX_RATE:
@@ -264,6 +276,20 @@ class MarketModel:
         universe = list(symbols) if symbols else [t.ticker for t in DEFAULT_TICKERS]
         self.symbols: tuple[str, ...] = tuple(dict.fromkeys(universe))
         self._known = frozenset(self.symbols)
+        if zipf < 0:
+            raise ValueError(f"zipf must be >= 0, got {zipf}")
+        self.zipf = float(zipf)
+        self.day_shape = bool(day_shape)
+        self._weights: dict[str, float] = {}
+        # (s0, s1, session seconds, their intensity) of the last window
+        self._shape_memo: tuple[int, int, np.ndarray, np.ndarray | float] | None = None
+        if self.zipf > 0:
+            raw = np.arange(1, len(self.symbols) + 1, dtype=np.float64) ** -self.zipf
+            raw /= raw.mean()
+            self._weights = {symbol_key(s): float(w) for s, w in zip(self.symbols, raw,
+                                                                      strict=True)}
+        # the AM of every active symbol needs its day in the cache: one entry per symbol
+        cache_days = max(cache_days, 2 * len(self.symbols))
         self._infos: dict[str, TickerInfo] = {}
         self._keys: dict[str, int] = {}
         # (symbol, day) -> (computed through, minute aggregates so far)
@@ -294,6 +320,48 @@ class MarketModel:
             key = self._keys[symbol] = int.from_bytes(digest.digest(), "little")
         return key
 
+    # ----------------------------------------------------------------- activity
+    def weight(self, symbol: str) -> float:
+        """The symbol's share of activity relative to the mean symbol (1.0 without zipf)."""
+        return self._weights.get(symbol_key(symbol), 1.0) if self._weights else 1.0
+
+    def peak_factor(self, symbol: str) -> float:
+        """The largest multiple of the configured rates this symbol reaches in any second."""
+        shape = (1 + OPEN_BURST) / _SHAPE_MEAN if self.day_shape else 1.0
+        return self.weight(symbol) * shape
+
+    def intensity(self, secs: np.ndarray) -> np.ndarray | float:
+        """The day's shape at each UTC second: 1.0 without ``day_shape``."""
+        if not self.day_shape:
+            return 1.0
+        t = ((secs % DAY_S) - SESSION_OPEN_S) / (SESSION_CLOSE_S - SESSION_OPEN_S)
+        inside = (t >= 0) & (t < 1)
+        tc = np.clip(t, 0.0, 1.0)
+        shape = (1 + OPEN_BURST * np.exp(-tc / BURST_WIDTH)
+                 + CLOSE_BURST * np.exp(-(1 - tc) / BURST_WIDTH)) / _SHAPE_MEAN
+        return np.where(inside, shape, 0.0)
+
+    def _seconds(self, s0: int, s1: int) -> np.ndarray:
+        """The UTC seconds s0..s1 that can hold events (with ``day_shape``: the session's)."""
+        secs = np.arange(s0, s1 + 1, dtype=np.int64)
+        if not self.day_shape:
+            return secs
+        # the same window for thousands of symbols in a row (a burst): shape it once
+        memo = self._shape_memo
+        if memo is not None and memo[0] == s0 and memo[1] == s1:
+            return memo[2]
+        of_day = secs % DAY_S
+        secs = secs[(of_day >= SESSION_OPEN_S) & (of_day < SESSION_CLOSE_S)]
+        self._shape_memo = (s0, s1, secs, self.intensity(secs))
+        return secs
+
+    def _rates(self, symbol: str, secs: np.ndarray, rate: float) -> np.ndarray | float:
+        if not self._weights and not self.day_shape:
+            return rate
+        memo = self._shape_memo
+        shape = memo[3] if memo is not None and memo[2] is secs else self.intensity(secs)
+        return np.minimum(rate * self.weight(symbol) * shape, MAX_RATE)
+
     # ----------------------------------------------------------------- prices
     def mid_price(self, symbol: str, t_ns: np.ndarray) -> np.ndarray:
         """The smooth price path (before per-trade noise and rounding)."""
@@ -322,10 +390,10 @@ class MarketModel:
         if s1 < s0 or (self.trades_per_second == 0 and self.quotes_per_second == 0):
             z = np.zeros(0, dtype=np.int64)
             return z.astype(np.uint64), z, z, z.astype(bool)
-        secs = np.arange(s0, s1 + 1, dtype=np.int64)
+        secs = self._seconds(s0, s1)
         skey = _mix(_U64(self._key(symbol)) ^ (secs.astype(np.uint64) * _GOLD))
-        nt = self._count(skey, 1, self.trades_per_second)
-        nq = self._count(skey, 2, self.quotes_per_second)
+        nt = self._count(skey, 1, self._rates(symbol, secs, self.trades_per_second))
+        nq = self._count(skey, 2, self._rates(symbol, secs, self.quotes_per_second))
         n = nt + nq
         total = int(n.sum())
         slot = np.repeat(np.arange(len(secs)), n)
@@ -355,10 +423,10 @@ class MarketModel:
         if s1 < s0 or self.trades_per_second == 0:
             z = np.zeros(0, dtype=np.int64)
             return z.astype(np.uint64), z
-        secs = np.arange(s0, s1 + 1, dtype=np.int64)
+        secs = self._seconds(s0, s1)
         skey = _mix(_U64(self._key(symbol)) ^ (secs.astype(np.uint64) * _GOLD))
-        nt = self._count(skey, 1, self.trades_per_second)
-        n = nt + self._count(skey, 2, self.quotes_per_second)
+        nt = self._count(skey, 1, self._rates(symbol, secs, self.trades_per_second))
+        n = nt + self._count(skey, 2, self._rates(symbol, secs, self.quotes_per_second))
         slot = np.repeat(np.arange(len(secs)), nt)
         j = np.arange(int(nt.sum()), dtype=np.int64) - (np.cumsum(nt) - nt)[slot]
         n_ev = n[slot]
@@ -375,7 +443,11 @@ class MarketModel:
         return ekey, sip
 
     @staticmethod
-    def _count(skey: np.ndarray, field_no: int, rate: float) -> np.ndarray:
+    def _count(skey: np.ndarray, field_no: int, rate: np.ndarray | float) -> np.ndarray:
+        if isinstance(rate, np.ndarray):
+            whole_a = np.floor(rate)
+            return (whole_a.astype(np.int64)
+                    + (_uniform(skey, field_no) < rate - whole_a).astype(np.int64))
         whole = int(rate)
         frac = rate - whole
         if frac == 0:
@@ -474,7 +546,8 @@ class MarketModel:
             done, aggs = self._day_cache.get(key, (day_start_ns, Aggregates.empty()))
         if done >= end:
             return aggs
-        rate = max(self.trades_per_second + self.quotes_per_second, 1.0)
+        rate = max((self.trades_per_second + self.quotes_per_second)
+                   * self.peak_factor(symbol), 1.0)
         chunk = max(1, int(1_000_000 / rate / 60)) * MINUTE_NS
         parts = [aggs]
         start = done
@@ -492,6 +565,24 @@ class MarketModel:
                 old, _ = self._day_cache.popitem(last=False)
                 self._day_locks.pop(old, None)
         return aggs
+
+    def prime_day(self, symbol: str, start_ns: int, end_ns: int, trades: Trades) -> None:
+        """Extend the day cache with ``trades`` = ``self.trades(symbol, start_ns, end_ns)``
+        that a caller already has (a burst): the same minute aggregates ``day_minutes``
+        would compute, without generating the trades twice. Only whole minutes of one day
+        that continue the cache are taken; anything else is left to ``day_minutes``."""
+        day_start = start_ns - start_ns % DAY_NS
+        if start_ns % MINUTE_NS or end_ns % MINUTE_NS or end_ns > day_start + DAY_NS:
+            return
+        key = (symbol, day_start)
+        self.day_minutes(symbol, day_start, start_ns)  # the day up to the window
+        with self._cache_lock:
+            done, aggs = self._day_cache.get(key, (day_start, Aggregates.empty()))
+            if done != start_ns:
+                return
+            window = aggregate_trades(trades.sip, trades.price, trades.size_e4, MINUTE_NS)
+            self._day_cache[key] = (end_ns, Aggregates.concat([aggs, window]))
+            self._day_cache.move_to_end(key)
 
     def minute_bar(self, symbol: str, minute_start_ns: int) -> MinuteBar | None:
         """The AM event content of one minute (None when the minute had no trade)."""

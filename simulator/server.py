@@ -11,6 +11,9 @@ Control endpoints (no auth; bind to localhost):
   ``path`` that match ``where`` are served without the ``omit`` fields and with ``set``
 * ``POST /_sim/burst``             body ``{"events": N, "conn": id}``: send ~N model events
   of the subscribed T/Q channels as fast as possible; answers when all were written
+* ``POST /_sim/play``              body ``{"seconds": S, "start_ns": N, "conn": id}``: send
+  the next S seconds of simulated time (burst clock, or from N when later) minute by
+  minute, each minute's T/Q then its AM, as fast as the clients read
 * ``POST /_sim/minute``            body ``{"minute_ns": N}`` (default: the last whole
   minute): send that minute's AM events to AM subscribers now
 * ``GET  /_sim/sent[?conn=id]``    ground truth: per connection, the windows / minutes sent
@@ -69,7 +72,8 @@ class Simulator:
             raise ValueError("simulator.rest_requests_per_second must be >= 0 (0: no limit)")
         self.settings = settings
         self.model = MarketModel(settings.seed, settings.trades_per_second,
-                                 settings.quotes_per_second, settings.symbols or None)
+                                 settings.quotes_per_second, settings.symbols or None,
+                                 zipf=settings.zipf, day_shape=settings.day_shape)
         self.registry = new_registry()
         self._events_sent = Counter("simulator_ws_events_sent", "WS events written, by type",
                                     ["ev"], namespace=NAMESPACE, registry=self.registry)
@@ -88,6 +92,7 @@ class Simulator:
         self.app.router.add_post("/_sim/force_disconnect", self._force_disconnect)
         self.app.router.add_post("/_sim/inject", self._inject)
         self.app.router.add_post("/_sim/burst", self._burst)
+        self.app.router.add_post("/_sim/play", self._play)
         self.app.router.add_post("/_sim/minute", self._minute)
         self.app.router.add_get("/_sim/sent", self._sent)
         self.app.router.add_get("/_sim/connections", self._connections)
@@ -168,6 +173,19 @@ class Simulator:
         body = await self._body(request)
         result = await self.hub.burst(int(body.get("events", 100_000)), body.get("conn"))
         return web.json_response(result)
+
+    async def _play(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        try:
+            seconds = float(body.get("seconds", 60))
+            start = body.get("start_ns")
+            start_ns = None if start is None else int(start)
+        except (TypeError, ValueError):
+            raise web.HTTPBadRequest(text='play needs "seconds" > 0 and an integer '
+                                          '"start_ns" (optional)') from None
+        if seconds <= 0:
+            raise web.HTTPBadRequest(text='play needs "seconds" > 0')
+        return web.json_response(await self.hub.play(seconds, start_ns, body.get("conn")))
 
     async def _minute(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -339,6 +357,10 @@ class SimulatorServer:
 
     def burst(self, events: int, conn_id: int | None = None) -> dict[str, Any]:
         return self.call(self.sim.hub.burst(events, conn_id), timeout=600)
+
+    def play(self, seconds: float, start_ns: int | None = None,
+             conn_id: int | None = None) -> dict[str, Any]:
+        return self.call(self.sim.hub.play(seconds, start_ns, conn_id), timeout=600)
 
     def wait_for(self, predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
         """Poll ``predicate(self)`` until truthy (returns its value) or raise TimeoutError."""

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 from aiohttp import WSMsgType, web
 
@@ -366,11 +367,16 @@ class StreamHub:
         else:
             cols = self.model.quotes(sym, start_ns, end_ns) if cols is None else cols
             events = wire.ws_quotes(cols)
+        return self.cut(ev, sym, start_ns, end_ns, events, cols.sip)
+
+    def cut(self, ev: str, sym: str, start_ns: int, end_ns: int, events: list[Any],
+            sip: Any) -> list[tuple[bytes, Window]]:
+        """``events`` (with SIP times ``sip``) of one window, serialised in frame-sized
+        pieces, each with the exact sub-window it covers."""
         if not events:  # still a window: it proves nothing was left out
             return [(b"", (ev, sym, start_ns, end_ns, 0))]
         size = self.settings.max_frame_events
         out = []
-        sip = cols.sip
         for i in range(0, len(events), size):
             chunk = events[i:i + size]
             w0 = start_ns if i == 0 else int(sip[i])
@@ -435,21 +441,28 @@ class StreamHub:
 
     async def _send_minute(self, minute_ns: int, syms: list[str]) -> int:
         loop = asyncio.get_running_loop()
-        bars = await loop.run_in_executor(
-            None, lambda: {s: self.model.minute_bar(s, minute_ns) for s in syms})
-        encoded = {s: orjson.dumps(wire.ws_minute_agg(b)) for s, b in bars.items()
-                   if b is not None}
+        encoded = await loop.run_in_executor(None, lambda: self.encode_bars(minute_ns, syms))
         sent = 0
         for conn in list(self.conns.values()):
             if not conn.authed or conn.closing:
                 continue
-            mine = [s for s in encoded if ("AM", s) in conn.pairs]
-            size = self.settings.max_frame_events
-            for i in range(0, len(mine), size):
-                part = mine[i:i + size]
-                data = b"[" + b",".join(encoded[s] for s in part) + b"]"
-                sent += self.enqueue(conn, Frame(data, minutes=[(s, minute_ns) for s in part]))
+            for frame in self.bar_frames(encoded, minute_ns, conn):
+                sent += self.enqueue(conn, frame)
         return sent
+
+    def encode_bars(self, minute_ns: int, syms: Iterable[str]) -> dict[str, bytes]:
+        """The AM events of one minute (symbols without a trade in it have none)."""
+        bars = {s: self.model.minute_bar(s, minute_ns) for s in syms}
+        return {s: orjson.dumps(wire.ws_minute_agg(b)) for s, b in bars.items()
+                if b is not None}
+
+    def bar_frames(self, encoded: dict[str, bytes], minute_ns: int, conn: Connection
+                   ) -> list[Frame]:
+        mine = [s for s in encoded if ("AM", s) in conn.pairs]
+        size = self.settings.max_frame_events
+        return [Frame(b"[" + b",".join(encoded[s] for s in part) + b"]",
+                      minutes=[(s, minute_ns) for s in part])
+                for part in (mine[i:i + size] for i in range(0, len(mine), size))]
 
     # ------------------------------------------------------------------ bursts
     async def burst(self, events: int, conn_id: int | None = None) -> dict[str, Any]:
@@ -476,23 +489,104 @@ class StreamHub:
             t1 = time.perf_counter()
             before = {c.id: c.sent.frames for c in targets}
             total = sum(w[4] for ps in pieces.values() for _, w in ps)
-            pending = {c.id: deque(self.pack(pieces, c)) for c in targets}
             t1 = time.perf_counter()
-            # Feed each queue as it drains (a burst is not a slow consumer by itself),
-            # until every frame has been handed to the transports.
-            high = max(1, self.settings.slow_consumer_bytes // 4)
-            while True:
-                busy = False
-                for c in targets:
-                    queued = pending[c.id]
-                    while queued and not c.closing and c.queued_bytes < high:
-                        self.enqueue(c, queued.popleft())
-                    busy |= bool(not c.closing and (queued or c.queue or c.busy))
-                if not busy:
-                    break
-                await asyncio.sleep(0.0005)
+            await self._feed(targets, {c.id: deque(self.pack(pieces, c)) for c in targets})
             t2 = time.perf_counter()
             frames = sum(c.sent.frames - before[c.id] for c in targets)
             return {"events": total, "frames": frames, "start_ns": start, "end_ns": end,
                     "connections": [c.id for c in targets],
                     "prepare_s": round(t1 - t0, 6), "send_s": round(t2 - t1, 6)}
+
+    async def _feed(self, targets: list[Connection], pending: dict[int, deque[Frame]]
+                    ) -> None:
+        """Feed each queue as it drains (a burst is not a slow consumer by itself), until
+        every frame has been handed to the transports."""
+        high = max(1, self.settings.slow_consumer_bytes // 4)
+        while True:
+            busy = False
+            for c in targets:
+                queued = pending[c.id]
+                while queued and not c.closing and c.queued_bytes < high:
+                    self.enqueue(c, queued.popleft())
+                busy |= bool(not c.closing and (queued or c.queue or c.busy))
+            if not busy:
+                break
+            await asyncio.sleep(0.0005)
+
+    async def play(self, seconds: float, start_ns: int | None = None,
+                   conn_id: int | None = None) -> dict[str, Any]:
+        """Send the next ``seconds`` of simulated market time as fast as the clients read:
+        from the burst clock (or ``start_ns`` when that is later), minute by minute, each
+        minute's T/Q followed by its AM bars, as the live stream orders them at a minute
+        boundary. The events of the whole window are generated once per symbol (a market
+        day in miniature has thousands of symbols), then cut by minute."""
+        async with self.burst_lock:
+            targets = [c for c in self.conns.values() if c.authed and not c.closing
+                       and (conn_id is None or c.id == conn_id)]
+            wanted = {p for c in targets for p in c.pairs}
+            start = max(self.burst_cursor_ns, start_ns or 0)
+            end = start + max(1, int(seconds * 1e9))
+            self.burst_cursor_ns = end
+            if not targets or not wanted:
+                return {"events": 0, "bars": 0, "frames": 0, "start_ns": start,
+                        "end_ns": end, "connections": []}
+            loop = asyncio.get_running_loop()
+            t0 = time.perf_counter()
+            minutes = await loop.run_in_executor(
+                None, lambda: self.minute_pieces(wanted, start, end))
+            t1 = time.perf_counter()
+            before = {c.id: c.sent.frames for c in targets}
+            events = bars = 0
+            for pieces, bar_minute, encoded in minutes:
+                events += sum(w[4] for ps in pieces.values() for _, w in ps)
+                bars += len(encoded)
+                pending = {c.id: deque(self.pack(pieces, c)
+                                       + self.bar_frames(encoded, bar_minute, c))
+                           for c in targets}
+                await self._feed(targets, pending)
+            t2 = time.perf_counter()
+            frames = sum(c.sent.frames - before[c.id] for c in targets)
+            return {"events": events, "bars": bars, "frames": frames, "start_ns": start,
+                    "end_ns": end, "connections": [c.id for c in targets],
+                    "prepare_s": round(t1 - t0, 6), "send_s": round(t2 - t1, 6)}
+
+    def minute_pieces(self, pairs: set[tuple[str, str]], start_ns: int, end_ns: int
+                      ) -> list[tuple[dict[tuple[str, str], list[tuple[bytes, Window]]],
+                                      int, dict[str, bytes]]]:
+        """Per minute of [start, end): the T/Q pieces, and the AM events of the minute that
+        ends there (none when the window ends inside a minute)."""
+        cuts = [start_ns, *range(start_ns - start_ns % MINUTE_NS + MINUTE_NS, end_ns,
+                                 MINUTE_NS), end_ns]
+        out: list[tuple[dict[tuple[str, str], list[tuple[bytes, Window]]], int,
+                        dict[str, bytes]]] = [({}, 0, {}) for _ in cuts[1:]]
+        am = {sym for ev, sym in pairs if ev == "AM"}
+        syms = sorted({sym for _, sym in pairs})
+        bounds = np.array(cuts, dtype=np.int64)
+        active: list[list[str]] = [[] for _ in cuts[1:]]
+        for sym in syms:
+            trades, quotes = self.model.trades_and_quotes(sym, start_ns, end_ns)
+            if sym in am:
+                self.model.prime_day(sym, start_ns, end_ns, trades)
+            for ev, cols in (("T", trades), ("Q", quotes)):
+                if (ev, sym) not in pairs:
+                    continue
+                # serialised once per window, then cut by minute: most symbol-minutes hold
+                # a handful of events, so per-minute column work would dominate
+                events = wire.ws_trades(cols) if ev == "T" else wire.ws_quotes(cols)
+                idx = np.searchsorted(cols.sip, bounds).tolist()
+                for k in range(len(cuts) - 1):
+                    i0, i1 = idx[k], idx[k + 1]
+                    out[k][0][ev, sym] = self.cut(ev, sym, cuts[k], cuts[k + 1],
+                                                  events[i0:i1], cols.sip[i0:i1])
+            if sym in am:
+                tidx = np.searchsorted(trades.sip, bounds)
+                for k in range(len(cuts) - 1):
+                    # a minute ending here had trades (or began before the window)
+                    if cuts[k + 1] % MINUTE_NS == 0 and (tidx[k] < tidx[k + 1]
+                                                         or cuts[k] % MINUTE_NS):
+                        active[k].append(sym)
+        for k, syms_k in enumerate(active):
+            if cuts[k + 1] % MINUTE_NS == 0:
+                minute = cuts[k + 1] - MINUTE_NS
+                out[k] = (out[k][0], minute, self.encode_bars(minute, syms_k))
+        return out

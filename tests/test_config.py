@@ -210,6 +210,7 @@ RANGES: dict[str, tuple[str, list[object], list[object]]] = {
     "simulator.slow_consumer_bytes": (">= 1", [0, -1], [1, 2**30]),
     "simulator.tick_ms": (">= 1", [0, -50], [1, 1000]),
     "simulator.max_frame_events": (">= 1", [0], [1, 100_000]),
+    "simulator.zipf": ("0..5", [-0.1, 5.5], [0, 0.7, 5]),
     "services.kafka_port": ("1..65535", [0, 70000], [1, 65535]),
     "services.kafka_controller_port": ("1..65535", [0, -9093], [9093]),
     "services.marketstore_port": ("1..65535", [0, 65536], [5993]),

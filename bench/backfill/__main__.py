@@ -2,9 +2,9 @@
 
 The simulator runs as a separate process (``massive-fetcher simulator --no-live``) so it
 does not share this interpreter's GIL or count in its CPU time; Kafka is
-``$KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:19092). For each parallelism (1, 4, 8 by
-default) the same trades/quotes windows (one market day per symbol) go through the real
-engine -- aiohttp client, the compiled page encoder (or, without it, orjson + mapping +
+``$KAFKA_BOOTSTRAP_SERVERS``, else one started for the run (``bench.services``). For each
+parallelism (1, 4, 8 by default) the same trades/quotes windows (one market day per symbol)
+go through the real engine -- aiohttp client, the compiled page encoder (or, without it, orjson + mapping +
 codec), Publisher -- into fresh topics, and the clock stops when Kafka has acknowledged the
 last record.
 
@@ -41,6 +41,7 @@ from backfill.engine import BackfillEngine
 from backfill.mapping import record_from_rest
 from backfill.nativepages import EncodedPage, NativePages
 from backfill.plan import Window, plan_windows, request_for
+from bench.services import bench_services
 from common.config import Config, KafkaConfig, MassiveConfig, MetricsConfig, TopicsConfig
 from producer.publisher import Publisher
 from schemas.codec import make_codec
@@ -157,7 +158,11 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=10000, help="REST page size")
     parser.add_argument("--parallelism", default="1,4,8")
     args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    with bench_services(marketstore=False) as svc:
+        return run_bench(args, svc.kafka_bootstrap)
+
+
+def run_bench(args: argparse.Namespace, bootstrap: str) -> int:
     symbols = [f"ZBENCH{i}" for i in range(args.symbols)]
     day = dt.date(2024, 1, 3)
     proc, url = start_simulator(symbols, args.rate)

@@ -20,15 +20,14 @@
    included: the wait for a batch, the broker, and the consumer's fetch defaults
    (fetch.min.bytes 64 KiB / fetch.wait.max.ms 10).
 
-Kafka: $KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:19092); MarketStore: $MARKETSTORE_URL
-(default http://127.0.0.1:15993/rpc). Topics and symbols are unique per run.
+Kafka: $KAFKA_BOOTSTRAP_SERVERS, MarketStore: $MARKETSTORE_URL; whichever is unset is started
+for the run (``bench.services``). Topics and symbols are unique per run.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import threading
 import time
 import uuid
@@ -38,6 +37,7 @@ from confluent_kafka import Producer
 
 from bench.consumer.measured import throughput
 from bench.consumer.paced import paced_publisher
+from bench.services import bench_services
 from common.config import Config, ConsumerConfig
 from common.runtime import tune_for_throughput
 from consumer import buckets
@@ -132,8 +132,11 @@ def main() -> None:
     ap.add_argument("--latency-batch-ms", type=int, default=ConsumerConfig().batch_max_ms,
                     help="consumer.batch_max_ms for the latency run (a latency setting)")
     args = ap.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-    url = os.environ.get("MARKETSTORE_URL", "http://127.0.0.1:15993/rpc")
+    with bench_services() as svc:
+        run_bench(args, svc.kafka_bootstrap, svc.marketstore_url)
+
+
+def run_bench(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     run = uuid.uuid4().hex[:6].upper()
     config = make_config(bootstrap, url, name=f"bench-{run.lower()}", partitions=6,
                          batch_max_events=args.batch, batch_max_ms=args.batch_ms,

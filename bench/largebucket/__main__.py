@@ -28,23 +28,19 @@ running ones instead.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 
 from bench.consumer.__main__ import _publish
 from bench.consumer.measured import Measured, throughput
-from common.config import ServicesConfig
+from bench.services import BenchServices, bench_services
 from consumer import buckets
 from consumer.sink import MarketStoreSink
 from consumer.writer import MarketStoreError, MarketStoreWriter
 from schemas.topics import ensure_topics
 from services.native import NativeServices
-from services.process import free_port
 from tests.support.testkit import BASE_NS, make_config, trade
 
 DAY = 86_400 * 10**9
@@ -159,55 +155,45 @@ def main() -> None:
                     help="trades written just before the kill -9 (repair part)")
     args = ap.parse_args()
     step_ns = DAY // (args.stored // 2)  # a stored day spread over the whole day
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
-    url = os.environ.get("MARKETSTORE_URL", "")
-    handle = None
-    if not (bootstrap and url):
-        state = Path(tempfile.mkdtemp(prefix="bench-largebucket-"))
-        handle = NativeServices(ServicesConfig(
-            kafka_port=free_port(), kafka_controller_port=free_port(),
-            marketstore_port=free_port(), marketstore_grpc_port=free_port(),
-            state_dir=str(state)), die_with_parent=True)
-        names = [n for n, given in (("kafka", bootstrap), ("marketstore", url)) if not given]
-        handle.up(names, report=lambda line: print("  " + line))
-        bootstrap = bootstrap or handle.kafka_bootstrap
-        url = url or handle.marketstore_url
-    try:
-        run = uuid.uuid4().hex[:6].upper()
-        large, empty = f"LB{run}", f"LE{run}"
-        print(f"filling {large}/1Sec/TRADE with {args.stored:,} rows (days 10 and 12, "
-              f"a trade every {step_ns / 1e6:.1f} ms)...")
-        print(f"  {fill(url, large, args.stored, step_ns):.1f} s")
-        if handle is not None and not os.environ.get("MARKETSTORE_URL"):
-            # a clean stop checkpoints the WAL: the kill -9 below replays only what follows
-            handle.down(["marketstore"])
-            handle.up(["marketstore"])
-        results = {}
-        cases = [("empty bucket", empty, False), ("large bucket", large, False)]
-        if args.whole_span:
-            cases.append(("large bucket, min..max reads", f"LW{run}", True))
-            print(f"  {fill(url, f'LW{run}', args.stored, step_ns):.1f} s (a second one)")
-        for name, symbol, whole_span in cases:
-            events = backfill_events(symbol, args.events, step_ns, args.chunk)
-            results[name] = run_case(bootstrap, url, events, args.batch, whole_span)
-            for day in (9, 11):
-                got = stored_in(url, symbol, day)
-                if got != args.events // 2:
-                    raise SystemExit(f"{symbol}: {got:,} rows on day {day}, expected "
-                                     f"{args.events // 2:,}")
-        print(f"backfill of days 9 and 11 ({args.events:,} trades, chunks of {args.chunk:,}, "
-              f"batches of up to {args.batch:,}):")
-        for name, m in results.items():
-            report(name, m)
-        e, big = results["empty bucket"], results["large bucket"]
-        ratio = (big.cpu / big.events) / (e.cpu / e.events)
-        print(f"ratio large / empty, CPU per event: {ratio:.2f} (target <= 2)")
-        if handle is not None and not os.environ.get("MARKETSTORE_URL"):
-            repair_after_kill(handle, url, {"empty bucket": f"RE{run}",
-                                            "large bucket": large}, args.recent, step_ns)
-    finally:
-        if handle is not None:
-            handle.down(report=lambda line: print("  " + line))
+    with bench_services() as svc:
+        run_bench(args, step_ns, svc)
+
+
+def run_bench(args: argparse.Namespace, step_ns: int, svc: BenchServices) -> None:
+    bootstrap, url = svc.kafka_bootstrap, svc.marketstore_url
+    run = uuid.uuid4().hex[:6].upper()
+    large, empty = f"LB{run}", f"LE{run}"
+    print(f"filling {large}/1Sec/TRADE with {args.stored:,} rows (days 10 and 12, "
+          f"a trade every {step_ns / 1e6:.1f} ms)...")
+    print(f"  {fill(url, large, args.stored, step_ns):.1f} s")
+    handle = svc.handle if svc.started("marketstore") else None
+    if handle is not None:
+        # a clean stop checkpoints the WAL: the kill -9 below replays only what follows
+        handle.down(["marketstore"])
+        handle.up(["marketstore"])
+    results = {}
+    cases = [("empty bucket", empty, False), ("large bucket", large, False)]
+    if args.whole_span:
+        cases.append(("large bucket, min..max reads", f"LW{run}", True))
+        print(f"  {fill(url, f'LW{run}', args.stored, step_ns):.1f} s (a second one)")
+    for name, symbol, whole_span in cases:
+        events = backfill_events(symbol, args.events, step_ns, args.chunk)
+        results[name] = run_case(bootstrap, url, events, args.batch, whole_span)
+        for day in (9, 11):
+            got = stored_in(url, symbol, day)
+            if got != args.events // 2:
+                raise SystemExit(f"{symbol}: {got:,} rows on day {day}, expected "
+                                 f"{args.events // 2:,}")
+    print(f"backfill of days 9 and 11 ({args.events:,} trades, chunks of {args.chunk:,}, "
+          f"batches of up to {args.batch:,}):")
+    for name, m in results.items():
+        report(name, m)
+    e, big = results["empty bucket"], results["large bucket"]
+    ratio = (big.cpu / big.events) / (e.cpu / e.events)
+    print(f"ratio large / empty, CPU per event: {ratio:.2f} (target <= 2)")
+    if handle is not None:
+        repair_after_kill(handle, url, {"empty bucket": f"RE{run}", "large bucket": large},
+                          args.recent, step_ns)
 
 
 if __name__ == "__main__":

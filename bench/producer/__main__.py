@@ -40,6 +40,7 @@ from confluent_kafka import Producer
 from websockets.exceptions import ConnectionClosedOK
 from websockets.frames import Close
 
+from bench.services import bench_services
 from common.config import Config, KafkaConfig, MassiveConfig, MetricsConfig, TopicsConfig
 from producer.mapping import record_from_ws_event
 from producer.protocol import MassiveProtocol, State
@@ -323,9 +324,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ws", action="store_true",
                         help="also run simulator (own process) -> WebSocket -> producer -> "
                              "Kafka")
-    parser.add_argument("--bootstrap",
-                        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"))
+    parser.add_argument("--bootstrap", default=None,
+                        help="Kafka to use (default: $KAFKA_BOOTSTRAP_SERVERS, else one "
+                             "started for the run)")
     args = parser.parse_args(argv)
+    if args.bootstrap:
+        return run_bench(args)
+    with bench_services(marketstore=False) as svc:
+        args.bootstrap = svc.kafka_bootstrap
+        return run_bench(args)
+
+
+def run_bench(args: argparse.Namespace) -> int:
 
     from schemas.codec import make_codec
     from schemas.topics import ensure_topics

@@ -24,8 +24,8 @@ are counted back from MarketStore.
 The consumers share the machine's cores with Kafka and MarketStore (and this script): on
 2 cores a second consumer mostly competes with the servers it feeds.
 
-Kafka: $KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:19092); MarketStore: $MARKETSTORE_URL
-(default http://127.0.0.1:15993/rpc).
+Kafka: $KAFKA_BOOTSTRAP_SERVERS, MarketStore: $MARKETSTORE_URL; whichever is unset is started
+for the run (``bench.services``).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from pathlib import Path
 
 from bench.consumer.__main__ import _events, _publish
 from bench.procstat import cpu_seconds
+from bench.services import bench_services
 from common.config import Config
 from consumer.writer import MarketStoreWriter
 from schemas.topics import ensure_topics
@@ -234,8 +235,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50_000, help="consumer.batch_max_events")
     ap.add_argument("--timeout", type=float, default=90.0, help="seconds per run at most")
     args = ap.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-    url = os.environ.get("MARKETSTORE_URL", "http://127.0.0.1:15993/rpc")
+    with bench_services() as svc:
+        run_bench(args, svc.kafka_bootstrap, svc.marketstore_url)
+
+
+def run_bench(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     run_id = uuid.uuid4().hex[:6].upper()
     sets = []
     t = time.perf_counter()
