@@ -57,6 +57,7 @@ from common.deadletter import dead_letter_headers, dead_letter_properties, produ
 from common.kafka import AuthWatch, worth_asking_again
 from common.metrics import NAMESPACE, new_registry
 from consumer import columns
+from consumer.batching import AdaptiveBatching
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
 from consumer.dedupe import take_rows
 from consumer.sink import BucketError, FlushResult, MarketStoreSink, Probe, QuarantinedError
@@ -196,6 +197,9 @@ class ConsumerService:
         self._start_offsets: dict[TP, int] = {}
         self._committed: dict[TP, int] = {}
         self.on_written: Callable[[FlushResult], None] | None = None  # hook (bench)
+        c = config.consumer
+        self.batching = AdaptiveBatching(c.batch_max_ms, c.batch_write_ratio,
+                                         c.batch_adaptive_max_ms)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -240,13 +244,13 @@ class ConsumerService:
 
     def run(self) -> int:
         max_events = self.config.consumer.batch_max_events
-        max_s = self.config.consumer.batch_max_ms / 1000
         last_caught_up_check = 0.0
         try:
             if self.consumer is None:
                 self.open()  # inside the try: a half-opened service is closed too
             assert self.consumer is not None
             while not self._stop.is_set():
+                max_s = self.batching.max_age_s()
                 self._auth.check()
                 if self._paused_since is not None:
                     self._recover()
@@ -513,6 +517,8 @@ class ConsumerService:
         except MarketStoreError as exc:
             self._fail(exc)
             return False
+        if result.rows_written:
+            self.batching.observe(result.seconds)
         if received:
             self._sample_latencies(received, result.written_ns or time.time_ns())
         events = sum(result.rows_written.values()) + result.duplicates_dropped

@@ -130,6 +130,9 @@ def main() -> None:
                     help="consumer.batch_max_ms for the throughput run (default: the default)")
     ap.add_argument("--latency-batch-ms", type=int, default=ConsumerConfig().batch_max_ms,
                     help="consumer.batch_max_ms for the latency run (a latency setting)")
+    ap.add_argument("--latency-write-ratio", type=float,
+                    default=ConsumerConfig().batch_write_ratio,
+                    help="consumer.batch_write_ratio for the latency run")
     ap.add_argument("--busy", type=int, default=0,
                     help="latency again with this many busy cores beside it (0: idle only)")
     ap.add_argument("--latency-only", action="store_true",
@@ -151,12 +154,14 @@ def main() -> None:
     for busy in (0, args.busy) if args.busy else (0,):
         lconf = make_config(bootstrap, url, name=f"benchlat{busy}-{run.lower()}",
                             partitions=6, batch_max_events=args.batch,
-                            batch_max_ms=args.latency_batch_ms, commit_delay_ms=1500)
+                            batch_max_ms=args.latency_batch_ms, commit_delay_ms=1500,
+                            batch_write_ratio=args.latency_write_ratio)
         ensure_topics(lconf)
         lrun = latency.run(lconf, args.rate, args.seconds,
                            [f"BL{run}{busy}x{i}" for i in range(args.symbols)], busy)
         print(latency.report(lrun, args.rate, args.seconds, args.symbols,
                              args.latency_batch_ms, busy)
+              + f" (batch_write_ratio {args.latency_write_ratio:g})"
               + f"\n  rate / ceiling {args.rate / ceil:.2f}")
 
 

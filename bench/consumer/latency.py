@@ -17,10 +17,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import numpy as np
 
 from bench.consumer.paced import paced_publisher
+from bench.procstat import cpu_seconds, pid_listening_on
 from common.config import Config
 from common.runtime import tune_for_throughput
 from consumer.service import ConsumerService, Options
@@ -35,7 +37,7 @@ class LatencyRun:
     batch_buckets: np.ndarray  # per batch
     interval_ms: np.ndarray  # between consecutive writes' acknowledgements
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at start and end
-    cpu_s: dict[str, float] = field(default_factory=dict)
+    cpu_us: dict[str, float] = field(default_factory=dict)  # per event written, by process
 
 
 def spin() -> subprocess.Popen:
@@ -86,6 +88,9 @@ def _run(config: Config, rate: int, seconds: float, symbols: list[str]) -> Laten
         runner.join(60)
         raise SystemExit("the consumer was not assigned its partitions within 60 s")
     load0 = os.getloadavg()[0]
+    pids = _server_pids(config)
+    cpu0 = {name: cpu_seconds(f"/proc/{pid}/stat") or 0.0 for name, pid in pids.items()}
+    own0 = time.process_time()
     publisher = multiprocessing.get_context("spawn").Process(
         target=paced_publisher, args=(config, rate, seconds, symbols))
     publisher.start()
@@ -94,6 +99,9 @@ def _run(config: Config, rate: int, seconds: float, symbols: list[str]) -> Laten
     deadline = time.monotonic() + 30
     while sum(b[3] for b in batches) < expected and time.monotonic() < deadline:
         time.sleep(0.05)  # until every event is written (or 30 s passed)
+    cpu = {name: (cpu_seconds(f"/proc/{pid}/stat") or 0.0) - cpu0[name]
+           for name, pid in pids.items()}
+    cpu["consumer"] = time.process_time() - own0  # this process: the consumer's threads
     service.stop()
     runner.join(60)
     load1 = os.getloadavg()[0]
@@ -108,7 +116,21 @@ def _run(config: Config, rate: int, seconds: float, symbols: list[str]) -> Laten
     return LatencyRun(lat[skip:], before[skip:], write_s[first:] * 1e3,
                       np.array([b[1] for b in batches])[first:],
                       np.array([b[2] for b in batches])[first:],
-                      np.diff(acks[first:]) / 1e6, (load0, load1))
+                      np.diff(acks[first:]) / 1e6, (load0, load1),
+                      {k: v / max(1, sum(b[3] for b in batches)) * 1e6 for k, v in cpu.items()})
+
+
+def _server_pids(config: Config) -> dict[str, int]:
+    """MarketStore's and the (first) broker's pids, by the ports they listen on."""
+    out = {}
+    ms = pid_listening_on(urlparse(config.marketstore.url).port or 80)
+    broker = pid_listening_on(int(config.kafka.bootstrap_servers.split(",")[0]
+                                  .rsplit(":", 1)[1]))
+    if ms:
+        out["marketstore"] = ms
+    if broker:
+        out["broker"] = broker
+    return out
 
 
 def pct(a: np.ndarray, q: float) -> float:
@@ -127,4 +149,5 @@ def report(r: LatencyRun, rate: int, seconds: float, symbols: int, batch_ms: int
         f"{pct(r.before_write_ms, 99):.1f} ms; writes: {len(r.write_ms)} of "
         f"{pct(r.batch_rows, 50):,.0f} rows over {pct(r.batch_buckets, 50):.0f} buckets "
         f"(median), write p50 {pct(r.write_ms, 50):.1f} / p99 {pct(r.write_ms, 99):.1f} ms, "
-        f"one every {pct(r.interval_ms, 50):.1f} ms (p50; p99 {pct(r.interval_ms, 99):.1f})")
+        f"one every {pct(r.interval_ms, 50):.1f} ms (p50; p99 {pct(r.interval_ms, 99):.1f})\n"
+        "  CPU per event: " + ", ".join(f"{k} {v:.2f} µs" for k, v in r.cpu_us.items()))
