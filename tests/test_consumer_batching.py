@@ -46,3 +46,38 @@ def test_a_bound_below_the_floor_is_the_floor() -> None:
     b = AdaptiveBatching(batch_max_ms=50, write_ratio=3, adaptive_max_ms=10)
     b.observe(1.0)
     assert b.max_age_s() == pytest.approx(0.050)
+
+
+def test_the_consumer_loop_feeds_its_write_times_to_the_batching() -> None:
+    from concurrent.futures import Future
+    from dataclasses import replace
+
+    from common.config import Config, ConsumerConfig, MarketStoreConfig
+    from consumer.service import ConsumerService, Options
+    from consumer.sink import FlushResult
+
+    # no request is made: the writers only create HTTP sessions
+    config = Config(marketstore=MarketStoreConfig(url="http://127.0.0.1:9/rpc"),
+                    consumer=replace(ConsumerConfig(), batch_max_ms=20, batch_write_ratio=2,
+                                     batch_adaptive_max_ms=500))
+    service = ConsumerService(config, Options(group_id="unit"))
+    try:
+        assert service.batching.max_age_s() == pytest.approx(0.020)
+        done: Future[FlushResult] = Future()
+        done.set_result(FlushResult(rows_written={"trade": 10}, seconds=0.1))
+        service._inflight = (done, {("t", 0): 11}, [], 0.0)
+        service.consumer = _NoPartitions()  # type: ignore[assignment]
+        assert service._complete_inflight(block=True)
+        assert service.batching.max_age_s() == pytest.approx(0.200)
+    finally:
+        service.close()
+
+
+class _NoPartitions:
+    """Stands in for the Kafka consumer where the bookkeeping asks for positions (none)."""
+
+    def position(self, _partitions: list) -> list:
+        return []
+
+    def close(self) -> None:
+        pass
