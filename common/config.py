@@ -228,6 +228,11 @@ class ConsumerConfig:
     # bucket's whole second on every append, so shorter means more server CPU per event; at
     # 50k events/s a write takes ~15 ms anyway, so 20 ms costs no latency over 5 (bench.consumer).
     batch_max_ms: Annotated[int, Range(min=1)] = 20
+    # While writes are slow a batch waits this many times the recent write time (at most
+    # batch_adaptive_max_ms): fewer writes when MarketStore is the bottleneck
+    # (consumer.batching). 0: always batch_max_ms.
+    batch_write_ratio: Annotated[float, Range(min=0, max=100)] = 0.0
+    batch_adaptive_max_ms: Annotated[int, Range(min=1)] = 200
     # MarketStore acknowledges before its WAL is flushed; offsets are committed only once
     # a write is older than this (longer than the server's WAL flush interval).
     commit_delay_ms: Annotated[int, Range(min=0)] = 1500

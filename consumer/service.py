@@ -53,6 +53,7 @@ from common.kafka import AuthWatch
 from common.metrics import new_registry
 from consumer import columns
 from consumer.batch import TP, Batch, InflightWrite
+from consumer.batching import AdaptiveBatching
 from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
 from consumer.checkpoint import Checkpoint
 from consumer.deadletters import ConsumerDeadLetters, DeadLetterError
@@ -127,6 +128,9 @@ class ConsumerService:
         # a wrong password or CA ends the run (KafkaAuthError) instead of a silent retry loop
         self._auth = AuthWatch(config.kafka.bootstrap_servers)
         self.on_written: Callable[[FlushResult], None] | None = None  # hook (bench)
+        c = config.consumer
+        self.batching = AdaptiveBatching(c.batch_max_ms, c.batch_write_ratio,
+                                         c.batch_adaptive_max_ms)
 
     @property
     def dead_letters(self) -> int:
@@ -178,13 +182,13 @@ class ConsumerService:
 
     def run(self) -> int:
         max_events = self.config.consumer.batch_max_events
-        max_s = self.config.consumer.batch_max_ms / 1000
         last_caught_up_check = 0.0
         try:
             if self.consumer is None:
                 self.open()  # inside the try: a half-opened service is closed too
             assert self.consumer is not None and self.offsets is not None
             while not self._stop.is_set():
+                max_s = self.batching.max_age_s()
                 self._auth.check()
                 if self._paused_since is not None:
                     self._recover()
@@ -428,6 +432,8 @@ class ConsumerService:
         except MarketStoreError as exc:
             self._fail(exc)
             return False
+        if result.rows_written:
+            self.batching.observe(result.seconds)
         if inflight.received:
             self.latency.add(inflight.received, result.written_ns or time.time_ns())
         self.metrics.observe_write(result)

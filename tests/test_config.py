@@ -197,6 +197,8 @@ RANGES: dict[str, tuple[str, list[object], list[object]]] = {
     "producer.watermark_max_age_s": ("> 0", [0, -1], [0.5, 30]),
     "consumer.batch_max_events": (">= 1", [0, -50000], [1, 1_000_000]),
     "consumer.batch_max_ms": (">= 1", [0, -20], [1, 5000]),
+    "consumer.batch_write_ratio": ("0..100", [-0.5, 101], [0, 2.5, 100]),
+    "consumer.batch_adaptive_max_ms": (">= 1", [0, -200], [1, 200, 60000]),
     "consumer.commit_delay_ms": (">= 0", [-1], [0, 1500]),
     "consumer.retry_initial_s": ("> 0", [0, -0.5], [0.01, 15]),
     "consumer.retry_max_s": ("> 0", [0, -15], [0.5, 120]),

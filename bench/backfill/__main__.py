@@ -4,9 +4,9 @@ The simulator runs as a separate process (``massive-fetcher simulator --no-live`
 does not share this interpreter's GIL or count in its CPU time; Kafka is
 ``$KAFKA_BOOTSTRAP_SERVERS``, else one started for the run (``bench.services``). For each
 parallelism (1, 4, 8 by default) the same trades/quotes windows (one market day per symbol)
-go through the real engine -- aiohttp client, the compiled page encoder (or, without it, orjson + mapping +
-codec), Publisher -- into fresh topics, and the clock stops when Kafka has acknowledged the
-last record.
+go through the real engine -- aiohttp client, the compiled page encoder (or, without it,
+orjson + mapping + codec), Publisher -- into fresh topics, and the clock stops when Kafka
+has acknowledged the last record.
 
 The figure is records per core-second: records / the process's CPU time (every thread:
 the event loop, the publishing threads, librdkafka's), the machine being shared. The

@@ -27,21 +27,17 @@ for the run (``bench.services``). Topics and symbols are unique per run.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import threading
+import os
 import time
 import uuid
 
-import numpy as np
 from confluent_kafka import Producer
 
+from bench.consumer import latency
 from bench.consumer.measured import throughput
-from bench.consumer.paced import paced_publisher
 from bench.services import bench_services
 from common.config import Config, ConsumerConfig
-from common.runtime import tune_for_throughput
 from consumer import buckets
-from consumer.service import ConsumerService, Options
 from consumer.writer import MarketStoreWriter, build_write_requests, group_buckets
 from schemas.codec import make_codec
 from schemas.topics import ensure_topics
@@ -101,56 +97,13 @@ def ceiling(url: str, events: list[tuple[str, dict]], batch: int) -> float:
     return len(events) / (time.perf_counter() - t0)
 
 
-def latency(config: Config, rate: int, seconds: float, symbols: list[str]) -> np.ndarray:
-    tune_for_throughput()  # as the CLI does
-    service = ConsumerService(config, Options(group_id=config.consumer.group_id))
-    service.open()
-    runner = threading.Thread(target=service.run)
-    runner.start()
-    time.sleep(3)  # group join
-    publisher = multiprocessing.get_context("spawn").Process(
-        target=paced_publisher, args=(config, rate, seconds, symbols))
-    publisher.start()
-    publisher.join(seconds + 60)
-    time.sleep(2)
-    service.stop()
-    runner.join(60)
-    lat = np.concatenate(service.latencies_ns) if service.latencies_ns else np.array([0])
-    # drop the first second (tail loads of new buckets)
-    return lat[len(lat) // (int(seconds) or 1):] / 1e6
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.consumer", description=__doc__)
-    ap.add_argument("--events", type=int, default=500_000)
-    ap.add_argument("--symbols", type=int, default=100)
-    ap.add_argument("--batch", type=int, default=50_000)
-    ap.add_argument("--rate", type=int, default=50_000)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--batch-ms", type=int, default=ConsumerConfig().batch_max_ms,
-                    help="consumer.batch_max_ms for the throughput run (default: the default)")
-    ap.add_argument("--latency-batch-ms", type=int, default=ConsumerConfig().batch_max_ms,
-                    help="consumer.batch_max_ms for the latency run (a latency setting)")
-    args = ap.parse_args()
-    with bench_services() as svc:
-        run_bench(args, svc.kafka_bootstrap, svc.marketstore_url)
-
-
-def run_bench(args: argparse.Namespace, bootstrap: str, url: str) -> None:
-    run = uuid.uuid4().hex[:6].upper()
-    config = make_config(bootstrap, url, name=f"bench-{run.lower()}", partitions=6,
-                         batch_max_events=args.batch, batch_max_ms=args.batch_ms,
-                         commit_delay_ms=1500)
-    ensure_topics(config)
+def _throughput(config: Config, args: argparse.Namespace, run: str, ceil: float) -> None:
     syms = [f"BC{run}{i}" for i in range(args.symbols)]
     events = _events(args.events, syms)
     print(f"events: {len(events):,} over {len(syms)} symbols, batch {args.batch:,}")
     t = time.perf_counter()
     _publish(config, events)
     print(f"published in {time.perf_counter() - t:.1f} s")
-    ceil = ceiling(url, _events(args.events, [f"BX{run}{i}" for i in range(args.symbols)]),
-                   args.batch)
-    print(f"ceiling (raw multi-bucket write of prebuilt arrays): {ceil:,.0f} events/s")
     count = len(events)
     del events  # the consumer runs in its own process; this one only waits
     m = throughput(config, count)
@@ -165,15 +118,55 @@ def run_bench(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         + f"; total {cpu / n * 1e6:.2f} µs; {faults / n:.3f} page faults per event; "
         f"peak resident {rss_mib} MiB")
     print(f"ratio consumer/ceiling: {rate / ceil:.2f}")
-    lconf = make_config(bootstrap, url, name=f"benchlat-{run.lower()}", partitions=6,
-                        batch_max_events=args.batch, batch_max_ms=args.latency_batch_ms,
-                        commit_delay_ms=1500)
-    ensure_topics(lconf)
-    lat = latency(lconf, args.rate, args.seconds, [f"BL{run}{i}" for i in range(args.symbols)])
-    print(f"latency at {args.rate:,} events/s over {args.symbols} symbols for "
-          f"{args.seconds:.0f} s, batch_max_ms {args.latency_batch_ms} "
-          f"(received_ns -> queryable): p50 {np.percentile(lat, 50):.1f} ms, "
-          f"p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms, n={len(lat):,}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.consumer", description=__doc__)
+    ap.add_argument("--events", type=int, default=500_000)
+    ap.add_argument("--symbols", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=50_000)
+    ap.add_argument("--rate", type=int, default=50_000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--batch-ms", type=int, default=ConsumerConfig().batch_max_ms,
+                    help="consumer.batch_max_ms for the throughput run (default: the default)")
+    ap.add_argument("--latency-batch-ms", type=int, default=ConsumerConfig().batch_max_ms,
+                    help="consumer.batch_max_ms for the latency run (a latency setting)")
+    ap.add_argument("--latency-write-ratio", type=float,
+                    default=ConsumerConfig().batch_write_ratio,
+                    help="consumer.batch_write_ratio for the latency run")
+    ap.add_argument("--busy", type=int, default=0,
+                    help="latency again with this many busy cores beside it (0: idle only)")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="skip the ceiling and throughput parts")
+    args = ap.parse_args()
+    with bench_services() as svc:
+        run_bench(args, svc.kafka_bootstrap, svc.marketstore_url)
+
+
+def run_bench(args: argparse.Namespace, bootstrap: str, url: str) -> None:
+    run = uuid.uuid4().hex[:6].upper()
+    config = make_config(bootstrap, url, name=f"bench-{run.lower()}", partitions=6,
+                         batch_max_events=args.batch, batch_max_ms=args.batch_ms,
+                         commit_delay_ms=1500)
+    ensure_topics(config)
+    ceil = ceiling(url, _events(args.events, [f"BX{run}{i}" for i in range(args.symbols)]),
+                   args.batch)
+    print(f"ceiling (raw multi-bucket write of prebuilt arrays): {ceil:,.0f} events/s; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    if not args.latency_only:
+        _throughput(config, args, run, ceil)
+    for busy in (0, args.busy) if args.busy else (0,):
+        lconf = make_config(bootstrap, url, name=f"benchlat{busy}-{run.lower()}",
+                            partitions=6, batch_max_events=args.batch,
+                            batch_max_ms=args.latency_batch_ms, commit_delay_ms=1500,
+                            batch_write_ratio=args.latency_write_ratio)
+        ensure_topics(lconf)
+        lrun = latency.run(lconf, args.rate, args.seconds,
+                           [f"BL{run}{busy}x{i}" for i in range(args.symbols)], busy)
+        print(latency.report(lrun, args.rate, args.seconds, args.symbols,
+                             args.latency_batch_ms, busy)
+              + f" (batch_write_ratio {args.latency_write_ratio:g})"
+              + f"\n  rate / ceiling {args.rate / ceil:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""The latency part of ``bench.consumer``: paced trades -> one consumer -> MarketStore, with
+where each event's time went and the machine's state beside it.
+
+Per written batch the consumer's ``on_written`` gives the write's own time; the batch's
+latencies end when that write was acknowledged, so each event's latency splits into
+*before its write* (publisher linger, broker, fetch, the batch's age, waiting for the write
+in flight) and *its write*. Background load: ``busy`` processes spinning a core each, started
+here and stopped by pid.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import numpy as np
+
+from bench.consumer.paced import paced_publisher
+from bench.procstat import cpu_seconds, pid_listening_on
+from common.config import Config
+from common.runtime import tune_for_throughput
+from consumer.service import ConsumerService, Options
+
+
+@dataclass
+class LatencyRun:
+    latency_ms: np.ndarray  # received -> queryable, per event (first second dropped)
+    before_write_ms: np.ndarray  # received -> its batch's write started, per event
+    write_ms: np.ndarray  # per batch: the write's own time
+    batch_rows: np.ndarray  # per batch
+    batch_buckets: np.ndarray  # per batch
+    interval_ms: np.ndarray  # between consecutive writes' acknowledgements
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at start and end
+    # by process: the broker's per event published, the others' per event written
+    cpu_us: dict[str, float] = field(default_factory=dict)
+    written: float = 1.0  # the share of the published events written before the end
+
+
+def spin() -> subprocess.Popen:
+    """One busy core: a separate interpreter in a loop (stopped with :func:`stop`)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def run(config: Config, rate: int, seconds: float, symbols: list[str],
+        busy: int = 0) -> LatencyRun:
+    tune_for_throughput()  # as the CLI does
+    spinners = [spin() for _ in range(busy)]
+    try:
+        return _run(config, rate, seconds, symbols)
+    finally:
+        stop(spinners)
+
+
+def _run(config: Config, rate: int, seconds: float, symbols: list[str]) -> LatencyRun:
+    service = ConsumerService(config, Options(group_id=config.consumer.group_id))
+    batches: list[tuple[float, int, int, int, int]] = []  # seconds, rows, buckets, n, at
+
+    def on_written(result) -> None:  # type: ignore[no-untyped-def]
+        # _complete_inflight samples the batch's latencies just before calling this
+        n = len(service.latencies_ns[-1]) if service.latencies_ns else 0
+        batches.append((result.seconds, sum(result.rows_written.values()), result.buckets,
+                        n, result.written_ns))
+
+    service.on_written = on_written
+    assigned = threading.Event()
+    orig_assign = service._on_assign
+
+    def on_assign(consumer, partitions):  # type: ignore[no-untyped-def]
+        orig_assign(consumer, partitions)
+        assigned.set()
+
+    service._on_assign = on_assign  # type: ignore[method-assign]
+    service.open()  # subscribes with the callbacks above
+    runner = threading.Thread(target=service.run, name="consumer-loop")
+    runner.start()
+    if not assigned.wait(60):
+        service.stop()
+        runner.join(60)
+        raise SystemExit("the consumer was not assigned its partitions within 60 s")
+    load0 = os.getloadavg()[0]
+    pids = _server_pids(config)
+    cpu0 = {name: cpu_seconds(f"/proc/{pid}/stat") or 0.0 for name, pid in pids.items()}
+    own0 = time.process_time()
+    publisher = multiprocessing.get_context("spawn").Process(
+        target=paced_publisher, args=(config, rate, seconds, symbols))
+    publisher.start()
+    publisher.join(seconds + 60)
+    expected = int(seconds * rate)
+    deadline = time.monotonic() + 30
+    while sum(b[3] for b in batches) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)  # until every event is written (or 30 s passed)
+    cpu = {name: (cpu_seconds(f"/proc/{pid}/stat") or 0.0) - cpu0[name]
+           for name, pid in pids.items()}
+    cpu["consumer"] = time.process_time() - own0  # this process: the consumer's threads
+    written = sum(b[3] for b in batches)
+    service.stop()
+    runner.join(60)
+    load1 = os.getloadavg()[0]
+    lats = list(service.latencies_ns)
+    lat = np.concatenate(lats) / 1e6 if lats else np.zeros(1)
+    write_s = np.array([b[0] for b in batches])
+    per_event_write = np.repeat(write_s * 1e3, [b[3] for b in batches])[:len(lat)]
+    before = lat[:len(per_event_write)] - per_event_write
+    skip = len(lat) // (int(seconds) or 1)  # the first second: new buckets' first reads
+    acks = np.array([b[4] for b in batches], dtype=np.int64)
+    first = np.searchsorted(np.cumsum([b[3] for b in batches]), skip)
+    return LatencyRun(lat[skip:], before[skip:], write_s[first:] * 1e3,
+                      np.array([b[1] for b in batches])[first:],
+                      np.array([b[2] for b in batches])[first:],
+                      np.diff(acks[first:]) / 1e6, (load0, load1),
+                      {k: v / max(1, expected if k == "broker" else written) * 1e6
+                       for k, v in cpu.items()}, written / max(1, expected))
+
+
+def _server_pids(config: Config) -> dict[str, int]:
+    """MarketStore's and the (first) broker's pids, by the ports they listen on."""
+    out = {}
+    ms = pid_listening_on(urlparse(config.marketstore.url).port or 80)
+    broker = pid_listening_on(int(config.kafka.bootstrap_servers.split(",")[0]
+                                  .rsplit(":", 1)[1]))
+    if ms:
+        out["marketstore"] = ms
+    if broker:
+        out["broker"] = broker
+    return out
+
+
+def pct(a: np.ndarray, q: float) -> float:
+    return float(np.percentile(a, q)) if len(a) else float("nan")
+
+
+def report(r: LatencyRun, rate: int, seconds: float, symbols: int, batch_ms: int,
+           busy: int) -> str:
+    return (
+        f"latency at {rate:,} events/s over {symbols} symbols for {seconds:.0f} s, "
+        f"batch_max_ms {batch_ms}, {busy} busy core(s) beside it, load average "
+        f"{r.load[0]:.1f} -> {r.load[1]:.1f} (received_ns -> queryable): "
+        f"p50 {pct(r.latency_ms, 50):.1f} ms, p99 {pct(r.latency_ms, 99):.1f} ms, "
+        f"max {r.latency_ms.max():.1f} ms, n={len(r.latency_ms):,}\n"
+        f"  before its write p50 {pct(r.before_write_ms, 50):.1f} / p99 "
+        f"{pct(r.before_write_ms, 99):.1f} ms; writes: {len(r.write_ms)} of "
+        f"{pct(r.batch_rows, 50):,.0f} rows over {pct(r.batch_buckets, 50):.0f} buckets "
+        f"(median), write p50 {pct(r.write_ms, 50):.1f} / p99 {pct(r.write_ms, 99):.1f} ms, "
+        f"one every {pct(r.interval_ms, 50):.1f} ms (p50; p99 {pct(r.interval_ms, 99):.1f})\n"
+        f"  written within 30 s of the last send: {r.written:.0%}; CPU per event: "
+        + ", ".join(f"{k} {v:.2f} µs" for k, v in r.cpu_us.items()))
