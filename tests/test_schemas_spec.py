@@ -248,3 +248,43 @@ def test_adding_a_field_to_trades_is_a_change_to_the_avsc_only(tmp_path: Path) -
     built, _, ok = columns.build(Kind.TRADE, cols, columns.BucketIds(), trade)
     assert ok.all() and built["VenueFlags"].tolist() == [7, 9, -1]
     assert built.tobytes() == stored.tobytes()
+
+
+def test_an_added_field_reaches_the_native_encoders_too(tmp_path: Path) -> None:
+    """The compiled encoders' field programs (schemas.program, h-native's) come from the
+    same spec: the field added to a copy of trade.avsc is written byte for byte as the
+    reference (mapping + codec) writes it, from WebSocket frames and from REST pages."""
+    program = pytest.importorskip("schemas.program", reason="the native programs are not here")
+    from schemas.native import native
+    if native is None or not hasattr(native, "Encoder"):
+        pytest.skip("the compiled module with its Encoder is not built")
+    import orjson
+
+    from backfill.mapping import rest_mapper
+    from producer.mapping import WsMapping
+    from schemas.codec import Codec
+
+    _copy(tmp_path)
+    _edit(tmp_path / "trade.avsc", lambda s: s["fields"].append(NEW_FIELD))
+    specs = load_specs(tmp_path)
+    trade = specs[Kind.TRADE]
+    codec = Codec({k: s.schema for k, s in specs.items()})
+    ws = WsMapping(specs)
+    events = [{**WS_TRADE, "vf": 7}, WS_TRADE, {**WS_TRADE, "vf": None}]
+    header = program.header_of(codec, trade, ws.record(events[0], 1)[1])
+
+    frames = program.frame_programs([trade], {Kind.TRADE: header}, {Kind.TRADE: "trades"})
+    encoder = native.Encoder(frames.keys, frames.tag_key, frames.programs)
+    records, _, _ = encoder.encode_frame(orjson.dumps(events), (1,))
+    assert [value for _, value, _ in records] == \
+        [codec.encode(Kind.TRADE, ws.record(ev, 1)[1]) for ev in events]
+    assert [codec.decode(value)[1]["venue_flags"] for _, value, _ in records] == [7, None, None]
+
+    results = [{**REST_TRADE, "venue_flags": 9}, REST_TRADE]
+    pages = program.page_programs([trade], {Kind.TRADE: header})
+    encoder = native.Encoder(pages.keys, pages.tag_key, pages.programs)
+    out = encoder.encode_page(orjson.dumps({"results": results, "status": "OK"}), 0,
+                              ("AAPL", None, None))
+    mapper = rest_mapper(trade)
+    assert out is not None
+    assert out[0] == [codec.encode(Kind.TRADE, mapper(r, "AAPL", None)) for r in results]
