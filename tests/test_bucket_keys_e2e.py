@@ -90,8 +90,7 @@ def test_both_spellings_stream_into_one_bucket_from_one_partition(
     assert_buckets_equal(marketstore_url, expected)
     assert len(expected[f"{base}.A/1Sec/TRADE"]) >= max(by_sym.values())
 
-    messages = read_to_end(config.kafka.bootstrap_servers,
-                           [k.topics.trades, k.topics.quotes, k.topics.bars])
+    messages = read_to_end(config, [k.topics.trades, k.topics.quotes, k.topics.bars])
     assert len(messages) == len(sent)
     assert {m.key() for m in messages} == {f"{base}.A".encode()}
     for topic in (k.topics.trades, k.topics.quotes, k.topics.bars):

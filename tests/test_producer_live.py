@@ -93,7 +93,7 @@ def consume_all(config: Config) -> list[tuple[str, dict[str, Any]]]:
     topics = [config.kafka.topics.bars, config.kafka.topics.trades, config.kafka.topics.quotes]
     expected_topic = dict(zip(("bar", "trade", "quote"), topics, strict=True))
     out: list[tuple[str, dict[str, Any]]] = []
-    for msg in read_to_end(config.kafka.bootstrap_servers, topics):
+    for msg in read_to_end(config, topics):
         kind, record = codec.decode(msg.value())
         assert msg.key() == record["symbol"].encode()
         assert msg.topic() == expected_topic[kind]

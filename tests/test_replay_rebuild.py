@@ -226,4 +226,4 @@ def test_replay_is_exact_for_a_bucket_under_its_old_and_new_keys(
 
 def _partitions_by_key(config: Config, topic: str) -> dict[bytes, int]:
     return {msg.key(): msg.partition()
-            for msg in read_to_end(config.kafka.bootstrap_servers, [topic])}
+            for msg in read_to_end(config, [topic])}

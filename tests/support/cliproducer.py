@@ -47,7 +47,7 @@ def stream_a_burst_through_the_cli_producer(config: Config, sim: SimulatorServer
         minute = (time.time_ns() // MINUTE_NS - 1) * MINUTE_NS
         assert sim.send_minute(minute) >= 1  # frames with the last whole minute's AM bars
         bars = len(sim.sent_events(ev="AM"))
-        wait_for(lambda: len(read_to_end(k.bootstrap_servers, [k.topics.bars])) >= bars,
+        wait_for(lambda: len(read_to_end(config, [k.topics.bars])) >= bars,
                  timeout_s, what="the AM bars in Kafka")
         producer.send_signal(signal.SIGTERM)
         assert producer.wait(60) == 0, log_path.read_text()[-2000:]

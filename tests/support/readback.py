@@ -12,15 +12,16 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from common.config import Config
+from common.kafka import kafka_client_config
 from schemas.codec import make_codec
 from tests.support.wait import wait_for
 
 
-def read_to_end(bootstrap: str, topics: Iterable[str],
+def read_to_end(config: Config, topics: Iterable[str],
                 timeout_s: float = 60.0) -> list[Message]:
     """Every message of ``topics`` (those that exist), from offset 0 to the end offsets at
-    the call, in offset order per partition."""
-    consumer = Consumer({"bootstrap.servers": bootstrap,
+    the call, in offset order per partition. The client has ``kafka.properties`` (SASL)."""
+    consumer = Consumer({**kafka_client_config(config, "admin"),
                          "group.id": f"readback-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "enable.partition.eof": False})
     got: list[Message] = []
@@ -64,7 +65,7 @@ def read_topics(config: Config, kinds: tuple[str, ...] = ("bar", "trade", "quote
     topics = {"bar": config.kafka.topics.bars, "trade": config.kafka.topics.trades,
               "quote": config.kafka.topics.quotes}
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
-    for msg in read_to_end(config.kafka.bootstrap_servers, [topics[k] for k in kinds]):
+    for msg in read_to_end(config, [topics[k] for k in kinds]):
         kind, record = codec.decode(msg.value())
         assert msg.key() == record["symbol"].encode()
         out[kind].append(record)
@@ -73,7 +74,7 @@ def read_topics(config: Config, kinds: tuple[str, ...] = ("bar", "trade", "quote
 
 def read_dead_letters(config: Config) -> list[Message]:
     """Every record of the dead-letter topic, to its end offsets at the call."""
-    return read_to_end(config.kafka.bootstrap_servers, [config.kafka.topics.dead_letter])
+    return read_to_end(config, [config.kafka.topics.dead_letter])
 
 
 def committed_to_end(config: Config) -> bool:
@@ -81,7 +82,7 @@ def committed_to_end(config: Config) -> bool:
     the end offsets: whatever it will ever write of what is in Kafka now, it has written."""
     topics = [config.kafka.topics.bars, config.kafka.topics.trades, config.kafka.topics.quotes]
     # not subscribed: asking for the group's offsets does not join it
-    probe = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
+    probe = Consumer({**kafka_client_config(config, "admin"),
                       "group.id": config.consumer.group_id, "enable.auto.commit": False})
     try:
         parts = [TopicPartition(t, p) for t in topics
