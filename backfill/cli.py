@@ -27,6 +27,7 @@ from backfill.options import Options, OptionsError, build_options
 from backfill.plan import market_today
 from common.config import Config
 from common.deadletter import DeadLetterProducer
+from common.progressbar import TerminalBar
 
 log = logging.getLogger("backfill.cli")
 
@@ -287,41 +288,21 @@ class _Display:
     """A rich progress bar on a terminal, a log line every few seconds otherwise."""
 
     def __init__(self, tty: bool) -> None:
-        self.tty = tty
-        self._progress: Any = None
-        self._task: Any = None
-        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
+        self._bar = TerminalBar("backfill", "windows", detail=True) if tty else None
 
     async def run(self, holder: dict[str, BackfillEngine]) -> None:
         while "engine" not in holder:
             await asyncio.sleep(0.1)
         engine = holder["engine"]
-        if self.tty:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("windows"), TimeRemainingColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[detail]}"), refresh_per_second=4)
-            self._progress.start()
-            self._task = self._progress.add_task("backfill", total=None, detail="")
-            # rich now proxies sys.stderr: log lines print above the bar instead of through it
-            self._handlers = [(h, h.setStream(sys.stderr)) for h in logging.getLogger().handlers
-                              if isinstance(h, logging.StreamHandler)]
+        if self._bar is not None:
+            self._bar.start()
         last_log = time.monotonic()
         while True:
             p = engine.progress
-            if self.tty:
+            if self._bar is not None:
                 rate = p.records / p.elapsed_s if p.elapsed_s else 0.0
-                self._progress.update(
-                    self._task, total=p.windows_total, completed=p.windows_finished,
+                self._bar.update(
+                    p.windows_finished, p.windows_total,
                     detail=f"symbols {p.symbols_done}/{p.symbols_total}  pages {p.pages}  "
                            f"records {p.records:,}  {rate:,.0f}/s")
             elif time.monotonic() - last_log >= PROGRESS_LOG_INTERVAL_S:
@@ -330,8 +311,5 @@ class _Display:
             await asyncio.sleep(0.25)
 
     def close(self) -> None:
-        if self._progress is not None:
-            for handler, stream in self._handlers:
-                if stream is not None:
-                    handler.setStream(stream)
-            self._progress.stop()
+        if self._bar is not None:
+            self._bar.stop()

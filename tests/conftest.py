@@ -43,7 +43,7 @@ from services.base import ServiceError
 from services.containers import ContainerServices, docker_available
 from services.native import NativeServices, ServicesHandle
 from services.process import free_port, port_open
-from tests.support.registry import registry_settings
+from tests.support.registry import private_registry
 
 MODE_ENV = "MASSIVE_FETCHER_TEST_SERVICES"
 MODES = ("auto", "env", "docker", "native")
@@ -207,16 +207,8 @@ def schema_registry_url(live_services: LiveServices,
         finally:
             live_services.handle.stop_registry()
         return
-    native = NativeServices(registry_settings(_state_dir(tmp_path_factory, "registry")),
-                            die_with_parent=True)
-    try:
-        native.up(["registry"])
-    except ServiceError as exc:
-        pytest.fail(f"could not start a native schema registry: {exc}", pytrace=False)
-    try:
+    with private_registry(_state_dir(tmp_path_factory, "registry")) as native:
         yield native.registry_url
-    finally:
-        native.down(["registry"])
 
 
 CLUSTER_BROKERS = 3

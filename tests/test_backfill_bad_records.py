@@ -74,7 +74,7 @@ def test_bad_rest_records_are_dead_lettered_exit_1_and_the_rest_lands(
     windows = {kind: plan_windows(symbol, kind, dt.date.fromisoformat(DAY),
                                   dt.date.fromisoformat(DAY), limit=500)[0].id
                for kind in ("trades", "quotes")}
-    dead = read_dead_letters(config, 3)
+    dead = read_dead_letters(config)
     assert len(dead) == 2
     got = sorted(((m.key().decode(), json.loads(m.value()),
                    {k: v.decode() for k, v in m.headers()}) for m in dead),

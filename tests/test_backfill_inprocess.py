@@ -22,6 +22,7 @@ from simulator.server import SimulatorServer
 from tests.support.backfillrun import write_config
 from tests.support.readback import read_dead_letters, read_topics
 from tests.support.truth import as_set, truth_bars, truth_trades
+from tests.support.wait import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -136,11 +137,16 @@ def test_stop_ends_the_inprocess_backfill_and_keeps_finished_windows(
                                  backfill_batch_size=200)
         ensure_topics(config)
 
+        checkpoint = tmp_path / "state" / "backfill" / "backfill-checkpoint.jsonl"
+
+        def a_window_done() -> bool:
+            return checkpoint.exists() and bool(checkpoint.read_text().strip())
+
         async def main() -> float:
             publisher = Publisher(config, client_id="bf-stop-test")
             stop = asyncio.Event()
             task = asyncio.create_task(run_inprocess_backfill(config, publisher, stop))
-            await asyncio.sleep(3.0)
+            await wait_for_async(a_window_done, 60, "a finished window")
             stop.set()
             stopped = time.monotonic()
             await asyncio.wait_for(task, 30)
@@ -149,8 +155,7 @@ def test_stop_ends_the_inprocess_backfill_and_keeps_finished_windows(
 
         took = asyncio.run(main())
     assert took < 15  # the grace period, not the hundreds of windows left
-    lines = (tmp_path / "state" / "backfill" / "backfill-checkpoint.jsonl").read_text()
-    done = [line for line in lines.splitlines() if line.strip()]
+    done = [line for line in checkpoint.read_text().splitlines() if line.strip()]
     assert 1 <= len(done) < 100
     got = read_topics(config, ("trade",))["trade"]
     assert len(got) >= sum(int(line.split('"records":')[1].split(",")[0]) for line in done)
@@ -188,7 +193,7 @@ def test_a_bad_rest_result_in_a_gap_repair_is_dead_lettered_not_fetched_for_ever
     got = read_topics(config, ("trade",))["trade"]
     assert outcome.records == len(got) == len(want) - 1
     assert as_set(got) == as_set([t for t in want if t is not bad])
-    (dead,) = read_dead_letters(config, 2)
+    (dead,) = read_dead_letters(config)
     headers = {k: v.decode() for k, v in dead.headers()}
     assert headers["error.reason"] == "mapping" and "price" in headers["error"]
     assert json.loads(dead.value())["sequence_number"] == bad["sequence_number"]

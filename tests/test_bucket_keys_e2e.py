@@ -9,18 +9,16 @@ must equal the simulator's ground truth row by row: each event once.
 
 from __future__ import annotations
 
-import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from common.config import Config
 from producer.mapping import record_from_ws_event
 from simulator.server import SimulatorServer
 from tests.support.cliproducer import stream_a_burst_through_the_cli_producer
+from tests.support.readback import committed_to_end, read_to_end
 from tests.support.testkit import (
     ThreadedConsumer,
     assert_buckets_equal,
@@ -61,25 +59,6 @@ def _spellings_apart(kafka_bootstrap: str, marketstore_url: str) -> str:
     raise AssertionError("no ticker whose two spellings hash apart")
 
 
-def _all_messages(config: Config, topics: list[str], n: int) -> list[Any]:
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
-                         "group.id": uuid.uuid4().hex})
-    try:
-        parts = []
-        for topic in topics:
-            meta = consumer.list_topics(topic, timeout=10)
-            parts += [TopicPartition(topic, p, OFFSET_BEGINNING)
-                      for p in meta.topics[topic].partitions]
-        consumer.assign(parts)
-        got: list[Any] = []
-        deadline = time.monotonic() + 60
-        while len(got) < n and time.monotonic() < deadline:
-            got += [m for m in consumer.consume(1000, timeout=1) if m.error() is None]
-        return got
-    finally:
-        consumer.close()
-
-
 def test_both_spellings_stream_into_one_bucket_from_one_partition(
         kafka_bootstrap: str, marketstore_url: str, tmp_path: Path) -> None:
     base = _spellings_apart(kafka_bootstrap, marketstore_url)
@@ -105,13 +84,13 @@ def test_both_spellings_stream_into_one_bucket_from_one_partition(
         assert {ev["sym"] for ev in events if ev["ev"] == "AM"} == set(symbols)
         wait_for(lambda: all(row_count(marketstore_url, t) >= len(e)
                              for t, e in expected.items()), 120, what="rows")
-        time.sleep(1.0)  # a duplicate written late would show in the comparison below
+        # a duplicate written late would show in the comparison below
+        wait_for(lambda: committed_to_end(config), 60, what="the group to commit everything")
         assert one.service.dead_letters == 0 and two.service.dead_letters == 0
     assert_buckets_equal(marketstore_url, expected)
     assert len(expected[f"{base}.A/1Sec/TRADE"]) >= max(by_sym.values())
 
-    messages = _all_messages(config, [k.topics.trades, k.topics.quotes, k.topics.bars],
-                             len(sent))
+    messages = read_to_end(config, [k.topics.trades, k.topics.quotes, k.topics.bars])
     assert len(messages) == len(sent)
     assert {m.key() for m in messages} == {f"{base}.A".encode()}
     for topic in (k.topics.trades, k.topics.quotes, k.topics.bars):

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from tests.support.configfile import write_config_file
 from tests.support.testkit import (
     create_topics,
     expected_buckets,
@@ -51,15 +52,10 @@ def test_consumer_command_serves_metrics_and_commits_on_sigterm(
     publish(config, recs)
     port = _free_port()
     k = config.kafka
-    path = tmp_path / "c.yml"
-    path.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
-                  "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
-                             "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter}},
-        "marketstore": {"url": marketstore_url},
-        "consumer": {"group_id": config.consumer.group_id, "commit_delay_ms": 300},
-        "metrics": {"consumer_port": port},
-    }))
+    path = write_config_file(config, tmp_path / "c.yml",
+                             consumer={"group_id": config.consumer.group_id,
+                                       "commit_delay_ms": 300},
+                             metrics={"consumer_port": port})
     env = {key: v for key, v in os.environ.items() if key != "MASSIVE_FETCHER_CONFIG"}
     proc = subprocess.Popen([sys.executable, "-m", "massive_fetcher", "consumer", "--config",
                              str(path)], cwd=ROOT, env=env, stderr=subprocess.PIPE)

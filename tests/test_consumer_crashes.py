@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from consumer.writer import MarketStoreError
+from tests.support.configfile import write_config_file
 from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
@@ -17,6 +18,7 @@ from tests.support.testkit import (
     consumer_process,
     create_topics,
     expected_buckets,
+    log_events,
     make_config,
     ownership_violations,
     publish,
@@ -25,7 +27,6 @@ from tests.support.testkit import (
     stop_processes,
     trades_stream,
     unique,
-    write_config,
 )
 from tests.support.wait import wait_for
 
@@ -77,20 +78,28 @@ def test_kill_9_of_marketstore_mid_stream(kafka_bootstrap: str, marketstore_cont
     _eventually_equal(url, expected, 5)
 
 
+def _assignments(log: Path) -> int:
+    """How many assignments with partitions the member logged (it joined the group)."""
+    return sum(e.get("msg") == "partitions assigned" and bool(e.get("partitions"))
+               for e in log_events(log, missing_ok=True))
+
+
 def test_three_consumers_one_killed_then_restarted(kafka_bootstrap: str, marketstore_url: str,
                                                    tmp_path: Path) -> None:
     config = make_config(kafka_bootstrap, marketstore_url, partitions=6,
                          batch_max_events=2000)
     create_topics(config)
     config_path = tmp_path / "config.yml"
-    write_config(config, config_path)
+    write_config_file(config, config_path)
     symbols = [unique("GR") for _ in range(6)]
     logs = {f"m{i}": tmp_path / f"m{i}.log" for i in range(3)}
     procs = {m: consumer_process(config_path, m, p) for m, p in logs.items()}
     sent: list[tuple[str, dict]] = []
     stop = threading.Event()
     try:
-        time.sleep(3)  # let the group form
+        wait_for(lambda: all(_assignments(path) for path in logs.values()), 60,
+                 "every member to get partitions")
+        joined = 0
         for i in range(8):
             chunk = _chunk(symbols, i, 300)
             publish(config, chunk)
@@ -99,10 +108,13 @@ def test_three_consumers_one_killed_then_restarted(kafka_bootstrap: str, markets
                 procs["m1"].send_signal(signal.SIGKILL)  # mid-stream, likely mid-batch
                 procs["m1"].wait(10)
             if i == 6:
+                joined = _assignments(logs["m1"])
                 procs["m1"] = consumer_process(config_path, "m1", logs["m1"])
             time.sleep(0.5)
         expected = expected_buckets(sent)
         _eventually_equal(marketstore_url, expected, 120)
+        # stopped before it has started, the new member would die of the SIGTERM (-15)
+        wait_for(lambda: _assignments(logs["m1"]) > joined, 90, "the restarted member to join")
     finally:
         stop.set()
         stop_processes(procs.values())
@@ -121,7 +133,7 @@ def test_kill_9_of_the_consumer_mid_batch_then_restart(kafka_bootstrap: str,
     config = make_config(kafka_bootstrap, marketstore_url, batch_max_events=2000)
     create_topics(config)
     config_path = tmp_path / "config.yml"
-    write_config(config, config_path)
+    write_config_file(config, config_path)
     symbols = [unique("KC") for _ in range(2)]
     sent: list[tuple[str, dict]] = []
     for i in range(20):

@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -29,6 +28,7 @@ from common.logs import Redactor
 from producer.mapping import record_from_ws_event
 from simulator.server import SimulatorServer
 from tests.support.cliproducer import stream_a_burst_through_the_cli_producer
+from tests.support.configfile import write_config_file
 from tests.support.securekafka import SecureKafka
 from tests.support.testkit import (
     ThreadedConsumer,
@@ -63,23 +63,6 @@ def secure_config(kafka: SecureKafka, marketstore_url: str, password: str = PASS
     base = make_config(kafka.bootstrap, marketstore_url)
     return base.replace(kafka=dataclasses.replace(
         base.kafka, properties=kafka.client_properties(USER, password)))
-
-
-def write_config_file(config: Config, path: Path, **sections: Any) -> Path:
-    """The YAML a CLI reads for ``config``; private, since kafka.properties holds the
-    password."""
-    k, c = config.kafka, config.consumer
-    raw: dict[str, Any] = {
-        "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
-                  "properties": dict(k.properties), "consumer": dict(k.consumer),
-                  "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
-                             "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter}},
-        "marketstore": {"url": config.marketstore.url},
-        "consumer": {"group_id": c.group_id},
-        "metrics": {"enabled": False},
-        **sections,
-    }
-    return write_private(path, yaml.safe_dump(raw))
 
 
 def cli(*args: str, timeout: float = 180) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -37,7 +37,7 @@ from simulator.server import SimulatorServer
 from tests.support.liveproducer import KEY, InProcessProducer
 from tests.support.readback import read_topics
 from tests.support.truth import key_of, truth_trades
-from tests.support.wait import wait_for
+from tests.support.wait import wait_for, wait_for_async
 
 S = 1_000_000_000
 
@@ -118,9 +118,7 @@ def test_gap_repairs_run_one_at_a_time(tmp_path: Path) -> None:
             session._open_gap("flap")
             await asyncio.sleep(0.002)
             session._close_gap(time.time_ns())
-        deadline = time.monotonic() + 10
-        while len(done) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await wait_for_async(lambda: len(done) == 3, 10, "the three repairs")
         await session._stop_tasks()
 
     asyncio.run(main())

@@ -25,8 +25,6 @@ from typing import Any
 
 import orjson
 import pytest
-import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client import generate_latest
 
 from common.config import (
@@ -51,8 +49,10 @@ from schemas.codec import make_codec
 from schemas.topics import ensure_topics
 from simulator import wire
 from simulator.server import SimulatorServer
+from tests.support.configfile import write_config_file
 from tests.support.liveproducer import KEY, InProcessProducer, cli_env, cli_producer, stop_cleanly
-from tests.support.wait import wait_for
+from tests.support.readback import read_to_end
+from tests.support.wait import wait_for, wait_for_async
 
 DATA = Path(__file__).parent / "data" / "producer"
 SYMBOLS = ["AAPL", "MSFT"]
@@ -90,40 +90,15 @@ def truth(events: list[dict[str, Any]]) -> Counter[bytes]:
 def consume_all(config: Config) -> list[tuple[str, dict[str, Any]]]:
     """Every record now in the three topics (read up to the high watermarks)."""
     codec = make_codec(config)
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
-                         "group.id": f"test-producer-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
     topics = [config.kafka.topics.bars, config.kafka.topics.trades, config.kafka.topics.quotes]
-    try:
-        parts, high = [], {}
-        meta = consumer.list_topics(timeout=10)
-        for topic in topics:
-            for p in meta.topics[topic].partitions:
-                lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                if hi > lo:
-                    parts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-                    high[(topic, p)] = hi
-        out: list[tuple[str, dict[str, Any]]] = []
-        if not parts:
-            return out
-        consumer.assign(parts)
-        done: dict[tuple[str, int], int] = {}
-        deadline = time.monotonic() + 60
-        while len(done) < len(high) and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, timeout=1.0):
-                assert msg.error() is None, msg.error()
-                kind, record = codec.decode(msg.value())
-                assert msg.key() == record["symbol"].encode()
-                expected_topic = {"bar": topics[0], "trade": topics[1], "quote": topics[2]}
-                assert msg.topic() == expected_topic[kind]
-                out.append((kind, record))
-                tp = (msg.topic(), msg.partition())
-                if msg.offset() + 1 >= high[tp]:
-                    done[tp] = msg.offset()
-        assert len(done) == len(high), "could not read every partition to its end"
-        return out
-    finally:
-        consumer.close()
+    expected_topic = dict(zip(("bar", "trade", "quote"), topics, strict=True))
+    out: list[tuple[str, dict[str, Any]]] = []
+    for msg in read_to_end(config, topics):
+        kind, record = codec.decode(msg.value())
+        assert msg.key() == record["symbol"].encode()
+        assert msg.topic() == expected_topic[kind]
+        out.append((kind, record))
+    return out
 
 
 def assert_exactly_once(consumed: list[tuple[str, dict[str, Any]]],
@@ -160,23 +135,15 @@ def wait_streaming(simulator: SimulatorServer, trades: int) -> None:
 
 
 def write_config(config: Config, path: Path) -> Path:
-    raw = {
-        "massive": {"api_key": config.massive.api_key, "ws_server": config.massive.ws_server,
-                    "base_url": config.massive.base_url, "symbols": config.massive.symbols,
-                    "data_types": config.massive.data_types},
-        "kafka": {"bootstrap_servers": config.kafka.bootstrap_servers, "partitions": 2,
-                  "topics": {"bars": config.kafka.topics.bars,
-                             "trades": config.kafka.topics.trades,
-                             "quotes": config.kafka.topics.quotes,
-                             "dead_letter": config.kafka.topics.dead_letter}},
-        "producer": {"gaps_file": config.producer.gaps_file,
-                     "gap_repair": config.producer.gap_repair,
-                     "reconnect_initial_s": 0.1, "reconnect_max_s": 1.0,
-                     "kafka_wait_s": config.producer.kafka_wait_s},
-        "metrics": {"producer_port": 0},
-    }
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    m, p = config.massive, config.producer
+    return write_config_file(
+        config, path,
+        massive={"api_key": m.api_key, "ws_server": m.ws_server, "base_url": m.base_url,
+                 "symbols": m.symbols, "data_types": m.data_types},
+        producer={"gaps_file": p.gaps_file, "gap_repair": p.gap_repair,
+                  "reconnect_initial_s": 0.1, "reconnect_max_s": 1.0,
+                  "kafka_wait_s": p.kafka_wait_s},
+        metrics={"producer_port": 0})
 
 
 def free_port() -> int:
@@ -320,10 +287,8 @@ def test_malformed_frames_are_skipped_and_counted(kafka_bootstrap: str,
             await asyncio.wait_for(done.wait(), 20)
             # connected + auth_success + one ack per channel + every frame sent
             total = 2 + len(session.channels) + len(good) + len(bad) + 1
-            for _ in range(1000):
-                if session.stats.frames >= total:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_for_async(lambda: session.stats.frames >= total, 20,
+                                 f"{total} frames read")
             session.request_stop()
             assert await asyncio.wait_for(task, 20) == EXIT_OK
             assert publisher.flush(30) == 0

@@ -50,6 +50,22 @@ def _repaired(path: Path, reason_prefix: str) -> bool:
     return bool(mine) and all(g.id in gap_log.repaired for g in mine)
 
 
+def wait_for_the_watermark_to_move(config: Config) -> None:
+    """Until the producer saved a watermark past the one first seen: Kafka acknowledged
+    records of every data type, so a restart or an outage starts from a known mark."""
+    path = watermark_path(config.producer.gaps_file)
+    wait_for(lambda: read_watermark(path) is not None, 60, "the run's first watermark")
+    first = read_watermark(path)
+    assert first is not None
+
+    def moved() -> bool:
+        mark = read_watermark(path)
+        return mark is not None and all(mark.acked_ns[t] > at
+                                        for t, at in first.acked_ns.items())
+
+    wait_for(moved, 60, "the watermark to move past acknowledged records")
+
+
 def into_marketstore(config: Config) -> None:
     """``consume_into_marketstore`` once the broker answers offset requests for the group.
 
@@ -107,7 +123,7 @@ def test_kafka_outage_longer_than_message_timeout_is_repaired(
         with InProcessProducer(config) as prod:
             _attach_inprocess(prod.session, config, side)
             wait_for(lambda: prod.events() >= 200, timeout_s=60, what="the live stream")
-            time.sleep(1.5)  # a saved watermark and acknowledged records before the outage
+            wait_for_the_watermark_to_move(config)
             private_kafka.kill("kafka")
             down_at = time.monotonic()
             # records queued now time out after 3 s and are dropped by librdkafka
@@ -158,7 +174,7 @@ def test_downtime_between_two_runs_is_repaired(how: str, kafka_bootstrap: str,
 
         with cli_producer(path, tmp_path / "run1.log") as proc:
             wait_for(lambda: sent_trades() > 200, timeout_s=60, what="the first run")
-            time.sleep(1.5)  # the watermark was saved
+            wait_for_the_watermark_to_move(config)
             if how == "kill -9":
                 proc.kill()
                 proc.wait(10)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 import uuid
 from typing import Any
 
@@ -18,6 +17,7 @@ from producer.mapping import record_from_ws_event
 from producer.publisher import Publisher, PublisherError, producer_properties
 from schemas.codec import make_codec
 from schemas.topics import ensure_topics
+from tests.support.wait import wait_for, wait_for_async
 
 
 def _config(bootstrap: str, **kafka: Any) -> Config:
@@ -77,12 +77,15 @@ def test_back_pressure_delivers_everything_in_order(kafka_bootstrap: str) -> Non
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                          for p in meta.topics[topic].partitions])
         got: dict[str, list[int]] = {"AAPL": [], "MSFT": []}
-        deadline = time.monotonic() + 30
-        while sum(map(len, got.values())) < n and time.monotonic() < deadline:
+
+        def read_all() -> bool:
             for msg in consumer.consume(1000, timeout=1):
                 kind, record = codec.decode(msg.value())
                 assert kind == "trade" and msg.key() == record["symbol"].encode()
                 got[record["symbol"]].append(record["sequence_number"])
+            return sum(map(len, got.values())) >= n
+
+        wait_for(read_all, 30, f"{n} records read back")
     finally:
         consumer.close()
     # every record once, and each symbol's records in the order they were published
@@ -176,9 +179,7 @@ def test_a_stop_during_a_kafka_outage_does_not_wait_for_kafka(tmp_path: Any) -> 
     async def main() -> None:
         proto = MassiveProtocol("k", session.channels)
         task = asyncio.create_task(session._stream(FakeSocket(), proto))  # type: ignore
-        deadline = time.monotonic() + 10
-        while pub.backpressure_waits == 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await wait_for_async(lambda: pub.backpressure_waits > 0, 10, "the stream to pause")
         assert pub.backpressure_waits == 1  # paused: nothing can be delivered
         session.request_stop()
         with pytest.raises(ConnectionClosedOK):
@@ -222,9 +223,12 @@ def test_one_bucket_is_one_key_and_one_partition(kafka_bootstrap: str) -> None:
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                          for p in meta.topics[topic].partitions])
         got: list[Any] = []
-        deadline = time.monotonic() + 30
-        while len(got) < 40 and time.monotonic() < deadline:
-            got += consumer.consume(100, timeout=1)
+
+        def read_all() -> bool:
+            got.extend(consumer.consume(100, timeout=1))
+            return len(got) >= 40
+
+        wait_for(read_all, 30, "40 records read back")
     finally:
         consumer.close()
     assert {m.key() for m in got} == {b"BRK.A"}

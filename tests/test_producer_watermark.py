@@ -26,6 +26,7 @@ from producer.watermark import (
     watermark_path,
     write_watermark,
 )
+from tests.support.wait import wait_for_async
 
 S = 1_000_000_000
 
@@ -182,9 +183,7 @@ def test_repair_outcome_marks_unrepairable_never_repaired(tmp_path: Path) -> Non
     async def main() -> None:
         session.set_gap_repair(repair)
         session._record_gap(gap)
-        deadline = time.monotonic() + 10
-        while not session.gaps_unrepairable and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await wait_for_async(lambda: session.gaps_unrepairable, 10, "the repair's outcome")
         await session._stop_tasks()
 
     asyncio.run(main())

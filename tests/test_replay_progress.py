@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.support.configfile import write_config_file
 from tests.support.testkit import (
     BASE_NS,
     bar,
@@ -35,16 +35,9 @@ def test_replay_on_a_terminal_shows_progress_up_to_the_end_offsets(
     records = [("trade", t) for t in trades_stream(symbol, 300)]
     records += [("bar", bar(symbol, BASE_NS + i * 60 * 10**9)) for i in range(20)]
     publish(config, records)
-    k = config.kafka
-    path = tmp_path / "replay.yml"
-    path.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
-                  "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
-                             "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter}},
-        "marketstore": {"url": marketstore_url},
-        "consumer": {"group_id": config.consumer.group_id, "commit_delay_ms": 200,
-                     "batch_max_ms": 100},
-        "metrics": {"enabled": False}}))
+    path = write_config_file(config, tmp_path / "replay.yml",
+                             consumer={"group_id": config.consumer.group_id,
+                                       "commit_delay_ms": 200, "batch_max_ms": 100})
     env = {k: v for k, v in os.environ.items() if k != "MARKETSTORE_URL"}
     master, slave = pty.openpty()
     proc = subprocess.Popen(

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from common.config import Config
 from consumer.replayguard import REFUSED_EXIT_CODE, live_members
 from schemas.codec import make_codec
 from services.base import ServiceError
 from services.native import NativeServices
+from tests.support.configfile import write_config_file
+from tests.support.readback import read_to_end
 from tests.support.testkit import (
     BASE_NS,
     ThreadedConsumer,
@@ -70,17 +70,10 @@ def _replay(config: Config, url: str, tmp: Path, *extra: str) -> None:
 def _run_replay(config: Config, url: str, tmp: Path,
                 *extra: str) -> subprocess.CompletedProcess[bytes]:
     """``massive-fetcher replay --until-caught-up`` with ``url`` as marketstore.url."""
-    path = tmp / f"replay-{unique()}.yml"
-    k = config.kafka
-    path.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
-                  "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
-                             "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter}},
-        "marketstore": {"url": url},
-        "consumer": {"group_id": config.consumer.group_id, "commit_delay_ms": 200,
-                     "batch_max_ms": 100},
-        "metrics": {"enabled": False},
-    }))
+    path = write_config_file(config, tmp / f"replay-{unique()}.yml",
+                             marketstore={"url": url},
+                             consumer={"group_id": config.consumer.group_id,
+                                       "commit_delay_ms": 200, "batch_max_ms": 100})
     env = {k: v for k, v in os.environ.items() if k != "MARKETSTORE_URL"}
     return subprocess.run(
         [sys.executable, "-m", "massive_fetcher", "replay", "--config", str(path),
@@ -232,16 +225,5 @@ def test_replay_is_exact_for_a_bucket_under_its_old_and_new_keys(
 
 
 def _partitions_by_key(config: Config, topic: str) -> dict[bytes, int]:
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
-                         "group.id": unique("probe")})
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
-                         for p in meta.topics[topic].partitions])
-        out: dict[bytes, int] = {}
-        for msg in consumer.consume(1000, timeout=5):
-            if msg.error() is None:
-                out[msg.key()] = msg.partition()
-        return out
-    finally:
-        consumer.close()
+    return {msg.key(): msg.partition()
+            for msg in read_to_end(config, [topic])}

@@ -15,6 +15,7 @@ from massive.websocket.models import EquityAgg, EquityQuote, EquityTrade
 
 from simulator.model import MINUTE_NS, NS
 from simulator.server import SimulatorServer
+from tests.support.wait import wait_for_async
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -177,11 +178,21 @@ def test_official_websocket_client_parses_the_stream(sim: SimulatorServer) -> No
     async def handle(msgs: list[Any]) -> None:
         received.extend(msgs)
 
+    symbols = {"AAPL", "BRK.A", "HMBL"}
+
+    def seen(kind: type) -> set[str]:
+        return {m.symbol for m in received if isinstance(m, kind)}
+
+    def streaming() -> bool:
+        subscribed = any(c["closed_ns"] is None and "AM.*" in c["subscriptions"]
+                         for c in sim.connections())
+        return subscribed and seen(EquityTrade) == symbols and bool(seen(EquityQuote))
+
     async def run() -> None:
         task = asyncio.create_task(client.connect(handle))
-        await asyncio.sleep(1.5)
+        await wait_for_async(streaming, 30, "trades of every symbol, quotes, AM.* subscribed")
         await asyncio.to_thread(sim.send_minute, time.time_ns() - MINUTE_NS)
-        await asyncio.sleep(1.0)
+        await wait_for_async(lambda: seen(EquityAgg) == symbols, 30, "a bar of every symbol")
         await client.close()
         await asyncio.wait_for(task, 5)
 
@@ -210,12 +221,17 @@ def test_official_client_reconnects_after_force_disconnect() -> None:
 
         async def run() -> int:
             task = asyncio.create_task(client.connect(handle))
-            await asyncio.to_thread(sim.wait_for, lambda s: len(received) > 10)
+            await wait_for_async(lambda: len(received) > 10, 30, "the first trades")
             assert await asyncio.to_thread(sim.force_disconnect) == [1]
             before = len(received)
-            await asyncio.to_thread(sim.wait_for, lambda s: len(s.connections()) == 2
-                                    and s.connections()[1]["subscriptions"] == ["T.AAPL"])
-            await asyncio.to_thread(sim.wait_for, lambda s: len(received) > before + 10)
+
+            def resubscribed() -> bool:
+                conns = sim.connections()
+                return len(conns) == 2 and conns[1]["subscriptions"] == ["T.AAPL"]
+
+            await wait_for_async(resubscribed, 30, "the reconnect's subscription")
+            await wait_for_async(lambda: len(received) > before + 10, 30,
+                                 "trades after the reconnect")
             await client.close()
             await asyncio.wait_for(task, 5)
             return before

@@ -3,13 +3,14 @@ committed offsets survive the consumer and tell the next member where to resume.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,25 +41,38 @@ def group_consumer(bootstrap: str, group: str, topic: str) -> Consumer:
     return consumer
 
 
-def consume(consumer: Consumer, count: int, timeout_s: float = 60.0,
-            linger_s: float = 0.0) -> dict[bytes, bytes]:
-    """Read ``count`` messages, then keep polling ``linger_s`` to catch any extra ones."""
+def consume(consumer: Consumer, count: int, timeout_s: float = 60.0) -> dict[bytes, bytes]:
+    """Messages read until ``count`` arrived and every assigned partition is read to its
+    end offset, so one too many (a replay from a wrong offset) is in the result too."""
     got: dict[bytes, bytes] = {}
-    deadline = time.monotonic() + timeout_s
-    while len(got) < count and time.monotonic() < deadline:
+
+    def done() -> bool:
         msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        assert msg.error() is None or msg.error().code() == KafkaError._PARTITION_EOF, \
-            msg.error()
-        if msg.error() is None:
-            got[msg.key()] = msg.value()
-    end = time.monotonic() + linger_s
-    while time.monotonic() < end:
-        msg = consumer.poll(0.2)
-        if msg is not None and msg.error() is None:
-            got[msg.key()] = msg.value()
+        if msg is not None:
+            assert msg.error() is None or msg.error().code() == KafkaError._PARTITION_EOF, \
+                msg.error()
+            if msg.error() is None:
+                got[msg.key()] = msg.value()
+        return len(got) >= count and at_end(consumer)
+
+    wait_for(done, timeout_s, f"{count} messages and the end of every partition")
     return got
+
+
+def at_end(consumer: Consumer) -> bool:
+    """Every assigned partition's next offset is its end offset (the committed one for
+    a partition the member has read nothing from)."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return False
+    for tp in consumer.position(assignment):
+        _lo, hi = consumer.get_watermark_offsets(tp, timeout=10)
+        offset = tp.offset
+        if offset < 0:
+            offset = consumer.committed([tp], timeout=10)[0].offset
+        if offset < hi and hi > 0:
+            return False
+    return True
 
 
 def test_round_trip_with_consumer_group_and_committed_offsets(kafka_bootstrap: str,
@@ -84,6 +98,6 @@ def test_round_trip_with_consumer_group_and_committed_offsets(kafka_bootstrap: s
     produce(kafka_bootstrap, topic, second)
     consumer = group_consumer(kafka_bootstrap, group, topic)
     try:
-        assert consume(consumer, len(second), linger_s=1.0) == second
+        assert consume(consumer, len(second)) == second
     finally:
         consumer.close()

@@ -9,11 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from common.config import Config
-from common.files import write_private
 from simulator.server import SimulatorServer
+from tests.support.configfile import write_config_file
+from tests.support.readback import read_to_end
 from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,19 +26,13 @@ def stream_a_burst_through_the_cli_producer(config: Config, sim: SimulatorServer
     ``config``'s topics: once the simulator sent more than ``trades`` trades on one
     connection, a burst of 2000 events and the last whole minute's AM bars, then SIGTERM;
     the producer must exit 0 (killed if an assertion leaves it running)."""
-    path = tmp_path / "producer.yml"
     k = config.kafka
-    # kafka.properties may hold a SASL password: the file is private like run's own
-    write_private(path, yaml.safe_dump({
-        "massive": {"api_key": "e2e-key", "ws_server": f"ws://127.0.0.1:{sim.port}",
-                    "symbols": symbols, "data_types": ["bars", "trades", "quotes"]},
-        "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
-                  "properties": dict(k.properties),
-                  "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
-                             "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter}},
-        "producer": {"gaps_file": str(tmp_path / "gaps.jsonl"), "gap_repair": False},
-        "metrics": {"producer_port": 0},
-    }))
+    path = write_config_file(
+        config, tmp_path / "producer.yml",
+        massive={"api_key": "e2e-key", "ws_server": f"ws://127.0.0.1:{sim.port}",
+                 "symbols": symbols, "data_types": ["bars", "trades", "quotes"]},
+        producer={"gaps_file": str(tmp_path / "gaps.jsonl"), "gap_repair": False},
+        metrics={"producer_port": 0})
     env = {key: v for key, v in os.environ.items()
            if key not in ("MASSIVE_API_KEY", "MASSIVE_WS_SERVER", "MASSIVE_FETCHER_CONFIG")}
     log_path = tmp_path / "producer.log"
@@ -53,7 +46,9 @@ def stream_a_burst_through_the_cli_producer(config: Config, sim: SimulatorServer
         sim.burst(2000)
         minute = (time.time_ns() // MINUTE_NS - 1) * MINUTE_NS
         assert sim.send_minute(minute) >= 1  # frames with the last whole minute's AM bars
-        time.sleep(1.0)
+        bars = len(sim.sent_events(ev="AM"))
+        wait_for(lambda: len(read_to_end(config, [k.topics.bars])) >= bars,
+                 timeout_s, what="the AM bars in Kafka")
         producer.send_signal(signal.SIGTERM)
         assert producer.wait(60) == 0, log_path.read_text()[-2000:]
     finally:

@@ -90,39 +90,24 @@ def _load(path: str) -> Any:
     return module
 
 
-def _mutate(rng: random.Random, data: bytes, alphabet: bytes) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.randint(0, 4)):
-        if not out:
-            break
-        pos, op = rng.randrange(len(out)), rng.random()
-        if op < 0.4:
-            out[pos] = rng.choice(alphabet)
-        elif op < 0.7:
-            del out[pos]
-        else:
-            out.insert(pos, rng.choice(alphabet))
-    return bytes(out)
-
-
 def fuzz_frames(rng: random.Random, rounds: int) -> int:
     import orjson
 
     from common.config import Config
     from producer.nativeframes import NativeFrames
     from schemas.codec import make_codec
+    from tests.support.mutation import FRAME_ALPHABET, mutate
     from tests.support.nativeframes import TOPICS, check_frame, events_by_time
 
     the_codec = make_codec(Config())
     encoder = NativeFrames(the_codec, TOPICS)
     assert encoder.enabled, "the frame encoder is not on the native path"
     events = events_by_time()
-    alphabet = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzTQds\xc3\xa9\x00\x7f'
     taken = 0
     for _ in range(rounds):
         start = rng.randrange(len(events) - 30)
         frame = orjson.dumps(events[start:start + rng.randint(1, 30)])
-        taken += check_frame(encoder, the_codec, _mutate(rng, frame, alphabet))
+        taken += check_frame(encoder, the_codec, mutate(rng, frame, FRAME_ALPHABET))
     return taken
 
 
@@ -155,6 +140,7 @@ def fuzz_rows(native: Any, rng: random.Random, rounds: int) -> int:
     from schemas.batch import _native_field
     from schemas.codec import KINDS, load_schema
     from schemas.fastpath import _expand
+    from tests.support.mutation import mutate
     from tests.support.samples import random_record
 
     checked = 0
@@ -170,7 +156,7 @@ def fuzz_rows(native: Any, rng: random.Random, rounds: int) -> int:
             body = out.getvalue()
             roll = rng.random()
             if roll < 0.3:
-                body = _mutate(rng, body, bytes(range(256)))
+                body = mutate(rng, body, bytes(range(256)))
             elif roll < 0.45:
                 body = body[:rng.randrange(len(body) + 1)]
             elif roll < 0.5:

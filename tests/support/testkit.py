@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import yaml
 from confluent_kafka import Producer
 from numpy.lib import recfunctions as rfn
 
@@ -28,6 +27,7 @@ from consumer.dedupe import first_occurrences
 from consumer.writer import MarketStoreWriter
 from schemas.codec import DATA_TYPE_OF_KIND, make_codec
 from schemas.topics import ensure_topics
+from tests.support.configfile import write_config_file
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -258,20 +258,8 @@ def stop_processes(procs: Iterable[subprocess.Popen]) -> None:
             p.wait(5)
 
 
-def write_config(config: Config, path: Path) -> None:
-    """The YAML file a consumer process reads, for this test Config."""
-    k, c = config.kafka, config.consumer
-    path.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap_servers": k.bootstrap_servers, "partitions": k.partitions,
-                  "topics": {"bars": k.topics.bars, "trades": k.topics.trades,
-                             "quotes": k.topics.quotes, "dead_letter": k.topics.dead_letter},
-                  "consumer": k.consumer},
-        "marketstore": {"url": config.marketstore.url},
-        "consumer": {"group_id": c.group_id, "batch_max_ms": c.batch_max_ms,
-                     "batch_max_events": c.batch_max_events, "commit_delay_ms": c.commit_delay_ms,
-                     "retry_initial_s": c.retry_initial_s, "retry_max_s": c.retry_max_s},
-        "metrics": {"enabled": False},
-    }))
+# bench/scaling imports it by this name
+write_config = write_config_file
 
 
 Span = tuple[float, float, str]  # (start, end, member)
