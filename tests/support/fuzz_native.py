@@ -117,19 +117,19 @@ def fuzz_pages(rng: random.Random, rounds: int) -> int:
     from backfill.nativepages import NativePages
     from common.config import Config
     from schemas.codec import make_codec
+    from tests.support.mutation import PAGE_ALPHABET, mutate
     from tests.support.nativeframes import check_page, simulator_pages
 
     the_codec = make_codec(Config())
     pages = NativePages(the_codec)
     assert pages.kinds, "the page encoder is not on the native path"
-    alphabet = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzrs\xc3\xa9\x00\x7f'
     taken = 0
     for kind, results in simulator_pages().items():
         for _ in range(rounds // 3):
             start = rng.randrange(len(results) - 10)
             body = orjson.dumps({"results": results[start:start + rng.randint(0, 10)],
                                  "status": "OK", "next_url": "http://h/?c=1"})
-            taken += check_page(pages, the_codec, kind, _mutate(rng, body, alphabet))
+            taken += check_page(pages, the_codec, kind, mutate(rng, body, PAGE_ALPHABET))
     return taken
 
 

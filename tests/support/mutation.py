@@ -8,6 +8,8 @@ import random
 
 # The characters a WebSocket frame is made of, plus a few that break UTF-8 or JSON.
 FRAME_ALPHABET = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzTQds\xc3\xa9\x00\x7f'
+# The same for a REST page body.
+PAGE_ALPHABET = b'{}[]",:.-+eE0123456789 \\nulltruefalsexyzrs\xc3\xa9\x00\x7f'
 
 
 def mutate(rng: random.Random, data: bytes, alphabet: bytes) -> bytes:
