@@ -260,6 +260,11 @@ class StreamHub:
                     frame = conn.queue.popleft()
                     if not frame.data:
                         return
+                    if ws.closed:
+                        # Our close frame is out (RFC 6455 5.5.1: no data frame may follow
+                        # it) and a client stops reading at it: what would be written now
+                        # is never delivered, so it is neither written nor recorded as sent.
+                        return
                     conn.queued_bytes -= len(frame.data)
                     # send_frame writes the whole frame to the transport (or raises
                     # ConnectionResetError) before its only await, the drain wait: a
