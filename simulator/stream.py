@@ -577,7 +577,7 @@ class StreamHub:
                     continue
                 # serialised once per window, then cut by minute: most symbol-minutes hold
                 # a handful of events, so per-minute column work would dominate
-                events = wire.ws_trades(cols) if ev == "T" else wire.ws_quotes(cols)
+                events = wire.ws_trades(trades) if ev == "T" else wire.ws_quotes(quotes)
                 idx = np.searchsorted(cols.sip, bounds).tolist()
                 for k in range(len(cuts) - 1):
                     i0, i1 = idx[k], idx[k + 1]
