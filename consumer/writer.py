@@ -86,6 +86,30 @@ def group_buckets(buckets: Mapping[str, np.ndarray]) -> list[WriteGroup]:
     return out
 
 
+def split_groups(groups: Sequence[WriteGroup], max_buckets: int) -> list[list[WriteGroup]]:
+    """``groups`` cut into calls of at most ``max_buckets`` buckets each, in order.
+
+    MarketStore creates a new bucket's files inside the Write call, so a day's first batch
+    over thousands of new symbols is one call that can outlast any client timeout; several
+    smaller calls each answer in time. A call that fails leaves the earlier ones written,
+    which the sink already handles after any error (tails are read again, so only missing
+    rows are appended)."""
+    calls: list[list[WriteGroup]] = [[]]
+    room = max_buckets
+    for attr, rows, slices in groups:
+        items = list(slices.items())
+        while items:
+            if room == 0:
+                calls.append([])
+                room = max_buckets
+            take, items = items[:room], items[room:]
+            room -= len(take)
+            lo = take[0][1][0]
+            hi = take[-1][1][0] + take[-1][1][1]
+            calls[-1].append((attr, rows[lo:hi], {t: (st - lo, n) for t, (st, n) in take}))
+    return [c for c in calls if c]
+
+
 def build_write_requests(groups: Iterable[WriteGroup]) -> list[dict]:
     """The ``requests`` list of one DataService.Write call: one request per column layout."""
     out = []
@@ -104,6 +128,9 @@ def build_write_requests(groups: Iterable[WriteGroup]) -> list[dict]:
         })
     return out
 
+
+# Buckets per DataService.Write call (see split_groups).
+MAX_BUCKETS_PER_WRITE = 1000
 
 # Requests per DataService.Query call in :meth:`MarketStoreWriter.query_ranges`: the server
 # answers a call only once every request in it is read, so this bounds one reply's size.
@@ -124,8 +151,10 @@ def _time_params(start_ns: int | None, end_ns: int | None) -> dict[str, int]:
 
 
 class MarketStoreWriter:
-    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 30.0,
+                 max_buckets_per_write: int = MAX_BUCKETS_PER_WRITE) -> None:
         self.url = url
+        self.max_buckets_per_write = max_buckets_per_write
         self._rpc = _TimeoutRpcClient(url, timeout_s)
         self.rows_read = 0  # by every query, for tests and benchmarks of read costs
 
@@ -146,8 +175,12 @@ class MarketStoreWriter:
         return self.write_groups(group_buckets(buckets))
 
     def write_groups(self, groups: Sequence[WriteGroup]) -> int:
-        """Write prepared layout groups in one RPC; returns the number of rows sent."""
-        return self.write_requests(build_write_requests(groups))
+        """Write prepared layout groups, ``max_buckets_per_write`` buckets per RPC at most;
+        returns the number of rows sent."""
+        if sum(len(g[2]) for g in groups) <= self.max_buckets_per_write:
+            return self.write_requests(build_write_requests(groups))
+        return sum(self.write_requests(build_write_requests(call))
+                   for call in split_groups(groups, self.max_buckets_per_write))
 
     def write_requests(self, reqs: list[dict]) -> int:
         """Send a prepared ``requests`` list; check every item of the reply."""
