@@ -64,7 +64,6 @@ _CODE_MAX = (1 << _CODE_BITS) - 2  # stored as code + 1 in 16 bits
 # existing buckets were written with.
 DTYPES: dict[str, np.dtype] = {k.attr_group: spec(k).dtype for k in Kind}
 # for callers that index by a kind string (consumer.service); new code reads Kind.attr_group
-ATTR_GROUP: dict[str, str] = {k: k.attr_group for k in Kind}
 # the sink's repair buckets: shadows are variable-length like their source, markers fixed
 VARIABLE: dict[str, bool] = {
     **{k.attr_group: k.variable for k in Kind},

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.metrics import NAMESPACE
 from consumer.sink import FlushResult
-from schemas.codec import DATA_TYPE_OF_KIND
+from schemas.spec import Kind
 
 MAX_LATENCY_SAMPLES = 1_000_000  # receive-time latencies kept for the bench (8 MB)
 
@@ -64,7 +64,7 @@ class ConsumerMetrics:
         self.batch.observe(sum(result.rows_written.values()) + result.duplicates_dropped)
         self.write_latency.observe(result.seconds)
         for kind, n in result.rows_written.items():
-            self.written.labels(DATA_TYPE_OF_KIND[kind]).inc(n)
+            self.written.labels(Kind.of(kind).data_type).inc(n)
         self.duplicates.inc(result.duplicates_dropped)
         self.rows_read.inc(result.rows_read)
 

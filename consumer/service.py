@@ -54,7 +54,7 @@ from common.metrics import new_registry
 from consumer import columns
 from consumer.batch import TP, Batch, InflightWrite
 from consumer.batching import AdaptiveBatching
-from consumer.buckets import ATTR_GROUP, RecordError, bucket_symbol
+from consumer.buckets import RecordError, bucket_symbol
 from consumer.checkpoint import Checkpoint
 from consumer.deadletters import ConsumerDeadLetters, DeadLetterError
 from consumer.dedupe import take_rows
@@ -63,7 +63,8 @@ from consumer.offsets import GroupOffsets, replay_progress
 from consumer.sink import BucketError, FlushResult, MarketStoreSink, QuarantinedError
 from consumer.writer import MarketStoreError, MarketStoreWriter, ServerWatch
 from schemas.batch import decode_messages
-from schemas.codec import DATA_TYPE_OF_KIND, DecodeError, RegistryError, make_codec
+from schemas.codec import DecodeError, RegistryError, make_codec
+from schemas.spec import Kind
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ class ConsumerService:
             batch.started = self._poll_started or time.monotonic()
         slow = sorted([i for i, _ in result.errors] + [i for i, _k, _r in result.records])
         for kind, cols in result.columns.items():
-            if DATA_TYPE_OF_KIND[kind] not in self.options.data_types:
+            if Kind.of(kind).data_type not in self.options.data_types:
                 continue
             index = result.rows[kind]
             rows, ids, ok = columns.build(kind, cols, self.sink.ids)
@@ -352,7 +353,7 @@ class ConsumerService:
             for bid, i in zip(uniq.tolist(), first_of[uniq].tolist(), strict=True):
                 m = good[int(index[i])]
                 self.sink.set_owner(bid, _position(m)[0])
-            self.sink.add_rows(ATTR_GROUP[kind], ids, rows)
+            self.sink.add_rows(Kind.of(kind).attr_group, ids, rows)
             received = cols.get("received_ns")
             if isinstance(received, np.ma.MaskedArray):
                 got = received[ok].compressed() if len(ok) != len(rows) else received.compressed()
@@ -376,7 +377,7 @@ class ConsumerService:
             batch.offsets[tp] = offset + 1
         try:
             kind, record = self.codec.decode(msg.value() or b"")
-            if DATA_TYPE_OF_KIND.get(kind) not in self.options.data_types:
+            if Kind.of(kind).data_type not in self.options.data_types:
                 return
             if self.options.symbols is not None and record.get("symbol") not in \
                     self.options.symbols:

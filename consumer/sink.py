@@ -68,6 +68,7 @@ from consumer.dedupe import (
     take_rows,
 )
 from consumer.writer import MarketStoreError, MarketStoreWriter
+from schemas.spec import Kind
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,6 @@ class FlushResult:
     rows_read: int = 0  # stored rows read back to deduplicate
 
 
-KIND_OF_ATTR = {"OHLCV": "bar", "TRADE": "trade", "QUOTE": "quote"}
 
 
 class MarketStoreSink:
@@ -287,7 +287,7 @@ class MarketStoreSink:
                       zip(uniq.tolist(), starts.tolist(), counts.tolist(), strict=True)}
             groups.append((attr, rows, slices))
             written.append((attr, rows, uniq, starts))
-            kind = KIND_OF_ATTR[attr]
+            kind = Kind.of_attr_group(attr)
             result.rows_written[kind] = result.rows_written.get(kind, 0) + len(rows)
             result.buckets += len(uniq)
         self._write(groups)

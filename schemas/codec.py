@@ -55,8 +55,6 @@ __all__ = [
 ]
 
 KINDS: tuple[Kind, ...] = tuple(Kind)
-# for callers that index by a kind string (consumer.service); new code reads Kind.data_type
-DATA_TYPE_OF_KIND: dict[str, str] = {k: k.data_type for k in Kind}
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
 

@@ -144,10 +144,16 @@ class Kind(enum.StrEnum):
         """The kind of a config data type (``bars``...); KeyError for any other."""
         return _BY_DATA_TYPE[data_type]
 
+    @classmethod
+    def of_attr_group(cls, attr_group: str) -> Kind:
+        """The kind stored in a MarketStore attribute group (``TRADE``...); KeyError else."""
+        return _BY_ATTR_GROUP[attr_group]
+
 
 _BY_VALUE: dict[str, Kind] = {k.value: k for k in Kind}
 _BY_EV: dict[str, Kind] = {k.ev: k for k in Kind}
 _BY_DATA_TYPE: dict[str, Kind] = {k.data_type: k for k in Kind}
+_BY_ATTR_GROUP: dict[str, Kind] = {k.attr_group: k for k in Kind}
 
 
 @dataclass(frozen=True)

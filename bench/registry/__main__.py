@@ -20,12 +20,12 @@ from typing import Any
 
 from bench.codec.__main__ import realistic
 from common.config import SchemaRegistryConfig
-from schemas.codec import DATA_TYPE_OF_KIND, KINDS, Codec
+from schemas.codec import KINDS, Codec
 from schemas.registry import Registry
 
 
 def registry_codec(url: str, prefix: str, factory: Callable[[str], Any]) -> Codec:
-    subjects = {k: f"{prefix}.{DATA_TYPE_OF_KIND[k]}-value" for k in KINDS}
+    subjects = {k: f"{prefix}.{k.data_type}-value" for k in KINDS}
     return Codec(registry=factory(url), subjects=subjects)
 
 

@@ -25,7 +25,8 @@ from common.timeframes import parse_timeframe
 from consumer import buckets
 from consumer.dedupe import first_occurrences
 from consumer.writer import MarketStoreWriter
-from schemas.codec import DATA_TYPE_OF_KIND, make_codec
+from schemas.codec import make_codec
+from schemas.spec import Kind
 from schemas.topics import ensure_topics
 from tests.support.configfile import write_config_file
 
@@ -119,7 +120,7 @@ def publish(config: Config, records: Iterable[tuple[str, dict]],
     topics = config.kafka.topics
     n = 0
     for kind, record in records:
-        topic = topics.for_type(DATA_TYPE_OF_KIND[kind])
+        topic = topics.for_type(Kind.of(kind).data_type)
         while True:
             try:
                 producer.produce(topic, key=record["symbol"].encode(),
