@@ -75,13 +75,13 @@ def _run(config: Config, rate: int, seconds: float, symbols: list[str]) -> Laten
 
     service.on_written = on_written
     assigned = threading.Event()
-    orig_assign = service._on_assign
+    orig_assign = service.partitions_assigned
 
     def on_assign(consumer, partitions):  # type: ignore[no-untyped-def]
         orig_assign(consumer, partitions)
         assigned.set()
 
-    service._on_assign = on_assign  # type: ignore[method-assign]
+    service.partitions_assigned = on_assign  # type: ignore[method-assign]
     service.open()  # subscribes with the callbacks above
     runner = threading.Thread(target=service.run, name="consumer-loop")
     runner.start()
