@@ -25,10 +25,11 @@ failure names the window and the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -325,18 +326,9 @@ class BackfillEngine:
     async def _publish_values(self, window: Window, values: list[bytes]) -> int:
         """Produce records the native path encoded, in chunks, like :meth:`_publish`."""
         for i in range(0, len(values), self.chunk):
-            if self._wait_for_room is not None:
-                await self._wait_for_room(*self.room)
-            async with self._gate:
-                await self._gate.wait_for(lambda: not self._flushing)
-                self._publishing += 1
-            try:
+            async with self._producing():
                 await asyncio.to_thread(self._produce_values_sync, window,
                                         values[i:i + self.chunk])
-            finally:
-                async with self._gate:
-                    self._publishing -= 1
-                    self._gate.notify_all()
         return len(values)
 
     def _produce_values_sync(self, window: Window, values: list[bytes]) -> None:
@@ -349,19 +341,26 @@ class BackfillEngine:
                        results: list[dict[str, Any]]) -> int:
         published = 0
         for i in range(0, len(results), self.chunk):
-            if self._wait_for_room is not None:
-                await self._wait_for_room(*self.room)
-            async with self._gate:
-                await self._gate.wait_for(lambda: not self._flushing)
-                self._publishing += 1
-            try:
+            async with self._producing():
                 published += await asyncio.to_thread(
                     self._publish_sync, window, mapper, results[i:i + self.chunk])
-            finally:
-                async with self._gate:
-                    self._publishing -= 1
-                    self._gate.notify_all()
         return published
+
+    @contextlib.asynccontextmanager
+    async def _producing(self) -> AsyncIterator[None]:
+        """Around one chunk's produce calls: room in the producer's queue first, and no
+        checkpoint flush under way (a flush waits for every chunk in progress to end)."""
+        if self._wait_for_room is not None:
+            await self._wait_for_room(*self.room)
+        async with self._gate:
+            await self._gate.wait_for(lambda: not self._flushing)
+            self._publishing += 1
+        try:
+            yield
+        finally:
+            async with self._gate:
+                self._publishing -= 1
+                self._gate.notify_all()
 
     def _publish_sync(self, window: Window, mapper: Callable[[dict[str, Any]], dict[str, Any]],
                       results: list[dict[str, Any]]) -> int:
