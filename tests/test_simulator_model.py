@@ -153,7 +153,7 @@ def test_cli_serves_everything_on_one_port_and_stops_on_sigterm(tmp_path: Path) 
                 assert resp.status == 200
             return True
 
-        wait_for(healthy, 20, "the simulator's /healthz", retry_on=(OSError,),
+        wait_for(healthy, 90, "the simulator's /healthz", retry_on=(OSError,),
                  interval_s=0.1)
         with urllib.request.urlopen(f"{base}/v3/reference/tickers?apiKey=sekrit-key-42") as resp:
             assert [r["ticker"] for r in json.loads(resp.read())["results"]] == ["AAPL",
@@ -162,12 +162,12 @@ def test_cli_serves_everything_on_one_port_and_stops_on_sigterm(tmp_path: Path) 
             assert b"massive_fetcher_simulator_rest_requests_total" in resp.read()
     finally:
         proc.terminate()
-        _out, err = proc.communicate(timeout=15)
+        _out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0
     assert b"simulator listening" in err and b"sekrit-key-42" not in err
     bad = subprocess.run([sys.executable, "-m", "massive_fetcher", "simulator",
                           "--trades-per-second", "1e9"], env=env, capture_output=True,
-                         timeout=30)
+                         timeout=120)  # a guard against a hang: at load ~60 this took 18 s
     assert bad.returncode == 2 and b"trades_per_second" in bad.stderr
 
 

@@ -131,5 +131,5 @@ def test_follow_prints_rows_written_after_it_started(
         assert proc.poll() is None
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=90)
     assert "Traceback" not in proc.stderr.read()

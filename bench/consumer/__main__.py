@@ -127,6 +127,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50_000)
     ap.add_argument("--rate", type=int, default=50_000)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=15.0,
+                    help="latency: seconds of paced load before the measured window (a "
+                         "just-started broker compiles its hot paths meanwhile)")
     ap.add_argument("--batch-ms", type=int, default=ConsumerConfig().batch_max_ms,
                     help="consumer.batch_max_ms for the throughput run (default: the default)")
     ap.add_argument("--latency-batch-ms", type=int, default=ConsumerConfig().batch_max_ms,
@@ -162,7 +165,8 @@ def run_bench(args: argparse.Namespace, bootstrap: str, url: str) -> None:
                             batch_write_ratio=args.latency_write_ratio)
         ensure_topics(lconf)
         lrun = latency.run(lconf, args.rate, args.seconds,
-                           [f"BL{run}{busy}x{i}" for i in range(args.symbols)], busy)
+                           [f"BL{run}{busy}x{i}" for i in range(args.symbols)], busy,
+                           args.warmup)
         print(latency.report(lrun, args.rate, args.seconds, args.symbols,
                              args.latency_batch_ms, busy)
               + f" (batch_write_ratio {args.latency_write_ratio:g})"

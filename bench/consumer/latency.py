@@ -30,7 +30,7 @@ from consumer.service import ConsumerService, Options
 
 @dataclass
 class LatencyRun:
-    latency_ms: np.ndarray  # received -> queryable, per event (first second dropped)
+    latency_ms: np.ndarray  # received -> queryable, per event after the warm-up
     before_write_ms: np.ndarray  # received -> its batch's write started, per event
     write_ms: np.ndarray  # per batch: the write's own time
     batch_rows: np.ndarray  # per batch
@@ -54,24 +54,43 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 def run(config: Config, rate: int, seconds: float, symbols: list[str],
-        busy: int = 0) -> LatencyRun:
+        busy: int = 0, warmup: float = 0.0) -> LatencyRun:
     tune_for_throughput()  # as the CLI does
     spinners = [spin() for _ in range(busy)]
     try:
-        return _run(config, rate, seconds, symbols)
+        return _run(config, rate, seconds, symbols, warmup)
     finally:
         stop(spinners)
 
 
-def _run(config: Config, rate: int, seconds: float, symbols: list[str]) -> LatencyRun:
+@dataclass
+class _Batch:
+    seconds: float  # the write's own time
+    rows: int
+    buckets: int
+    written_ns: int
+    latency_ns: np.ndarray  # its events' received -> queryable
+
+
+def _run(config: Config, rate: int, seconds: float, symbols: list[str],
+         warmup: float) -> LatencyRun:
+    """Paced trades for ``warmup + seconds``; only the batches written after the warm-up
+    count, and the CPU is read over that window: a broker started moments before spends
+    its first tens of seconds compiling its hot paths, which a running deployment does not
+    pay."""
     service = ConsumerService(config, Options(group_id=config.consumer.group_id))
-    batches: list[tuple[float, int, int, int, int]] = []  # seconds, rows, buckets, n, at
+    batches: list[_Batch] = []
+
+    none = np.zeros(0, np.int64)
+    last: list[np.ndarray] = [none]
 
     def on_written(result) -> None:  # type: ignore[no-untyped-def]
-        # _complete_inflight samples the batch's latencies just before calling this
-        n = len(service.latencies_ns[-1]) if service.latencies_ns else 0
-        batches.append((result.seconds, sum(result.rows_written.values()), result.buckets,
-                        n, result.written_ns))
+        # _complete_inflight samples the batch's latencies just before calling this (and
+        # samples nothing for a batch without events)
+        lat = service.latencies_ns[-1] if service.latencies_ns else none
+        lat, last[0] = (none if lat is last[0] else lat), lat
+        batches.append(_Batch(result.seconds, sum(result.rows_written.values()),
+                              result.buckets, result.written_ns, lat))
 
     service.on_written = on_written
     assigned = threading.Event()
@@ -89,39 +108,44 @@ def _run(config: Config, rate: int, seconds: float, symbols: list[str]) -> Laten
         service.stop()
         runner.join(60)
         raise SystemExit("the consumer was not assigned its partitions within 60 s")
-    load0 = os.getloadavg()[0]
     pids = _server_pids(config)
+    publisher = multiprocessing.get_context("spawn").Process(
+        target=paced_publisher, args=(config, rate, warmup + seconds, symbols))
+    publisher.start()
+    time.sleep(warmup)
+    load0 = os.getloadavg()[0]
     cpu0 = {name: cpu_seconds(f"/proc/{pid}/stat") or 0.0 for name, pid in pids.items()}
     own0 = time.process_time()
-    publisher = multiprocessing.get_context("spawn").Process(
-        target=paced_publisher, args=(config, rate, seconds, symbols))
-    publisher.start()
+    measured_from = time.time_ns()
+    first = len(batches)
     publisher.join(seconds + 60)
-    expected = int(seconds * rate)
+    expected = int((warmup + seconds) * rate)
     deadline = time.monotonic() + 30
-    while sum(b[3] for b in batches) < expected and time.monotonic() < deadline:
+    while sum(len(b.latency_ns) for b in batches) < expected and time.monotonic() < deadline:
         time.sleep(0.05)  # until every event is written (or 30 s passed)
     cpu = {name: (cpu_seconds(f"/proc/{pid}/stat") or 0.0) - cpu0[name]
            for name, pid in pids.items()}
     cpu["consumer"] = time.process_time() - own0  # this process: the consumer's threads
-    written = sum(b[3] for b in batches)
+    written_all = sum(len(b.latency_ns) for b in batches)
     service.stop()
     runner.join(60)
     load1 = os.getloadavg()[0]
-    lats = list(service.latencies_ns)
-    lat = np.concatenate(lats) / 1e6 if lats else np.zeros(1)
-    write_s = np.array([b[0] for b in batches])
-    per_event_write = np.repeat(write_s * 1e3, [b[3] for b in batches])[:len(lat)]
-    before = lat[:len(per_event_write)] - per_event_write
-    skip = len(lat) // (int(seconds) or 1)  # the first second: new buckets' first reads
-    acks = np.array([b[4] for b in batches], dtype=np.int64)
-    first = np.searchsorted(np.cumsum([b[3] for b in batches]), skip)
-    return LatencyRun(lat[skip:], before[skip:], write_s[first:] * 1e3,
-                      np.array([b[1] for b in batches])[first:],
-                      np.array([b[2] for b in batches])[first:],
-                      np.diff(acks[first:]) / 1e6, (load0, load1),
-                      {k: v / max(1, expected if k == "broker" else written) * 1e6
-                       for k, v in cpu.items()}, written / max(1, expected))
+    if not warmup:  # the first second: new buckets' first reads
+        measured_from = batches[0].written_ns + 1_000_000_000 if batches else 0
+    window = [b for b in batches[first:] if b.written_ns >= measured_from]
+    written = sum(len(b.latency_ns) for b in window)
+    lat = (np.concatenate([b.latency_ns for b in window]) / 1e6 if window
+           else np.zeros(1))
+    write_ms = np.array([b.seconds * 1e3 for b in window])
+    before = lat - np.repeat(write_ms, [len(b.latency_ns) for b in window])
+    acks = np.array([b.written_ns for b in window], dtype=np.int64)
+    published = seconds * rate
+    return LatencyRun(lat, before, write_ms,
+                      np.array([b.rows for b in window]),
+                      np.array([b.buckets for b in window]),
+                      np.diff(acks) / 1e6, (load0, load1),
+                      {k: v / max(1, published if k == "broker" else written) * 1e6
+                       for k, v in cpu.items()}, written_all / max(1, expected))
 
 
 def _server_pids(config: Config) -> dict[str, int]:

@@ -296,13 +296,19 @@ def report(args: argparse.Namespace, run: Run, svc: BenchServices, samples: list
               f"{cost_last * 1e6:.2f} µs: ratio first/last {cost_first / cost_last:.2f} "
               "(target >= 0.9)")
     warm = next((s for s in samples if s.consumer and s.consumer.written >= 0.1 * total), first)
-    print("resident memory (MiB) at start / after warm-up (10% of events) / end "
+    half = next((s for s in samples if s.consumer and s.consumer.written >= 0.5 * total), last)
+    print("resident memory (MiB) at start / after warm-up (10% of events) / half-way / end "
           "(target: growth after warm-up <= 10%):")
     for name in pids:
-        r0, rw, r1 = first.rss.get(name), warm.rss.get(name), last.rss.get(name)
-        if r0 and rw and r1:
-            print(f"  {name:<12} {r0:7.0f} / {rw:7.0f} / {r1:7.0f}  ({(r1 / rw - 1) * 100:+.0f}% "
-                  "after warm-up)")
+        r0, rw, rh, r1 = (first.rss.get(name), warm.rss.get(name), half.rss.get(name),
+                          last.rss.get(name))
+        if r0 and rw and rh and r1:
+            print(f"  {name:<12} {r0:7.0f} / {rw:7.0f} / {rh:7.0f} / {r1:7.0f}  "
+                  f"({(r1 / rw - 1) * 100:+.0f}% after warm-up, {(r1 / rh - 1) * 100:+.0f}% "
+                  "in the second half)")
+    lags = [f"{s.consumer.lag:,.0f}" for s in (warm, half, last) if s.consumer]
+    print(f"  consumer lag then: {' / '.join(lags)} events (librdkafka pre-fetches up to "
+          "queued.max.messages.kbytes of a lag into the consumer's memory)")
     if svc.handle is not None and svc.started("kafka"):
         kb = dir_bytes(svc.handle.kafka.data_dir, (run.topics_prefix,))
         print(f"Kafka disk: {kb / 2**20:,.0f} MiB, {kb / total:.1f} bytes per event")
