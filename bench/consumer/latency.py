@@ -133,9 +133,10 @@ def _run(config: Config, rate: int, seconds: float, symbols: list[str],
     if not warmup:  # the first second: new buckets' first reads
         measured_from = batches[0].written_ns + 1_000_000_000 if batches else 0
     window = [b for b in batches[first:] if b.written_ns >= measured_from]
+    if not window:
+        raise SystemExit("latency: no batch was written after the warm-up")
     written = sum(len(b.latency_ns) for b in window)
-    lat = (np.concatenate([b.latency_ns for b in window]) / 1e6 if window
-           else np.zeros(1))
+    lat = np.concatenate([b.latency_ns for b in window]) / 1e6
     write_ms = np.array([b.seconds * 1e3 for b in window])
     before = lat - np.repeat(write_ms, [len(b.latency_ns) for b in window])
     acks = np.array([b.written_ns for b in window], dtype=np.int64)
