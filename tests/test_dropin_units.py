@@ -15,7 +15,7 @@ import pytest
 
 from backfill.inprocess import ignored_starts, inprocess_windows
 from backfill.mapping import bar_end_ns
-from backfill.plan import day_start_ns, plan_windows, request_for
+from backfill.plan import day_start_ns, market_today, plan_windows, request_for
 from common.config import Config, ConfigError, MassiveConfig, load_config
 from common.timeframes import TimeframeError, parse_timeframe
 from consumer.buckets import bucket_key, slot_seconds
@@ -114,7 +114,7 @@ def test_config_takes_any_timeframe_in_bar_frequencies_and_query_start(tmp_path:
 # -- the in-process backfill honours bar_frequencies ----------------------------------
 
 def test_inprocess_backfill_fetches_only_the_configured_bar_frequencies() -> None:
-    today = dt.date.today()
+    today = market_today()  # the plan's "today": New York's, a day behind UTC until 05:00
     massive = MassiveConfig(api_key="k", symbols=["AAPL"], data_types=["bars", "trades"],
                             bar_frequencies=["15Min", "1D"],
                             query_start={"1Min": today, "15Min": today, "1D": today,
