@@ -129,7 +129,7 @@ def _replace(section: Any, **changes: Any) -> Any:
 async def _main(config: Config, options: Options) -> int:
     from backfill.job import run_job
     from common.metrics import new_registry
-    from producer.publisher import Publisher, PublisherError
+    from producer.publisher import HISTORY_PRODUCER_DEFAULTS, Publisher, PublisherError
     from schemas.codec import RegistryError, make_codec
 
     codec = make_codec(config)
@@ -155,7 +155,8 @@ async def _main(config: Config, options: Options) -> int:
 
     registry = new_registry()
     try:
-        publisher = Publisher(config, client_id="backfill", registry=registry, codec=codec)
+        publisher = Publisher(config, client_id="backfill", registry=registry, codec=codec,
+                              defaults=HISTORY_PRODUCER_DEFAULTS)
         await asyncio.to_thread(publisher.wait_until_reachable, 15.0)
     except PublisherError as exc:
         print(f"massive-fetcher backfill: error: {exc}", file=sys.stderr)

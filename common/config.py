@@ -226,10 +226,9 @@ class ConsumerConfig:
     batch_max_events: Annotated[int, Range(min=1)] = 50000
     # A batch is written once it is this old (or full) and the write before it returned.
     # MarketStore rewrites a variable-length bucket's whole second on every append, so shorter
-    # means more server CPU per event. A write over 100 buckets takes about as long as 10 ms
-    # of a 50k events/s feed, so 10 keeps writes back to back at that rate: the p99 with a
-    # busy core stays under 100 ms for about a third more MarketStore CPU than 20
-    # (bench/consumer/README.md).
+    # means more server CPU per event and longer means more latency; the default keeps
+    # writes back to back at the latency target's rate (bench/consumer/README.md has the
+    # trade-off measured).
     batch_max_ms: Annotated[int, Range(min=1)] = 10
     # While writes are slow a batch waits this many times the recent write time (at most
     # batch_adaptive_max_ms): fewer writes when MarketStore is the bottleneck

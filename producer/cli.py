@@ -28,7 +28,7 @@ from common.metrics import MetricsServer, new_registry
 from massive_fetcher.cli import PORT, add_config_argument, config_from_args, setup_cli_logging
 from producer.gaps import Gap, RepairOutcome
 from producer.protocol import subscription_channels
-from producer.publisher import Publisher, PublisherError
+from producer.publisher import HISTORY_PRODUCER_DEFAULTS, Publisher, PublisherError
 from producer.session import EXIT_KAFKA_FAILED, ProducerSession
 from schemas.codec import RegistryError, make_codec
 
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     # waiting for *their* records (flush before a checkpoint or a "repaired" marker) must
     # not mean waiting for the live stream's queue to drain, which under steady live load
     # it never does.
-    side_publisher = (Publisher(config, client_id="producer-backfill", codec=codec)
+    side_publisher = (Publisher(config, client_id="producer-backfill", codec=codec,
+                                defaults=HISTORY_PRODUCER_DEFAULTS)
                       if _wants_inprocess(config) else None)
     metrics = None
     if config.metrics.enabled:

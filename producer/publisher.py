@@ -60,6 +60,11 @@ DEFAULT_PRODUCER_PROPERTIES: dict[str, Any] = {
     "delivery.report.only.error": True,
 }
 
+# History (backfill, gap repair) has no latency to keep: a longer linger fills each produce
+# request with more records, which takes a third off librdkafka's threads' CPU per record
+# at one page in flight (bench/backfill/README.md). The config still overrides it.
+HISTORY_PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 50}
+
 # While the local queue stays full, say so at most this often.
 _BACKPRESSURE_LOG_INTERVAL_S = 5.0
 # Delivery failures are logged one by one up to this many, then every Nth.
@@ -91,9 +96,12 @@ class PublisherError(RuntimeError):
     """Kafka cannot be used: unreachable at start, or a fatal producer error."""
 
 
-def producer_properties(config: Config, client_id: str) -> dict[str, Any]:
-    """librdkafka properties: our defaults, then kafka.properties, then kafka.producer."""
+def producer_properties(config: Config, client_id: str,
+                        defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """librdkafka properties: our defaults (then the caller's, e.g.
+    :data:`HISTORY_PRODUCER_DEFAULTS`), then kafka.properties, then kafka.producer."""
     props: dict[str, Any] = dict(DEFAULT_PRODUCER_PROPERTIES)
+    props.update(defaults or {})
     props["bootstrap.servers"] = config.kafka.bootstrap_servers
     props["client.id"] = client_id
     props["compression.type"] = config.kafka.compression
@@ -115,7 +123,8 @@ class Publisher:
 
     def __init__(self, config: Config, client_id: str = "producer",
                  registry: CollectorRegistry | None = None, codec: Any = None,
-                 properties: dict[str, Any] | None = None) -> None:
+                 properties: dict[str, Any] | None = None,
+                 defaults: Mapping[str, Any] | None = None) -> None:
         if codec is None:
             from schemas.codec import make_codec
             codec = make_codec(config)
@@ -124,7 +133,7 @@ class Publisher:
         self._topics: dict[str, str] = {k: config.kafka.topics.for_type(k.data_type) for k in Kind}
         self.client_id = client_id
         self.bootstrap_servers = config.kafka.bootstrap_servers
-        props = producer_properties(config, client_id)
+        props = producer_properties(config, client_id, defaults)
         if properties:
             props.update(properties)
         props["on_delivery"] = self._on_delivery

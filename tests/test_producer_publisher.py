@@ -14,7 +14,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from common.config import Config, KafkaConfig, TopicsConfig
 from producer.mapping import record_from_ws_event
-from producer.publisher import Publisher, PublisherError, producer_properties
+from producer.publisher import (
+    HISTORY_PRODUCER_DEFAULTS,
+    Publisher,
+    PublisherError,
+    producer_properties,
+)
 from schemas.codec import make_codec
 from schemas.topics import ensure_topics
 from tests.support.wait import wait_for, wait_for_async
@@ -51,6 +56,11 @@ def test_properties_layering() -> None:
     assert producer_properties(_config("h:1"), "x")["message.timeout.ms"] == 0
     assert producer_properties(_config("h:1", producer={"message.timeout.ms": 3000}),
                                "x")["message.timeout.ms"] == 3000
+    # history lingers longer by default, under the config: a user's linger.ms still wins
+    assert producer_properties(_config("h:1"), "x", HISTORY_PRODUCER_DEFAULTS)["linger.ms"] == 50
+    assert producer_properties(_config("h:1", producer={"linger.ms": 2}), "x",
+                               HISTORY_PRODUCER_DEFAULTS)["linger.ms"] == 2
+    assert producer_properties(_config("h:1"), "x")["linger.ms"] == 5
 
 
 def test_back_pressure_delivers_everything_in_order(kafka_bootstrap: str) -> None:

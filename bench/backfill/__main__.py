@@ -43,7 +43,7 @@ from backfill.nativepages import EncodedPage, NativePages
 from backfill.plan import Window, plan_windows, request_for
 from bench.services import bench_services
 from common.config import Config, KafkaConfig, MassiveConfig, MetricsConfig, TopicsConfig
-from producer.publisher import Publisher
+from producer.publisher import HISTORY_PRODUCER_DEFAULTS, Publisher
 from schemas.codec import make_codec
 from schemas.topics import ensure_topics
 
@@ -97,7 +97,8 @@ def windows_of(symbols: list[str], day: dt.date, limit: int) -> list[Window]:
 
 async def one_run(config: Config, symbols: list[str], day: dt.date, parallelism: int,
                   limit: int) -> dict[str, float]:
-    publisher = Publisher(config, client_id="bench-backfill")
+    publisher = Publisher(config, client_id="bench-backfill",
+                          defaults=HISTORY_PRODUCER_DEFAULTS)
     windows = windows_of(symbols, day, limit)
     started = time.perf_counter()
     cpu0 = time.process_time()
@@ -138,7 +139,8 @@ async def encoded_records(config: Config, symbols: list[str], day: dt.date,
 
 def ceiling(config: Config, records: list[tuple[str, str, list[bytes]]]) -> dict[str, float]:
     """The same records produced pre-encoded by a Publisher, until acknowledged."""
-    publisher = Publisher(config, client_id="bench-backfill-ceiling")
+    publisher = Publisher(config, client_id="bench-backfill-ceiling",
+                          defaults=HISTORY_PRODUCER_DEFAULTS)
     started = time.perf_counter()
     cpu0 = time.process_time()
     for kind, symbol, values in records:
