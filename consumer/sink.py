@@ -52,7 +52,6 @@ from consumer import buckets
 from consumer.buckets import DTYPES, NS, VARIABLE, attr_group, column_names
 from consumer.columns import BucketIds
 from consumer.dedupe import (
-    MAX_READ_RANGES,
     WINDOW_NS,
     Tail,
     TailTable,
@@ -67,6 +66,7 @@ from consumer.dedupe import (
     read_ranges,
     take_rows,
 )
+from consumer.recent import RecentWrites
 from consumer.writer import MarketStoreError, MarketStoreWriter
 from schemas.spec import Kind
 
@@ -126,9 +126,7 @@ class MarketStoreSink:
         self._chunks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         self._owner: dict[int, TopicPartition] = {}
         self._tails = TailTable()
-        # per bucket id: [written at (monotonic clock), first ns, last ns] of the time ranges
-        # written within the repair window, in writing order
-        self._recent: dict[int, list[list]] = {}
+        self._recent = RecentWrites(repair_window_s)  # monotonic clock
         self.pending = 0
         self.repairs = 0
         self.dedupe_rows_read = 0  # stored rows read back by dedupe, since the start
@@ -189,7 +187,7 @@ class MarketStoreSink:
             grown[:len(self._quarantined_ids)] = self._quarantined_ids
             self._quarantined_ids = grown
         self._quarantined_ids[bid] = True
-        self._recent.pop(bid, None)
+        self._recent.drop(bid)
         return True
 
     def _blame(self, tbk: str, exc: MarketStoreError) -> BucketError:
@@ -231,7 +229,7 @@ class MarketStoreSink:
         gone = [b for b, tp in self._owner.items() if tp in partitions]
         self._tails.drop(gone)
         for b in gone:
-            self._recent.pop(b, None)
+            self._recent.drop(b)
             del self._owner[b]
 
     def take(self) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -361,7 +359,6 @@ class MarketStoreSink:
                           ts: np.ndarray) -> None:
         """Add the time ranges just written (rows in (bucket, time) order, bucket ``uniq[i]``
         from ``starts[i]``) to the ranges a WAL replay can have doubled."""
-        horizon = now - self.repair_window_s
         gap = np.flatnonzero(ts[1:] - ts[:-1] > 2 * WINDOW_NS) + 1
         if len(gap):
             cuts = np.union1d(starts, gap)
@@ -370,16 +367,7 @@ class MarketStoreSink:
             cuts, owner = starts, uniq
         ends = np.append(cuts[1:], len(ts)) - 1
         for b, a, z in zip(owner.tolist(), ts[cuts].tolist(), ts[ends].tolist(), strict=True):
-            spans = self._recent.get(b)
-            if spans is None or spans[-1][0] < horizon:
-                self._recent[b] = [[now, a, z]]
-            elif spans[-1][1] <= a <= spans[-1][2] + 2 * WINDOW_NS:
-                spans[-1][0] = now  # the live path: the last range grows
-                spans[-1][2] = max(spans[-1][2], z)
-            else:
-                spans.append([now, a, z])
-                if len(spans) > MAX_READ_RANGES:
-                    self._recent[b] = _merged_spans(spans, horizon)
+            self._recent.add(now, b, a, z)
 
     def verify(self, probe: Probe, writer: MarketStoreWriter | None = None) -> bool:
         """True when the probe row reads back (its WAL transaction group was written)."""
@@ -455,22 +443,15 @@ class MarketStoreSink:
         Only the ranges written within ``repair_window_s`` are read (what a WAL replay can
         have doubled), every bucket's in one call; a bucket that fails raises
         :class:`BucketError`."""
-        horizon = time.monotonic() - self.repair_window_s
         ranges = []
-        for b, spans in list(self._recent.items()):
-            spans = [s for s in spans if s[0] >= horizon]
-            if not spans:
-                del self._recent[b]
-                continue
-            self._recent[b] = spans
+        for b, first, last in self._recent.ranges(time.monotonic()):
             tbk = self.ids.names[b]
             # Whole intervals, merged: the server trims a range inside an interval only by
             # the rows' order there, so two ranges in one interval could both return a row,
             # which would look duplicated.
             iv = INTERVAL_NS[tbk.split("/")[1]]
-            lo, hi = merge_ranges((np.array([s[1] for s in spans]) - WINDOW_NS) // iv * iv,
-                                  (np.array([s[2] for s in spans]) + WINDOW_NS) // iv * iv
-                                  + iv - 1)
+            lo, hi = merge_ranges((first - WINDOW_NS) // iv * iv,
+                                  (last + WINDOW_NS) // iv * iv + iv - 1)
             ranges += [(tbk, a, z) for a, z in zip(lo.tolist(), hi.tolist(), strict=True)]
         if not ranges:
             return 0
@@ -590,18 +571,6 @@ class MarketStoreSink:
         got = sum(len(p) for p in self._pages(tbk, KEY_COLUMNS[1:]))
         if got != n:
             raise MarketStoreError(f"{tbk}: {got} rows after a rewrite of {n}")
-
-
-def _merged_spans(spans: list[list], horizon: float) -> list[list]:
-    """Written ranges within the horizon, merged down to half the bound (each merged range
-    keeps the latest write time of its parts: it is kept the longest)."""
-    spans = [s for s in spans if s[0] >= horizon]
-    if not spans:
-        return []
-    lo, hi = merge_ranges(np.array([s[1] for s in spans]), np.array([s[2] for s in spans]),
-                          MAX_READ_RANGES // 2)
-    at = max(s[0] for s in spans)
-    return [[at, a, z] for a, z in zip(lo.tolist(), hi.tolist(), strict=True)]
 
 
 def _check_layout(tbk: str, rows: np.ndarray) -> None:
