@@ -119,7 +119,6 @@ class MarketStoreSink:
                  repair_window_s: float = 420.0, bucket_max_attempts: int = 5) -> None:
         self.writer = writer
         self.tail_rows = tail_rows
-        self.repair_window_s = repair_window_s
         self.bucket_max_attempts = bucket_max_attempts
         self.ids = BucketIds()
         # per attribute group, chunks of (bucket ids, rows) in arrival (offset) order
