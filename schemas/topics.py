@@ -164,21 +164,7 @@ def describe_topics(config: Config, timeout_s: float = 15.0) -> list[TopicInfo]:
     existing = _existing(admin, watch, config, timeout_s)
     names = topic_names(config)
     present = [n for n in dict.fromkeys(names.values()) if n in existing]
-    configs: dict[str, dict[str, str]] = {}
-    if present:
-        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in present]
-        for resource, future in admin.describe_configs(
-                resources, request_timeout=timeout_s).items():
-            try:
-                entries = future.result(timeout=timeout_s)
-            except KafkaException as exc:
-                raise TopicsError(f"cannot describe topic {resource.name}: "
-                                  f"{_reason(exc)}") from None
-            except TimeoutError:  # e.g. the request went to a broker that just died
-                raise TopicsError(f"cannot describe topic {resource.name}: no answer within "
-                                  f"{timeout_s:g}s") from None
-            configs[resource.name] = {k: str(v.value) for k, v in entries.items()
-                                      if k in MANAGED_CONFIGS}
+    configs = managed_configs(admin, present, timeout_s)
     infos = []
     for role, name in names.items():
         meta = existing.get(name)
@@ -192,6 +178,40 @@ def describe_topics(config: Config, timeout_s: float = 15.0) -> list[TopicInfo]:
         infos.append(TopicInfo(name, role, True, len(partitions), replication,
                                configs.get(name, {}), replicas))
     return infos
+
+
+def managed_configs(admin: AdminClient, names: list[str], timeout_s: float
+                     ) -> dict[str, dict[str, str]]:
+    """The managed configs of topics the metadata listed. The request goes to any broker,
+    and one that has not yet applied a just-created topic from the metadata log answers
+    "unknown topic" for a moment: that is asked again until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    configs: dict[str, dict[str, str]] = {}
+    todo = list(names)
+    while todo:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in todo]
+        todo = []
+        for resource, future in admin.describe_configs(
+                resources, request_timeout=timeout_s).items():
+            try:
+                entries = future.result(timeout=timeout_s)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if (isinstance(error, KafkaError)
+                        and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                        and time.monotonic() < deadline):
+                    todo.append(resource.name)
+                    continue
+                raise TopicsError(f"cannot describe topic {resource.name}: "
+                                  f"{_reason(exc)}") from None
+            except TimeoutError:  # e.g. the request went to a broker that just died
+                raise TopicsError(f"cannot describe topic {resource.name}: no answer within "
+                                  f"{timeout_s:g}s") from None
+            configs[resource.name] = {k: str(v.value) for k, v in entries.items()
+                                      if k in MANAGED_CONFIGS}
+        if todo:
+            time.sleep(0.1)
+    return configs
 
 
 def check_topics(config: Config, timeout_s: float = 15.0,

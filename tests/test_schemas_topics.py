@@ -139,3 +139,44 @@ def test_group_offsets_are_asked_again_only_while_the_coordinator_is_not_ready()
     for code in (KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.UNKNOWN_TOPIC_OR_PART):
         assert not worth_asking_again(failed(code))
     assert not worth_asking_again(KafkaException("no KafkaError inside"))
+
+
+def test_a_broker_that_has_not_applied_a_new_topic_yet_is_asked_again() -> None:
+    """describe_configs goes to any broker; one behind on the metadata log answers "unknown
+    topic" for a moment after the creation (seen on the 3-broker cluster)."""
+    from concurrent.futures import Future
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from schemas.topics import managed_configs
+
+    class Entry:
+        def __init__(self, value: str) -> None:
+            self.value = value
+
+    class Admin:  # answers "unknown" for t.a `unknown` times, then its configs
+        def __init__(self, unknown: int, code: int = KafkaError.UNKNOWN_TOPIC_OR_PART) -> None:
+            self.unknown, self.code, self.asked = unknown, code, []
+
+        def describe_configs(self, resources: list, request_timeout: float) -> dict:
+            out = {}
+            for r in resources:
+                self.asked.append(r.name)
+                f: Future = Future()
+                if r.name == "t.a" and self.unknown:
+                    self.unknown -= 1
+                    f.set_exception(KafkaException(KafkaError(self.code)))
+                else:
+                    f.set_result({"min.insync.replicas": Entry("2"), "other": Entry("x")})
+                out[r] = f
+            return out
+
+    admin = Admin(unknown=2)
+    got = managed_configs(admin, ["t.a", "t.b"], timeout_s=5)  # type: ignore[arg-type]
+    assert got == {"t.a": {"min.insync.replicas": "2"}, "t.b": {"min.insync.replicas": "2"}}
+    assert admin.asked == ["t.a", "t.b", "t.a", "t.a"]
+    with pytest.raises(TopicsError, match=r"cannot describe topic t\.a"):  # past the deadline
+        managed_configs(Admin(unknown=10**6), ["t.a"], timeout_s=0.3)  # type: ignore[arg-type]
+    with pytest.raises(TopicsError, match=r"cannot describe topic t\.a"):  # other errors: at once
+        managed_configs(Admin(unknown=1, code=KafkaError.TOPIC_AUTHORIZATION_FAILED),
+                        ["t.a"], timeout_s=5)  # type: ignore[arg-type]
