@@ -40,11 +40,30 @@ def kafka_client_config(config: Config, kind: ClientKind) -> dict[str, Any]:
     return props
 
 
+def kafka_error_of(exc: KafkaException) -> KafkaError | None:
+    """The ``KafkaError`` a ``KafkaException`` carries (confluent-kafka puts it in
+    ``args[0]``), or None when it carries something else."""
+    err = exc.args[0] if exc.args else None
+    return err if isinstance(err, KafkaError) else None
+
+
+def kafka_error_code(exc: KafkaException) -> int | None:
+    """The code of the ``KafkaError`` in ``exc`` (``KafkaError.TOPIC_ALREADY_EXISTS``, ...),
+    or None."""
+    err = kafka_error_of(exc)
+    return None if err is None else err.code()
+
+
+def kafka_error_text(exc: KafkaException) -> str:
+    """librdkafka's own words for ``exc``, for a one-line error message."""
+    err = kafka_error_of(exc)
+    return str(exc) if err is None else err.str()
+
+
 def refused_as_too_large(exc: KafkaException) -> bool:
     """``produce()`` refused the record for exceeding ``message.max.bytes`` (bad input,
     not a producer that is unusable)."""
-    err = exc.args[0] if exc.args else None
-    return isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
+    return kafka_error_code(exc) == KafkaError.MSG_SIZE_TOO_LARGE
 
 
 # What a broker answers for a group's offsets while the group's coordinator is not up yet
@@ -58,9 +77,8 @@ _COORDINATOR_NOT_READY = frozenset({
 def worth_asking_again(exc: KafkaException) -> bool:
     """A group-offsets request failed in a way that the same request may soon succeed
     (coordinator not ready, timeout, or an error librdkafka marks retriable)."""
-    err = exc.args[0] if exc.args else None
-    return isinstance(err, KafkaError) and (err.retriable()
-                                            or err.code() in _COORDINATOR_NOT_READY)
+    err = kafka_error_of(exc)
+    return err is not None and (err.retriable() or err.code() in _COORDINATOR_NOT_READY)
 
 
 def silent_logger(name: str) -> logging.Logger:

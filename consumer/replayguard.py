@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from common.config import Config
-from common.kafka import kafka_client_config, silent_logger
+from common.kafka import kafka_client_config, kafka_error_of, silent_logger
 
 REFUSED_EXIT_CODE = 3
 
@@ -47,11 +47,10 @@ def live_members(config: Config, group_id: str, timeout_s: float) -> int:
             # librdkafka ends the request at request_timeout; the margin only guards a hang
             return len(future.result(timeout=attempt_s + 5).members)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+            err = kafka_error_of(exc)
+            if err is not None and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
                 return 0
-            reason = (f"{err.name()}: {err.str()}" if isinstance(err, KafkaError)
-                      else str(exc))
+            reason = str(exc) if err is None else f"{err.name()}: {err.str()}"
         except TimeoutError:
             reason = f"no answer from {config.kafka.bootstrap_servers}"
         if time.monotonic() + 0.5 >= deadline:

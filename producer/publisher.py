@@ -24,7 +24,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common.config import Config
-from common.kafka import AuthWatch, fetch_metadata, refused_as_too_large
+from common.kafka import (
+    AuthWatch,
+    fetch_metadata,
+    kafka_error_text,
+    refused_as_too_large,
+)
 from common.metrics import NAMESPACE
 from producer.mapping import event_timestamp_ns
 from schemas.keys import symbol_key
@@ -227,14 +232,14 @@ class Publisher:
         other refusal means the producer itself is unusable and is raised."""
         if not refused_as_too_large(exc):
             raise exc
-        err = exc.args[0]
+        err = kafka_error_text(exc)
         with self._count_lock:
             self.failed += 1
-        self.last_error = err.str()
+        self.last_error = err
         if self.failed <= _FAILURE_LOG_FIRST or self.failed % _FAILURE_LOG_EVERY == 0:
             log.error("Kafka refused a record larger than message.max.bytes; skipped",
                       extra={"topic": topic, "key": key, "bytes": len(value),
-                             "error": err.str(), "failed_total": self.failed})
+                             "error": err, "failed_total": self.failed})
 
     def _wait_for_room(self, topic: str, value: bytes, key: str) -> None:
         started = time.monotonic()
@@ -327,7 +332,7 @@ class Publisher:
         except KafkaException as exc:
             raise PublisherError(
                 f"Kafka at {self.bootstrap_servers} not reachable within {timeout_s:g}s "
-                f"({exc.args[0].str() if exc.args else exc})") from None
+                f"({kafka_error_text(exc)})") from None
 
     # -- librdkafka callbacks (run inside poll/flush on the calling thread) -------------
 

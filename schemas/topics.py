@@ -19,7 +19,14 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from common.config import Config
-from common.kafka import AuthWatch, fetch_metadata, kafka_client_config, silent_logger
+from common.kafka import (
+    AuthWatch,
+    fetch_metadata,
+    kafka_client_config,
+    kafka_error_code,
+    kafka_error_text,
+    silent_logger,
+)
 from schemas.replication import PartitionReplicas, min_insync_for, replication_for
 
 # The topic settings this module manages (and reports).
@@ -60,11 +67,6 @@ class TopicInfo:
         settings = " ".join(f"{k}={self.configs.get(k, '?')}" for k in MANAGED_CONFIGS)
         return (f"{self.name} ({self.role}): partitions={self.partitions} "
                 f"replication={self.replication_factor} {settings}")
-
-
-def _reason(exc: KafkaException) -> str:
-    error = exc.args[0] if exc.args else None
-    return error.str() if isinstance(error, KafkaError) else str(exc)
 
 
 def topic_names(config: Config) -> dict[str, str]:
@@ -110,7 +112,7 @@ def _metadata(admin: AdminClient, watch: AuthWatch, config: Config, timeout_s: f
         return fetch_metadata(admin, watch, timeout_s)
     except KafkaException as exc:
         raise TopicsError(f"Kafka at {config.kafka.bootstrap_servers} did not answer within "
-                          f"{timeout_s:g}s: {_reason(exc)}") from None
+                          f"{timeout_s:g}s: {kafka_error_text(exc)}") from None
 
 
 def ensure_topics(config: Config, timeout_s: float = 15.0) -> list[str]:
@@ -131,10 +133,9 @@ def ensure_topics(config: Config, timeout_s: float = 15.0) -> list[str]:
         try:
             future.result(timeout=timeout_s)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            if kafka_error_code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # someone else created it meanwhile: fine
-            raise TopicsError(f"cannot create topic {name}: {_reason(exc)}") from None
+            raise TopicsError(f"cannot create topic {name}: {kafka_error_text(exc)}") from None
         created.append(name)
     _await_leaders(admin, watch, config, created, timeout_s)
     return created
@@ -196,14 +197,12 @@ def managed_configs(admin: AdminClient, names: list[str], timeout_s: float
             try:
                 entries = future.result(timeout=timeout_s)
             except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if (isinstance(error, KafkaError)
-                        and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                if (kafka_error_code(exc) == KafkaError.UNKNOWN_TOPIC_OR_PART
                         and time.monotonic() < deadline):
                     todo.append(resource.name)
                     continue
                 raise TopicsError(f"cannot describe topic {resource.name}: "
-                                  f"{_reason(exc)}") from None
+                                  f"{kafka_error_text(exc)}") from None
             except TimeoutError:  # e.g. the request went to a broker that just died
                 raise TopicsError(f"cannot describe topic {resource.name}: no answer within "
                                   f"{timeout_s:g}s") from None

@@ -141,6 +141,30 @@ def test_group_offsets_are_asked_again_only_while_the_coordinator_is_not_ready()
     assert not worth_asking_again(KafkaException("no KafkaError inside"))
 
 
+def test_the_kafka_error_inside_an_exception_is_read_in_one_place() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from common.kafka import (
+        kafka_error_code,
+        kafka_error_of,
+        kafka_error_text,
+        refused_as_too_large,
+    )
+
+    inner = KafkaError(KafkaError.TOPIC_ALREADY_EXISTS, "topic 'x' already exists")
+    exc = KafkaException(inner)
+    assert kafka_error_of(exc) is inner
+    assert kafka_error_code(exc) == KafkaError.TOPIC_ALREADY_EXISTS
+    assert kafka_error_text(exc) == "topic 'x' already exists"
+    assert not refused_as_too_large(exc)
+    assert refused_as_too_large(KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)))
+    for bare in (KafkaException("no KafkaError inside"), KafkaException()):
+        assert kafka_error_of(bare) is None
+        assert kafka_error_code(bare) is None
+        assert not refused_as_too_large(bare)
+    assert kafka_error_text(KafkaException("no KafkaError inside")) == "no KafkaError inside"
+
+
 def test_a_broker_that_has_not_applied_a_new_topic_yet_is_asked_again() -> None:
     """describe_configs goes to any broker; one behind on the metadata log answers "unknown
     topic" for a moment after the creation (seen on the 3-broker cluster)."""
