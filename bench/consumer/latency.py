@@ -40,6 +40,8 @@ class LatencyRun:
     # by process: the broker's per event published, the others' per event written
     cpu_us: dict[str, float] = field(default_factory=dict)
     written: float = 1.0  # the share of the published events written before the end
+    # by process: cores used over the measured window (the publisher's over its sending)
+    cores: dict[str, float] = field(default_factory=dict)
 
 
 def spin() -> subprocess.Popen:
@@ -109,17 +111,32 @@ def _run(config: Config, rate: int, seconds: float, symbols: list[str],
         runner.join(60)
         raise SystemExit("the consumer was not assigned its partitions within 60 s")
     pids = _server_pids(config)
-    publisher = multiprocessing.get_context("spawn").Process(
-        target=paced_publisher, args=(config, rate, warmup + seconds, symbols))
+    spawn = multiprocessing.get_context("spawn")
+    sent = spawn.Value("q", 0)
+    publisher = spawn.Process(
+        target=paced_publisher, args=(config, rate, warmup + seconds, symbols, sent))
     publisher.start()
     time.sleep(warmup)
     load0 = os.getloadavg()[0]
     cpu0 = {name: cpu_seconds(f"/proc/{pid}/stat") or 0.0 for name, pid in pids.items()}
     own0 = time.process_time()
+    wall0 = time.monotonic()
     measured_from = time.time_ns()
     first = len(batches)
-    publisher.join(seconds + 60)
-    expected = int((warmup + seconds) * rate)
+    # cores in use while the load is sent: the publisher's CPU as last read before it exits
+    # (its /proc entry goes with it), the others' then too
+    pub_stat = f"/proc/{publisher.pid}/stat"
+    pub0 = pub1 = cpu_seconds(pub_stat) or 0.0
+    pub_until = time.monotonic() + seconds + 60
+    while publisher.is_alive() and time.monotonic() < pub_until:
+        pub1 = cpu_seconds(pub_stat) or pub1
+        publisher.join(0.2)
+    sent_wall = time.monotonic() - wall0
+    cores = {name: ((cpu_seconds(f"/proc/{pid}/stat") or 0.0) - cpu0[name]) / sent_wall
+             for name, pid in pids.items()}
+    cores["consumer"] = (time.process_time() - own0) / sent_wall
+    cores["publisher"] = (pub1 - pub0) / seconds
+    expected = sent.value or int((warmup + seconds) * rate)
     deadline = time.monotonic() + 30
     while sum(len(b.latency_ns) for b in batches) < expected and time.monotonic() < deadline:
         time.sleep(0.05)  # until every event is written (or 30 s passed)
@@ -146,7 +163,7 @@ def _run(config: Config, rate: int, seconds: float, symbols: list[str],
                       np.array([b.buckets for b in window]),
                       np.diff(acks) / 1e6, (load0, load1),
                       {k: v / max(1, published if k == "broker" else written) * 1e6
-                       for k, v in cpu.items()}, written_all / max(1, expected))
+                       for k, v in cpu.items()}, written_all / max(1, expected), cores)
 
 
 def _server_pids(config: Config) -> dict[str, int]:
@@ -180,4 +197,7 @@ def report(r: LatencyRun, rate: int, seconds: float, symbols: int, batch_ms: int
         f"(median), write p50 {pct(r.write_ms, 50):.1f} / p99 {pct(r.write_ms, 99):.1f} ms, "
         f"one every {pct(r.interval_ms, 50):.1f} ms (p50; p99 {pct(r.interval_ms, 99):.1f})\n"
         f"  written within 30 s of the last send: {r.written:.0%}; CPU per event: "
-        + ", ".join(f"{k} {v:.2f} µs" for k, v in r.cpu_us.items()))
+        + ", ".join(f"{k} {v:.2f} µs" for k, v in r.cpu_us.items())
+        + f"\n  cores busy: {sum(r.cores.values()):.2f} of {os.cpu_count()} ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in r.cores.items())
+        + "); a stage that finds every core taken waits for one")

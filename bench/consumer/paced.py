@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from multiprocessing.sharedctypes import Synchronized
 
 from confluent_kafka import Producer
 
@@ -12,10 +13,12 @@ from schemas.codec import make_codec
 from tests.support.testkit import trade
 
 
-def paced_publisher(config: Config, rate: int, seconds: float, symbols: list[str]) -> None:
+def paced_publisher(config: Config, rate: int, seconds: float, symbols: list[str],
+                    sent_out: Synchronized | None = None) -> None:
     """Publishes trades at ``rate``/s with received_ns = now (a separate process, like the
     real producer, so it does not share the consumer's interpreter), with the producer's own
-    Kafka properties (``linger.ms`` and all), so its share of the latency is counted."""
+    Kafka properties (``linger.ms`` and all), so its share of the latency is counted.
+    ``sent_out`` receives the number of trades sent, once Kafka has them all."""
     codec = make_codec(config)
     producer = Producer(producer_properties(config, "bench-paced-publisher"))
     topic = config.kafka.topics.trades
@@ -34,3 +37,5 @@ def paced_publisher(config: Config, rate: int, seconds: float, symbols: list[str
         producer.poll(0)
         time.sleep(0.002)
     producer.flush(30)
+    if sent_out is not None:
+        sent_out.value = sent
