@@ -38,7 +38,15 @@ import orjson
 import yaml
 
 from bench.day.compare import bucket_names, differences, fingerprints
-from bench.day.sample import Sample, Sampler, dir_bytes, open_files, quantile, scrape
+from bench.day.sample import (
+    Sample,
+    Sampler,
+    dir_bytes,
+    open_files,
+    partition_skew,
+    quantile,
+    scrape,
+)
 from bench.services import BenchServices, bench_services, private_settings
 from common.files import write_private
 from services.native import NativeServices
@@ -246,7 +254,9 @@ def run_day(args: argparse.Namespace, svc: BenchServices) -> int:
             pids["kafka"] = svc.handle.kafka.pid() or 0
         if svc.handle is not None and svc.started("marketstore"):
             pids["marketstore"] = svc.handle.marketstore.pid() or 0
-        sampler = Sampler(pids, run.consumer_metrics)
+        go_metrics = (svc.marketstore_url.removesuffix("/rpc") + "/metrics"
+                      if "marketstore" in pids else None)
+        sampler = Sampler(pids, run.consumer_metrics, go_metrics_url=go_metrics)
         first = sampler.take()
         sampler.start()
         t0 = time.monotonic()
@@ -306,9 +316,18 @@ def report(args: argparse.Namespace, run: Run, svc: BenchServices, samples: list
             print(f"  {name:<12} {r0:7.0f} / {rw:7.0f} / {rh:7.0f} / {r1:7.0f}  "
                   f"({(r1 / rw - 1) * 100:+.0f}% after warm-up, {(r1 / rh - 1) * 100:+.0f}% "
                   "in the second half)")
+    goals = [s.go_heap_goal for s in (first, warm, half, last)]
+    if all(goals):
+        print(f"  marketstore Go heap goal (twice what was live at its last collection): "
+              f"{' / '.join(f'{g:.0f}' for g in goals if g)}")
     lags = [f"{s.consumer.lag:,.0f}" for s in (warm, half, last) if s.consumer]
     print(f"  consumer lag then: {' / '.join(lags)} events (librdkafka pre-fetches up to "
           "queued.max.messages.kbytes of a lag into the consumer's memory)")
+    skews = [(kind, partition_skew(svc.kafka_bootstrap, f"{run.topics_prefix}.{kind}"))
+             for kind in ("trades", "quotes", "bars")]
+    print(f"partition skew ({args.partitions} partitions, keyed by symbol), the fullest "
+          "partition over the mean: " + ", ".join(
+              f"{kind} {skew[1]:.2f} ({skew[0]:,} records)" for kind, skew in skews if skew))
     if svc.handle is not None and svc.started("kafka"):
         kb = dir_bytes(svc.handle.kafka.data_dir, (run.topics_prefix,))
         print(f"Kafka disk: {kb / 2**20:,.0f} MiB, {kb / total:.1f} bytes per event")

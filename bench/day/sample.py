@@ -49,6 +49,27 @@ def dir_bytes(path: Path, only: tuple[str, ...] = ()) -> int:
     return total
 
 
+def partition_skew(bootstrap: str, topic: str) -> tuple[int, float] | None:
+    """(records, the fullest partition's records over the mean) of ``topic``: records are
+    keyed by symbol, so a hot symbol's partition carries more than its share."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    client = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-day-skew",
+                       "enable.auto.commit": False})
+    try:
+        meta = client.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            return None
+        counts = []
+        for p in sorted(meta.partitions):
+            low, high = client.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            counts.append(high - low)
+    finally:
+        client.close()
+    total = sum(counts)
+    return (total, max(counts) / (total / len(counts))) if total else None
+
+
 @dataclass
 class ConsumerView:
     written: float = 0.0  # rows written + duplicates dropped
@@ -90,21 +111,40 @@ def quantile(q: float, deltas: dict[float, float]) -> float | None:
     return prev_bound
 
 
+def go_heap_goal_mib(metrics_url: str) -> float | None:
+    """The heap size at which a Go server (MarketStore) collects next: with the default GOGC
+    twice the heap that was live after its last collection. Against its resident size it
+    tells data the server holds from memory its collector has not given back."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "go_memstats_next_gc_bytes":
+                return s.value / 2**20
+    return None
+
+
 @dataclass
 class Sample:
     t: float
     cpu: dict[str, float | None]
     rss: dict[str, float | None]
     consumer: ConsumerView | None
+    go_heap_goal: float | None = None  # MiB, MarketStore's (go_heap_goal_mib)
 
 
 class Sampler(threading.Thread):
-    """Every ``every_s``: CPU seconds and resident MiB of each named pid, and the consumer's
-    metrics."""
+    """Every ``every_s``: CPU seconds and resident MiB of each named pid, the consumer's
+    metrics and, given its metrics URL, MarketStore's Go heap goal."""
 
-    def __init__(self, pids: dict[str, int], metrics_url: str, every_s: float = 2.0) -> None:
+    def __init__(self, pids: dict[str, int], metrics_url: str, every_s: float = 2.0,
+                 go_metrics_url: str | None = None) -> None:
         super().__init__(name="day-sampler", daemon=True)
         self.pids, self.metrics_url, self.every_s = pids, metrics_url, every_s
+        self.go_metrics_url = go_metrics_url
         self.samples: list[Sample] = []
         self._stop_event = threading.Event()
 
@@ -115,7 +155,8 @@ class Sampler(threading.Thread):
             view = None
         sample = Sample(time.monotonic(),
                         {n: cpu_seconds(f"/proc/{p}/stat") for n, p in self.pids.items()},
-                        {n: rss_mib(p) for n, p in self.pids.items()}, view)
+                        {n: rss_mib(p) for n, p in self.pids.items()}, view,
+                        go_heap_goal_mib(self.go_metrics_url) if self.go_metrics_url else None)
         self.samples.append(sample)
         return sample
 
