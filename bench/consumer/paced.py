@@ -1,41 +1,57 @@
-"""The latency benchmark's load: paced trades with received_ns, in a process of its own."""
+"""The latency benchmark's load: paced trades as WebSocket frames, in a process of its own."""
 
 from __future__ import annotations
 
 import time
 from multiprocessing.sharedctypes import Synchronized
 
-from confluent_kafka import Producer
+import orjson
 
 from common.config import Config
-from producer.publisher import producer_properties
+from producer.mapping import record_from_ws_event
+from producer.nativeframes import NativeFrames
+from producer.publisher import Publisher
 from schemas.codec import make_codec
-from tests.support.testkit import trade
+from schemas.keys import symbol_key
+from schemas.spec import Kind
 
 
 def paced_publisher(config: Config, rate: int, seconds: float, symbols: list[str],
                     sent_out: Synchronized | None = None) -> None:
-    """Publishes trades at ``rate``/s with received_ns = now (a separate process, like the
-    real producer, so it does not share the consumer's interpreter), with the producer's own
-    Kafka properties (``linger.ms`` and all), so its share of the latency is counted.
-    ``sent_out`` receives the number of trades sent, once Kafka has them all."""
+    """Trades at ``rate``/s, in one ``T`` frame per tick with received_ns = the tick's
+    time, through the producer's own frame encoder and publisher (its Kafka properties,
+    ``linger.ms`` and all), so the latency counts what the producer adds after receipt.
+    A separate process, like the real producer, so it does not share the consumer's
+    interpreter. ``sent_out`` receives the number of trades sent, once Kafka has them."""
     codec = make_codec(config)
-    producer = Producer(producer_properties(config, "bench-paced-publisher"))
-    topic = config.kafka.topics.trades
-    seqs = dict.fromkeys(symbols, 0)
+    topics = config.kafka.topics
+    publisher = Publisher(config, "bench-paced-publisher", codec=codec)
+    frames = NativeFrames(codec, {"bar": topics.bars, "trade": topics.trades,
+                                  "quote": topics.quotes})
+    seq = 0
     t0 = time.perf_counter()
     sent = 0
     while time.perf_counter() - t0 < seconds:
         due = int((time.perf_counter() - t0) * rate)
-        while sent < due:
-            s = symbols[sent % len(symbols)]
-            seqs[s] += 1
+        if due > sent:
             now = time.time_ns()
-            producer.produce(topic, codec.encode("trade", trade(s, seqs[s], now,
-                                                                received_ns=now)), s.encode())
-            sent += 1
-        producer.poll(0)
+            events = []
+            for _ in range(due - sent):
+                seq += 1
+                events.append({"ev": "T", "sym": symbols[seq % len(symbols)], "i": str(seq),
+                               "x": 4, "p": 100.25, "s": 100, "c": [14, 41],
+                               "t": now // 1_000_000, "q": seq, "z": 3})
+            encoded = frames.encode(orjson.dumps(events), now)
+            if encoded is not None:
+                publisher.produce_routed(encoded[0], {Kind.TRADE: len(events)})
+            else:  # the compiled encoder is not built: the reference mapping
+                publisher.produce_routed(
+                    [(topics.trades, codec.encode(kind, record), symbol_key(record["symbol"]))
+                     for kind, record in (record_from_ws_event(ev, now) for ev in events)],
+                    {Kind.TRADE: len(events)})
+            sent = due
+        publisher.poll(0)
         time.sleep(0.002)
-    producer.flush(30)
+    publisher.flush(30)
     if sent_out is not None:
         sent_out.value = sent
