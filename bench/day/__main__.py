@@ -378,7 +378,7 @@ def rebuild(run: Run, svc: BenchServices, total: int, live_wall: float, timeout:
         return 0
     finally:
         target.down(["marketstore"])
-        shutil.rmtree(state, ignore_errors=True)  # a 20M-event day leaves ~7 GB there
+        shutil.rmtree(state, ignore_errors=True)  # gigabytes after a large day
 
 
 if __name__ == "__main__":

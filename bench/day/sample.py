@@ -8,10 +8,12 @@ import os
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample as PromSample
 
 from bench.procstat import cpu_seconds
 
@@ -77,19 +79,24 @@ class ConsumerView:
     e2e: dict[float, float] = field(default_factory=dict)  # cumulative histogram, le -> count
 
 
-def scrape(url: str) -> ConsumerView:
+def metric_samples(url: str) -> Iterator[PromSample]:
+    """Every sample a Prometheus endpoint exposes."""
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
-    view = ConsumerView()
     for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name in (PREFIX + "consumer_events_written_total",
-                          PREFIX + "consumer_duplicates_dropped_total"):
-                view.written += s.value
-            elif s.name == PREFIX + "consumer_lag":
-                view.lag += s.value
-            elif s.name == PREFIX + "consumer_end_to_end_seconds_bucket":
-                view.e2e[float(s.labels["le"])] = s.value
+        yield from family.samples
+
+
+def scrape(url: str) -> ConsumerView:
+    view = ConsumerView()
+    for s in metric_samples(url):
+        if s.name in (PREFIX + "consumer_events_written_total",
+                      PREFIX + "consumer_duplicates_dropped_total"):
+            view.written += s.value
+        elif s.name == PREFIX + "consumer_lag":
+            view.lag += s.value
+        elif s.name == PREFIX + "consumer_end_to_end_seconds_bucket":
+            view.e2e[float(s.labels["le"])] = s.value
     return view
 
 
@@ -116,15 +123,10 @@ def go_heap_goal_mib(metrics_url: str) -> float | None:
     twice the heap that was live after its last collection. Against its resident size it
     tells data the server holds from memory its collector has not given back."""
     try:
-        with urllib.request.urlopen(metrics_url, timeout=5) as resp:
-            text = resp.read().decode()
+        return next((s.value / 2**20 for s in metric_samples(metrics_url)
+                     if s.name == "go_memstats_next_gc_bytes"), None)
     except OSError:
         return None
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "go_memstats_next_gc_bytes":
-                return s.value / 2**20
-    return None
 
 
 @dataclass
