@@ -124,10 +124,21 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
+# Ports free_port has handed out in this process. The socket that found a port is closed
+# before the caller binds it, so the kernel may offer the same port to the next call: two
+# ports of one configuration came out equal in a CI run. A port is handed out once.
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now and that no earlier call in this process returned."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def tail(path: Path, lines: int = 40) -> str:
