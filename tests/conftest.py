@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
+import socket
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -42,7 +44,7 @@ from common.config import ServicesConfig
 from services.base import ServiceError
 from services.containers import ContainerServices, docker_available
 from services.native import NativeServices, ServicesHandle
-from services.process import free_port, port_open
+from services.process import free_port
 from tests.support.registry import private_registry
 
 MODE_ENV = "MASSIVE_FETCHER_TEST_SERVICES"
@@ -215,13 +217,25 @@ CLUSTER_BROKERS = 3
 
 
 def free_run(length: int) -> list[int]:
-    """``length`` consecutive free loopback ports."""
+    """``length`` consecutive free loopback ports below the kernel's ephemeral range: a port
+    in that range can become the local port of any outgoing connection between this choice
+    and the servers' bind (a cluster node's controller once failed to bind so)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(200):
-        first = free_port()
+        first = secrets.randbelow(low - length - 10_000) + 10_000
         run = list(range(first, first + length))
-        if run[-1] < 65536 and not any(port_open("127.0.0.1", p) for p in run[1:]):
+        if all(_bindable(p) for p in run):
             return run
     raise RuntimeError(f"no {length} consecutive free ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @pytest.fixture(scope="session")
