@@ -12,7 +12,6 @@ from producer.mapping import record_from_ws_event
 from producer.nativeframes import NativeFrames
 from producer.publisher import Publisher
 from schemas.codec import make_codec
-from schemas.keys import symbol_key
 from schemas.spec import Kind
 
 
@@ -45,10 +44,9 @@ def paced_publisher(config: Config, rate: int, seconds: float, symbols: list[str
             if encoded is not None:
                 publisher.produce_routed(encoded[0], {Kind.TRADE: len(events)})
             else:  # the compiled encoder is not built: the reference mapping
-                publisher.produce_routed(
-                    [(topics.trades, codec.encode(kind, record), symbol_key(record["symbol"]))
-                     for kind, record in (record_from_ws_event(ev, now) for ev in events)],
-                    {Kind.TRADE: len(events)})
+                publisher.produce_many(
+                    [(kind, record["symbol"], codec.encode(kind, record))
+                     for kind, record in (record_from_ws_event(ev, now) for ev in events)])
             sent = due
         publisher.poll(0)
         time.sleep(0.002)
